@@ -1,0 +1,108 @@
+"""One exception root for everything tseg-rt raises on purpose.
+
+Library code raises these; only the command line turns them into a message and a non-zero
+exit status. Each message names the file concerned and, where there is one, the fix.
+Subclasses also inherit the matching built-in exception where that helps callers
+(``FileNotFoundError``, ``ValueError``), as WSInfer does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class TsegError(Exception):
+    """Root of all tseg-rt errors."""
+
+
+class InvalidArgumentError(TsegError, ValueError):
+    """A caller passed a value the library cannot use (message names the argument)."""
+
+
+# --- slides -------------------------------------------------------------------------------
+
+
+class SlideError(TsegError):
+    """A slide could not be used. ``path`` names it."""
+
+    def __init__(self, path: str | Path, message: str) -> None:
+        self.path = Path(path)
+        super().__init__(f"{self.path}: {message}")
+
+
+class SlideNotFoundError(SlideError, FileNotFoundError):
+    """The slide file does not exist."""
+
+
+class UnsupportedSlideError(SlideError):
+    """Neither OpenSlide nor the tifffile reader can open the file (or it is corrupt)."""
+
+
+class MissingMppError(SlideError):
+    """The slide carries no microns-per-pixel metadata."""
+
+
+class ImplausibleMppError(SlideError):
+    """The slide's microns-per-pixel metadata is outside any plausible range for a WSI."""
+
+
+class ResolutionError(SlideError):
+    """The requested resolution would need upsampling, which tseg-rt never does."""
+
+
+class SlideReadError(SlideError):
+    """Reading pixels failed part-way (truncated or corrupt tiles)."""
+
+
+# --- models, engines, contracts -------------------------------------------------------------
+
+
+class ModelError(TsegError):
+    """An ONNX model, engine or checkpoint cannot be used."""
+
+    def __init__(self, path: str | Path | None, message: str) -> None:
+        self.path = Path(path) if path is not None else None
+        super().__init__(f"{self.path}: {message}" if path is not None else message)
+
+
+class ModelNotFoundError(ModelError, FileNotFoundError):
+    """The model or engine file does not exist."""
+
+
+class ContractError(ModelError):
+    """The model contract (metadata) is missing, malformed or contradicts the graph."""
+
+
+class BackendUnavailableError(TsegError):
+    """An optional backend (TensorRT, CUDA, onnxruntime-gpu) is not installed or has no GPU."""
+
+
+class EngineMismatchError(ModelError):
+    """A TensorRT engine was built for another GPU or TensorRT version."""
+
+
+# --- annotations, outputs, batches ----------------------------------------------------------
+
+
+class AnnotationError(TsegError):
+    """An annotation file cannot be read or does not fit its slide."""
+
+    def __init__(self, path: str | Path, message: str) -> None:
+        self.path = Path(path)
+        super().__init__(f"{self.path}: {message}")
+
+
+class OutputError(TsegError):
+    """Outputs cannot be written (folder not writable, disk full, ...)."""
+
+    def __init__(self, path: str | Path, message: str) -> None:
+        self.path = Path(path)
+        super().__init__(f"{self.path}: {message}")
+
+
+class SlideLockedError(OutputError):
+    """Another process holds the lock on this slide's output folder."""
+
+
+class NoSlidesFoundError(TsegError, FileNotFoundError):
+    """The inputs of a batch contain no readable slide files."""
