@@ -257,10 +257,12 @@ class GeneratedSlide:
 
 def generate_slide(path: str | os.PathLike[str], seed: int = 0, width_mm: float = 6.0,
                    height_mm: float = 4.5, mpp: float = 0.5, n_sections: int = 1, n_tumours: int = 2,
-                   tile: int = 256, compression: str = "jpeg", min_level_size: int = 512) -> GeneratedSlide:
+                   tile: int = 256, compression: str = "jpeg", min_level_size: int = 512,
+                   level_factor: int = 4) -> GeneratedSlide:
     """Write a synthetic slide (pyramidal tiled TIFF) and its true tumour mask beside it.
 
-    ``<stem>.mask.png`` is the tumour mask at 5 µm/px (0/255; the size OpenSlide and
+    Levels are reductions by ``level_factor`` (4, as most scanners) while the smallest side
+    stays above ``min_level_size``. ``<stem>.mask.png`` is the tumour mask at 5 µm/px (0/255; the size OpenSlide and
     :meth:`Slide.size_at(5.0)` give), ``<stem>.geojson`` the tumour polygons in level-0 pixels.
     """
     path = Path(path)
@@ -271,17 +273,15 @@ def generate_slide(path: str | os.PathLike[str], seed: int = 0, width_mm: float 
     scale = 1
     while True:
         lw, lh = w0 // scale, h0 // scale
-        level_mpp_x, level_mpp_y = syn.width_um / lw if scale > 1 else mpp, syn.height_um / lh if scale > 1 else mpp
         lmpp = mpp * scale
 
         def renderer(x: int, y: int, w: int, h: int, lmpp: float = lmpp) -> np.ndarray:
             return syn.render(x * lmpp, y * lmpp, w, h, lmpp)
 
         levels.append((renderer, (lw, lh)))
-        del level_mpp_x, level_mpp_y
-        if min(lw, lh) // 4 < min_level_size:
+        if min(lw, lh) // level_factor < min_level_size:
             break
-        scale *= 4
+        scale *= level_factor
     compression_arg = compression if compression != "none" else None
     write_pyramid(path, levels, mpp, tile=tile, compression=compression_arg,
                   description=f"tseg-rt synthetic H&E slide, seed {seed}")
@@ -290,11 +290,9 @@ def generate_slide(path: str | os.PathLike[str], seed: int = 0, width_mm: float 
     geojson_path = path.with_name(f"{stem}.geojson")
     size5 = (int(math.floor(w0 * mpp / 5.0 + 1e-9)), int(math.floor(h0 * mpp / 5.0 + 1e-9)))
     # The mask covers the same area as the 5 µm/px image of the slide.
-    mask_syn_w, mask_syn_h = size5[0] * 5.0, size5[1] * 5.0
     xs = (np.arange(size5[0]) + 0.5) * 5.0
     ys = (np.arange(size5[1]) + 0.5) * 5.0
     mask = syn._sample(syn._tumour_raster, xs, ys)
-    del mask_syn_w, mask_syn_h
     cv2.imwrite(str(mask_path), (mask * 255).astype(np.uint8))
     geojson_path.write_text(json.dumps(syn.tumour_geojson(mpp)))
     return GeneratedSlide(path, mask_path, geojson_path, mpp, (w0, h0), syn)

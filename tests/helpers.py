@@ -38,3 +38,86 @@ def textured_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
     img = cv2.resize(base, (width, height), interpolation=cv2.INTER_CUBIC)
     img += rng.normal(0, 0.08, img.shape).astype(np.float32)
     return np.clip(img * 255, 0, 255).astype(np.uint8)
+
+
+# --- tiny models and slides with a known answer -----------------------------------------------
+
+#: Pixels whose red channel is below this are "tumour" for :func:`make_colour_model`.
+DARK_RED_LIMIT = 128
+
+
+def make_colour_model(path: Path, tile: int = 256, overlap: int = 32, divisor: int = 16,
+                      contract: bool = True, input_dtype: int | None = None, graded: bool = False,
+                      **contract_fields) -> Path:
+    """An ONNX graph (built with onnx.helper, no PyTorch) whose tumour probability is 255 where
+    the pixel's red channel is below 128 and 0 elsewhere (``graded``: 255 - red), uint8 NHWC in,
+    uint8 N1HW out."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from tseg.runtime.contract import METADATA_KEY, ModelContract
+
+    in_type = TensorProto.UINT8 if input_dtype is None else input_dtype
+    x = helper.make_tensor_value_info("image", in_type, ["N", "H", "W", 3])
+    y = helper.make_tensor_value_info("tumour_probability", TensorProto.UINT8, ["N", 1, "H", "W"])
+    init = [
+        helper.make_tensor("starts", TensorProto.INT64, [1], [0]),
+        helper.make_tensor("ends", TensorProto.INT64, [1], [1]),
+        helper.make_tensor("axes", TensorProto.INT64, [1], [3]),
+        helper.make_tensor("limit", TensorProto.FLOAT, [], [float(DARK_RED_LIMIT)]),
+        helper.make_tensor("full", TensorProto.FLOAT, [], [255.0]),
+    ]
+    nodes = [
+        helper.make_node("Cast", ["image"], ["xf"], to=TensorProto.FLOAT),
+        helper.make_node("Slice", ["xf", "starts", "ends", "axes"], ["red"]),
+    ]
+    if graded:
+        nodes.append(helper.make_node("Sub", ["full", "red"], ["prob"]))
+    else:
+        nodes += [helper.make_node("Less", ["red", "limit"], ["dark"]),
+                  helper.make_node("Cast", ["dark"], ["darkf"], to=TensorProto.FLOAT),
+                  helper.make_node("Mul", ["darkf", "full"], ["prob"])]
+    nodes += [
+        helper.make_node("Cast", ["prob"], ["prob8"], to=TensorProto.UINT8),
+        helper.make_node("Transpose", ["prob8"], ["tumour_probability"], perm=[0, 3, 1, 2]),
+    ]
+    graph = helper.make_graph(nodes, "colour", [x], [y], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    if contract:
+        c = ModelContract(name="test colour model", tile_size=tile, min_overlap=overlap, divisor=divisor,
+                          **contract_fields)
+        helper.set_model_props(model, {METADATA_KEY: c.to_json()})
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def make_square_slide(path: Path, width_um: int = 1600, height_um: int = 1200, mpp: float = 0.5,
+                      square_um: tuple[int, int, int, int] = (600, 400, 500, 400),
+                      tissue_um: tuple[int, int, int, int] | None = (150, 100, 1300, 1000),
+                      seed: int = 0) -> dict:
+    """A slide: white glass, a pink textured tissue rectangle, a dark textured square inside it.
+
+    Returns the geometry in level-0 pixels and µm. The colour model sees only the square.
+    """
+    import cv2
+
+    from tseg.runtime.tiff import pyramid_from_array, write_pyramid
+
+    w, h = int(width_um / mpp), int(height_um / mpp)
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w, 3), 244, np.uint8)
+    # Texture on a 10 µm grid, so the 5 µm/px overview shows structure at any level-0 MPP.
+    texture = rng.normal(0, 14, (int(height_um // 10) + 1, int(width_um // 10) + 1, 1)).astype(np.float32)
+    texture = cv2.resize(texture, (w, h), interpolation=cv2.INTER_LINEAR)[..., None]
+    if tissue_um is not None:
+        tx, ty, tw, tht = (int(v / mpp) for v in tissue_um)
+        pink = np.array([228, 150, 196], np.float32) + texture[ty : ty + tht, tx : tx + tw]
+        img[ty : ty + tht, tx : tx + tw] = np.clip(pink, 150, 255).astype(np.uint8)
+    sx, sy, sw, sh = (int(v / mpp) for v in square_um)
+    dark = np.array([80, 40, 120], np.float32) + texture[sy : sy + sh, sx : sx + sw]
+    img[sy : sy + sh, sx : sx + sw] = np.clip(dark, 0, 120).astype(np.uint8)
+    write_pyramid(path, pyramid_from_array(img, min_size=256, factor=4), mpp)
+    return {"path": path, "mpp": mpp, "square_level0": (sx, sy, sw, sh), "square_um": square_um,
+            "size_level0": (w, h)}

@@ -1,0 +1,65 @@
+"""Helpers for the benchmarks: generated slides cached on disk, timing and peak memory."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+CACHE = Path(os.environ.get("TSEG_BENCH_CACHE", Path.home() / ".cache" / "tseg-rt" / "bench"))
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process in MB (Linux)."""
+    with open("/proc/self/statm") as fh:
+        pages = int(fh.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+
+
+def cached_slide(name: str, **kwargs: Any) -> Path:
+    """A synthetic slide generated once per parameter set and kept in ``$TSEG_BENCH_CACHE``."""
+    from tseg.runtime.synthetic import generate_slide
+
+    key = "-".join(f"{k}{v}" for k, v in sorted(kwargs.items()))
+    path = CACHE / f"{name}-{key}.tiff"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        generate_slide(path, **kwargs)
+        print(f"generated {path} in {time.perf_counter() - t0:.0f} s")
+    return path
+
+
+def _child(fn: Callable[..., dict], args: tuple, queue: "mp.Queue[dict]") -> None:
+    try:
+        queue.put(fn(*args))
+    except BaseException as exc:  # report, never hang the parent
+        queue.put({"error": repr(exc)})
+
+
+def in_fresh_process(fn: Callable[..., dict], *args: Any) -> dict:
+    """Run ``fn(*args)`` in a new process (so peak RSS is its own) and return its dict."""
+    ctx = mp.get_context("spawn")
+    queue: "mp.Queue[dict]" = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(fn, args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    if "error" in result:
+        raise RuntimeError(result["error"])
+    return result
+
+
+def write_json(path: str | os.PathLike[str] | None, data: dict) -> None:
+    text = json.dumps(data, indent=2)
+    print(text)
+    if path:
+        Path(path).write_text(text)

@@ -1,0 +1,220 @@
+"""The ``tseg-rt`` command line: a thin front end; each command calls one library function.
+
+Heavy modules are imported inside the commands so that ``--help`` is fast and the runtime
+commands never import PyTorch. TsegError becomes a one-line message and a non-zero exit status:
+1 when some slides failed, 2 for errors that stop the command before any slide runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Pan-cancer tumour segmentation in H&E whole-slide images.")
+train_app = typer.Typer(no_args_is_help=True, help="Training (needs tseg-rt[train]).")
+app.add_typer(train_app, name="train")
+
+EXIT_FAILED_SLIDES = 1
+EXIT_ERROR = 2
+
+
+def _setup_logging(verbose: int) -> None:
+    from rich.logging import RichHandler
+
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(show_path=False, rich_tracebacks=False)], force=True)
+
+
+def _fail(message: str, code: int = EXIT_ERROR) -> None:
+    from rich.console import Console
+
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _mpp_option(mpp: Optional[str]):  # noqa: ANN202
+    if mpp is None:
+        return None
+    try:
+        values = [float(v) for v in mpp.split(",")]
+    except ValueError:
+        _fail(f"--mpp takes a number or X,Y in µm per pixel, got {mpp!r}")
+    if len(values) not in (1, 2):
+        _fail(f"--mpp takes a number or X,Y, got {mpp!r}")
+    return values[0] if len(values) == 1 else (values[0], values[1])
+
+
+def _devices(devices: Optional[str]) -> list[int]:
+    if not devices:
+        return []
+    try:
+        return [int(d) for d in devices.split(",") if d.strip()]
+    except ValueError:
+        _fail(f"--devices takes GPU indices like 0,1,2, got {devices!r}")
+    return []
+
+
+@app.command()
+def run(
+    slides: List[Path] = typer.Argument(..., help="Slide files and/or folders (searched recursively)."),
+    out: Path = typer.Option(Path("results"), "--out", "-o", help="Output folder (one sub-folder per slide)."),
+    engine: Optional[Path] = typer.Option(None, "--engine", "-e",
+                                          help="Model: .onnx (ONNX Runtime) or .plan (TensorRT). Default: the bundled demonstration model."),
+    mpp: Optional[str] = typer.Option(None, help="Override the level-0 resolution (µm/px), X or X,Y."),
+    low: Optional[int] = typer.Option(None, help="Hysteresis low threshold, 0-255 (default: the model's, 85)."),
+    high: Optional[int] = typer.Option(None, help="Hysteresis high threshold, 0-255 (default: the model's, 229)."),
+    reader_threads: Optional[int] = typer.Option(None, help="Threads reading slide blocks (default: CPUs, max 4)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo slides that already have results."),
+    workers: int = typer.Option(1, min=1, help="Slides processed in parallel, each process with its own backend."),
+    devices: Optional[str] = typer.Option(None, help="GPU indices for the workers, e.g. 0,1 (one worker per GPU)."),
+    providers: str = typer.Option("auto", help="ONNX Runtime providers: auto, cpu, cuda or tensorrt."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True),
+) -> None:
+    """Segment slides: masks, probability maps, polygons, overlays and a summary per slide."""
+    _setup_logging(verbose)
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .batch import find_slides, run_batch
+    from .errors import TsegError
+    from .progress import BatchProgress
+    from .segmenter import Segmenter
+
+    console = Console(stderr=True)
+    device_list = _devices(devices)
+    if device_list and workers == 1:
+        workers = len(device_list)
+    settings = {"low": low, "high": high, "mpp": _mpp_option(mpp), "reader_threads": reader_threads}
+    try:
+        found = find_slides(slides, exclude=out)
+        segmenter = Segmenter(engine, providers=providers, device_id=device_list[0] if device_list else 0, **settings)
+        if engine is None:
+            console.print("[yellow]Using the bundled demonstration model: it is NOT a diagnostic model.[/]")
+        backend_info = segmenter.backend.describe()
+        console.print(escape(f"{len(found)} slide(s) -> {out}   model: {backend_info['path']} "
+                             f"[{backend_info['kind']} {', '.join(backend_info.get('providers', []))}]"),
+                      highlight=False)
+        with BatchProgress(len(found), enabled=progress, console=console) as bar:
+            if workers > 1:
+                segmenter.close()
+                segmenter = None
+            outcomes = run_batch(found, out, segmenter, overwrite=overwrite, workers=workers,
+                                 engine=str(engine) if engine else None, providers=providers,
+                                 devices=device_list, settings=settings,
+                                 on_slide_start=bar.slide_started, on_slide_done=bar.slide_done,
+                                 on_tile=bar.tile_done, on_plan=bar.tiles_planned)
+    except TsegError as exc:
+        _fail(str(exc))
+        return
+    table = Table(title="tseg-rt run", show_lines=False)
+    for col in ("slide", "status", "tiles run/skipped", "tumour mm²", "tissue mm²", "seconds"):
+        table.add_column(col)
+    for o in outcomes:
+        tiles = o.summary.get("tiles", {})
+        areas = o.summary.get("areas", {})
+        table.add_row(escape(o.name), o.status if o.ok else f"[red]{o.status}[/]",
+                      f"{tiles.get('tiles_run', '')}/{tiles.get('tiles_skipped_background', '')}" if tiles else "",
+                      f"{areas['tumour_area_mm2']:.2f}" if areas else "",
+                      f"{areas['tissue_area_mm2']:.2f}" if areas else "",
+                      f"{o.seconds:.1f}" if o.seconds else "")
+    Console().print(table)
+    failed = [o for o in outcomes if not o.ok]
+    for o in failed:
+        console.print(f"[red]{o.status}:[/] {escape(o.error or '')}", highlight=False, soft_wrap=True)
+    if failed:
+        console.print(f"[red]{len(failed)} of {len(outcomes)} slide(s) not processed[/]")
+        raise typer.Exit(EXIT_FAILED_SLIDES)
+
+
+@app.command()
+def info(
+    path: Path = typer.Argument(..., help="A slide, an .onnx model or a .plan engine."),
+    mpp: Optional[str] = typer.Option(None, help="Override the slide's level-0 resolution (µm/px)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Describe a slide (vendor, levels, MPP, size in mm), a model (its contract) or an engine."""
+    from .errors import TsegError
+
+    try:
+        suffix = path.suffix.lower()
+        if suffix in (".plan", ".engine", ".trt"):
+            from tseg.engines.manifest import read_manifest
+
+            data = read_manifest(path).to_dict()
+        elif suffix == ".onnx":
+            from .backends.onnxruntime import OnnxRuntimeBackend
+
+            with OnnxRuntimeBackend(path, providers="cpu") as backend:
+                data = {"model": str(path), "contract": backend.contract.to_dict(),
+                        "sha256": backend.sha256}
+        else:
+            from .slide import open_slide
+
+            with open_slide(path, _mpp_option(mpp)) as slide:
+                data = slide.info()
+    except TsegError as exc:
+        _fail(str(exc))
+        return
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    from rich.console import Console
+    from rich.pretty import Pretty
+
+    Console().print(Pretty(data, expand_all=False))
+
+
+@app.command()
+def postprocess(
+    results: List[Path] = typer.Argument(..., help="Result folders of `tseg-rt run` (OUT/<slide>) or OUT itself."),
+    low: int = typer.Option(85, help="Hysteresis low threshold (0-255)."),
+    high: int = typer.Option(229, help="Hysteresis high threshold (0-255); also the pruning threshold."),
+    prune: bool = typer.Option(True, "--prune/--no-prune", help="Prune regions whose 95th percentile <= high."),
+) -> None:
+    """Redo thresholds from saved probability maps, without the network."""
+    from .errors import TsegError
+    from .outputs import SUMMARY, repostprocess
+
+    folders: list[Path] = []
+    for r in results:
+        if (r / SUMMARY).exists():
+            folders.append(r)
+        elif r.is_dir():
+            folders.extend(sorted(p.parent for p in r.glob(f"*/{SUMMARY}")))
+    if not folders:
+        _fail(f"no finished result folders (with {SUMMARY}) in {', '.join(map(str, results))}")
+    failed = 0
+    for folder in folders:
+        try:
+            summary = repostprocess(folder, low, high, prune)
+            typer.echo(f"{folder}: tumour {summary['areas']['tumour_area_mm2']:.3f} mm², "
+                       f"{summary['areas']['regions']} region(s)")
+        except TsegError as exc:
+            failed += 1
+            typer.echo(f"{folder}: {exc}", err=True)
+    if failed:
+        raise typer.Exit(EXIT_FAILED_SLIDES)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

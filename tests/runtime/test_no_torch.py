@@ -1,0 +1,45 @@
+"""The runtime imports and runs with PyTorch absent."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from helpers import make_colour_model, make_square_slide
+
+BLOCK_TORCH = """
+import importlib.abc, sys
+class _NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch.") or name in ("timm", "torchvision", "segmentation_models_pytorch"):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+        return None
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
+def test_runtime_runs_without_torch(tmp_path):
+    model = make_colour_model(tmp_path / "m.onnx")
+    slide = make_square_slide(tmp_path / "s.tiff")["path"]
+    code = BLOCK_TORCH + textwrap.dedent(f"""
+        try:
+            import torch
+        except ModuleNotFoundError:
+            pass
+        else:
+            raise SystemExit("torch was importable")
+        import tseg.runtime
+        from tseg.runtime.segmenter import Segmenter
+        from tseg.runtime.batch import run_batch
+        from tseg.runtime.cli import app
+        from pathlib import Path
+        outcome = run_batch([Path({str(slide)!r})], Path({str(tmp_path / 'out')!r}), Segmenter({str(model)!r}))[0]
+        assert outcome.status == "done", outcome.error
+        assert abs(outcome.summary["areas"]["tumour_area_mm2"] - 0.2) < 1e-6
+        assert not [m for m in sys.modules if m == "torch" or m.startswith("torch.")]
+        print("ok")
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ok"
