@@ -93,6 +93,17 @@ def box_on_mask(box: tuple[int, int, int, int], image_size: tuple[int, int],
     return (x0, y0, x1, y1)
 
 
+def mask_on_box(mask: np.ndarray, box: tuple[int, int, int, int], image_size: tuple[int, int]) -> np.ndarray:
+    """The part of ``mask`` under ``box`` (pixels of an ``image_size = (w, h)`` image of the
+    same area), resampled to the box's size with nearest neighbour (pixel centres)."""
+    x, y, w, h = box
+    img_w, img_h = image_size
+    mask_h, mask_w = mask.shape[:2]
+    xs = ((x + np.arange(w) + 0.5) * mask_w / img_w).astype(np.int64).clip(0, mask_w - 1)
+    ys = ((y + np.arange(h) + 0.5) * mask_h / img_h).astype(np.int64).clip(0, mask_h - 1)
+    return mask[np.ix_(ys, xs)]
+
+
 def tile_foreground_fraction(mask: np.ndarray, tile: Tile | tuple[int, int, int, int],
                              image_size: tuple[int, int]) -> float:
     """Fraction of foreground in the part of ``mask`` (e.g. 5 µm/px) under a tile.

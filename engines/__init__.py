@@ -1,0 +1,1 @@
+"""TensorRT engines built from the exported ONNX (``tseg-rt build-engine``)."""

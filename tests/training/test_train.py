@@ -1,0 +1,136 @@
+"""Real training steps on CPU: the loss falls, resuming is exact, checkpoints, the importer."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from helpers import make_square_slide  # noqa: E402
+from tseg.runtime.errors import ModelError  # noqa: E402
+from tseg.training.checkpoint import load_checkpoint, read_checkpoint  # noqa: E402
+from tseg.training.config import load_config  # noqa: E402
+from tseg.training.importer import import_published  # noqa: E402
+from tseg.training.model import build_model  # noqa: E402
+from tseg.training.prepare import prepare_dataset  # noqa: E402
+from tseg.training.train import fit  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory):
+    d = tmp_path_factory.mktemp("train")
+    rows = ["path,annotation,cancer_type,cohort"]
+    for i, kind in enumerate(["colon", "lung", "lung"]):
+        info = make_square_slide(d / f"s{i}.tiff", width_um=700, height_um=600, tissue_um=(20, 20, 660, 560),
+                                 square_um=(100 + 50 * i, 150, 300, 250), seed=i)
+        sx, sy, sw, sh = info["square_level0"]
+        (d / f"s{i}.geojson").write_text(json.dumps({"type": "Polygon", "coordinates": [
+            [[sx, sy], [sx + sw, sy], [sx + sw, sy + sh], [sx, sy + sh], [sx, sy]]]}))
+        rows.append(f"s{i}.tiff,s{i}.geojson,{kind},C{i}")
+    (d / "slides.csv").write_text("\n".join(rows) + "\n")
+    return prepare_dataset(d / "slides.csv", d / "ds", tile_size=128).index
+
+
+def tiny(**optim):
+    cfg = load_config("tiny")
+    return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, **optim))
+
+
+def test_training_on_a_fixed_batch_lowers_the_loss(tmp_path, index):
+    cfg = tiny(steps=25, warmup_steps=4, warmup_every=1, peak_lr=0.02, batch_size=2)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, crop_size=128, augment=False, balance=False))
+    # A fixed batch: an index of exactly two tiles, full-size crops, no augmentation.
+    lines = index.read_text().splitlines()
+    fixed = tmp_path / "fixed.csv"
+    fixed.write_text("\n".join(lines[:1] + [lines[3], lines[8]]) + "\n")
+    result = fit(cfg, fixed, tmp_path / "run", progress=False)
+    first, last = np.mean(result.losses[:3]), np.mean(result.losses[-3:])
+    assert last < 0.8 * first, result.losses
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert log[0].startswith("step,epoch,loss,dice_loss,ce_loss,step_length,images_per_s")
+    assert len(log) > 3
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, index):
+    cfg = tiny(steps=12, checkpoint_every=100)
+    whole = fit(cfg, index, tmp_path / "whole", progress=False)
+    part = fit(cfg, index, tmp_path / "parts", progress=False, stop_after=5)
+    assert part.steps_done == 5 and read_checkpoint(tmp_path / "parts" / "checkpoint.pt")["step"] == 5
+    rest = fit(cfg, index, tmp_path / "parts", progress=False)
+    assert rest.steps_done == 12
+    assert rest.losses == whole.losses[5:]
+    a = read_checkpoint(tmp_path / "whole" / "final.pt")["state_dict"]
+    b = read_checkpoint(tmp_path / "parts" / "final.pt")["state_dict"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_checkpoint_is_self_describing(tmp_path, index):
+    cfg = tiny(steps=3)
+    fit(cfg, index, tmp_path / "run", progress=False)
+    loaded = load_checkpoint(tmp_path / "run" / "final.pt")
+    c = loaded.content
+    assert c["classes"] == ["background", "tissue", "tumour"] and c["class_labels"] == [0, 127, 255]
+    assert c["mpp"] == 1.0 and c["tile_size"] == 256 and c["step"] == 3
+    assert len(c["provenance"]["index_sha256"]) == 64 and c["provenance"]["versions"]["torch"]
+    assert loaded.config == cfg.model and not loaded.model.training
+    with torch.no_grad():
+        assert loaded.model(torch.zeros(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+
+
+def test_bad_checkpoints(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="junk.pt"):
+        load_checkpoint(tmp_path / "junk.pt")
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(ModelError, match="not a tseg checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_checkpoint_from_another_architecture_is_refused(tmp_path, index):
+    cfg = tiny(steps=1)
+    fit(cfg, index, tmp_path / "run", progress=False)
+    content = read_checkpoint(tmp_path / "run" / "final.pt")
+    content["model_config"]["decoder_channels"] = 32  # the weights are for 16
+    torch.save(content, tmp_path / "lying.pt")
+    with pytest.raises(ModelError, match="do not fit"):
+        load_checkpoint(tmp_path / "lying.pt")
+
+
+def test_importer_maps_prefixed_and_renamed_keys(tmp_path):
+    cfg = load_config("tiny").model
+    source = build_model(cfg).state_dict()
+    published = {}
+    for i, (k, v) in enumerate(source.items()):
+        name = f"module.{k}"
+        if i % 7 == 3:  # as if an older timm/smp had named it differently
+            name = name.replace("encoder.model.", "encoder.model.old_")
+        published[name] = v.clone()
+    torch.save({"network_state": published, "step": 500_000}, tmp_path / "model.tar")
+    report = import_published(tmp_path / "model.tar", tmp_path / "imported.pt", config=cfg)
+    assert report.complete and report.by_order and report.by_name
+    loaded = load_checkpoint(tmp_path / "imported.pt")
+    for k, v in loaded.model.state_dict().items():
+        assert torch.equal(v, source[k]), k
+    assert loaded.content["step"] == 500_000
+
+
+def test_importer_refuses_a_mismatched_checkpoint(tmp_path):
+    cfg = load_config("tiny").model
+    source = build_model(cfg).state_dict()
+    bad = {f"module.{k}": v for k, v in source.items()}
+    key = next(k for k in bad if k.endswith("weight") and bad[k].ndim == 4)
+    bad[key] = torch.zeros(1, 1, 1, 1)
+    torch.save({"network_state": bad}, tmp_path / "model.tar")
+    with pytest.raises(ModelError) as err:
+        import_published(tmp_path / "model.tar", tmp_path / "out.pt", config=cfg)
+    assert "got no value" in str(err.value) and key.removeprefix("module.") in str(err.value)
+    assert not (tmp_path / "out.pt").exists()
+    torch.save({"weights": {}}, tmp_path / "other.tar")
+    with pytest.raises(ModelError, match="network_state"):
+        import_published(tmp_path / "other.tar", tmp_path / "out.pt", config=cfg)

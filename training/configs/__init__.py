@@ -1,0 +1,1 @@
+"""Bundled training configurations (TOML)."""
