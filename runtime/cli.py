@@ -312,6 +312,38 @@ def train_import(
     typer.echo(f"{out}: {report.by_name} tensors mapped by name, {len(report.by_order)} by order")
 
 
+@app.command("export")
+def export_cmd(
+    checkpoint: Path = typer.Argument(..., help="A tseg checkpoint (from `train fit` or `train import`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write."),
+    precision: str = typer.Option("fp32", help="fp32, or fp16 (mixed precision for TensorRT; the FP32 graph is kept beside it)."),
+    traced_size: int = typer.Option(512, help="Tile side used for tracing (a multiple of the divisor)."),
+    tile_size: int = typer.Option(7680, help="Inference tile side recorded in the contract (paper: 7680)."),
+    min_overlap: int = typer.Option(1024, help="Minimum tile overlap recorded in the contract (paper: 1024)."),
+    low: int = typer.Option(85, help="Default hysteresis low threshold recorded in the contract."),
+    high: int = typer.Option(229, help="Default hysteresis high threshold recorded in the contract."),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+    parity: bool = typer.Option(True, "--parity/--no-parity", help="Check the graph against PyTorch (recommended)."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True),
+) -> None:
+    """Export a checkpoint to an ONNX graph of the whole tile computation, with a parity report."""
+    _setup_logging(verbose)
+    _need_torch("export")
+    from .errors import TsegError
+
+    from tseg.export.onnx_export import export_checkpoint
+
+    try:
+        report = export_checkpoint(checkpoint, out, precision=precision, traced_size=(traced_size, traced_size),
+                                   tile_size=tile_size, min_overlap=min_overlap, low=low, high=high,
+                                   overwrite=overwrite, check_parity=parity)
+    except TsegError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(json.dumps({"onnx": str(report.onnx), "parity": report.parity, "graph_fixes": report.fixes,
+                           "seconds": round(report.seconds, 1)}, indent=2))
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
