@@ -1,7 +1,31 @@
-"""tseg-rt runtime: read slides, tile, run a model, merge and post-process. No PyTorch."""
+"""tseg-rt runtime: read slides, tile, run a model, merge and post-process. No PyTorch.
 
-from .errors import TsegError
-from .slide import Slide, open_slide
+The names below are imported lazily, so that light modules (``tseg.runtime.executor``,
+``tseg.runtime.cuda``, ``tseg.runtime.tiling``) can be used without OpenCV or OpenSlide loaded.
+"""
 
-__all__ = ["Slide", "TsegError", "open_slide"]
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "Segmenter": ".segmenter",
+    "Result": ".segmenter",
+    "Slide": ".slide",
+    "open_slide": ".slide",
+    "TsegError": ".errors",
+    "load_backend": ".backends",
+    "run_batch": ".batch",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

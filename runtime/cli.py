@@ -344,6 +344,37 @@ def export_cmd(
                            "seconds": round(report.seconds, 1)}, indent=2))
 
 
+@app.command("build-engine")
+def build_engine_cmd(
+    onnx_model: Path = typer.Argument(..., help="ONNX from `tseg-rt export` (use --precision fp16 there for FP16)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Engine file to write (e.g. model.plan); the manifest goes beside it."),
+    min_tile: int = typer.Option(512, help="Smallest tile side the engine accepts."),
+    opt_tile: int = typer.Option(7680, help="Tile side TensorRT optimises for (paper: 7680)."),
+    max_tile: int = typer.Option(7680, help="Largest tile side (7680: batch 1 only, TensorRT's 2^31 limit)."),
+    workspace_gb: float = typer.Option(8.0, help="Builder workspace limit in GiB (lower it if the build runs out of memory)."),
+    optimization_level: int = typer.Option(3, min=0, max=5, help="TensorRT builder optimisation level."),
+    timing_cache: Optional[Path] = typer.Option(None, help="Persistent timing cache (default ~/.cache/tseg-rt)."),
+    device: int = typer.Option(0, help="GPU index to build on."),
+    fp16_flag: bool = typer.Option(True, "--fp16-flag/--no-fp16-flag", help="TensorRT 10.x: FP16 builder flag for FP32 graphs."),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True),
+) -> None:
+    """Build a TensorRT engine for this GPU from an exported ONNX model."""
+    _setup_logging(verbose)
+    from .errors import TsegError
+
+    from tseg.engines.build import BuildSettings, build_engine
+
+    settings = BuildSettings(min_tile, opt_tile, max_tile, workspace_gb, optimization_level,
+                             str(timing_cache) if timing_cache else None, device, fp16_flag)
+    try:
+        manifest = build_engine(onnx_model, out, settings, overwrite=overwrite)
+    except TsegError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(json.dumps(manifest.to_dict(), indent=2))
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -6,7 +6,8 @@ waiting on each side of the backend, plus the one being run):
 * a reader thread reads tiles in plan order, each tile itself read block-wise by the slide's
   pool of reader threads (:meth:`tseg.runtime.slide.Slide.read`);
 * the calling thread pads each tile to the model's divisor (zeros at the bottom and right,
-  *Method application* step 2), runs the backend, and crops the padding off the output;
+  *Method application* step 2), streams the tiles through the backend (``infer_many``, which
+  lets a TensorRT backend overlap copies with compute), and crops the padding off the output;
 * a merge thread accumulates outputs into a :class:`~tseg.runtime.merge.TileMerger`.
 
 Tiles whose box holds no foreground in the 5 µm/px background mask are not run: they are
@@ -158,19 +159,28 @@ def run_tiles(
                threading.Thread(target=merging, name="tseg-merger", daemon=True)]
     for t in threads:
         t.start()
-    try:
+    blocked = [0.0]  # time the inference loop spent waiting on its queues
+
+    def batches():  # type: ignore[no-untyped-def]
         while True:
+            t_wait = time.perf_counter()
             item = get(to_infer)
+            blocked[0] += time.perf_counter() - t_wait
             if item is _DONE:
-                break
+                return
             index, rgb = item  # type: ignore[misc]
+            yield index, pad_to_divisor(rgb, divisor)[None]
+
+    try:
+        t_loop = time.perf_counter()
+        for index, out in backend.infer_many(batches()):
             tile = tiles[index]
-            t0 = time.perf_counter()
-            padded = pad_to_divisor(rgb, divisor)
-            out = backend.infer(padded[None])[0, 0, : tile.height, : tile.width]
-            stats.infer_s += time.perf_counter() - t0
-            if not put(to_merge, (index, np.ascontiguousarray(out))):
+            t_wait = time.perf_counter()
+            ok = put(to_merge, (index, np.ascontiguousarray(out[0, 0, : tile.height, : tile.width])))
+            blocked[0] += time.perf_counter() - t_wait
+            if not ok:
                 break
+        stats.infer_s = time.perf_counter() - t_loop - blocked[0]
         put(to_merge, _DONE)
     except BaseException as exc:
         errors.append(exc)

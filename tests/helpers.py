@@ -121,3 +121,79 @@ def make_square_slide(path: Path, width_um: int = 1600, height_um: int = 1200, m
     write_pyramid(path, pyramid_from_array(img, min_size=256, factor=4), mpp)
     return {"path": path, "mpp": mpp, "square_level0": (sx, sy, sw, sh), "square_um": square_um,
             "size_level0": (w, h)}
+
+
+# --- a simulated CUDA device for the executor and the TensorRT backend -------------------------
+
+H2D, COMPUTE, D2H, STAGE = 1.0, 4.0, 1.0, 0.2
+
+
+class SimStream:
+    def __init__(self, name):
+        self.name, self.ready = name, 0.0
+
+
+class SimEvent:
+    def __init__(self):
+        self.time = 0.0
+
+
+class SimDevice:
+    def __init__(self):
+        self.host = 0.0
+        self.ops = []  # (kind, tile, start, end, buffers read, buffers written)
+        self.memory = {}
+        self.next_id = 0
+        self.streams = []
+
+    def create_stream(self):
+        s = SimStream(f"s{len(self.streams)}")
+        self.streams.append(s)
+        return s
+
+    def create_event(self):
+        return SimEvent()
+
+    def record(self, event, stream):
+        event.time = stream.ready
+
+    def wait(self, stream, event):
+        stream.ready = max(stream.ready, event.time)
+
+    def synchronize(self, event):
+        self.host = max(self.host, event.time)
+
+    def alloc_device(self, nbytes):
+        self.next_id += 1
+        self.memory[self.next_id] = np.zeros(nbytes, np.uint8)
+        return self.next_id
+
+    def alloc_host(self, nbytes):
+        return np.zeros(nbytes, np.uint8)
+
+    def _op(self, kind, stream, duration, reads, writes, tile=None):
+        start = max(stream.ready, self.host)
+        stream.ready = start + duration
+        self.ops.append((kind, tile, start, stream.ready, reads, writes))
+
+    def copy_to_device(self, dst, src, nbytes, stream):
+        self.memory[dst][:nbytes] = src[:nbytes]
+        self._op("h2d", stream, H2D, {id(src)}, {dst})
+
+    def copy_to_host(self, dst, src, nbytes, stream):
+        dst[:nbytes] = self.memory[src][:nbytes]
+        self._op("d2h", stream, D2H, {src}, {id(dst)})
+
+    def free_device(self, ptr):
+        del self.memory[ptr]
+
+    def free_host(self, buffer):
+        pass
+
+    def destroy_stream(self, stream):
+        pass
+
+    def destroy_event(self, event):
+        pass
+
+

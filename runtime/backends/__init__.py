@@ -16,7 +16,7 @@ import hashlib
 import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -74,6 +74,13 @@ class Backend(ABC):
             got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
             raise ModelError(self.path, f"the model returned {got}, expected uint8 {(n, 1, h, w)}")
         return out
+
+    def infer_many(self, batches: Iterable[tuple[Any, np.ndarray]]) -> Iterator[tuple[Any, np.ndarray]]:
+        """``(key, output)`` for each ``(key, batch)``, in order. Backends that can overlap data
+        movement with compute (TensorRT on CUDA streams) override this; the default runs
+        :meth:`infer` on each batch."""
+        for key, batch in batches:
+            yield key, self.infer(batch)
 
     @abstractmethod
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray: ...

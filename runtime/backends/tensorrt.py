@@ -1,0 +1,139 @@
+"""TensorRT backend: a ``.plan`` engine with its manifest, run on CUDA streams.
+
+* The manifest (``model.plan.json``) must exist and match the plan's sha256; an engine built with
+  another TensorRT version or for another compute capability is refused with the reason (and
+  ``deserialize_cuda_engine`` returning None is reported the same way).
+* Tensors are bound by name: ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``.
+* Tiles are run one at a time (batch 1: the engine's profile, TENSORRT.md) through the
+  :class:`~tseg.runtime.executor.DoubleBufferedExecutor`, so the copies of neighbouring tiles
+  overlap each tile's compute when the pipeline streams tiles through :meth:`infer_many`.
+* Edge tiles smaller than 7680² run at their own (divisor-padded) size, inside the profile's
+  range — TensorRT handles dynamic shapes without extra compute, so padding them to 7680² would
+  only waste time. A tile smaller than the profile's minimum side is zero-padded up to it (as
+  the paper pads to the divisor) and the output cropped; one larger than the maximum is refused.
+
+Calls are serialised with a lock (one execution context); run one backend per GPU, as
+``tseg-rt run --devices`` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, EngineMismatchError, InvalidArgumentError, ModelError
+from . import Backend
+
+log = logging.getLogger(__name__)
+
+
+class TensorRTBackend(Backend):
+    kind = "tensorrt"
+
+    def __init__(self, path: Path, device_id: int = 0, **_: Any) -> None:
+        from tseg.engines.build import import_tensorrt, make_logger
+        from tseg.engines.manifest import incompatibilities, read_manifest
+
+        from ..cuda import device_count, device_properties
+        from ..executor import CudaDeviceAPI, DoubleBufferedExecutor
+
+        manifest = read_manifest(path)
+        super().__init__(path, manifest.model_contract)
+        self._sha256 = manifest.plan_sha256
+        self.manifest = manifest
+        trt = import_tensorrt()
+        if device_count() <= device_id:
+            raise BackendUnavailableError(f"{path}: no CUDA GPU {device_id} here; TensorRT engines need the GPU "
+                                          "they were built for (use an .onnx model with ONNX Runtime on the CPU)")
+        device = device_properties(device_id)
+        reasons = incompatibilities(manifest, str(trt.__version__), device)
+        if reasons:
+            raise EngineMismatchError(path, "this engine cannot run here: " + "; ".join(reasons)
+                                      + ". Build one for this GPU with `tseg-rt build-engine MODEL.onnx -o MODEL.plan`")
+        self._api = CudaDeviceAPI(device_id)  # sets the device before TensorRT allocates
+        self._logger = make_logger(trt)
+        self._runtime = trt.Runtime(self._logger)
+        self._engine = self._runtime.deserialize_cuda_engine(Path(path).read_bytes())
+        if self._engine is None:
+            text = " ".join(m for _, m in self._logger.messages[-5:])
+            raise EngineMismatchError(path, f"TensorRT refused to deserialize the engine ({text}); rebuild it on this machine")
+        self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise ModelError(path, "TensorRT could not create an execution context (out of GPU memory?)")
+        c = self.contract
+        modes = {self._engine.get_tensor_name(i): self._engine.get_tensor_mode(self._engine.get_tensor_name(i))
+                 for i in range(self._engine.num_io_tensors)}
+        if modes.get(c.input_name) != trt.TensorIOMode.INPUT or modes.get(c.output_name) != trt.TensorIOMode.OUTPUT:
+            raise ModelError(path, f"the engine's I/O tensors {sorted(modes)} do not match the contract's "
+                                   f"'{c.input_name}' -> '{c.output_name}'")
+        self.device_id = device_id
+        self.min_side = int(manifest.profile["min"][1])
+        self.max_side = int(manifest.profile["max"][1])
+        max_in = self.max_side * self.max_side * 3
+        self._executor = DoubleBufferedExecutor(self._api, max_in, max_in // 3, self._compute,
+                                                lambda s: (s[0], 1, s[1], s[2]))
+        self._lock = threading.Lock()
+
+    def _compute(self, slot: int, dev_in: Any, dev_out: Any, shape: tuple[int, ...], stream: Any) -> None:
+        c = self.contract
+        ctx = self._context
+        if not ctx.set_input_shape(c.input_name, shape):
+            raise ModelError(self.path, f"the engine's profile does not accept input shape {shape}")
+        ctx.set_tensor_address(c.input_name, int(dev_in))
+        ctx.set_tensor_address(c.output_name, int(dev_out))
+        if not ctx.execute_async_v3(int(stream)):
+            raise ModelError(self.path, "TensorRT execute_async_v3 failed (see the log)")
+
+    def _fit(self, tile: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """Pad a (1, H, W, 3) tile up to the profile's minimum side; refuse above the maximum."""
+        h, w = tile.shape[1:3]
+        if h > self.max_side or w > self.max_side:
+            raise InvalidArgumentError(f"tile {h} x {w} exceeds the engine's profile maximum {self.max_side}² "
+                                       "(rebuild with a larger --max-tile)")
+        ph, pw = max(h, self.min_side), max(w, self.min_side)
+        if (ph, pw) != (h, w):
+            tile = np.pad(tile, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)))
+        return tile, (h, w)
+
+    def infer_many(self, batches: Iterable[tuple[Any, np.ndarray]]) -> Iterator[tuple[Any, np.ndarray]]:
+        """Stream batches through the double-buffered executor (copies overlap compute)."""
+        sizes: dict[Any, list[tuple[int, int]]] = {}
+
+        def tiles() -> Iterator[tuple[Any, np.ndarray]]:
+            for key, batch in batches:
+                batch = self.check_input(batch)
+                sizes[key] = []
+                for i in range(batch.shape[0]):
+                    tile, size = self._fit(batch[i : i + 1])
+                    sizes[key].append(size)
+                    yield (key, i, batch.shape[0]), tile
+
+        with self._lock:
+            parts: dict[Any, list[np.ndarray]] = {}
+            for (key, i, n), out in self._executor.run(tiles()):
+                h, w = sizes[key][i]
+                parts.setdefault(key, []).append(out[:, :, :h, :w])
+                if len(parts[key]) == n:
+                    yield key, np.concatenate(parts.pop(key), axis=0)
+
+    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        return next(self.infer_many([(0, batch)]))[1]
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info.update({"device_id": self.device_id, "tensorrt_version": self.manifest.tensorrt_version,
+                     "gpu": self.manifest.gpu, "precision": self.manifest.precision,
+                     "profile": self.manifest.profile, "device_memory_bytes": self.manifest.device_memory_bytes})
+        return info
+
+    def close(self) -> None:
+        executor = getattr(self, "_executor", None)
+        if executor is not None:
+            executor.close()
+            self._executor = None  # type: ignore[assignment]
+        self._context = None
+        self._engine = None
