@@ -9,13 +9,13 @@ parsing the plan.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from tseg.runtime.backends import file_sha256
 from tseg.runtime.contract import METADATA_KEY, ModelContract
 from tseg.runtime.errors import ContractError, EngineMismatchError, ModelError, ModelNotFoundError
 
@@ -28,12 +28,7 @@ def manifest_path(plan: str | os.PathLike[str]) -> Path:
     return p.with_name(p.name + ".json")
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+sha256_file = file_sha256  # one implementation (tseg.runtime.backends), named here for engines
 
 
 @dataclass

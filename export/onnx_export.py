@@ -20,7 +20,6 @@ tile computation, with the model contract as metadata, verified against PyTorch.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata as md
 import json
 import logging
@@ -33,6 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tseg.runtime.backends import file_sha256
 from tseg.runtime.contract import METADATA_KEY, ModelContract
 from tseg.runtime.errors import InvalidArgumentError, ModelError, OutputError
 
@@ -63,14 +63,6 @@ class ExportReport:
         return {"onnx": str(self.onnx), "fp32_onnx": str(self.fp32_onnx) if self.fp32_onnx else None,
                 "parity": self.parity, "graph_fixes": self.fixes, "seconds": round(self.seconds, 2),
                 "contract": self.contract}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _version(name: str) -> str | None:
@@ -180,7 +172,7 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike
         model=loaded.content["model_config"],
         provenance={
             "source_checkpoint": str(Path(checkpoint).resolve()),
-            "source_checkpoint_sha256": _sha256(Path(checkpoint)),
+            "source_checkpoint_sha256": file_sha256(Path(checkpoint)),
             "checkpoint_step": loaded.content.get("step"),
             "checkpoint_provenance": {k: v for k, v in loaded.content.get("provenance", {}).items()
                                       if k in ("index_sha256", "imported_from", "versions", "saved")},

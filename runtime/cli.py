@@ -25,11 +25,12 @@ EXIT_ERROR = 2
 
 
 def _setup_logging(verbose: int) -> None:
+    from rich.console import Console
     from rich.logging import RichHandler
 
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(show_path=False, rich_tracebacks=False)], force=True)
+    handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
+    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]", handlers=[handler], force=True)
 
 
 def _fail(message: str, code: int = EXIT_ERROR) -> None:
@@ -99,8 +100,6 @@ def run(
     try:
         found = find_slides(slides, exclude=out)
         segmenter = Segmenter(engine, providers=providers, device_id=device_list[0] if device_list else 0, **settings)
-        if engine is None:
-            console.print("[yellow]Using the bundled demonstration model: it is NOT a diagnostic model.[/]")
         backend_info = segmenter.backend.describe()
         console.print(escape(f"{len(found)} slide(s) -> {out}   model: {backend_info['path']} "
                              f"[{backend_info['kind']} {', '.join(backend_info.get('providers', []))}]"),
@@ -135,6 +134,81 @@ def run(
     if failed:
         console.print(f"[red]{len(failed)} of {len(outcomes)} slide(s) not processed[/]")
         raise typer.Exit(EXIT_FAILED_SLIDES)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo-output"), "--out", "-o", help="Folder for the demo slide and its results."),
+    engine: Optional[Path] = typer.Option(None, "--engine", "-e", help="Another model (default: the bundled one)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True),
+) -> None:
+    """Generate a synthetic slide, segment it with the bundled model, and report the DSC."""
+    _setup_logging(verbose)
+    from rich.console import Console
+
+    from .demo import run_demo
+    from .errors import TsegError
+    from .progress import BatchProgress
+
+    console = Console(stderr=True)
+    try:
+        with BatchProgress(1, enabled=progress, console=console) as bar:
+            bar.slide_started(Path("demo-slide"), "demo-slide")
+            result = run_demo(out, str(engine) if engine else None, on_tile=bar.tile_done, on_plan=bar.tiles_planned)
+            bar.slide_done(None)
+    except TsegError as exc:
+        _fail(str(exc))
+        return
+    areas = result.summary["areas"]
+    tiles = result.summary["tiles"]
+    score = f"{result.dsc:.3f}" if result.dsc is not None else "undefined (no tumour in reference or prediction)"
+    typer.echo(f"""
+Demo slide : {result.slide}  (generated; known tumour mask {result.reference.name})
+Results    : {result.folder}
+Tiles      : {tiles['tiles_run']} run, {tiles['tiles_skipped_background']} background tiles skipped
+Tumour     : {areas['tumour_area_mm2']:.2f} mm² in {areas['regions']} region(s), of {areas['tissue_area_mm2']:.2f} mm² tissue
+DSC        : {score} against the known mask (background excluded)
+
+Look at  {result.folder / 'overlay.png'}  (heatmap and mask outline)
+and open {result.folder / 'tumour.geojson'} in QuPath over {result.slide.name} (File > Import objects).
+Next: tseg-rt run --engine MODEL.onnx|MODEL.plan SLIDES/ --out results/""")
+
+
+@app.command("eval")
+def eval_cmd(
+    pred: Path = typer.Option(..., "--pred", help="Results folder of `tseg-rt run`."),
+    ref: Path = typer.Option(..., "--ref", help="Folder of references (NAME.geojson/.xml/.mask.png) or a CSV slide,reference."),
+    out: Path = typer.Option(Path("evaluation"), "--out", "-o", help="Folder for the tables, JSON and plots."),
+    cohorts: Optional[Path] = typer.Option(None, "--cohorts", help="CSV with columns slide,cohort."),
+    classes: Optional[str] = typer.Option(None, help="GeoJSON classifications that count as tumour (default: all)."),
+    sweep: bool = typer.Option(False, "--sweep", help="Sweep the hysteresis thresholds (pruning off) instead."),
+    repair_annotations: bool = typer.Option(False, "--repair-annotations"),
+) -> None:
+    """Evaluate predictions against reference annotations (DSC and the paper's statistics)."""
+    from .errors import TsegError
+    from .evaluation import evaluate, sweep as run_sweep
+
+    names = classes.split(",") if classes else None
+    try:
+        if sweep:
+            summary = run_sweep(pred, ref, out, names, repair_annotations)
+            best = summary["best"]
+            typer.echo(f"{summary['pairs']} threshold pairs on {summary['slides']} slide(s); best: low "
+                       f"{best['low_percent']}% ({best['low']}), high {best['high_percent']}% ({best['high']}): "
+                       f"mean DSC {best['mean_dsc']:.4f}\n-> {out / 'sweep.csv'}, {out / 'sweep.png'}")
+            return
+        result = evaluate(pred, ref, out, cohorts, names, repair_annotations)
+    except TsegError as exc:
+        _fail(str(exc))
+        return
+    for c in result.cohorts:
+        ci = f"[{c['ci95_low']:.3f}, {c['ci95_high']:.3f}]" if c["ci95_low"] is not None else "(n=1)"
+        typer.echo(f"{c['cohort']}: {c['slides']} slide(s), mean DSC {c['mean_dsc']:.3f} {ci}, median "
+                   f"{c['median_dsc']:.3f}, no predicted region in {100 * c['no_predicted_region_fraction']:.0f}%")
+    if result.missing:
+        typer.echo(f"no reference for: {', '.join(result.missing)}", err=True)
+    typer.echo("-> " + ", ".join(str(f) for f in result.files))
 
 
 @app.command()

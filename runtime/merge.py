@@ -45,6 +45,21 @@ def _ramp(length: int) -> np.ndarray:
     return 1.0 - d / (length + 1)
 
 
+def _axis_weights(lo: int, hi: int, others: list[tuple[int, int]]) -> np.ndarray:
+    """One axis of a tile spanning ``[lo, hi)``: the two side weights for the overlapping
+    ``others`` (their spans on this axis) multiplied together."""
+    w = np.ones(hi - lo, dtype=np.float64)
+    after = [start for start, _ in others if start > lo]  # tiles starting after this one
+    if after:
+        s = min(after)
+        w[s - lo :] *= _ramp(hi - s)
+    before = [end for _, end in others if end < hi]  # tiles ending before this one
+    if before:
+        e = max(before)
+        w[: e - lo] *= _ramp(e - lo)[::-1]
+    return w
+
+
 def side_weights(tiles: Sequence[Tile], index: int) -> tuple[np.ndarray, np.ndarray]:
     """The 1-D initial weights ``(wy, wx)`` of tile ``index``: top x bottom and left x right.
 
@@ -52,24 +67,8 @@ def side_weights(tiles: Sequence[Tile], index: int) -> tuple[np.ndarray, np.ndar
     """
     t = tiles[index]
     others = [o for j, o in enumerate(tiles) if j != index and o.overlaps(t)]
-    wx = np.ones(t.width, dtype=np.float64)
-    wy = np.ones(t.height, dtype=np.float64)
-    right = [o.x for o in others if o.x > t.x]
-    if right:
-        s = min(right)
-        wx[s - t.x :] *= _ramp(t.x_end - s)
-    left = [o.x_end for o in others if o.x_end < t.x_end]
-    if left:
-        e = max(left)
-        wx[: e - t.x] *= _ramp(e - t.x)[::-1]
-    bottom = [o.y for o in others if o.y > t.y]
-    if bottom:
-        s = min(bottom)
-        wy[s - t.y :] *= _ramp(t.y_end - s)
-    top = [o.y_end for o in others if o.y_end < t.y_end]
-    if top:
-        e = max(top)
-        wy[: e - t.y] *= _ramp(e - t.y)[::-1]
+    wx = _axis_weights(t.x, t.x_end, [(o.x, o.x_end) for o in others])
+    wy = _axis_weights(t.y, t.y_end, [(o.y, o.y_end) for o in others])
     return wy, wx
 
 

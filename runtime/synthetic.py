@@ -127,8 +127,9 @@ class SyntheticSlide:
     def _rasterise(polygons: list[np.ndarray], um_per_px: float, size: tuple[int, int]) -> np.ndarray:
         img = np.zeros((size[1], size[0]), np.uint8)
         shift = 4
-        pts = [np.round(p / um_per_px * (1 << shift) - (1 << shift) / 2).astype(np.int32) for p in polygons]
-        cv2.fillPoly(img, pts, 1, lineType=cv2.LINE_8, shift=shift)
+        for p in polygons:  # one call each: a single call would make overlaps holes (even-odd)
+            pts = np.round(p / um_per_px * (1 << shift) - (1 << shift) / 2).astype(np.int32)
+            cv2.fillPoly(img, [pts], 1, lineType=cv2.LINE_8, shift=shift)
         return img.astype(bool)
 
     def _sample(self, raster: np.ndarray, xs_um: np.ndarray, ys_um: np.ndarray) -> np.ndarray:
@@ -214,7 +215,7 @@ class SyntheticSlide:
             ("normal", 15.0, (2.5, 3.5), 0.55, NUCLEUS, (1.0, 1.3), 10),
             ("tumour", 11.0, (3.5, 6.0), 0.9, TUMOUR_NUCLEUS, (1.1, 1.8), 20),
         ):
-            margin = 10.0
+            margin = 20.0  # > the largest nucleus radius x elongation (6 x 1.8 µm)
             cx0, cx1 = int(math.floor((x_um - margin) / cell_um)), int(math.ceil((x1_um + margin) / cell_um))
             cy0, cy1 = int(math.floor((y_um - margin) / cell_um)), int(math.ceil((y1_um + margin) / cell_um))
             gy, gx = np.mgrid[cy0:cy1, cx0:cx1]
@@ -266,6 +267,7 @@ def generate_slide(path: str | os.PathLike[str], seed: int = 0, width_mm: float 
     :meth:`Slide.size_at(5.0)` give), ``<stem>.geojson`` the tumour polygons in level-0 pixels.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     syn = SyntheticSlide(seed, width_mm * 1000.0, height_mm * 1000.0, n_sections, n_tumours)
     w0 = int(math.floor(syn.width_um / mpp))
     h0 = int(math.floor(syn.height_um / mpp))

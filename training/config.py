@@ -37,6 +37,10 @@ class ModelConfig:
     class_labels: tuple[int, ...] = (0, 127, 255)
     tumour_index: int = 2
     group_channels: int = 8  # GroupNorm with groups of 8 channels
+    # The paper replaces every BatchNorm (its NFNet encoder has none, so only the decoder's).
+    # Small encoders built around BatchNorm (MobileNet, EfficientNet) may keep theirs: in eval
+    # mode it folds into the convolutions, while GroupNorm at high resolution is costly on a CPU.
+    replace_encoder_batchnorm: bool = True
     init: str = "paper"  # "paper" (eqs. 3-4) or "default" (library defaults)
 
     @property

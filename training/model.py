@@ -3,7 +3,8 @@
 ``build_model(config)``: segmentation_models_pytorch's DeepLabV3+ (output stride 16, 256 decoder
 channels, atrous rates 12/24/36, x4 upsampling, 3 classes) on a timm encoder (``eca_nfnet_l3``
 in the paper), with every BatchNorm replaced by a GroupNorm with groups of 8 channels
-(73,472,403 parameters in the paper's configuration), initialised as the paper says:
+(73,472,403 parameters in the paper's configuration; a small encoder built around BatchNorm may
+keep its own, ``replace_encoder_batchnorm = false``), initialised as the paper says:
 
 * encoder convolutions: weights ~ N(0, 1/fan_in), biases 0 (eq. 3);
 * decoder and segmentation-head convolutions: weights and biases ~ U(-a, a), a = sqrt(3/fan_in)
@@ -89,7 +90,11 @@ def build_model(config: ModelConfig | dict[str, Any]) -> nn.Module:
         activation=None,
         upsampling=config.upsampling,
     )
-    replace_batchnorm(model, config.group_channels)
+    if config.replace_encoder_batchnorm:
+        replace_batchnorm(model, config.group_channels)
+    else:
+        replace_batchnorm(model.decoder, config.group_channels)
+        replace_batchnorm(model.segmentation_head, config.group_channels)
     if config.init == "paper":
         paper_init(model)
     elif config.init != "default":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import logging
 import os
 import time
@@ -27,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from tseg.runtime.backends import file_sha256
 from tseg.runtime.errors import InvalidArgumentError
 
 from .balance import balanced_rows
@@ -44,14 +44,6 @@ CHECKPOINT = "checkpoint.pt"
 FINAL = "final.pt"
 LOG = "log.csv"
 LOG_COLUMNS = ["step", "epoch", "loss", "dice_loss", "ce_loss", "step_length", "images_per_s", "s_per_step"]
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -222,6 +214,11 @@ def fit(config: TrainConfig, index: str | os.PathLike[str], run_dir: str | os.Pa
         checkpoint(step)
         if step >= opt.steps:
             final_path = checkpoint(step, FINAL)
+    if dist_info.world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # the other processes wait for rank 0's checkpoint
+        dist.destroy_process_group()
     return FitResult(run, step, last, final_path, losses)
 
 

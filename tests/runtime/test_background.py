@@ -79,3 +79,21 @@ def test_tile_fraction_maps_1mpp_boxes_onto_the_5mpp_mask():
 def test_wrong_input():
     with pytest.raises(InvalidArgumentError):
         foreground_mask(np.zeros((10, 10), np.uint8))
+
+
+def test_cleaning_equals_scikit_image_semantics():
+    """The paper used scikit-image's remove_small_holes / remove_small_objects (areas < 10,000
+    and < 1,600 px); our OpenCV implementation must give the same masks."""
+    skm = pytest.importorskip("skimage.morphology")
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for seed in range(3):
+        noise = cv2.GaussianBlur(rng.random((400, 500)).astype(np.float32), (0, 0), 6 + 3 * seed)
+        m = noise > np.quantile(noise, 0.55)
+        kernel = np.ones((9, 9), np.uint8)
+        expected = cv2.morphologyEx(m.astype(np.uint8), cv2.MORPH_CLOSE, kernel) > 0
+        expected = skm.remove_small_holes(expected, max_size=9_999)
+        expected = cv2.morphologyEx(expected.astype(np.uint8), cv2.MORPH_OPEN, kernel) > 0
+        expected = skm.remove_small_objects(expected, max_size=1_599)
+        np.testing.assert_array_equal(clean_mask(m), expected)

@@ -134,3 +134,21 @@ def test_importer_refuses_a_mismatched_checkpoint(tmp_path):
     torch.save({"weights": {}}, tmp_path / "other.tar")
     with pytest.raises(ModelError, match="network_state"):
         import_published(tmp_path / "other.tar", tmp_path / "out.pt", config=cfg)
+
+
+def test_distributed_data_parallel_on_cpu(tmp_path, index):
+    """torchrun with 2 processes (gloo on the CPU): each takes its half of the global batch."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "ddp.toml"
+    cfg.write_text('name = "ddp"\n[model]\nencoder = "tu-mobilenetv3_small_050"\ndecoder_channels = 16\n'
+                   '[data]\ntile_size = 128\ncrop_size = 64\nnum_workers = 0\n'
+                   '[optim]\nbatch_size = 1\nsteps = 3\nwarmup_steps = 2\nwarmup_every = 1\namp = false\n')
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531",
+                        "-m", "tseg.training.train", "--config", str(cfg), "--index", str(index), "--out",
+                        str(tmp_path / "run"), "--device", "cpu"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    content = read_checkpoint(tmp_path / "run" / "final.pt")
+    assert content["step"] == 3 and content["provenance"]["world_size"] == 2
+    assert not any(k.startswith("module.") for k in content["state_dict"])

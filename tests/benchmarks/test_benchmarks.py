@@ -1,0 +1,39 @@
+"""The benchmark suite runs (quick mode) and reports ratios against its baselines."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from helpers import REPO
+
+
+def test_suite_quick(tmp_path):
+    env = dict(os.environ, TSEG_BENCH_CACHE=str(tmp_path / "cache"))
+    out = tmp_path / "suite.json"
+    r = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--json", str(out)], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads(out.read_text())
+    for stage in ("reading_1mpp", "background_5mpp", "merge", "postprocess_5mpp"):
+        assert data[stage]["megapixels_per_s"] > 0 and data[stage]["speedup_vs_baseline"] > 0, stage
+    # Where the baseline computes the same thing, the results must be identical.
+    assert data["background_5mpp"]["identical_to_baseline"]
+    assert data["merge"]["identical_to_baseline"]
+    assert data["postprocess_5mpp"]["identical_to_baseline"]
+    assert data["inference_onnxruntime_cpu"]["tiles_per_s"] > 0
+    e2e = data["end_to_end_cpu"]
+    assert e2e["tiles_run"] >= 1 and e2e["slides_per_hour_20x15mm_extrapolated"] > 0
+    assert data["peak_rss_mb"] > 0
+
+
+def test_pipeline_and_read_benchmarks_quick(tmp_path):
+    env = dict(os.environ, TSEG_BENCH_CACHE=str(tmp_path / "cache"))
+    for module in ("benchmarks.pipeline_overlap", "benchmarks.read_tile"):
+        out = tmp_path / f"{module}.json"
+        r = subprocess.run([sys.executable, "-m", module, "--quick", "--json", str(out)], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert json.loads(out.read_text())["benchmark"] in ("pipeline_overlap", "read_tile")
