@@ -267,3 +267,140 @@ def test_real_tensorrt_build_and_parity(tmp_path):
     ort = load_backend(model, providers="cpu")
     x = np.random.default_rng(0).integers(0, 256, (1, 192, 256, 3), dtype=np.uint8)
     assert np.abs(engine.infer(x).astype(int) - ort.infer(x)).max() <= 1
+
+
+# --- the builder against a stand-in TensorRT (API calls as documented) ------------------------
+
+
+def fake_builder_trt(plan_bytes=b"serialized engine bytes", fail_with=None, version="10.9.0"):
+    trt = fake_tensorrt(SimDevice(), version)
+    calls = []
+
+    class Flag:
+        STRONGLY_TYPED = 2
+
+    class BuilderFlag:
+        FP16 = "FP16"
+
+    class MemoryPoolType:
+        WORKSPACE = "WORKSPACE"
+
+    class Cache:
+        def serialize(self):
+            return b"timing cache"
+
+    class Config:
+        builder_optimization_level = None
+
+        def set_memory_pool_limit(self, pool, size):
+            calls.append(("workspace", pool, size))
+
+        def set_flag(self, flag):
+            calls.append(("flag", flag))
+
+        def create_timing_cache(self, data):
+            calls.append(("timing_cache_in", bytes(data)))
+            return Cache()
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            calls.append(("set_timing_cache", ignore_mismatch))
+
+        def get_timing_cache(self):
+            return Cache()
+
+        def add_optimization_profile(self, profile):
+            calls.append(("profile", profile.shapes))
+
+    class Profile:
+        def set_shape(self, name, mn, opt, mx):
+            self.shapes = (name, list(mn), list(opt), list(mx))
+
+    class Parser:
+        num_errors = 0
+
+        def __init__(self, network, logger):
+            self.logger = logger
+
+        def parse_from_file(self, path):
+            calls.append(("parse", path))
+            return True
+
+    class Builder:
+        def __init__(self, logger):
+            self.logger = logger
+
+        def create_network(self, flags):
+            calls.append(("network_flags", flags))
+            return object()
+
+        def create_builder_config(self):
+            self.config = Config()
+            return self.config
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            calls.append(("optimization_level", config.builder_optimization_level))
+            if fail_with:
+                self.logger.log(trt.ILogger.ERROR, fail_with)
+                return None
+            return plan_bytes
+
+    trt.Builder, trt.OnnxParser, trt.NetworkDefinitionCreationFlag = Builder, Parser, Flag
+    trt.BuilderFlag, trt.MemoryPoolType = BuilderFlag, MemoryPoolType
+    return trt, calls
+
+
+@pytest.fixture()
+def gpu_here(monkeypatch):
+    from tseg.runtime import cuda
+
+    monkeypatch.setattr(cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(cuda, "device_properties", lambda d=0: {"name": "NVIDIA H200", "compute_capability": "9.0",
+                                                                 "runtime_version": 12080, "driver_version": 12080})
+
+
+def test_builder_follows_the_documented_api_and_writes_plan_and_manifest(tmp_path, monkeypatch, gpu_here):
+    trt, calls = fake_builder_trt()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    model = make_colour_model(tmp_path / "m.onnx", divisor=32)
+    settings = BuildSettings(min_tile=64, opt_tile=256, max_tile=256, workspace_gb=2, optimization_level=4,
+                             timing_cache=str(tmp_path / "cache.bin"))
+    manifest = build_engine(model, tmp_path / "m.plan", settings)
+    assert (tmp_path / "m.plan").read_bytes() == b"serialized engine bytes"
+    assert read_manifest(tmp_path / "m.plan").plan_sha256 == manifest.plan_sha256
+    assert manifest.profile == {"min": [1, 64, 64, 3], "opt": [1, 256, 256, 3], "max": [1, 256, 256, 3]}
+    assert manifest.gpu["compute_capability"] == "9.0" and manifest.tensorrt_version == "10.9.0"
+    assert manifest.contract["tile_size"] == 256 and manifest.onnx["sha256"] == sha256_file(model)
+    assert (tmp_path / "cache.bin").read_bytes() == b"timing cache"
+    # FP32 graph on TensorRT 10: weakly typed with the FP16 flag; workspace, level and profile set.
+    assert ("network_flags", 0) in calls and ("flag", "FP16") in calls
+    assert ("workspace", "WORKSPACE", 2 * (1 << 30)) in calls and ("optimization_level", 4) in calls
+    assert ("profile", ("image", [1, 64, 64, 3], [1, 256, 256, 3], [1, 256, 256, 3])) in calls
+    assert manifest.precision == "fp16 (builder flag)" and manifest.contract["precision"] == "fp16"
+
+
+def test_builder_on_tensorrt_11_is_strongly_typed(tmp_path, monkeypatch, gpu_here):
+    trt, calls = fake_builder_trt(version="11.4.0")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    model = make_colour_model(tmp_path / "m.onnx", divisor=32)
+    manifest = build_engine(model, tmp_path / "m.plan", BuildSettings(min_tile=64, opt_tile=256, max_tile=256,
+                                                                      timing_cache=str(tmp_path / "c")))
+    assert ("network_flags", 1 << 2) in calls and not any(c[0] == "flag" for c in calls)
+    assert manifest.precision == "fp32"
+
+
+def test_builder_out_of_memory_and_no_gpu(tmp_path, monkeypatch, gpu_here):
+    trt, _ = fake_builder_trt(fail_with="Requested amount of GPU memory could not be allocated: out of memory")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    model = make_colour_model(tmp_path / "m.onnx", divisor=32)
+    settings = BuildSettings(min_tile=64, opt_tile=256, max_tile=256, timing_cache=str(tmp_path / "c"))
+    with pytest.raises(ModelError, match="--workspace-gb"):
+        build_engine(model, tmp_path / "m.plan", settings)
+    assert not (tmp_path / "m.plan").exists() and not (tmp_path / "m.plan.json").exists()
+    from tseg.runtime import cuda
+
+    monkeypatch.setattr(cuda, "device_count", lambda: 0)
+    with pytest.raises(BackendUnavailableError, match="no CUDA GPU"):
+        build_engine(model, tmp_path / "m.plan", settings)
