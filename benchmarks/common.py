@@ -28,7 +28,7 @@ def cached_slide(name: str, **kwargs: Any) -> Path:
     """A synthetic slide generated once per parameter set and kept in ``$TSEG_BENCH_CACHE``."""
     from tseg.runtime.synthetic import generate_slide
 
-    key = "-".join(f"{k}{v}" for k, v in sorted(kwargs.items()))
+    key = "-".join(f"{k}{v}".replace(".", "p") for k, v in sorted(kwargs.items()))
     path = CACHE / f"{name}-{key}.tiff"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     slide = cached_slide("train", seed=7, width_mm=2.0, height_mm=1.5, mpp=0.5)
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "slides.csv"
-        csv.write_text(f"path,annotation,cancer_type,cohort\n{slide},{slide.with_name(slide.name.split('.')[0] + '.geojson')},colon,A\n")
+        csv.write_text(f"path,annotation,cancer_type,cohort\n{slide},{slide.with_suffix('.geojson')},colon,A\n")
         index = prepare_dataset(csv, Path(tmp) / "ds", tile_size=cfg.data.tile_size).index
         run_cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, steps=steps + 1, checkpoint_every=10**9))
         t0 = time.perf_counter()

@@ -63,7 +63,7 @@ def find_slides(inputs: Iterable[str | os.PathLike[str]], exclude: Path | None =
                     continue
                 if exclude_resolved is not None and exclude_resolved in f.resolve().parents:
                     continue
-                if f.name.lower().endswith(SLIDE_SUFFIXES) and not f.name.lower().endswith(".mask.png"):
+                if f.name.lower().endswith(SLIDE_SUFFIXES):
                     found.append(f)
         else:
             missing.append(str(p))

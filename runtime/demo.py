@@ -35,7 +35,9 @@ class DemoResult:
 
     @property
     def folder(self) -> Path:
-        return self.out / self.slide.name.split(".")[0]
+        from .batch import slide_stem
+
+        return self.out / slide_stem(self.slide)
 
 
 def run_demo(out: str | os.PathLike[str], engine: str | None = None, overwrite: bool = True,

@@ -287,7 +287,11 @@ def generate_slide(path: str | os.PathLike[str], seed: int = 0, width_mm: float 
     compression_arg = compression if compression != "none" else None
     write_pyramid(path, levels, mpp, tile=tile, compression=compression_arg,
                   description=f"tseg-rt synthetic H&E slide, seed {seed}")
-    stem = path.name.split(".")[0]
+    stem = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
     mask_path = path.with_name(f"{stem}.mask.png")
     geojson_path = path.with_name(f"{stem}.geojson")
     size5 = (int(math.floor(w0 * mpp / 5.0 + 1e-9)), int(math.floor(h0 * mpp / 5.0 + 1e-9)))
