@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import typer
 
@@ -40,6 +41,17 @@ def _fail(message: str, code: int = EXIT_ERROR) -> None:
 
     Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+@contextmanager
+def _reported() -> Iterator[None]:
+    """Turn a TsegError into its one-line message and exit status 2."""
+    from .errors import TsegError
+
+    try:
+        yield
+    except TsegError as exc:
+        _fail(str(exc))
 
 
 def _mpp_option(mpp: Optional[str]):  # noqa: ANN202
@@ -88,7 +100,6 @@ def run(
     from rich.table import Table
 
     from .batch import find_slides, run_batch
-    from .errors import TsegError
     from .progress import BatchProgress
     from .segmenter import Segmenter
 
@@ -97,7 +108,7 @@ def run(
     if device_list and workers == 1:
         workers = len(device_list)
     settings = {"low": low, "high": high, "mpp": _mpp_option(mpp), "reader_threads": reader_threads}
-    try:
+    with _reported():
         found = find_slides(slides, exclude=out)
         segmenter = Segmenter(engine, providers=providers, device_id=device_list[0] if device_list else 0, **settings)
         backend_info = segmenter.backend.describe()
@@ -113,9 +124,6 @@ def run(
                                  devices=device_list, settings=settings,
                                  on_slide_start=bar.slide_started, on_slide_done=bar.slide_done,
                                  on_tile=bar.tile_done, on_plan=bar.tiles_planned)
-    except TsegError as exc:
-        _fail(str(exc))
-        return
     table = Table(title="tseg-rt run", show_lines=False)
     for col in ("slide", "status", "tiles run/skipped", "tumour mm²", "tissue mm²", "seconds"):
         table.add_column(col)
@@ -148,18 +156,14 @@ def demo(
     from rich.console import Console
 
     from .demo import run_demo
-    from .errors import TsegError
     from .progress import BatchProgress
 
     console = Console(stderr=True)
-    try:
+    with _reported():
         with BatchProgress(1, enabled=progress, console=console) as bar:
             bar.slide_started(Path("demo-slide"), "demo-slide")
             result = run_demo(out, str(engine) if engine else None, on_tile=bar.tile_done, on_plan=bar.tiles_planned)
             bar.slide_done(None)
-    except TsegError as exc:
-        _fail(str(exc))
-        return
     areas = result.summary["areas"]
     tiles = result.summary["tiles"]
     score = f"{result.dsc:.3f}" if result.dsc is not None else "undefined (no tumour in reference or prediction)"
@@ -186,11 +190,10 @@ def eval_cmd(
     repair_annotations: bool = typer.Option(False, "--repair-annotations"),
 ) -> None:
     """Evaluate predictions against reference annotations (DSC and the paper's statistics)."""
-    from .errors import TsegError
     from .evaluation import evaluate, sweep as run_sweep
 
     names = classes.split(",") if classes else None
-    try:
+    with _reported():
         if sweep:
             summary = run_sweep(pred, ref, out, names, repair_annotations)
             best = summary["best"]
@@ -199,9 +202,6 @@ def eval_cmd(
                        f"mean DSC {best['mean_dsc']:.4f}\n-> {out / 'sweep.csv'}, {out / 'sweep.png'}")
             return
         result = evaluate(pred, ref, out, cohorts, names, repair_annotations)
-    except TsegError as exc:
-        _fail(str(exc))
-        return
     for c in result.cohorts:
         ci = f"[{c['ci95_low']:.3f}, {c['ci95_high']:.3f}]" if c["ci95_low"] is not None else "(n=1)"
         typer.echo(f"{c['cohort']}: {c['slides']} slide(s), mean DSC {c['mean_dsc']:.3f} {ci}, median "
@@ -218,9 +218,8 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Describe a slide (vendor, levels, MPP, size in mm), a model (its contract) or an engine."""
-    from .errors import TsegError
 
-    try:
+    with _reported():
         suffix = path.suffix.lower()
         if suffix in (".plan", ".engine", ".trt"):
             from tseg.engines.manifest import read_manifest
@@ -237,9 +236,6 @@ def info(
 
             with open_slide(path, _mpp_option(mpp)) as slide:
                 data = slide.info()
-    except TsegError as exc:
-        _fail(str(exc))
-        return
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
@@ -301,17 +297,13 @@ def train_prepare(
 ) -> None:
     """Cut slides and annotations into training tiles and masks (no PyTorch needed)."""
     _setup_logging(verbose)
-    from .errors import TsegError
 
     from tseg.training.prepare import prepare_dataset
 
-    try:
+    with _reported():
         report = prepare_dataset(slides_csv, out, tile_size, mpp, classes.split(",") if classes else None,
                                  repair_annotations, reader_threads,
                                  on_slide=lambda s, n: typer.echo(f"{s}: {n} tiles"))
-    except TsegError as exc:
-        _fail(str(exc))
-        return
     typer.echo(f"{report.tiles} tiles from {len(report.slides_done)} slide(s) -> {report.index}")
     for slide, error in report.failures.items():
         typer.echo(f"failed: {error}", err=True)
@@ -325,16 +317,12 @@ def train_stats(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the JSON here."),
 ) -> None:
     """Dataset mean and std per channel, as the paper's equations (1) and (2)."""
-    from .errors import TsegError
 
     from tseg.training.prepare import read_index
     from tseg.training.stats import dataset_stats
 
-    try:
+    with _reported():
         stats = dataset_stats(r["ImagePath"] for r in read_index(index))
-    except TsegError as exc:
-        _fail(str(exc))
-        return
     text = json.dumps(stats, indent=2)
     typer.echo(text)
     if out:
@@ -353,16 +341,12 @@ def train_fit(
     """Train (single process; use torchrun -m tseg.training.train for several GPUs)."""
     _setup_logging(max(verbose, 1))
     _need_torch()
-    from .errors import TsegError
 
     from tseg.training.config import load_config
     from tseg.training.train import fit
 
-    try:
+    with _reported():
         result = fit(load_config(config), index, out, device, resume=resume)
-    except TsegError as exc:
-        _fail(str(exc))
-        return
     typer.echo(f"trained to step {result.steps_done}; checkpoint {result.checkpoint}")
 
 
@@ -374,15 +358,11 @@ def train_import(
 ) -> None:
     """Convert the published checkpoint into a self-describing tseg checkpoint."""
     _need_torch()
-    from .errors import TsegError
 
     from tseg.training.importer import import_published
 
-    try:
+    with _reported():
         report = import_published(published, out, trust=trust)
-    except TsegError as exc:
-        _fail(str(exc))
-        return
     typer.echo(f"{out}: {report.by_name} tensors mapped by name, {len(report.by_order)} by order")
 
 
@@ -403,17 +383,13 @@ def export_cmd(
     """Export a checkpoint to an ONNX graph of the whole tile computation, with a parity report."""
     _setup_logging(verbose)
     _need_torch("export")
-    from .errors import TsegError
 
     from tseg.export.onnx_export import export_checkpoint
 
-    try:
+    with _reported():
         report = export_checkpoint(checkpoint, out, precision=precision, traced_size=(traced_size, traced_size),
                                    tile_size=tile_size, min_overlap=min_overlap, low=low, high=high,
                                    overwrite=overwrite, check_parity=parity)
-    except TsegError as exc:
-        _fail(str(exc))
-        return
     typer.echo(json.dumps({"onnx": str(report.onnx), "parity": report.parity, "graph_fixes": report.fixes,
                            "seconds": round(report.seconds, 1)}, indent=2))
 
@@ -435,17 +411,13 @@ def build_engine_cmd(
 ) -> None:
     """Build a TensorRT engine for this GPU from an exported ONNX model."""
     _setup_logging(verbose)
-    from .errors import TsegError
 
     from tseg.engines.build import BuildSettings, build_engine
 
     settings = BuildSettings(min_tile, opt_tile, max_tile, workspace_gb, optimization_level,
                              str(timing_cache) if timing_cache else None, device, fp16_flag)
-    try:
+    with _reported():
         manifest = build_engine(onnx_model, out, settings, overwrite=overwrite)
-    except TsegError as exc:
-        _fail(str(exc))
-        return
     typer.echo(json.dumps(manifest.to_dict(), indent=2))
 
 

@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -48,7 +48,6 @@ class TileStats:
     merge_s: float = 0.0
     wall_s: float = 0.0
     merge_buffer_peak_bytes: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, float | int]:
         slowest = max(self.read_s, self.infer_s, self.merge_s)

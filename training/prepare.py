@@ -35,7 +35,7 @@ from tseg.runtime.annotations import read_annotation
 from tseg.runtime.background import foreground_mask, mask_on_box
 from tseg.runtime.batch import slide_stem
 from tseg.runtime.errors import InvalidArgumentError, TsegError
-from tseg.runtime.slide import OVERVIEW_MPP, open_slide
+from tseg.runtime.slide import open_slide
 from tseg.runtime.tiling import TRAINING_MIN_OVERLAP, TRAINING_TILE, plan_tiles
 
 log = logging.getLogger(__name__)

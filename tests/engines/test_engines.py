@@ -18,7 +18,6 @@ import onnx
 import pytest
 
 from helpers import SimDevice, make_colour_model, make_square_slide
-from tseg.engines import manifest as manifest_mod
 from tseg.engines.build import BuildSettings, build_engine
 from tseg.engines.manifest import (
     EngineManifest,

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from helpers import make_square_slide  # noqa: E402
-from tseg.export.network import FixedPadAvgPool2d, fold_scaled_std_conv, prepare_network  # noqa: E402
+from tseg.export.network import FixedPadAvgPool2d, fold_scaled_std_conv  # noqa: E402
 from tseg.export.onnx_export import export_checkpoint, graph_facts  # noqa: E402
 from tseg.export.parity import agreement, parity_inputs  # noqa: E402
 from tseg.runtime.backends import load_backend  # noqa: E402

@@ -163,6 +163,6 @@ def test_two_workers(slides, tmp_path, model):
     found = [slides / "a.tiff", slides / "sub" / "b.tif"]
     outcomes = run_batch(found, out, None, workers=2, engine=str(model), providers="cpu")
     assert [o.status for o in outcomes] == ["done", "done"]
-    single = run_batch(found, tmp_path / "single", Segmenter(model))
+    run_batch(found, tmp_path / "single", Segmenter(model))
     for name in ("a", "b"):
         assert contents(out / name) == contents(tmp_path / "single" / name)

@@ -14,7 +14,7 @@ import pytest
 from helpers import make_colour_model, make_square_slide
 from tseg.runtime.batch import run_batch
 from tseg.runtime.errors import InvalidArgumentError
-from tseg.runtime.evaluation import evaluate, percent_level, sweep, sweep_pairs, sweep_slide
+from tseg.runtime.evaluation import evaluate, percent_level, sweep_pairs, sweep_slide
 from tseg.runtime.postprocess import segment_smoothed, smooth_probability
 from tseg.runtime.segmenter import Segmenter
 
