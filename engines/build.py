@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tseg.runtime.atomic import atomic_write
 from tseg.runtime.errors import BackendUnavailableError, InvalidArgumentError, ModelError, OutputError
 
 from .manifest import EngineManifest, inspect_onnx, manifest_path, sha256_file, write_manifest
@@ -151,9 +152,8 @@ def build_engine(onnx_path: str | os.PathLike[str], plan_path: str | os.PathLike
         if memory is None:
             memory = getattr(engine, "device_memory_size", None)
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        cache_tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
-        cache_tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
-        os.replace(cache_tmp, cache_path)
+        cache_bytes = bytes(config.get_timing_cache().serialize())
+        atomic_write(cache_path, lambda tmp_cache: tmp_cache.write_bytes(cache_bytes))
         os.replace(tmp, plan)
     finally:
         if tmp.exists():

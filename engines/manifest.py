@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from tseg.runtime.atomic import write_text
 from tseg.runtime.backends import file_sha256
 from tseg.runtime.contract import METADATA_KEY, ModelContract
 from tseg.runtime.errors import ContractError, EngineMismatchError, ModelError, ModelNotFoundError
@@ -70,11 +71,7 @@ class EngineManifest:
 
 
 def write_manifest(manifest: EngineManifest, plan: str | os.PathLike[str]) -> Path:
-    path = manifest_path(plan)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text(manifest_path(plan), json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
 def read_manifest(plan: str | os.PathLike[str], verify: bool = True) -> EngineManifest:

@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tseg.runtime.atomic import write_text
 from tseg.runtime.backends import file_sha256
 from tseg.runtime.contract import METADATA_KEY, ModelContract
 from tseg.runtime.errors import InvalidArgumentError, ModelError, OutputError
@@ -236,7 +237,5 @@ def _write_report(out: Path, parity: dict[str, Any], fixes: dict[str, int], fact
                   report: ExportReport | None = None) -> None:
     data = report.as_dict() if report else {"onnx": None, "parity": parity, "graph_fixes": fixes}
     data["graph"] = facts
-    path = out.with_name(out.name.removesuffix(".onnx") + ".parity.json")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    write_text(out.with_name(out.name.removesuffix(".onnx") + ".parity.json"),
+               json.dumps(data, indent=2, default=str) + "\n")

@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from .annotations import Annotation, read_annotation
+from .atomic import atomic_write, write_csv, write_text
 from .background import clean_mask
 from .errors import AnnotationError, InvalidArgumentError, OutputError
 from .metrics import confusion_counts, mean_ci, region_correspondence, statistics
@@ -169,21 +170,19 @@ def plot_dsc(per_slide: list[dict[str, Any]], cohorts: list[dict[str, Any]], pat
     ax.legend(loc="lower left", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    _save_figure(fig, path)
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    atomic_write(path, fig.savefig, keep_suffix=True)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    if rows:
+        write_csv(path, rows)
 
 
 def _load_pairs(results: str | os.PathLike[str], references: str | os.PathLike[str],
@@ -233,9 +232,7 @@ def evaluate(results: str | os.PathLike[str], references: str | os.PathLike[str]
     _write_csv(files[1], cohorts)
     data = {"per_slide": per_slide, "cohorts": cohorts, "missing_references": missing,
             "background_excluded": True, "resolution_mpp": OVERVIEW_MPP}
-    tmp = files[2].with_name(".evaluation.json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, files[2])
+    write_text(files[2], json.dumps(data, indent=2, default=str) + "\n")
     if plot:
         plot_dsc(per_slide, cohorts, out / "dsc.png")
         files.append(out / "dsc.png")
@@ -303,7 +300,7 @@ def sweep(results: str | os.PathLike[str], references: str | os.PathLike[str], o
     _write_csv(out / "sweep.csv", rows)
     summary = {"pairs": len(rows), "slides": len(loaded), "missing_references": missing, "best": best,
                "pruning": False, "note": "thresholds in percent of 255, floored to 8-bit levels"}
-    (out / "sweep.json").write_text(json.dumps({**summary, "rows": rows}, indent=2) + "\n")
+    write_text(out / "sweep.json", json.dumps({**summary, "rows": rows}, indent=2) + "\n")
     if plot:
         plot_sweep(rows, out / "sweep.png")
     return summary
@@ -332,7 +329,4 @@ def plot_sweep(rows: list[dict[str, Any]], path: Path) -> None:
     ax.legend(loc="upper left", fontsize=8)
     fig.colorbar(image, label="mean DSC")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    _save_figure(fig, path)

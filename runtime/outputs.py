@@ -21,15 +21,15 @@ Every file is written to a temporary name and renamed; a full disk raises
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import OutputError
 from .polygons import mask_to_geojson
 from .postprocess import segment_smoothed, smooth_probability
@@ -65,23 +65,6 @@ def overlay_image(overview: np.ndarray, probability: np.ndarray, mask: np.ndarra
     return out
 
 
-def _atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if tmp.exists():
-            tmp.unlink()
-        reason = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
-        raise OutputError(path, f"cannot write: {reason}. Free space or choose another --out; nothing "
-                                "was left half-written") from exc
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
-
-
 def write_png(path: Path, image: np.ndarray) -> None:
     """Write a PNG (RGB or grey) atomically."""
     data = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
@@ -93,7 +76,7 @@ def write_png(path: Path, image: np.ndarray) -> None:
         with open(tmp, "wb") as fh:
             fh.write(buf.tobytes())
 
-    _atomic_write(path, writer)
+    atomic_write(path, writer)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -103,13 +86,12 @@ def write_json(path: Path, data: Any) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
 
-    _atomic_write(path, writer)
+    atomic_write(path, writer)
 
 
 def write_probability_tiff(path: Path, probability: np.ndarray, mpp: float) -> None:
     levels = pyramid_from_array(probability, min_size=256, factor=2)
-    _atomic_write(path, lambda tmp: write_pyramid(tmp, levels, mpp, tile=256, compression="zlib",
-                                                  description="tseg-rt tumour probability x 255"))
+    write_pyramid(path, levels, mpp, tile=256, compression="zlib", description="tseg-rt tumour probability x 255")
 
 
 def write_outputs(result: Result, folder: str | os.PathLike[str], model_mpp: float | None = None) -> list[Path]:

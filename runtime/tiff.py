@@ -19,6 +19,8 @@ from typing import Callable, Iterator, Sequence, Union
 import cv2
 import numpy as np
 
+from .atomic import atomic_write
+
 Renderer = Callable[[int, int, int, int], np.ndarray]
 Level = Union[np.ndarray, tuple[Renderer, tuple[int, int]]]  # array, or (renderer, (w, h))
 
@@ -70,8 +72,8 @@ def write_pyramid(path: str | os.PathLike[str], levels: Sequence[Level], mpp: fl
     samples = 1 if first.ndim == 2 else first.shape[2]
     dtype = first.dtype
     photometric = "rgb" if samples == 3 else "minisblack"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+
+    def writer(tmp: Path) -> None:
         with tifffile.TiffWriter(tmp, bigtiff=w0 * h0 * samples > 2**31, ome=ome) as tif:
             for index, level in enumerate(levels):
                 width, height = _level_shape(level)
@@ -105,8 +107,6 @@ def write_pyramid(path: str | os.PathLike[str], levels: Sequence[Level], mpp: fl
                     else:
                         kwargs["subfiletype"] = 1
                 tif.write(_tiles(level, tile, samples, dtype), **kwargs)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    atomic_write(path, writer)
     return path

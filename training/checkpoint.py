@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from tseg.runtime.atomic import atomic_write
 from tseg.runtime.errors import ModelError, ModelNotFoundError
 
 from .config import ModelConfig, model_config_from_dict
@@ -70,14 +71,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: torch.nn.Module, model_
         "provenance": {"versions": library_versions(), "saved": datetime.now(timezone.utc).isoformat(),
                        **(provenance or {})},
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(content, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda tmp: torch.save(content, tmp))
 
 
 def load_weights(model: torch.nn.Module, state_dict: dict[str, Any], source: str | os.PathLike[str]) -> None:

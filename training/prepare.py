@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from tseg.runtime.annotations import read_annotation
+from tseg.runtime.atomic import atomic_write, write_csv
 from tseg.runtime.background import foreground_mask, mask_on_box
 from tseg.runtime.batch import slide_stem
 from tseg.runtime.errors import InvalidArgumentError, TsegError
@@ -98,10 +99,12 @@ def keep_tile(labels: np.ndarray) -> tuple[bool, float, bool]:
 
 def _imwrite(path: Path, image: np.ndarray, params: Sequence[int] = ()) -> None:
     data = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    if not cv2.imwrite(str(tmp), data, list(params)):
-        raise TsegError(f"{path}: cannot write image")
-    os.replace(tmp, path)
+
+    def writer(tmp: Path) -> None:
+        if not cv2.imwrite(str(tmp), data, list(params)):
+            raise TsegError(f"{path}: cannot write image")
+
+    atomic_write(path, writer, keep_suffix=True)
 
 
 def prepare_slide(entry: SlideEntry, out_dir: Path, tile_size: int = TRAINING_TILE, mpp: float = 1.0,
@@ -184,13 +187,7 @@ def prepare_dataset(slide_csv: str | os.PathLike[str], out_dir: str | os.PathLik
         raise InvalidArgumentError(
             f"{slide_csv}: no tiles were kept ({len(failures)} slide(s) failed: "
             + "; ".join(failures.values())[:2000] + ")")
-    index = out / "tiles.csv"
-    tmp = index.with_name(".tiles.csv.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=INDEX_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, index)
+    index = write_csv(out / "tiles.csv", rows, INDEX_COLUMNS)
     return PrepareReport(index, len(rows), done, failures)
 
 
