@@ -39,7 +39,7 @@ def _one_shot(path: str, tile: int) -> dict:
 
     with open_slide(path) as slide:
         level = slide.level_for(1.0)  # the same level the blockwise reader uses
-        (rx, ry), _ = slide.read_plan(1.0, (0, 0, tile, tile)).ratio, None
+        rx, ry = slide.read_plan(1.0).ratio
     with openslide.OpenSlide(path) as osr:
         src = (int(round(tile * rx)), int(round(tile * ry)))
         base = rss_mb()

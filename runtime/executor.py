@@ -220,8 +220,3 @@ class CudaDeviceAPI:
 
     def destroy_event(self, event: Any) -> None:
         self._check(self.rt.cudaEventDestroy(event), "cudaEventDestroy")
-
-    @staticmethod
-    def handle(obj: Any) -> int:
-        """The integer handle of a stream or pointer (what TensorRT and CuPy take)."""
-        return int(obj)

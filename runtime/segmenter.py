@@ -132,21 +132,16 @@ class Segmenter:
 
     def _tiles(self, width: int, height: int, foreground: np.ndarray,
                read: Callable[[Any], np.ndarray], on_tile: Callable[[int, bool], None] | None,
-               cancel: threading.Event | None):
+               cancel: threading.Event | None, on_plan: Callable[[int], None] | None = None):
         c = self.contract
         plan = plan_tiles(width, height, c.tile_size, c.min_overlap)
+        if on_plan:
+            on_plan(len(plan))
         if self.settings.skip_background:
             run = [tile_foreground_fraction(foreground, t, (width, height)) > 0 for t in plan]
         else:
             run = [True] * len(plan)
-        prob, stats = run_tiles(plan, read, self.backend, run, self.settings.prefetch, on_tile, cancel)
-        return plan, prob, stats
-
-    def plan_slide(self, path: str | os.PathLike[str]) -> int:
-        """Number of tiles a slide will be cut into (for progress bars)."""
-        with open_slide(path, self.settings.mpp) as slide:
-            w, h = slide.size_at(self.contract.mpp)
-        return len(plan_tiles(w, h, self.contract.tile_size, self.contract.min_overlap))
+        return run_tiles(plan, read, self.backend, run, self.settings.prefetch, on_tile, cancel)
 
     def segment_slide(self, path: str | os.PathLike[str], on_tile: Callable[[int, bool], None] | None = None,
                       cancel: threading.Event | None = None,
@@ -167,10 +162,8 @@ class Segmenter:
             if not foreground.any():
                 log.warning("%s: no tissue found by the background segmentation; no tile will be run", p)
             width, height = slide.size_at(c.mpp)
-            if on_plan:
-                on_plan(len(plan_tiles(width, height, c.tile_size, c.min_overlap)))
-            _, prob_full, stats = self._tiles(width, height, foreground,
-                                              lambda t: slide.read(c.mpp, t.box), on_tile, cancel)
+            prob_full, stats = self._tiles(width, height, foreground, lambda t: slide.read(c.mpp, t.box),
+                                           on_tile, cancel, on_plan)
             t0 = time.perf_counter()
             ow, oh = overview.shape[1], overview.shape[0]
             post = postprocess(prob_full, (ow, oh), foreground, self.low, self.high, self.settings.prune)
@@ -230,9 +223,9 @@ class Segmenter:
                 raise InvalidArgumentError(
                     f"foreground must be {(oh, ow)} (overview) or {(height, width)} (image), got {foreground.shape}")
         timings["background_s"] = time.perf_counter() - t_start
-        _, prob_full, stats = self._tiles(width, height, foreground,
-                                          lambda t: np.ascontiguousarray(rgb[t.y : t.y_end, t.x : t.x_end]),
-                                          on_tile, cancel)
+        prob_full, stats = self._tiles(width, height, foreground,
+                                       lambda t: np.ascontiguousarray(rgb[t.y : t.y_end, t.x : t.x_end]),
+                                       on_tile, cancel)
         t0 = time.perf_counter()
         post = postprocess(prob_full, (ow, oh), foreground, self.low, self.high, self.settings.prune)
         timings["postprocess_s"] = time.perf_counter() - t0

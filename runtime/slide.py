@@ -294,11 +294,10 @@ def _is_ome_tiff(path: Path) -> bool:
 
 @dataclass(frozen=True)
 class ReadPlan:
-    """How a box at a resolution is read: the level, its source rectangle and the ratio."""
+    """How a resolution is read: the pyramid level and its pixels per target pixel."""
 
     level: int
     ratio: tuple[float, float]  # level pixels per target pixel, x and y
-    source: tuple[float, float, float, float]  # x0, y0, x1, y1 in level pixels (fractional)
 
 
 class Slide:
@@ -376,21 +375,11 @@ class Slide:
                     best = level
         return best
 
-    def read_plan(self, mpp: float, box: tuple[int, int, int, int]) -> ReadPlan:
+    def read_plan(self, mpp: float) -> ReadPlan:
         fx, fy = self.factors(mpp)
         level = self.level_for(mpp)
         dx, dy = self.level_downsamples[level]
-        rx, ry = fx / dx, fy / dy
-        x, y, w, h = box
-        lw, lh = self._source.level_dimensions[level]
-        x1 = min((x + w) * rx, float(lw))
-        y1 = min((y + h) * ry, float(lh))
-        return ReadPlan(level, (rx, ry), (x * rx, y * ry, x1, y1))
-
-    def level0_xy(self, mpp: float, xy: np.ndarray) -> np.ndarray:
-        """Map coordinates at ``mpp`` (pixel-corner convention) to level-0 pixel coordinates."""
-        fx, fy = self.factors(mpp)
-        return np.asarray(xy, dtype=np.float64) * np.array([fx, fy])
+        return ReadPlan(level, (fx / dx, fy / dy))
 
     # -- pixels --
     def read(self, mpp: float, box: tuple[int, int, int, int] | None = None,
@@ -404,7 +393,7 @@ class Slide:
             raise InvalidArgumentError(
                 f"box {box} is outside the slide, which is {full_w} x {full_h} px at {mpp} µm/px"
             )
-        plan = self.read_plan(mpp, (x, y, w, h))
+        plan = self.read_plan(mpp)
         rx, ry = plan.ratio
         # Output block side (target px) so that a block reads about block_px source px per side.
         bw = max(1, min(w, int(self.block_px // max(rx, 1.0))))
