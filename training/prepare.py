@@ -1,7 +1,9 @@
 """Dataset preparation (``tseg-rt train prepare``): slides + annotations -> tiles; no PyTorch.
 
-From a CSV of slides (columns ``path``, ``annotation``, ``cancer_type``, ``cohort`` and an
-optional ``mpp`` override; relative paths are relative to the CSV) to, per slide
+From a CSV of slides (columns ``path``, ``annotation``, ``cancer_type``, ``cohort``, an
+optional ``mpp`` override and an optional ``section``, the tissue section a scan shows, so that
+scans of one section from several scanners are balanced together; relative paths are relative to
+the CSV) to, per slide
 (paper, *Method development*):
 
 * 2048 x 2048 tiles at 1 µm/px without overlap (Listing 1; the last tile of a row or column is
@@ -13,8 +15,9 @@ optional ``mpp`` override; relative paths are relative to the CSV) to, per slide
 * background tile exclusion: a tile is kept if it holds any tumour, or else if its background
   fraction is below 50%.
 
-The tile index CSV (``tiles.csv``) lists ImagePath, MaskPath, slide, cancer_type, cohort,
-background_fraction, has_tumour and the tile box. A slide that fails (no MPP, unreadable,
+The tile index CSV (``tiles.csv``) lists ImagePath, MaskPath, slide, section (the scan's own
+name when the slides CSV gives none), cancer_type, cohort, background_fraction, has_tumour and
+the tile box. A slide that fails (no MPP, unreadable,
 annotation outside it) is reported and skipped; the others are prepared.
 """
 
@@ -44,7 +47,7 @@ log = logging.getLogger(__name__)
 BACKGROUND, TISSUE, TUMOUR = 0, 127, 255
 MAX_BACKGROUND_FRACTION = 0.5
 JPEG_QUALITY = 95
-INDEX_COLUMNS = ["ImagePath", "MaskPath", "slide", "cancer_type", "cohort", "background_fraction",
+INDEX_COLUMNS = ["ImagePath", "MaskPath", "slide", "section", "cancer_type", "cohort", "background_fraction",
                  "has_tumour", "x", "y", "width", "height"]
 
 
@@ -55,10 +58,11 @@ class SlideEntry:
     cancer_type: str
     cohort: str
     mpp: float | None = None
+    section: str | None = None  # the tissue section (None: the scan is its own section)
 
 
 def read_slide_list(csv_path: str | os.PathLike[str]) -> list[SlideEntry]:
-    """Read the slide CSV (``path, annotation, cancer_type, cohort[, mpp]``)."""
+    """Read the slide CSV (``path, annotation, cancer_type, cohort[, mpp][, section]``)."""
     csv_path = Path(csv_path)
     base = csv_path.parent
     try:
@@ -77,9 +81,18 @@ def read_slide_list(csv_path: str | os.PathLike[str]) -> list[SlideEntry]:
         p = Path(value)
         return p if p.is_absolute() else base / p
 
+    def mpp(r: dict[str, str], line: int) -> float | None:
+        text = (r.get("mpp") or "").strip()
+        if not text:
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            raise InvalidArgumentError(f"{csv_path}, line {line}: mpp {text!r} is not a number") from None
+
     return [SlideEntry(resolve(r["path"]), resolve(r["annotation"]) if r["annotation"].strip() else None,
-                       r["cancer_type"].strip(), r["cohort"].strip(),
-                       float(r["mpp"]) if r.get("mpp", "").strip() else None) for r in rows]
+                       r["cancer_type"].strip(), r["cohort"].strip(), mpp(r, i + 2),
+                       (r.get("section") or "").strip() or None) for i, r in enumerate(rows)]
 
 
 def tile_labels(foreground: np.ndarray, tumour: np.ndarray) -> np.ndarray:
@@ -144,7 +157,7 @@ def prepare_slide(entry: SlideEntry, out_dir: Path, tile_size: int = TRAINING_TI
             _imwrite(image_path, slide.read(mpp, tile.box, threads=1), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
             _imwrite(mask_path, labels)
             return {"ImagePath": str(image_path), "MaskPath": str(mask_path), "slide": name,
-                    "cancer_type": entry.cancer_type, "cohort": entry.cohort,
+                    "section": entry.section or name, "cancer_type": entry.cancer_type, "cohort": entry.cohort,
                     "background_fraction": round(background, 6), "has_tumour": int(has_tumour),
                     "x": tile.x, "y": tile.y, "width": tile.width, "height": tile.height}
 

@@ -8,7 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from tseg.training.balance import balanced_rows, balanced_slide_draws
+from tseg.runtime.errors import InvalidArgumentError
+from tseg.training.balance import balance_summary, balanced_rows, balanced_slide_draws
 from tseg.training.schedule import step_length
 from tseg.training.stats import dataset_stats_from_moments, image_moments
 
@@ -78,3 +79,43 @@ def test_top_90_cross_entropy_by_hand():
     tgt = torch.randint(0, 3, (2, 10, 10))
     full = torch.nn.functional.cross_entropy(big, tgt, reduction="none").flatten().sort(descending=True).values
     assert float(top_fraction_cross_entropy(big, tgt)) == pytest.approx(float(full[:180].mean()), rel=1e-6)
+
+
+def test_balancing_draws_tissue_sections_and_brings_both_scans():
+    """*Dataset balancing*: sections are drawn, "Counting scans from both scanners, the result was
+    7030 scans from colorectal carcinoma and 7038 scans from each of the other cancer types"."""
+    rows = []
+    # Lung (the largest type): 4 sections, each scanned twice (A = Aperio AT2, N = NanoZoomer XR).
+    for i in range(4):
+        for scanner in "AN":
+            rows += [{"slide": f"lung{i}{scanner}", "section": f"lung{i}", "cancer_type": "lung", "tile": t}
+                     for t in range(2)]
+    # Colon: 2 sections; section c1 lacks its NanoZoomer scan (as DCo2/DCo3 had fewer).
+    for slide, section in [("c0A", "c0"), ("c0N", "c0"), ("c1A", "c1")]:
+        rows += [{"slide": slide, "section": section, "cancer_type": "colon", "tile": 0}]
+    out = balanced_rows(rows, seed=3)
+    drawn = Counter(r["slide"] for r in out)
+    # Each colon section is drawn twice (4 sections' worth); a section's scans always come together.
+    assert drawn["c0A"] == drawn["c0N"] == 2 and drawn["c1A"] == 2
+    assert all(drawn[f"lung{i}A"] == drawn[f"lung{i}N"] == 2 for i in range(4))  # 2 tiles, drawn once
+    summary = balance_summary(rows, seed=3)
+    assert summary["lung"] == {"sections": 4, "scans": 8, "sampled_sections": 4, "sampled_scans": 8, "sampled_tiles": 16}
+    # Both types: 4 sections; colon has fewer scans (6, not 8), like the paper's 7030 vs 7038.
+    assert summary["colon"] == {"sections": 2, "scans": 3, "sampled_sections": 4, "sampled_scans": 6, "sampled_tiles": 6}
+
+
+def test_balancing_sections_drawn_n_times_before_n_plus_1():
+    rows = [{"slide": f"s{i}{k}", "section": f"sec{i}", "cancer_type": "x"} for i in range(3) for k in "AB"]
+    rows += [{"slide": f"y{i}", "cancer_type": "y"} for i in range(8)]  # no section: each scan its own
+    draws = balanced_slide_draws({"x": ["sec0", "sec1", "sec2"], "y": [f"y{i}" for i in range(8)]}, seed=1)
+    assert sorted(Counter(draws["x"]).values()) == [2, 3, 3]
+    out = Counter(r["slide"] for r in balanced_rows(rows, seed=1))
+    assert sorted(out[f"s{i}A"] for i in range(3)) == [2, 3, 3]
+    assert all(out[f"s{i}A"] == out[f"s{i}B"] for i in range(3))
+    assert all(out[f"y{i}"] == 1 for i in range(8))
+
+
+def test_a_section_of_two_cancer_types_is_refused():
+    rows = [{"slide": "a", "section": "s", "cancer_type": "x"}, {"slide": "b", "section": "s", "cancer_type": "y"}]
+    with pytest.raises(InvalidArgumentError, match="section 's' has scans of two cancer types"):
+        balanced_rows(rows)

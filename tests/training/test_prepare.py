@@ -11,7 +11,7 @@ import pytest
 from helpers import make_square_slide
 from tseg.runtime.errors import InvalidArgumentError
 from tseg.runtime.tiling import tile_starts
-from tseg.training.prepare import BACKGROUND, TISSUE, TUMOUR, prepare_dataset, read_index
+from tseg.training.prepare import BACKGROUND, TISSUE, TUMOUR, prepare_dataset, read_index, read_slide_list
 
 
 @pytest.fixture()
@@ -41,6 +41,7 @@ def test_tile_grid_labels_and_formats(dataset):
         assert image.shape == (256, 256, 3) and mask.shape == (256, 256)
         assert set(np.unique(mask)) <= {BACKGROUND, TISSUE, TUMOUR}
         assert r["cancer_type"] == "colon" and r["cohort"] == "DCo1" and r["slide"] == "s"
+        assert r["section"] == "s"  # no section column: the scan is its own section
     # The tile at (768, 512) lies inside the tumour square (600-1100 x 400-800 µm at 1 µm/px).
     inner = next(r for r in rows if (int(r["x"]), int(r["y"])) == (768, 512))
     mask = cv2.imread(inner["MaskPath"], cv2.IMREAD_GRAYSCALE)
@@ -80,6 +81,20 @@ def test_failing_slide_is_reported_and_skipped(tmp_path, dataset):
     (src / "only.csv").write_text("path,annotation,cancer_type,cohort\nnompp.tiff,,lung,B\n")
     with pytest.raises(InvalidArgumentError, match="no tiles"):
         prepare_dataset(src / "only.csv", tmp_path / "ds3", tile_size=256)
+
+
+def test_section_column(tmp_path):
+    """Two scans of one tissue section (two scanners) share a section; the column is optional."""
+    (tmp_path / "s.csv").write_text("path,annotation,cancer_type,cohort,section,mpp\n"
+                                   "a/x_at2.svs,,colon,DCo1,patient7-block2,\n"
+                                   "b/x_xr.ndpi,,colon,DCo1,patient7-block2,0.45\n"
+                                   "c/y.svs,,colon,DCo1,,\n")
+    entries = read_slide_list(tmp_path / "s.csv")
+    assert [e.section for e in entries] == ["patient7-block2", "patient7-block2", None]
+    assert [e.mpp for e in entries] == [None, 0.45, None]
+    (tmp_path / "bad.csv").write_text("path,annotation,cancer_type,cohort,mpp\nx.svs,,colon,A,fast\n")
+    with pytest.raises(InvalidArgumentError, match="bad.csv, line 2: mpp 'fast' is not a number"):
+        read_slide_list(tmp_path / "bad.csv")
 
 
 def test_bad_lists(tmp_path):
