@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config("tiny")
     steps = args.steps or (5 if args.quick else 30)
     crop = cfg.data.crop_size
-    compute = _compute_only(cfg, cfg.optim.batch_size, crop, steps, "cpu", amp=False)
+    compute = _compute_only(cfg, cfg.optim.micro_batch, crop, steps, "cpu", amp=False)  # = global_batch in tiny
     slide = cached_slide("train", seed=7, width_mm=2.0, height_mm=1.5, mpp=0.5)
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "slides.csv"
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
         stamps = []
         fit(run_cfg, index, Path(tmp) / "run", progress=False, on_step=lambda s, l: stamps.append(time.perf_counter()))
         per_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
-    full = {"images_per_s": cfg.optim.batch_size / per_step, "s_per_step": per_step}
+    full = {"images_per_s": cfg.optim.global_batch / per_step, "s_per_step": per_step}
     out = {"benchmark": "train_throughput", "config": "tiny", "device": "cpu", "compute_only": compute,
            "full_steps_with_data_pipeline": full,
            "ratio_full_over_compute_only_time": per_step / compute["s_per_step"],

@@ -13,7 +13,7 @@ Schema (version 1)::
       "mpp": float,                      # µm/px the network sees (paper: 1.0)
       "tile_size": int,                  # inference tile side in px (paper: 7680)
       "min_overlap": int,                # minimum tile overlap in px (paper: 1024)
-      "divisor": int,                    # tile sides are zero-padded to a multiple of this
+      "divisor": int,                    # tile sides are zero-padded to a multiple of this (paper: 16)
       "classes": [str, ...],             # output classes, in channel order
       "class_labels": [int, ...],        # mask label of each class (paper: 0, 127, 255)
       "tumour_index": int,               # channel of the tumour class
@@ -53,7 +53,7 @@ class ModelContract:
     mpp: float = 1.0
     tile_size: int = 7680
     min_overlap: int = 1024
-    divisor: int = 32
+    divisor: int = 16  # *Method application*, step 2; the exporter writes the network's own
     classes: tuple[str, ...] = ("background", "tissue", "tumour")
     class_labels: tuple[int, ...] = (0, 127, 255)
     tumour_index: int = 2

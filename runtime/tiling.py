@@ -128,8 +128,8 @@ def pad_to_divisor(image: np.ndarray, divisor: int) -> np.ndarray:
     """Zero-pad an image at the bottom and right so both sides divide by ``divisor``.
 
     The paper (*Method application*, step 2) zero-pads to a multiple of 16; the network's own
-    divisor (32 for eca_nfnet_l3 + DeepLabV3+ with output stride 16 and x4 upsampling) travels in
-    the model contract. Crop the network output back with ``output[..., :height, :width]``.
+    divisor (16 for eca_nfnet_l3 + DeepLabV3+ with output stride 16, derived by
+    ``tseg.training.config.ModelConfig.divisor``) travels in the model contract. Crop the network output back with ``output[..., :height, :width]``.
     """
     height, width = image.shape[:2]
     out_h, out_w = padded_size(height, width, divisor)

@@ -1,17 +1,17 @@
 """Training data: a deterministic batch order and the tile dataset with augmentations.
 
 Batch order (paper, *Network optimisation*): each epoch is a random permutation of the
-(balanced) tile list; batches are taken from it without replacement; an epoch ends when the
-list is exhausted (a last incomplete batch is dropped) and the selection is reset. The order is
-a pure function of (seed, step), which is what makes resuming exact: the batch of step ``s`` is
-the same whether the run was interrupted or not. Under DistributedDataParallel each process
-takes its slice of the global batch.
+(balanced) tile list; batches of ``global_batch`` tiles are taken from it without replacement;
+an epoch ends when the list is exhausted (a last incomplete batch is dropped) and the selection
+is reset. Each global batch is cut into micro-batches of ``micro_batch`` tiles, numbered
+0 .. global_batch / micro_batch - 1; process ``rank`` of ``world_size`` runs micro-batches
+``rank * accumulation .. (rank + 1) * accumulation - 1``, one per accumulation step. The paper's
+8 GPUs x 3 tiles and one GPU with 8 accumulation steps of 3 therefore see the same micro-batches.
+The order is a pure function of (seed, step), which also makes resuming exact.
 
-Each sample's randomness (crop position, augmentations) is seeded from (seed, epoch, position),
-so it too is independent of workers and interruptions. Augmentations (albumentations, training
-only): random crop 2048 -> 1536, flips, 90-degree rotations, a mild affine transform, and
-colour distortions (hue/saturation/value, brightness/contrast, gamma), blur, noise and JPEG
-compression, in the spirit of the paper's Protocol Listing 2.
+Each sample's randomness (crop position, augmentations) is seeded from (seed, epoch, position
+in the epoch), so it is independent of workers, processes and interruptions. The augmentations
+are the config's ordered albumentations list (:mod:`tseg.training.augmentations`), training only.
 """
 
 from __future__ import annotations
@@ -28,22 +28,26 @@ from tseg.runtime.errors import InvalidArgumentError
 
 @dataclass(frozen=True)
 class BatchOrder:
-    """Which samples make up the batch of each step, for one process of ``world_size``."""
+    """Which samples make up each micro-batch of each step, for one process of ``world_size``."""
 
     n_samples: int
-    batch_size: int  # per process
+    global_batch: int
+    micro_batch: int
     seed: int = 0
     world_size: int = 1
     rank: int = 0
 
     def __post_init__(self) -> None:
+        if self.global_batch % (self.micro_batch * self.world_size):
+            raise InvalidArgumentError(f"global batch {self.global_batch} does not split into {self.world_size} "
+                                       f"process(es) x micro-batches of {self.micro_batch}")
         if self.n_samples < self.global_batch:
             raise InvalidArgumentError(
                 f"the dataset has {self.n_samples} samples, fewer than one global batch of {self.global_batch}")
 
     @property
-    def global_batch(self) -> int:
-        return self.batch_size * self.world_size
+    def accumulation(self) -> int:
+        return self.global_batch // (self.micro_batch * self.world_size)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -55,47 +59,31 @@ class BatchOrder:
     def permutation(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.seed, epoch]).permutation(self.n_samples)
 
-    def keys(self, step: int) -> list[tuple[int, int, int]]:
-        """``(epoch, position in epoch, sample index)`` of this process's part of the batch."""
+    def micro_index(self, accumulation_step: int) -> int:
+        """Number of this process's ``accumulation_step``-th micro-batch within the global batch."""
+        return self.rank * self.accumulation + accumulation_step
+
+    def keys(self, step: int, accumulation_step: int = 0) -> list[tuple[int, int, int]]:
+        """``(epoch, position in epoch, sample index)`` of one micro-batch of this process."""
         epoch, within = divmod(step, self.steps_per_epoch)
         perm = self.permutation(epoch)
-        start = within * self.global_batch + self.rank * self.batch_size
-        return [(epoch, start + i, int(perm[start + i])) for i in range(self.batch_size)]
+        start = within * self.global_batch + self.micro_index(accumulation_step) * self.micro_batch
+        return [(epoch, start + i, int(perm[start + i])) for i in range(self.micro_batch)]
 
 
 class StepBatches(torch.utils.data.Sampler):
-    """A batch sampler yielding the keys of steps ``start .. stop - 1``."""
+    """A batch sampler yielding this process's micro-batches of steps ``start .. stop - 1``, in order."""
 
     def __init__(self, order: BatchOrder, start: int, stop: int) -> None:
         self.order, self.start, self.stop = order, start, stop
 
     def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         for step in range(self.start, self.stop):
-            yield self.order.keys(step)
+            for k in range(self.order.accumulation):
+                yield self.order.keys(step, k)
 
     def __len__(self) -> int:
-        return max(0, self.stop - self.start)
-
-
-def augmentations(crop: int, augment: bool) -> Any:
-    import albumentations as A
-
-    ops: list[Any] = [A.PadIfNeeded(crop, crop, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0),
-                      A.RandomCrop(crop, crop)]
-    if augment:
-        ops += [
-            A.HorizontalFlip(p=0.5),
-            A.VerticalFlip(p=0.5),
-            A.RandomRotate90(p=0.5),
-            A.Affine(scale=(0.9, 1.1), rotate=(-15, 15), p=0.3, border_mode=cv2.BORDER_REFLECT_101),
-            A.HueSaturationValue(hue_shift_limit=10, sat_shift_limit=25, val_shift_limit=15, p=0.5),
-            A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
-            A.RandomGamma(gamma_limit=(80, 120), p=0.3),
-            A.GaussianBlur(blur_limit=(3, 5), p=0.15),
-            A.GaussNoise(std_range=(0.01, 0.04), p=0.15),
-            A.ImageCompression(quality_range=(70, 100), p=0.2),
-        ]
-    return A.Compose(ops, seed=0)
+        return max(0, self.stop - self.start) * self.order.accumulation
 
 
 class TileDataset(torch.utils.data.Dataset):
@@ -105,14 +93,13 @@ class TileDataset(torch.utils.data.Dataset):
     standardisation*) and the class-index mask (long HW, labels mapped through ``class_labels``).
     """
 
-    def __init__(self, rows: Sequence[Mapping[str, Any]], crop: int, mean: Sequence[float],
-                 std: Sequence[float], class_labels: Sequence[int], augment: bool = True, seed: int = 0) -> None:
+    def __init__(self, rows: Sequence[Mapping[str, Any]], augmentations: Sequence[Mapping[str, Any]],
+                 mean: Sequence[float], std: Sequence[float], class_labels: Sequence[int], seed: int = 0) -> None:
         self.rows = list(rows)
-        self.crop = crop
+        self.augmentations = [dict(e) for e in augmentations]
         self.mean = np.asarray(mean, np.float32) * 255.0
         self.std = np.asarray(std, np.float32) * 255.0
         self.seed = seed
-        self.augment = augment
         self.lut = np.zeros(256, np.int64)
         known = np.zeros(256, bool)
         for index, label in enumerate(class_labels):
@@ -138,7 +125,9 @@ class TileDataset(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, position, index = key
         if self._transform is None:  # built lazily: one per worker process
-            self._transform = augmentations(self.crop, self.augment)
+            from .augmentations import build_pipeline
+
+            self._transform = build_pipeline(self.augmentations)
         image, mask = self.load(index)
         seed = int(np.random.default_rng([self.seed, epoch, position]).integers(0, 2**31 - 1))
         self._transform.set_random_seed(seed)

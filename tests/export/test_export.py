@@ -72,7 +72,7 @@ def test_tiny_export_parity_contract_and_runtime(tiny_export, tmp_path):
     # The contract round-trips through ONNX metadata into the runtime.
     backend = load_backend(d / "tiny.fp32.onnx", providers="cpu")
     c = backend.contract
-    assert (c.tile_size, c.min_overlap, c.divisor, c.mpp, c.precision) == (512, 64, 32, 1.0, "fp32")
+    assert (c.tile_size, c.min_overlap, c.divisor, c.mpp, c.precision) == (512, 64, 16, 1.0, "fp32")
     assert c.mean == pytest.approx((0.8, 0.7, 0.8)) and c.classes == ("background", "tissue", "tumour")
     assert c.model["encoder"] == "tu-mobilenetv3_small_050"
     assert len(c.provenance["source_checkpoint_sha256"]) == 64 and c.provenance["checkpoint_step"] == 7
@@ -123,7 +123,7 @@ def test_paper_configuration_exports_with_parity(tmp_path):
     assert facts["training_batchnorm"] == [] and facts["input_dependent_pads"] == []
     assert facts["ops"].get("BatchNormalization", 0) == 0
     assert facts["ops"]["GroupNormalization"] == 9 and facts["opset"] == 21
-    assert load_backend(tmp_path / "paper.onnx", providers="cpu").contract.divisor == 32
+    assert load_backend(tmp_path / "paper.onnx", providers="cpu").contract.divisor == 16  # the paper pads to 16
 
 
 def test_unfixed_avgpool_same_would_be_wrong_at_other_sizes():

@@ -36,7 +36,7 @@ def test_prepare_stats_fit(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('name = "t"\n[model]\nencoder = "tu-mobilenetv3_small_050"\ndecoder_channels = 16\n'
                    '[data]\ntile_size = 256\ncrop_size = 128\nnum_workers = 0\n'
-                   '[optim]\nbatch_size = 2\nsteps = 3\nwarmup_steps = 2\nwarmup_every = 1\namp = false\n')
+                   '[optim]\nglobal_batch = 2\nmicro_batch = 2\nsteps = 3\nwarmup_steps = 2\nwarmup_every = 1\namp = false\n')
     r = cli("fit", "--config", cfg, "--index", index, "--out", tmp_path / "run")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "run" / "final.pt").exists()

@@ -21,6 +21,12 @@ def test_paper_configuration_has_the_papers_parameter_count(paper_model):
     assert count_parameters(paper_model) == 73_472_403
 
 
+def test_paper_network_pads_to_16(paper_model):
+    """*Method application*, step 2: "Zero-pad image so that both the image height and width are
+    divisible by 16" -- the divisor derived from the architecture, and what smp checks inputs against."""
+    assert ModelConfig().divisor == paper_model.encoder.output_stride == 16
+
+
 def test_no_batchnorm_left_and_groups_of_8(paper_model):
     norms = [m for m in paper_model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert norms == []
@@ -65,7 +71,7 @@ def test_weight_decay_spares_gains_and_biases(paper_model):
 def test_tiny_configuration_builds_and_runs():
     cfg = load_config("tiny").model
     model = build_model(cfg).eval()
-    assert cfg.divisor == 32
+    assert cfg.divisor == model.encoder.output_stride == 16
     with torch.no_grad():
         out = model(torch.zeros(1, 3, 64, 96))
     assert out.shape == (1, 3, 64, 96)

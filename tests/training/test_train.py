@@ -41,7 +41,7 @@ def tiny(**optim):
 
 
 def test_training_on_a_fixed_batch_lowers_the_loss(tmp_path, index):
-    cfg = tiny(steps=25, warmup_steps=4, warmup_every=1, peak_lr=0.02, batch_size=2)
+    cfg = tiny(steps=25, warmup_steps=4, warmup_every=1, peak_lr=0.02, global_batch=2, micro_batch=2)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, crop_size=128, augment=False, balance=False))
     # A fixed batch: an index of exactly two tiles, full-size crops, no augmentation.
     lines = index.read_text().splitlines()
@@ -144,7 +144,7 @@ def test_distributed_data_parallel_on_cpu(tmp_path, index):
     cfg = tmp_path / "ddp.toml"
     cfg.write_text('name = "ddp"\n[model]\nencoder = "tu-mobilenetv3_small_050"\ndecoder_channels = 16\n'
                    '[data]\ntile_size = 128\ncrop_size = 64\nnum_workers = 0\n'
-                   '[optim]\nbatch_size = 1\nsteps = 3\nwarmup_steps = 2\nwarmup_every = 1\namp = false\n')
+                   '[optim]\nglobal_batch = 2\nmicro_batch = 1\nsteps = 3\nwarmup_steps = 2\nwarmup_every = 1\namp = false\n')
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531",
                         "-m", "tseg.training.train", "--config", str(cfg), "--index", str(index), "--out",
                         str(tmp_path / "run"), "--device", "cpu"], capture_output=True, text=True, timeout=600)
@@ -152,3 +152,47 @@ def test_distributed_data_parallel_on_cpu(tmp_path, index):
     content = read_checkpoint(tmp_path / "run" / "final.pt")
     assert content["step"] == 3 and content["provenance"]["world_size"] == 2
     assert not any(k.startswith("module.") for k in content["state_dict"])
+
+
+@pytest.mark.slow
+def test_one_process_accumulating_8_micro_batches_equals_8_processes(tmp_path, index, caplog):
+    """*Network optimisation*: "The batch of 24 is distributed on 8 GPUs with 3 tiles per GPU". The
+    config fixes the global batch and the micro-batch; 1 process x 8 accumulation steps must give
+    the update of 8 processes x 1 (gloo on the CPU), augmentations and dropout included."""
+    import subprocess
+    import sys
+
+    toml = ('name = "accumulate"\n[model]\nencoder = "tu-mobilenetv3_small_050"\ndecoder_channels = 16\n'
+            '[data]\ntile_size = 128\ncrop_size = 64\nnum_workers = 0\n'
+            '[optim]\nglobal_batch = 8\nmicro_batch = 1\nsteps = 2\nwarmup_steps = 1\nwarmup_every = 1\n'
+            'peak_lr = 0.05\namp = false\n')
+    cfg_path = tmp_path / "accumulate.toml"
+    cfg_path.write_text(toml)
+    with caplog.at_level("INFO", logger="tseg.training.train"):
+        one = fit(load_config(cfg_path), index, tmp_path / "one", progress=False)
+    assert "global batch 8 = 1 process(es) x 8 accumulation step(s) x 1 tile(s)" in caplog.text
+    assert one.steps_done == 2
+    one_ckpt = read_checkpoint(tmp_path / "one" / "final.pt")
+    assert one_ckpt["provenance"]["accumulation"] == 8 and one_ckpt["provenance"]["world_size"] == 1
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "8", "--master-port", "29533",
+                        "-m", "tseg.training.train", "--config", str(cfg_path), "--index", str(index), "--out",
+                        str(tmp_path / "eight"), "--device", "cpu"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    eight_ckpt = read_checkpoint(tmp_path / "eight" / "final.pt")
+    assert eight_ckpt["provenance"]["accumulation"] == 1 and eight_ckpt["provenance"]["world_size"] == 8
+    a, b = one_ckpt["state_dict"], eight_ckpt["state_dict"]
+    assert a.keys() == b.keys()
+    moved = 0
+    for k in a:
+        if a[k].is_floating_point():
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
+            moved += 1
+    assert moved > 50
+    # Momentum buffers too: the same gradients were accumulated.
+    for sa, sb in zip(one_ckpt["optimizer"]["state"].values(), eight_ckpt["optimizer"]["state"].values()):
+        torch.testing.assert_close(sa["momentum_buffer"], sb["momentum_buffer"], rtol=1e-4, atol=1e-6)
+    # The logged loss is the global batch's mean in both layouts.
+    log_one = (tmp_path / "one" / "log.csv").read_text().splitlines()[1:]
+    log_eight = (tmp_path / "eight" / "log.csv").read_text().splitlines()[1:]
+    for x, y in zip(log_one, log_eight):
+        assert float(x.split(",")[2]) == pytest.approx(float(y.split(",")[2]), rel=1e-5)
