@@ -179,6 +179,10 @@ and open {result.folder / 'tumour.geojson'} in QuPath over {result.slide.name} (
 Next: tseg-rt run --engine MODEL.onnx|MODEL.plan SLIDES/ --out results/""")
 
 
+def _num(value: Optional[float], digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 @app.command("eval")
 def eval_cmd(
     pred: Path = typer.Option(..., "--pred", help="Results folder of `tseg-rt run`."),
@@ -199,13 +203,18 @@ def eval_cmd(
             best = summary["best"]
             typer.echo(f"{summary['pairs']} threshold pairs on {summary['slides']} slide(s); best: low "
                        f"{best['low_percent']}% ({best['low']}), high {best['high_percent']}% ({best['high']}): "
-                       f"mean DSC {best['mean_dsc']:.4f}\n-> {out / 'sweep.csv'}, {out / 'sweep.png'}")
+                       f"mean DSC {_num(best['mean_dsc'], 4)}\n-> {out / 'sweep.csv'}, {out / 'sweep.png'}")
             return
         result = evaluate(pred, ref, out, cohorts, names, repair_annotations)
     for c in result.cohorts:
-        ci = f"[{c['ci95_low']:.3f}, {c['ci95_high']:.3f}]" if c["ci95_low"] is not None else "(n=1)"
-        typer.echo(f"{c['cohort']}: {c['slides']} slide(s), mean DSC {c['mean_dsc']:.3f} {ci}, median "
-                   f"{c['median_dsc']:.3f}, no predicted region in {100 * c['no_predicted_region_fraction']:.0f}%")
+        ci = f"[{c['ci95_low']:.3f}, {c['ci95_high']:.3f}]" if c["ci95_low"] is not None else f"(n={c['dsc_n']})"
+        undefined = f" ({c['dsc_undefined']} with both masks empty left out)" if c["dsc_undefined"] else ""
+        typer.echo(f"{c['cohort']}: {c['slides']} slide(s), mean DSC {_num(c['mean_dsc'])} {ci}{undefined}, median "
+                   f"{_num(c['median_dsc'])}, no predicted region in {100 * c['no_predicted_region_fraction']:.0f}%; "
+                   f"DSC over corresponding regions {_num(c['region_dsc_mean'])} in {c['region_dsc_images']} slide(s), "
+                   f"none in {c['images_without_corresponding_regions']}; Spearman rho vs tumour area "
+                   f"{_num(c['spearman_reference_area_rho'], 2)} (p {_num(c['spearman_reference_area_p'], 4)}), "
+                   f"vs prevalence {_num(c['spearman_prevalence_rho'], 2)} (p {_num(c['spearman_prevalence_p'], 4)})")
     if result.missing:
         typer.echo(f"no reference for: {', '.join(result.missing)}", err=True)
     typer.echo("-> " + ", ".join(str(f) for f in result.files))

@@ -4,7 +4,15 @@ Pixel level: white background is excluded from every count (``foreground``); TP/
 the statistics of equations (5)-(14) plus the fractions of reference and predicted positives.
 A statistic whose denominator is zero is ``None`` (undefined), never silently 0.
 
-Cohort level: mean DSC with a Student-t 95% confidence interval (planned primary analysis).
+Cohort level: mean with a Student-t 95% confidence interval of the DSC (planned primary
+analysis) and of the eleven secondary statistics (planned secondary analysis 1), over the slides
+where the statistic is defined: a slide whose reference and prediction are both empty has no DSC
+and is left out (and counted), as the authors' code skips undefined values.
+
+Correlation (*Statistical analysis*): Spearman's rho is Pearson's r on the ranks (ties get their
+average rank), its p value comes from t = r sqrt((n - 2) / (1 - r^2)) with n - 2 degrees of
+freedom, two-sided (eq. 15), and its confidence interval from Fisher's z = arctanh(r) with
+standard error 1 / sqrt(n - 3): tanh(arctanh(r) +- z_{1-alpha/2} / sqrt(n - 3)) (eqs. 16-17).
 
 Region level (exploratory analysis 3): 4-connected regions; a reference and a predicted region
 correspond when their IoU is above 0.5 (which makes the correspondence one-to-one); reference
@@ -95,6 +103,12 @@ def statistics(c: ConfusionCounts) -> dict[str, float | None]:
     }
 
 
+#: Planned secondary analysis 1: "fraction of reference positives, fraction of predicted
+#: positives, and eqs. (5) to (13)" -- Supplementary Table S1.
+SECONDARY_STATISTICS = ("tpr", "fnr", "tnr", "fpr", "ppv", "npv", "informedness", "markedness", "mcc",
+                        "reference_positive_fraction", "predicted_positive_fraction")
+
+
 def dsc(pred: np.ndarray, ref: np.ndarray, foreground: np.ndarray | None = None) -> float | None:
     return statistics(confusion_counts(pred, ref, foreground))["dsc"]
 
@@ -126,6 +140,88 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> MeanCI:
     sem = float(x.std(ddof=1)) / math.sqrt(x.size)
     half = float(student_t.ppf(0.5 + confidence / 2, x.size - 1)) * sem
     return MeanCI(mean, mean - half, mean + half, int(x.size), confidence)
+
+
+def summarise(values: Sequence[float | None], confidence: float = 0.95) -> dict[str, float | int | None]:
+    """n, undefined (None values, left out), mean, Student-t CI and median of the defined values."""
+    defined = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    out: dict[str, float | int | None] = {"n": len(defined), "undefined": len(values) - len(defined),
+                                          "mean": None, "ci95_low": None, "ci95_high": None, "median": None}
+    if defined:
+        ci = mean_ci(defined, confidence)
+        out.update(mean=ci.mean, ci95_low=None if math.isnan(ci.low) else ci.low,
+                   ci95_high=None if math.isnan(ci.high) else ci.high, median=float(np.median(defined)))
+    return out
+
+
+@dataclass(frozen=True)
+class Spearman:
+    """Spearman's rank correlation with its eq. (15) p value and eqs. (16)-(17) interval."""
+
+    rho: float | None
+    p: float | None
+    low: float | None
+    high: float | None
+    n: int
+    confidence: float = 0.95
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {"n": self.n, "rho": self.rho, "p": self.p, "ci95_low": self.low, "ci95_high": self.high}
+
+
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n, ties sharing the mean of the ranks they span."""
+    order = np.argsort(x, kind="mergesort")
+    sorted_x = x[order]
+    starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
+    ends = np.r_[starts[1:], x.size]
+    ranks = np.empty(x.size, np.float64)
+    for a, b in zip(starts, ends):
+        ranks[order[a:b]] = (a + 1 + b) / 2.0
+    return ranks
+
+
+def spearman(x: Sequence[float | None], y: Sequence[float | None], confidence: float = 0.95) -> Spearman:
+    """Spearman's rho of the pairs where both values are defined (*Statistical analysis*).
+
+    Undefined (``None``/NaN) pairs are dropped. ``rho`` is None when fewer than 2 pairs remain or
+    a variable is constant; ``p`` needs n >= 3 and the interval n >= 4 (its standard error is
+    1 / sqrt(n - 3)). For |rho| = 1 the p value is 0 and the interval is [rho, rho].
+    """
+    from scipy.stats import norm
+    from scipy.stats import t as student_t
+
+    if len(x) != len(y):
+        raise InvalidArgumentError(f"spearman needs pairs, got {len(x)} and {len(y)} values")
+    if not 0 < confidence < 1:
+        raise InvalidArgumentError(f"confidence must be in (0, 1), got {confidence}")
+    pairs = [(float(a), float(b)) for a, b in zip(x, y)
+             if a is not None and b is not None and not math.isnan(float(a)) and not math.isnan(float(b))]
+    n = len(pairs)
+    if n < 2:
+        return Spearman(None, None, None, None, n, confidence)
+    rx = average_ranks(np.array([a for a, _ in pairs]))
+    ry = average_ranks(np.array([b for _, b in pairs]))
+    dx, dy = rx - rx.mean(), ry - ry.mean()
+    den = math.sqrt(float(dx @ dx) * float(dy @ dy))
+    if den == 0:
+        return Spearman(None, None, None, None, n, confidence)
+    r = max(-1.0, min(1.0, float(dx @ dy) / den))
+    p = low = high = None
+    if n >= 3:
+        if abs(r) == 1.0:
+            p = 0.0
+        else:
+            t = r * math.sqrt((n - 2) / (1 - r * r))  # eq. (15)
+            p = float(2 * student_t.sf(abs(t), n - 2))
+    if n >= 4:
+        if abs(r) == 1.0:
+            low = high = r
+        else:
+            half = float(norm.ppf(0.5 + confidence / 2)) / math.sqrt(n - 3)  # eq. (17)
+            z = math.atanh(r)  # eq. (16)
+            low, high = math.tanh(z - half), math.tanh(z + half)
+    return Spearman(r, p, low, high, n, confidence)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from tseg.runtime.metrics import ConfusionCounts, confusion_counts, mean_ci, region_correspondence, statistics
+from tseg.runtime.metrics import (ConfusionCounts, confusion_counts, mean_ci, region_correspondence, spearman, statistics,
+                                  summarise)
 
 
 def test_confusion_counts_by_hand_with_background_excluded():
@@ -81,3 +82,61 @@ def test_region_correspondence():
 def test_region_dsc_none_without_pairs():
     ref = np.zeros((100, 100), bool); ref[:50, :50] = True
     assert region_correspondence(np.zeros_like(ref), ref).dsc is None
+
+
+# --- Spearman's rho (*Statistical analysis*, eqs. 15-17) --------------------------------------------
+
+
+def _t3_two_sided_p(t):
+    """Two-sided p of Student's t with 3 degrees of freedom, in closed form (no scipy)."""
+    u = abs(t) / math.sqrt(3)
+    return 1 - (2 / math.pi) * (u / (1 + u * u) + math.atan(u))
+
+
+def test_spearman_by_hand():
+    # Ranks differ by d = (-1, 1, -1, 1, 0): rho = 1 - 6 * 4 / (5 * 24) = 0.8.
+    r = spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5])
+    assert r.n == 5 and r.rho == pytest.approx(0.8)
+    t = 0.8 * math.sqrt(3 / (1 - 0.64))  # eq. (15), n - 2 = 3 degrees of freedom
+    assert r.p == pytest.approx(_t3_two_sided_p(t), rel=1e-9)
+    z, se = math.atanh(0.8), 1 / math.sqrt(2)  # eq. (16), standard error 1 / sqrt(n - 3)
+    assert (r.low, r.high) == pytest.approx((math.tanh(z - 1.959963984540054 * se),
+                                             math.tanh(z + 1.959963984540054 * se)), rel=1e-9)  # eq. (17)
+    # Ties take the average rank: x ranks (1, 2.5, 2.5, 4), y ranks (1, 2, 3, 4).
+    r = spearman([10, 20, 20, 30], [1, 2, 3, 4])
+    rx, ry = np.array([1, 2.5, 2.5, 4]), np.array([1, 2, 3, 4])
+    expected = np.sum((rx - 2.5) * (ry - 2.5)) / math.sqrt(np.sum((rx - 2.5) ** 2) * np.sum((ry - 2.5) ** 2))
+    assert r.rho == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_spearman_against_scipy(seed):
+    rng = np.random.default_rng(seed)
+    n = 37
+    x = rng.integers(0, 12, n).astype(float)  # many ties
+    y = x * 0.3 + rng.normal(0, 2, n)
+    mine = spearman(x, y, confidence=0.9)
+    ref = scipy_stats.spearmanr(x, y)
+    assert mine.rho == pytest.approx(ref.statistic, rel=1e-12)
+    assert mine.p == pytest.approx(ref.pvalue, rel=1e-9)
+    z = np.arctanh(ref.statistic)
+    half = scipy_stats.norm.ppf(0.95) / np.sqrt(n - 3)
+    assert (mine.low, mine.high) == pytest.approx((np.tanh(z - half), np.tanh(z + half)), rel=1e-12)
+
+
+def test_spearman_edge_cases():
+    assert spearman([1, 2, None, 4], [1, 2, 3, None]).n == 2  # undefined pairs dropped
+    assert spearman([1, 1, 1, 1], [1, 2, 3, 4]).rho is None  # constant: undefined
+    three = spearman([1, 2, 3], [1, 3, 2])
+    assert three.rho == pytest.approx(0.5) and three.p is not None and three.low is None  # CI needs n >= 4
+    perfect = spearman([1, 2, 3, 4, 5], [2, 4, 6, 8, 100])
+    assert perfect.rho == 1.0 and perfect.p == 0.0 and perfect.low == perfect.high == 1.0
+    assert spearman([], []).rho is None
+
+
+def test_summarise_leaves_undefined_values_out_and_counts_them():
+    s = summarise([1.0, None, 0.5, None])
+    assert (s["n"], s["undefined"], s["mean"], s["median"]) == (2, 2, 0.75, 0.75)
+    lo, hi = scipy_stats.t.interval(0.95, 1, loc=0.75, scale=scipy_stats.sem([1.0, 0.5]))
+    assert (s["ci95_low"], s["ci95_high"]) == pytest.approx((lo, hi))
+    assert summarise([None])["mean"] is None and summarise([0.3])["ci95_low"] is None
