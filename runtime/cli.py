@@ -347,7 +347,7 @@ def train_fit(
     resume: bool = typer.Option(True, "--resume/--no-resume"),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True),
 ) -> None:
-    """Train (single process; use torchrun -m tseg.training.train for several GPUs)."""
+    """Train in one process (the config's global batch by gradient accumulation); several GPUs: torchrun -m tseg.training.train."""
     _setup_logging(max(verbose, 1))
     _need_torch()
 

@@ -23,6 +23,8 @@ Built-in pipelines (:func:`builtin_pipeline`):
 ``tseg-v0``
     This project's earlier list "in the spirit of" Listing 2 (the bundled demonstration model was
     trained with it).
+``none``
+    Padding and a random crop only (what ``[data] augment = false`` applies).
 
 *Decisions where the sources are silent*: flip and rotation use albumentations' default
 p = 0.5; padding is constant zero for the image (as inference pads tiles) and background (0) for

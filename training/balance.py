@@ -39,10 +39,6 @@ def balanced_draws(units_by_type: Mapping[str, Sequence[str]], seed: int = 0) ->
     return draws
 
 
-#: The earlier name, when every scan was its own unit.
-balanced_slide_draws = balanced_draws
-
-
 def section_of(row: Mapping[str, Any], slide_key: str = "slide", section_key: str = "section") -> str:
     """A tile's section: its ``section`` value, or its scan when that is absent or empty."""
     value = row.get(section_key)

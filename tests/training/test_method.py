@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from tseg.runtime.errors import InvalidArgumentError
-from tseg.training.balance import balance_summary, balanced_rows, balanced_slide_draws
+from tseg.training.balance import balance_summary, balanced_rows, balanced_draws
 from tseg.training.schedule import step_length
 from tseg.training.stats import dataset_stats_from_moments, image_moments
 
 
 def test_balancing_counts_and_order():
     groups = {"colon": [f"c{i}" for i in range(3)], "lung": [f"l{i}" for i in range(7)], "prostate": ["p0", "p1"]}
-    draws = balanced_slide_draws(groups, seed=4)
+    draws = balanced_draws(groups, seed=4)
     # Every type is drawn as many times as the largest type has slides.
     assert {k: len(v) for k, v in draws.items()} == {"colon": 7, "lung": 7, "prostate": 7}
     for kind, picked in draws.items():
@@ -107,7 +107,7 @@ def test_balancing_draws_tissue_sections_and_brings_both_scans():
 def test_balancing_sections_drawn_n_times_before_n_plus_1():
     rows = [{"slide": f"s{i}{k}", "section": f"sec{i}", "cancer_type": "x"} for i in range(3) for k in "AB"]
     rows += [{"slide": f"y{i}", "cancer_type": "y"} for i in range(8)]  # no section: each scan its own
-    draws = balanced_slide_draws({"x": ["sec0", "sec1", "sec2"], "y": [f"y{i}" for i in range(8)]}, seed=1)
+    draws = balanced_draws({"x": ["sec0", "sec1", "sec2"], "y": [f"y{i}" for i in range(8)]}, seed=1)
     assert sorted(Counter(draws["x"]).values()) == [2, 3, 3]
     out = Counter(r["slide"] for r in balanced_rows(rows, seed=1))
     assert sorted(out[f"s{i}A"] for i in range(3)) == [2, 3, 3]
