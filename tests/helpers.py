@@ -132,6 +132,9 @@ class SimStream:
     def __init__(self, name):
         self.name, self.ready = name, 0.0
 
+    def __int__(self):  # streams reach TensorRT as integer handles
+        return id(self)
+
 
 class SimEvent:
     def __init__(self):
