@@ -256,5 +256,5 @@ def test_builder_out_of_memory_and_no_gpu(tmp_path, monkeypatch, gpu_here):
     from tseg.runtime import cuda
 
     monkeypatch.setattr(cuda, "device_count", lambda: 0)
-    with pytest.raises(BackendUnavailableError, match="no CUDA GPU"):
+    with pytest.raises(BackendUnavailableError, match="CUDA device 0 cannot be used"):
         build_engine(model, tmp_path / "m.plan", settings)

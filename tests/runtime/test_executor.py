@@ -76,6 +76,7 @@ def test_no_hazards_between_streams():
                 assert not (w1 & (r2 | w2)) and not (w2 & (r1 | w1)), (k1, k2)
 
 
+@pytest.mark.gpu
 def test_cuda_executor_with_a_stand_in_compute():
     """On a CUDA machine: real streams, pinned memory and copies, CuPy kernels as the compute.
     Results must be exact, and the pipelined run must beat the same work done one tile at a time."""
@@ -119,3 +120,112 @@ def test_cuda_executor_with_a_stand_in_compute():
     serial = time.perf_counter() - t0
     ex.close()
     assert pipelined < serial, (pipelined, serial)
+
+
+# --- threads, errors and shutdown (issue 11, defects 6-8) ---------------------------------------
+
+
+def make_executor(dev, fail_on=None):
+    def compute(slot, dev_in, dev_out, shape, stream):
+        compute.count += 1
+        if compute.count - 1 == fail_on:  # fails once, on the fail_on-th tile
+            raise RuntimeError("a kernel launch failed")
+        h, w, _ = shape[1:]
+        x = dev.memory[dev_in][: h * w * 3].reshape(h, w, 3)
+        dev.memory[dev_out][: h * w] = (255 - x[..., 0]).ravel()
+        dev._op("compute", stream, COMPUTE, {dev_in}, {dev_out})
+
+    compute.count = 0
+    return DoubleBufferedExecutor(dev, 3 * 8 * 8, 8 * 8, compute, lambda s: (s[0], 1, s[1], s[2]))
+
+
+def tiles(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (1, 8, 8, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_a_run_from_another_thread_makes_the_device_current_there():
+    """CUDA's current device is per thread: the executor built on one thread must set it on the
+    thread that runs it, or its launches go to another GPU."""
+    import threading
+
+    dev = SimDevice(strict_threads=True)
+    dev.activate()  # the thread that builds the executor (as CudaDeviceAPI.__init__ does)
+    ex = make_executor(dev)
+    results, errors = [], []
+
+    def worker():
+        try:
+            results.extend(ex.run(enumerate(tiles(3))))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert errors == [] and [k for k, _ in results] == [0, 1, 2]
+    assert t.ident in dev.active_threads
+
+
+def test_close_synchronises_every_stream_before_freeing():
+    dev = SimDevice()
+    ex = make_executor(dev, fail_on=2)
+    with pytest.raises(RuntimeError, match="kernel launch failed"):
+        list(ex.run(enumerate(tiles(4))))
+    ex.close()
+    assert dev.hazards == []
+    assert dev.synchronized_streams >= 3 and dev.idle()
+
+
+def test_an_error_mid_enqueue_leaves_nothing_in_flight_and_the_executor_usable():
+    dev = SimDevice()
+    ex = make_executor(dev, fail_on=2)  # tile 2's H2D is enqueued, then its compute fails
+    with pytest.raises(RuntimeError):
+        list(ex.run(enumerate(tiles(5))))
+    assert dev.idle(), "the failed run returned with copies still in flight"
+    fresh = tiles(4, seed=1)
+    out = list(ex.run(enumerate(fresh)))
+    for (k, o), t in zip(out, fresh):
+        np.testing.assert_array_equal(o[0, 0], 255 - t[0, ..., 0])
+    ex.close()
+    assert dev.hazards == []
+
+
+def test_an_abandoned_run_drains_before_its_buffers_are_reused():
+    dev = SimDevice()
+    ex = make_executor(dev)
+    run = ex.run(enumerate(tiles(6)))
+    first = next(run)  # the consumer takes one output and walks away; tile 1 is still in flight
+    assert first[0] == 0 and not dev.idle()
+    run.close()
+    assert dev.idle(), "closing the generator left a tile in flight over the slot buffers"
+    again = tiles(3, seed=2)
+    for (k, o), t in zip(ex.run(enumerate(again)), again):
+        np.testing.assert_array_equal(o[0, 0], 255 - t[0, ..., 0])
+    ex.close()
+    assert dev.hazards == []
+
+
+def test_a_failed_allocation_releases_what_was_allocated():
+    dev = SimDevice()
+    original = dev.alloc_device
+    calls = {"n": 0}
+
+    def alloc_device(nbytes):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the second slot's input buffer: out of device memory
+            raise MemoryError("cudaMalloc: out of memory")
+        return original(nbytes)
+
+    dev.alloc_device = alloc_device
+    with pytest.raises(MemoryError):
+        make_executor(dev)
+    assert dev.memory == {}, "device buffers leaked when the executor could not be built"
+
+
+def test_cuda_errors_are_device_errors_not_backend_unavailable():
+    """An asynchronous kernel fault is not 'backend unavailable' (issue 11, defect 8)."""
+    from tseg.runtime.errors import BackendUnavailableError, DeviceError
+    from tseg.runtime.executor import CudaError
+
+    assert issubclass(CudaError, DeviceError) and not issubclass(CudaError, BackendUnavailableError)
