@@ -94,7 +94,7 @@ def make_logger(trt: Any) -> Any:
                 log.log(level, "TensorRT: %s", msg)
 
         def tail(self, count: int = 5) -> str:
-            """The last ``count`` kept messages, most severe first when there are errors."""
+            """The last ``count`` errors when any were logged, else the last ``count`` messages."""
             errors = [m for s, m in self.messages if s <= int(severity.ERROR)]
             chosen = errors[-count:] if errors else [m for _, m in list(self.messages)[-count:]]
             return " | ".join(chosen) or "TensorRT logged nothing"
