@@ -87,7 +87,8 @@ def _pip_target(requirement: str, target: Path) -> Path:
     if r.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["?"]
-        raise Unavailable(f"pip could not fetch {requirement!r} (no registry?): {tail[0]}")
+        raise Unavailable(f"pip could not fetch {requirement!r} (no registry, or no wheel for Python "
+                          f"{sys.version_info.major}.{sys.version_info.minor} on this platform): {tail[0]}")
     (tmp / ".tseg-requirement").write_text(requirement)
     shutil.rmtree(target, ignore_errors=True)
     try:
