@@ -404,6 +404,12 @@ def run_cuda(real_rt: Any, work: Path) -> dict[str, Any]:
         data["runtime_version"] = sim.runtime_version
         CudaDeviceAPI(0)
 
+    def device_count_fails(data: dict) -> None:
+        sim = h.device()
+        sim.fail("cudaGetDeviceCount", 1)  # any other error: named with cudaGetErrorName/String
+        status = cuda.cuda_status()
+        data["count"], data["reason"] = status.count, status.reason
+
     def h_runtime_major() -> int:
         return int(real_rt.cudaRuntimeGetVersion()[1]) // 1000
 
@@ -506,6 +512,7 @@ def run_cuda(real_rt: Any, work: Path) -> dict[str, Any]:
     h.run("device_query", device_query)
     h.run("no_device", no_device)
     h.run("driver_too_old", driver_too_old)
+    h.run("device_count_fails", device_count_fails)
     h.run("executor", run_tiles)
     h.run("executor_copy_fails_midway", copy_fails_midway)
     h.run("executor_abandoned_generator", abandoned_generator)

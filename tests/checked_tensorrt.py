@@ -689,14 +689,20 @@ class RealEnumMember:
     arithmetic (``1 << member`` is a TypeError). The fake's ``IntEnum`` does all of these, so a
     project relying on them would pass with the fake and fail with TensorRT: each is reported."""
 
-    __slots__ = ("_trt", "_real_enum", "_fake", "name", "value")
+    __slots__ = ("_trt", "_real_enum", "_fake", "_name", "value")
 
     def __init__(self, trt: CheckedTensorRT, real_enum: type, fake: enum.Enum) -> None:
         self._trt, self._real_enum, self._fake = trt, real_enum, fake
-        self.name, self.value = fake.name, int(fake)
+        self._name, self.value = fake.name, int(fake)
+
+    @property
+    def name(self) -> str:
+        """The member's name, as pybind11 enums have it (a read the project may make)."""
+        self._trt._col.exercised.add(f"{self._real_enum.__qualname__}.name")
+        return self._name
 
     def _misuse(self, what: str) -> None:
-        self._trt._col.add("signature", f"tensorrt.{self._real_enum.__qualname__}.{self.name}", what)
+        self._trt._col.add("signature", f"tensorrt.{self._real_enum.__qualname__}.{self._name}", what)
 
     def __int__(self) -> int:
         return self.value
@@ -755,10 +761,10 @@ class RealEnumMember:
     __lshift__ = __rlshift__ = __rshift__ = __rrshift__ = __xor__ = __rxor__ = __mul__ = __rmul__ = _arith
 
     def __repr__(self) -> str:
-        return f"<{self._real_enum.__name__}.{self.name}: {self.value}>"
+        return f"<{self._real_enum.__name__}.{self._name}: {self.value}>"
 
     def __str__(self) -> str:
-        return f"{self._real_enum.__name__}.{self.name}"
+        return f"{self._real_enum.__name__}.{self._name}"
 
 
 class _CallbackShim:

@@ -11,8 +11,8 @@ major that TensorRT version pairs with: 12 for 10.x, 13 for 11.x). The checker r
 name that does not exist in the real module, every call that binds to no real overload, and
 every disagreement of the fake with the real module, with the project's call site.
 
-Defects in the current source are strict xfails naming the defect (issue 11); when the source
-is fixed they XPASS and fail: remove the marker and the entry of :data:`KNOWN`.
+A defect found here is written as a strict xfail naming it, with an entry in :data:`KNOWN`, until
+the source is fixed; issue 11's defects (3, 4, 6, 7, 8) were found this way and are fixed.
 """
 
 from __future__ import annotations
@@ -25,12 +25,9 @@ from real_bindings import TENSORRT, tensorrt_report
 VERSIONS = list(TENSORRT)
 _REPORTS: dict[str, object] = {}
 
-#: Violations of defects already filed (issue 11), excluded from the general checks below and
-#: asserted absent by the strict xfails further down: (kind, api, scenario or None).
-KNOWN = [
-    ("missing", "cuda.bindings.runtime.__version__", None),  # defect 8: version read from the wrong module
-    ("semantics", None, "run_device_1_other_thread"),  # defect 6: device set only on the constructing thread
-]
+#: Violations of known, filed defects, excluded from the general checks below and asserted absent by
+#: their own tests further down: (kind, api, scenario or None). Empty: issue 11's are fixed.
+KNOWN: list[tuple[str, str | None, str | None]] = []
 #: Names in the source that no scenario can reach with a supported version: build.py's fallback
 #: to ``ICudaEngine.device_memory_size`` (for TensorRT < 10.1, below the 10.9 floor; gone in 11.x).
 UNREACHABLE = {"device_memory_size"}
@@ -202,12 +199,9 @@ def tensorrt_sources() -> list:
     return [p for p in files if "trt" in p.read_text()]
 
 
-# --- defects in the current source (issue 11): strict xfails ---------------------------------
+# --- issue 11's defects, each checked against the real bindings ------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 8: engines/build.py reads getattr(cuda.bindings.runtime, "
-                                       "'__version__') which does not exist; the manifest's cuda_bindings is None "
-                                       "(use cuda.bindings.__version__)")
 @pytest.mark.parametrize("version", VERSIONS)
 def test_manifest_records_the_cuda_bindings_version(report, version):
     r = report(version)
@@ -216,9 +210,6 @@ def test_manifest_records_the_cuda_bindings_version(report, version):
     assert s["ok"] and s["data"]["manifest"]["cuda"]["cuda_bindings"] == r["real_cuda_bindings_version"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 4: the result of IBuilderConfig.set_timing_cache is ignored; "
-                                       "with a cache from another device get_timing_cache() is None after the build, "
-                                       ".serialize() raises and the finished plan is deleted")
 @pytest.mark.parametrize("version", VERSIONS)
 def test_a_timing_cache_from_another_device_is_replaced(report, version):
     s = outcome(report(version), "build_cache_from_other_device")
@@ -228,8 +219,6 @@ def test_a_timing_cache_from_another_device_is_replaced(report, version):
     assert caches[-1] == ["timing_cache_in", ""]  # the retry starts from a fresh cache
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 4: get_timing_cache() may return None; build.py calls "
-                                       ".serialize() on it and the finished plan is deleted")
 @pytest.mark.parametrize("version", VERSIONS)
 def test_a_build_without_timing_cache_keeps_the_plan(report, version):
     s = outcome(report(version), "build_no_timing_cache")
@@ -237,24 +226,18 @@ def test_a_build_without_timing_cache_keeps_the_plan(report, version):
     assert s["data"]["plan_exists"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 8: runtime/backends/tensorrt.py ignores the bool returned "
-                                       "by IExecutionContext.set_tensor_address")
 @pytest.mark.parametrize("version", VERSIONS)
 def test_a_rejected_tensor_address_is_an_error(report, version):
     s = outcome(report(version), "address_rejected")
     assert not s["ok"] and "TsegError" in s["error_types"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 8: the engine's I/O dtypes (ICudaEngine.get_tensor_dtype) "
-                                       "are never compared with DataType.UINT8")
 @pytest.mark.parametrize("version", VERSIONS)
 def test_an_engine_with_other_io_dtypes_is_refused(report, version):
     s = outcome(report(version), "wrong_io_dtype")
     assert not s["ok"] and "TsegError" in s["error_types"] and "uint8" in s["error"].lower()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 6: the CUDA device is set only on the thread that built "
-                                       "the executor; infer() from another thread enqueues on device 0's context")
 @pytest.mark.parametrize("version", VERSIONS)
 def test_inference_from_another_thread_sets_the_device(report, version):
     r = report(version)

@@ -10,8 +10,8 @@ types, real pinned host memory, ``helpers.SimDevice``'s clock) answers with resu
 arity. The simulator also reports races, frees under running work and launches on another
 device's stream.
 
-Defects in the current source are strict xfails naming the defect (issue 11); when the source
-is fixed they XPASS and fail: remove the marker and the entry of :data:`KNOWN`.
+A defect found here is written as a strict xfail naming it, with an entry in :data:`KNOWN`, until
+the source is fixed; issue 11's defects (3, 6, 7) were found this way and are fixed.
 """
 
 from __future__ import annotations
@@ -25,13 +25,9 @@ MAJORS = sorted(CUDA_BINDINGS)
 _REPORTS: dict[int, object] = {}
 NO_LEAKS = {"device_buffers": 0, "pinned_buffers": 0, "streams": 0, "events": 0}
 
-#: Violations of defects already filed (issue 11): (kind, scenario), excluded from the general
-#: checks and asserted absent by the strict xfails below.
-KNOWN = [
-    ("semantics", "executor_copy_fails_midway"),  # defect 7: close() frees under running work
-    ("semantics", "executor_abandoned_generator"),  # defect 7: an abandoned run leaves a tile in flight
-    ("semantics", "executor_other_thread"),  # defect 6: the device is set on the constructing thread only
-]
+#: Violations of known, filed defects: (kind, scenario), excluded from the general checks and
+#: asserted absent by their own tests below. Empty: issue 11's are fixed.
+KNOWN: list[tuple[str, str]] = []
 
 
 @pytest.fixture(scope="module")
@@ -133,12 +129,9 @@ def test_every_cuda_name_in_the_source_is_exercised(report):
         "\n".join(missing)
 
 
-# --- defects in the current source (issue 11): strict xfails ---------------------------------
+# --- issue 11's defects, each checked against the real bindings ------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 3: with a driver older than the runtime, cudaGetDeviceCount "
-                                       "returns cudaErrorInsufficientDriver (35) and CudaDeviceAPI says 'no CUDA "
-                                       "device 0 (found 0)' instead of naming the driver")
 @pytest.mark.parametrize("major", MAJORS)
 def test_a_driver_too_old_is_named(report, major):
     s = report(major)["scenarios"]["driver_too_old"]
@@ -146,9 +139,6 @@ def test_a_driver_too_old_is_named(report, major):
     assert not s["ok"] and "TsegError" in s["error_types"] and "driver" in s["error"].lower()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 7: DoubleBufferedExecutor.close() waits only on each slot's "
-                                       "last device-to-host event, so after a failed copy it frees buffers that an "
-                                       "enqueued copy or compute still uses")
 @pytest.mark.parametrize("major", MAJORS)
 def test_close_after_a_failed_copy_waits_for_the_device(report, major):
     r = report(major)
@@ -158,8 +148,6 @@ def test_close_after_a_failed_copy_waits_for_the_device(report, major):
     assert not found, format_violations(found)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 7: a run() generator closed early leaves its tiles in flight; "
-                                       "the next run() reuses their buffers under them")
 @pytest.mark.parametrize("major", MAJORS)
 def test_an_abandoned_run_leaves_no_tile_in_flight(report, major):
     r = report(major)
@@ -169,8 +157,6 @@ def test_an_abandoned_run_leaves_no_tile_in_flight(report, major):
     assert not found, format_violations(found)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 6: CudaDeviceAPI sets the device only in __init__; a run "
-                                       "from another thread enqueues on device 1's streams with device 0 current")
 @pytest.mark.parametrize("major", MAJORS)
 def test_a_run_from_another_thread_sets_the_device(report, major):
     r = report(major)
@@ -178,3 +164,10 @@ def test_a_run_from_another_thread_sets_the_device(report, major):
     assert s["ok"] and s["data"].get("outputs_ok"), describe(s)
     found = violations(r, ("semantics",), "executor_other_thread")
     assert not found, format_violations(found)
+
+
+@pytest.mark.parametrize("major", MAJORS)
+def test_another_device_count_error_is_named(report, major):
+    s = report(major)["scenarios"]["device_count_fails"]
+    assert s["ok"], s
+    assert s["data"]["count"] == 0 and "cudaErrorLaunchFailure" in s["data"]["reason"]
