@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any
 from tseg.runtime.atomic import atomic_write
 from tseg.runtime.errors import BackendUnavailableError, InvalidArgumentError, ModelError, OutputError
 
+from .conformance import require_conformance
 from .manifest import EngineManifest, inspect_onnx, manifest_path, sha256_file, write_manifest
 
 log = logging.getLogger(__name__)
@@ -65,19 +67,37 @@ def import_tensorrt() -> Any:
     return trt
 
 
+#: How many of TensorRT's INFO-or-worse messages a logger keeps to explain a failure.
+LOGGER_TAIL = 200
+VERBOSE_LEVEL = 5  # below logging.DEBUG: TensorRT's VERBOSE messages reach logging only when asked for
+
+
 def make_logger(trt: Any) -> Any:
-    """A TensorRT logger that keeps messages (to explain failures) and forwards them to logging."""
+    """A TensorRT logger that forwards messages to :mod:`logging` and keeps a bounded tail of the
+    INFO, WARNING and ERROR ones to explain failures. VERBOSE messages (tens of thousands in a
+    build) are never kept, and formatted only when logging is enabled at level 5."""
+    severity = trt.ILogger.Severity
+    levels = {int(severity.INTERNAL_ERROR): logging.ERROR, int(severity.ERROR): logging.ERROR,
+              int(severity.WARNING): logging.WARNING, int(severity.INFO): logging.DEBUG,
+              int(severity.VERBOSE): VERBOSE_LEVEL}
 
     class Logger(trt.ILogger):
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
-            self.messages: list[tuple[Any, str]] = []
+            self.messages: deque[tuple[int, str]] = deque(maxlen=LOGGER_TAIL)
 
         def log(self, severity: Any, msg: str) -> None:
-            self.messages.append((severity, msg))
-            level = {trt.ILogger.INTERNAL_ERROR: logging.ERROR, trt.ILogger.ERROR: logging.ERROR,
-                     trt.ILogger.WARNING: logging.WARNING, trt.ILogger.INFO: logging.DEBUG}.get(severity, logging.DEBUG)
-            log.log(level, "TensorRT: %s", msg)
+            level = levels.get(int(severity), logging.DEBUG)
+            if level > VERBOSE_LEVEL:
+                self.messages.append((int(severity), msg))
+            if log.isEnabledFor(level):
+                log.log(level, "TensorRT: %s", msg)
+
+        def tail(self, count: int = 5) -> str:
+            """The last ``count`` errors when any were logged, else the last ``count`` messages."""
+            errors = [m for s, m in self.messages if s <= int(severity.ERROR)]
+            chosen = errors[-count:] if errors else [m for _, m in list(self.messages)[-count:]]
+            return " | ".join(chosen) or "TensorRT logged nothing"
 
     return Logger()
 
@@ -87,10 +107,62 @@ def default_timing_cache(gpu_name: str, trt_version: str) -> Path:
     return Path.home() / ".cache" / "tseg-rt" / f"timing-{safe}-trt{trt_version}.cache"
 
 
+def attach_timing_cache(config: Any, cache_path: Path) -> Any | None:
+    """Give ``config`` the timing cache saved at ``cache_path``, or a fresh one.
+
+    ``set_timing_cache`` returns False for a cache made on another device or TensorRT version
+    (the cache's header is verified); such a cache is set aside, with a warning, and the build
+    starts from an empty cache. Returns the attached cache, or None when even a fresh cache was
+    refused (the build then runs without one)."""
+    data = b""
+    if cache_path.exists():
+        try:
+            data = cache_path.read_bytes()
+        except OSError as exc:
+            log.warning("cannot read the timing cache %s (%s); starting a fresh one", cache_path, exc)
+    cache = config.create_timing_cache(data)
+    if config.set_timing_cache(cache, ignore_mismatch=False):
+        return cache
+    if data:
+        log.warning("the timing cache %s was made for another GPU or TensorRT version; starting a fresh one "
+                    "(it will be replaced after the build)", cache_path)
+        cache = config.create_timing_cache(b"")
+        if config.set_timing_cache(cache, ignore_mismatch=False):
+            return cache
+    log.warning("TensorRT refused a timing cache; building without one (slower builds, nothing else changes)")
+    return None
+
+
+def save_timing_cache(config: Any, cache_path: Path) -> bool:
+    """Write the config's timing cache (atomically) for the next build; a failure only warns."""
+    try:
+        cache = config.get_timing_cache()
+        if cache is None:
+            log.warning("TensorRT returned no timing cache after the build; %s not updated", cache_path)
+            return False
+        data = bytes(cache.serialize())
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(cache_path, lambda tmp: tmp.write_bytes(data))
+        return True
+    except Exception as exc:  # noqa: BLE001 - the engine is built; a cache is an optimisation
+        log.warning("could not save the timing cache %s: %s", cache_path, exc)
+        return False
+
+
+def _out_of_memory(text: str) -> bool:
+    lowered = text.lower()
+    return "out of memory" in lowered or "outofmemory" in lowered or "cudaerrormemoryallocation" in lowered
+
+
 def build_engine(onnx_path: str | os.PathLike[str], plan_path: str | os.PathLike[str],
                  settings: BuildSettings = BuildSettings(), overwrite: bool = False) -> EngineManifest:
-    """Build ``plan_path`` (and its manifest) from an exported ONNX model."""
-    from tseg.runtime.cuda import device_count, device_properties
+    """Build ``plan_path`` (and its manifest) from an exported ONNX model.
+
+    Before TensorRT is touched: the model contract and I/O (:func:`inspect_onnx`), the profile,
+    the output paths, and conformance with TensorRT's ONNX parser
+    (:mod:`tseg.engines.conformance`), so that a graph the parser would reject is refused in
+    seconds, not after minutes of building."""
+    from tseg.runtime.cuda import bindings_version, device_properties, no_device_reason
 
     onnx_path, plan = Path(onnx_path), Path(plan_path)
     io = inspect_onnx(onnx_path)  # contract, I/O and precision: checked before TensorRT is needed
@@ -98,10 +170,12 @@ def build_engine(onnx_path: str | os.PathLike[str], plan_path: str | os.PathLike
     for p in (plan, manifest_path(plan)):
         if p.exists() and not overwrite:
             raise OutputError(p, "exists; pass --overwrite to replace it")
+    require_conformance(onnx_path, io.input_name, io.output_name)
     trt = import_tensorrt()
-    if device_count() <= settings.device:
-        raise BackendUnavailableError(f"no CUDA GPU {settings.device} here: TensorRT engines are built on the GPU "
-                                      "they will run on (one engine per GPU type)")
+    reason = no_device_reason(settings.device)
+    if reason:
+        raise BackendUnavailableError(f"CUDA device {settings.device} cannot be used: {reason}. TensorRT engines "
+                                      "are built on the GPU they will run on (one engine per GPU type)")
     gpu = device_properties(settings.device)
     major = int(str(trt.__version__).split(".")[0])
     logger = make_logger(trt)
@@ -126,9 +200,7 @@ def build_engine(onnx_path: str | os.PathLike[str], plan_path: str | os.PathLike
         log.warning("%s is an FP32 graph and TensorRT %s builds it strongly typed: the engine will be FP32. "
                     "Export with `tseg-rt export --precision fp16` for an FP16 engine.", onnx_path, trt.__version__)
     cache_path = Path(settings.timing_cache) if settings.timing_cache else default_timing_cache(gpu.get("name", "gpu"), trt.__version__)
-    cache_data = cache_path.read_bytes() if cache_path.exists() else b""
-    cache = config.create_timing_cache(cache_data)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    timing_cache = attach_timing_cache(config, cache_path)
     opt_profile = builder.create_optimization_profile()
     opt_profile.set_shape(io.input_name, profile["min"], profile["opt"], profile["max"])
     config.add_optimization_profile(opt_profile)
@@ -136,31 +208,21 @@ def build_engine(onnx_path: str | os.PathLike[str], plan_path: str | os.PathLike
     serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - t0
     if serialized is None:
-        text = " ".join(m for _, m in logger.messages[-20:])
-        if "out of memory" in text.lower() or "outofmemory" in text.lower() or "cudaErrorMemoryAllocation" in text:
+        text = logger.tail(20)
+        if _out_of_memory(text):
             raise ModelError(onnx_path, f"out of GPU memory while building ({gpu.get('name')}): try a smaller "
                                         "--workspace-gb or a smaller --max-tile/--opt-tile")
         raise ModelError(onnx_path, f"TensorRT could not build the engine: {text[-1500:]}")
-    tmp = plan.with_name(f".{plan.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(serialized)
-        engine = trt.Runtime(logger).deserialize_cuda_engine(bytes(serialized))
-        if engine is None:
-            raise ModelError(plan, "the freshly built engine does not deserialize")
-        memory = getattr(engine, "device_memory_size_v2", None)
-        if memory is None:
-            memory = getattr(engine, "device_memory_size", None)
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        cache_bytes = bytes(config.get_timing_cache().serialize())
-        atomic_write(cache_path, lambda tmp_cache: tmp_cache.write_bytes(cache_bytes))
-        os.replace(tmp, plan)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    from tseg.runtime.cuda import cudart
-
-    rt = cudart()
+    plan_bytes = bytes(serialized)
+    engine = trt.Runtime(logger).deserialize_cuda_engine(plan_bytes)
+    if engine is None:
+        raise ModelError(plan, f"the freshly built engine does not deserialize ({logger.tail()})")
+    memory = getattr(engine, "device_memory_size_v2", None)
+    if memory is None:
+        memory = getattr(engine, "device_memory_size", None)
+    del engine
+    atomic_write(plan, lambda tmp: tmp.write_bytes(plan_bytes))
+    cache_saved = save_timing_cache(config, cache_path) if timing_cache is not None else False
     manifest = EngineManifest(
         plan=plan.name, plan_sha256=sha256_file(plan), plan_bytes=plan.stat().st_size,
         tensorrt_version=str(trt.__version__), gpu=gpu, precision=precision, profile=profile,
@@ -168,10 +230,11 @@ def build_engine(onnx_path: str | os.PathLike[str], plan_path: str | os.PathLike
         onnx={"path": str(onnx_path.resolve()), "sha256": io.sha256},
         contract=io.contract.with_updates(precision="fp16" if "fp16" in precision else "fp32").to_dict(),
         cuda={"runtime_version": gpu.get("runtime_version"), "driver_version": gpu.get("driver_version"),
-              "cuda_bindings": getattr(rt, "__version__", None) if rt else None},
+              "cuda_bindings": bindings_version()},
         io={"input": io.input_name, "output": io.output_name, "input_layout": "NHWC uint8", "output_layout": "N1HW uint8"},
-        build={**asdict(settings), "timing_cache": str(cache_path), "strongly_typed": strongly_typed,
-               "seconds": round(seconds, 1), "built": datetime.now(timezone.utc).isoformat()},
+        build={**asdict(settings), "timing_cache": str(cache_path), "timing_cache_saved": cache_saved,
+               "strongly_typed": strongly_typed, "seconds": round(seconds, 1),
+               "built": datetime.now(timezone.utc).isoformat()},
     )
     try:
         write_manifest(manifest, plan)

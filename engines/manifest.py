@@ -98,19 +98,31 @@ def read_manifest(plan: str | os.PathLike[str], verify: bool = True) -> EngineMa
     return manifest
 
 
-def _version_key(version: str) -> tuple[int, ...]:
+def version_key(version: str) -> tuple[int, int, int, int]:
+    """TensorRT's four version parts (major, minor, patch, build), missing ones as 0:
+    ``"10.9.0.34"`` -> (10, 9, 0, 34). A suffix such as ``.post1`` is not part of the build."""
     parts = []
-    for piece in str(version).split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
+    for piece in str(version).split(".")[:4]:
+        digits = ""
+        for ch in piece:
+            if not ch.isdigit():
+                break
+            digits += ch
         parts.append(int(digits) if digits else 0)
-    return tuple(parts)
+    parts += [0] * (4 - len(parts))
+    return (parts[0], parts[1], parts[2], parts[3])
 
 
 def incompatibilities(manifest: EngineManifest, tensorrt_version: str, device: Mapping[str, Any]) -> list[str]:
-    """Why this engine cannot run with ``tensorrt_version`` on ``device`` (empty: it can)."""
+    """Why this engine cannot run with ``tensorrt_version`` on ``device`` (empty: it can).
+
+    A serialized engine runs only with the TensorRT it was built with: major, minor, patch *and*
+    build must match (engines are not built version-compatible here), and only on the compute
+    capability it was built for."""
     reasons = []
-    if _version_key(manifest.tensorrt_version) != _version_key(tensorrt_version):
-        reasons.append(f"it was built with TensorRT {manifest.tensorrt_version}, this machine has {tensorrt_version}")
+    if version_key(manifest.tensorrt_version) != version_key(tensorrt_version):
+        reasons.append(f"it was built with TensorRT {manifest.tensorrt_version}, this machine has TensorRT "
+                       f"{tensorrt_version} (major, minor, patch and build must all match)")
     built_cc = str(manifest.gpu.get("compute_capability"))
     here_cc = str(device.get("compute_capability"))
     if built_cc != here_cc:

@@ -143,7 +143,10 @@ class TileModel(nn.Module):
         self.register_buffer("std", torch.tensor([float(v) * 255.0 for v in std], dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = image.permute(0, 3, 1, 2).to(torch.float32)
+        # Cast first: TensorRT's ONNX parser accepts a uint8 network input only when every consumer
+        # is a Cast (no Transpose/Shape/Reshape on uint8), and a uint8 output only from a Cast
+        # (onnx-tensorrt ModelImporter.cpp; NVIDIA/TensorRT#3985, #4278). Same values either way.
+        x = image.to(torch.float32).permute(0, 3, 1, 2)
         x = (x - self.mean) / self.std
         if self.fp16:
             x = x.to(torch.float16)

@@ -90,11 +90,51 @@ def _export_graph(module: Any, path: Path, traced: tuple[int, int], divisor: int
     program.save(str(path))
 
 
-def _finish(path: Path, contract: ModelContract) -> None:
-    """Attach the contract, then check the graph (checker + strict shape inference)."""
+def read_shapes_after_cast(model: Any) -> int:
+    """Make every ``Shape``/``Size`` of a uint8 graph input read the input's ``Cast`` instead.
+
+    The dynamo exporter reads symbolic sizes with ``Shape(image)``; TensorRT's parser rejects any
+    consumer of a uint8 network input other than a Cast (see :mod:`tseg.engines.conformance`).
+    A Cast keeps the shape, so the rewired graph computes the same values. Returns the number of
+    nodes rewired."""
     import onnx
 
+    initializers = {i.name for i in model.graph.initializer}
+    rewired = 0
+    for graph_input in model.graph.input:
+        if graph_input.name in initializers or graph_input.type.tensor_type.elem_type != onnx.TensorProto.UINT8:
+            continue
+        consumers = [n for n in model.graph.node if graph_input.name in n.input]
+        cast = next((n for n in consumers if n.op_type == "Cast"), None)
+        if cast is None:
+            continue
+        moved = [n for n in consumers if n.op_type in ("Shape", "Size")]
+        for node in moved:
+            node.input[0] = cast.output[0]
+        if moved:  # the Cast reads only the graph input: it can go first, keeping the order topological
+            index = next(i for i, n in enumerate(model.graph.node) if n.op_type == "Cast"
+                         and list(n.output) == list(cast.output))
+            order = [index] + [i for i in range(len(model.graph.node)) if i != index]
+            nodes = []
+            for i in order:
+                copy = onnx.NodeProto()
+                copy.CopyFrom(model.graph.node[i])
+                nodes.append(copy)
+            del model.graph.node[:]
+            model.graph.node.extend(nodes)
+        rewired += len(moved)
+    return rewired
+
+
+def _finish(path: Path, contract: ModelContract) -> None:
+    """Attach the contract, make uint8 I/O TensorRT-parsable, check the graph (checker, strict
+    shape inference, TensorRT parser conformance)."""
+    import onnx
+
+    from tseg.engines.conformance import require_conformance
+
     model = onnx.load(str(path))
+    read_shapes_after_cast(model)
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, {METADATA_KEY: contract.to_json()})
     model.producer_name = "tseg-rt"
@@ -102,6 +142,7 @@ def _finish(path: Path, contract: ModelContract) -> None:
     onnx.checker.check_model(model, full_check=True)
     onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     onnx.save(model, str(path))
+    require_conformance(path, contract.input_name, contract.output_name)
 
 
 def graph_facts(path: str | Path) -> dict[str, Any]:

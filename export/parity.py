@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 KATHER_MPP = 0.495
@@ -34,6 +33,8 @@ def kather_dir() -> Path | None:
 
 def kather_tiles(directory: Path, classes: Sequence[str] | None = None) -> list[np.ndarray]:
     """The Kather tiles (RGB) at 1 µm/px, sorted by path, optionally only some classes."""
+    import cv2
+
     tiles = []
     for p in sorted(directory.rglob("*.tif")):
         if classes and p.parent.name not in classes:

@@ -226,7 +226,8 @@ def info(
     mpp: Optional[str] = typer.Option(None, help="Override the slide's level-0 resolution (µm/px)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Describe a slide (vendor, levels, MPP, size in mm), a model (its contract) or an engine."""
+    """Describe a slide (vendor, levels, MPP, size in mm), a model (its contract, and whether
+    TensorRT's ONNX parser will take it) or an engine (its manifest)."""
 
     with _reported():
         suffix = path.suffix.lower()
@@ -240,6 +241,14 @@ def info(
             with OnnxRuntimeBackend(path, providers="cpu") as backend:
                 data = {"model": str(path), "contract": backend.contract.to_dict(),
                         "sha256": backend.sha256}
+            try:
+                from tseg.engines.conformance import TENSORRT_FLOOR, check_onnx_file
+
+                found = check_onnx_file(path, backend.contract.input_name, backend.contract.output_name)
+                data["tensorrt_parser"] = {"floor": TENSORRT_FLOOR, "conforms": not found,
+                                           "violations": [str(v) for v in found]}
+            except ImportError:  # onnx missing: the check is informative only
+                pass
         else:
             from .slide import open_slide
 

@@ -77,6 +77,10 @@ class BackendUnavailableError(TsegError):
     """An optional backend (TensorRT, CUDA, onnxruntime-gpu) is not installed or has no GPU."""
 
 
+class DeviceError(TsegError):
+    """A GPU operation failed while running (a CUDA error, a kernel fault, out of device memory)."""
+
+
 class EngineMismatchError(ModelError):
     """A TensorRT engine was built for another GPU or TensorRT version."""
 

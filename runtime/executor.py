@@ -16,6 +16,16 @@ reused after its previous tile's D2H copy has completed, which orders every reus
 buffers after the work that read them. The scheduling talks to the device only through
 :class:`DeviceAPI`; :class:`CudaDeviceAPI` implements it with NVIDIA's ``cuda-bindings`` (thin:
 no logic of its own), and the tests drive the executor with a simulated device on the CPU.
+
+Threads, errors and shutdown:
+
+* the CUDA device is a per-thread setting: every :meth:`DoubleBufferedExecutor.run` makes its
+  device current first (``cudaSetDevice``), so a backend built on one thread runs correctly when
+  another thread calls it;
+* when a run ends early (an exception part-way through an enqueue, or a caller that abandons the
+  generator), every stream is synchronised before the run returns, so no copy or kernel is still
+  reading or writing a slot's buffers when the next run reuses them;
+* :meth:`~DoubleBufferedExecutor.close` synchronises all three streams before freeing anything.
 """
 
 from __future__ import annotations
@@ -28,17 +38,19 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
-from .errors import BackendUnavailableError, TsegError
+from .errors import BackendUnavailableError, DeviceError, TsegError
 
 log = logging.getLogger(__name__)
 
 
 class DeviceAPI(Protocol):
+    def activate(self) -> None: ...
     def create_stream(self) -> Any: ...
     def create_event(self) -> Any: ...
     def record(self, event: Any, stream: Any) -> None: ...
     def wait(self, stream: Any, event: Any) -> None: ...
     def synchronize(self, event: Any) -> None: ...
+    def synchronize_stream(self, stream: Any) -> None: ...
     def alloc_device(self, nbytes: int) -> Any: ...
     def alloc_host(self, nbytes: int) -> np.ndarray: ...
     def copy_to_device(self, dst: Any, src: np.ndarray, nbytes: int, stream: Any) -> None: ...
@@ -75,15 +87,32 @@ class DoubleBufferedExecutor:
         self.compute = compute
         self.output_shape = output_shape
         self.max_in, self.max_out = int(max_in_bytes), int(max_out_bytes)
-        self.h2d_stream = api.create_stream()
-        self.compute_stream = api.create_stream()
-        self.d2h_stream = api.create_stream()
-        self.slots = [
-            _Slot(api.alloc_host(self.max_in), api.alloc_device(self.max_in), api.alloc_device(self.max_out),
-                  api.alloc_host(self.max_out), api.create_event(), api.create_event(), api.create_event())
-            for _ in range(slots)
-        ]
         self._closed = False
+        made: list[tuple[Callable[[Any], None], Any]] = []  # what to release if construction fails
+
+        def make(create: Callable[..., Any], release: Callable[[Any], None], *args: Any) -> Any:
+            thing = create(*args)
+            made.append((release, thing))
+            return thing
+
+        try:
+            self.h2d_stream, self.compute_stream, self.d2h_stream = (
+                make(api.create_stream, api.destroy_stream) for _ in range(3))
+            self.slots = [
+                _Slot(make(api.alloc_host, api.free_host, self.max_in),
+                      make(api.alloc_device, api.free_device, self.max_in),
+                      make(api.alloc_device, api.free_device, self.max_out),
+                      make(api.alloc_host, api.free_host, self.max_out),
+                      *(make(api.create_event, api.destroy_event) for _ in range(3)))
+                for _ in range(slots)
+            ]
+        except BaseException:
+            for release, thing in reversed(made):
+                try:
+                    release(thing)
+                except Exception as exc:  # noqa: BLE001 - keep releasing; the first error propagates
+                    log.error("could not release a CUDA resource: %s", exc)
+            raise
 
     def _enqueue(self, slot: _Slot, index: int, array: np.ndarray) -> tuple[int, ...]:
         api = self.api
@@ -110,63 +139,94 @@ class DoubleBufferedExecutor:
         m = int(np.prod(out_shape))
         return slot.host_out[:m].copy().reshape(out_shape)
 
+    @property
+    def streams(self) -> tuple[Any, Any, Any]:
+        return self.h2d_stream, self.compute_stream, self.d2h_stream
+
+    def _drain(self) -> None:
+        """Wait until every stream is idle. Errors are logged, not raised: this runs while another
+        error (or a generator's close) is already propagating."""
+        for stream in self.streams:
+            try:
+                self.api.synchronize_stream(stream)
+            except Exception as exc:  # noqa: BLE001 - a faulted device reports on every call
+                log.error("could not synchronise a CUDA stream while stopping: %s", exc)
+
     def run(self, items: Iterable[tuple[Any, np.ndarray]]) -> Iterator[tuple[Any, np.ndarray]]:
         """Yield ``(key, output)`` for each ``(key, input)``, in order."""
         if self._closed:
             raise TsegError("the executor is closed")
+        self.api.activate()
         in_flight: deque[tuple[Any, _Slot, tuple[int, ...]]] = deque()
-        for k, (key, array) in enumerate(items):
-            while len(in_flight) >= len(self.slots):
+        finished = False
+        try:
+            for k, (key, array) in enumerate(items):
+                while len(in_flight) >= len(self.slots):
+                    old_key, old_slot, old_shape = in_flight.popleft()
+                    yield old_key, self._collect(old_slot, old_shape)
+                slot = self.slots[k % len(self.slots)]
+                in_flight.append((key, slot, self._enqueue(slot, k % len(self.slots), np.ascontiguousarray(array))))
+                if len(in_flight) == len(self.slots):
+                    old_key, old_slot, old_shape = in_flight.popleft()
+                    yield old_key, self._collect(old_slot, old_shape)
+            while in_flight:
                 old_key, old_slot, old_shape = in_flight.popleft()
                 yield old_key, self._collect(old_slot, old_shape)
-            slot = self.slots[k % len(self.slots)]
-            in_flight.append((key, slot, self._enqueue(slot, k % len(self.slots), np.ascontiguousarray(array))))
-            if len(in_flight) == len(self.slots):
-                old_key, old_slot, old_shape = in_flight.popleft()
-                yield old_key, self._collect(old_slot, old_shape)
-        while in_flight:
-            old_key, old_slot, old_shape = in_flight.popleft()
-            yield old_key, self._collect(old_slot, old_shape)
+            finished = True
+        finally:
+            if not finished:  # an error or an abandoned generator: nothing may stay in flight
+                self._drain()
 
     def close(self) -> None:
+        """Synchronise every stream, then free buffers, events and streams (idempotent)."""
         if self._closed:
             return
         self._closed = True
         api = self.api
+        self._drain()
         for slot in self.slots:
-            api.synchronize(slot.d2h_done)
-            api.free_host(slot.host_in)
-            api.free_host(slot.host_out)
-            api.free_device(slot.dev_in)
-            api.free_device(slot.dev_out)
-            for event in (slot.h2d_done, slot.compute_done, slot.d2h_done):
-                api.destroy_event(event)
-        for stream in (self.h2d_stream, self.compute_stream, self.d2h_stream):
-            api.destroy_stream(stream)
+            for free, buffer in ((api.free_host, slot.host_in), (api.free_host, slot.host_out),
+                                 (api.free_device, slot.dev_in), (api.free_device, slot.dev_out),
+                                 (api.destroy_event, slot.h2d_done), (api.destroy_event, slot.compute_done),
+                                 (api.destroy_event, slot.d2h_done)):
+                try:
+                    free(buffer)
+                except Exception as exc:  # noqa: BLE001 - free the rest even if one fails
+                    log.error("could not release a CUDA resource: %s", exc)
+        for stream in self.streams:
+            try:
+                api.destroy_stream(stream)
+            except Exception as exc:  # noqa: BLE001
+                log.error("could not destroy a CUDA stream: %s", exc)
 
 
 # --- NVIDIA cuda-bindings ----------------------------------------------------------------------
 
 
-class CudaError(BackendUnavailableError):
-    """A CUDA runtime call failed."""
+class CudaError(DeviceError):
+    """A CUDA runtime call failed (a kernel fault, out of memory, a lost device ...)."""
 
 
 class CudaDeviceAPI:
     """:class:`DeviceAPI` on ``cuda.bindings.runtime`` (one device). Thin wrappers only."""
 
     def __init__(self, device: int = 0) -> None:
-        from .cuda import cudart, device_count
+        from .cuda import cudart, no_device_reason
 
         rt = cudart()
         if rt is None:
             raise BackendUnavailableError("cuda-bindings is not installed: pip install 'tseg-rt[trt]'")
-        if device_count() <= device:
-            raise BackendUnavailableError(f"no CUDA device {device} (found {device_count()})")
+        reason = no_device_reason(device)
+        if reason:
+            raise BackendUnavailableError(f"CUDA device {device} cannot be used: {reason}")
         self.rt = rt
         self.device = device
-        self._check(rt.cudaSetDevice(device), "cudaSetDevice")
         self._host: dict[int, int] = {}
+        self.activate()
+
+    def activate(self) -> None:
+        """Make this device current on the calling thread (CUDA's current device is per thread)."""
+        self._check(self.rt.cudaSetDevice(self.device), f"cudaSetDevice({self.device})")
 
     def _check(self, result: Any, what: str) -> Any:
         err, *rest = result if isinstance(result, tuple) else (result,)
@@ -189,6 +249,9 @@ class CudaDeviceAPI:
 
     def synchronize(self, event: Any) -> None:
         self._check(self.rt.cudaEventSynchronize(event), "cudaEventSynchronize")
+
+    def synchronize_stream(self, stream: Any) -> None:
+        self._check(self.rt.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
 
     def alloc_device(self, nbytes: int) -> Any:
         return self._check(self.rt.cudaMalloc(nbytes), f"cudaMalloc({nbytes})")

@@ -77,9 +77,11 @@ def make_colour_model(path: Path, tile: int = 256, overlap: int = 32, divisor: i
         nodes += [helper.make_node("Less", ["red", "limit"], ["dark"]),
                   helper.make_node("Cast", ["dark"], ["darkf"], to=TensorProto.FLOAT),
                   helper.make_node("Mul", ["darkf", "full"], ["prob"])]
+    # As TensorRT's parser requires: the uint8 input feeds only a Cast, and the uint8 output comes
+    # straight from a Cast (no uint8 intermediate tensor).
     nodes += [
-        helper.make_node("Cast", ["prob"], ["prob8"], to=TensorProto.UINT8),
-        helper.make_node("Transpose", ["prob8"], ["tumour_probability"], perm=[0, 3, 1, 2]),
+        helper.make_node("Transpose", ["prob"], ["prob_nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Cast", ["prob_nchw"], ["tumour_probability"], to=TensorProto.UINT8),
     ]
     graph = helper.make_graph(nodes, "colour", [x], [y], init)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -132,6 +134,9 @@ class SimStream:
     def __init__(self, name):
         self.name, self.ready = name, 0.0
 
+    def __int__(self):  # streams reach TensorRT as integer handles
+        return id(self)
+
 
 class SimEvent:
     def __init__(self):
@@ -139,12 +144,35 @@ class SimEvent:
 
 
 class SimDevice:
-    def __init__(self):
+    """A simulated CUDA device with a virtual clock (see tests/runtime/test_executor.py).
+
+    It also checks what a real device would punish: ``strict_threads`` makes an enqueue from a
+    thread that never made this device current (``activate``) an error, as a launch from such a
+    thread goes to another GPU; freeing a buffer that an enqueued operation still uses is recorded
+    in ``hazards``; ``idle()`` says whether nothing is in flight at the host's current time."""
+
+    def __init__(self, strict_threads=False):
         self.host = 0.0
         self.ops = []  # (kind, tile, start, end, buffers read, buffers written)
         self.memory = {}
         self.next_id = 0
         self.streams = []
+        self.strict_threads = strict_threads
+        self.active_threads = set()
+        self.synchronized_streams = 0
+        self.hazards = []
+
+    def activate(self):
+        import threading
+
+        self.active_threads.add(threading.get_ident())
+
+    def synchronize_stream(self, stream):
+        self.host = max(self.host, stream.ready)
+        self.synchronized_streams += 1
+
+    def idle(self):
+        return all(s.ready <= self.host for s in self.streams)
 
     def create_stream(self):
         s = SimStream(f"s{len(self.streams)}")
@@ -172,6 +200,10 @@ class SimDevice:
         return np.zeros(nbytes, np.uint8)
 
     def _op(self, kind, stream, duration, reads, writes, tile=None):
+        import threading
+
+        if self.strict_threads and threading.get_ident() not in self.active_threads:
+            raise RuntimeError(f"{kind} enqueued from a thread whose current CUDA device is not this one")
         start = max(stream.ready, self.host)
         stream.ready = start + duration
         self.ops.append((kind, tile, start, stream.ready, reads, writes))
@@ -184,16 +216,20 @@ class SimDevice:
         dst[:nbytes] = self.memory[src][:nbytes]
         self._op("d2h", stream, D2H, {src}, {id(dst)})
 
+    def _check_free(self, buffer_id, what):
+        busy = [op for op in self.ops if buffer_id in op[4] | op[5] and op[3] > self.host]
+        if busy:
+            self.hazards.append(f"{what} freed at t={self.host} while {busy[-1][0]} uses it until t={busy[-1][3]}")
+
     def free_device(self, ptr):
+        self._check_free(ptr, f"device buffer {ptr}")
         del self.memory[ptr]
 
     def free_host(self, buffer):
-        pass
+        self._check_free(id(buffer), "pinned host buffer")
 
     def destroy_stream(self, stream):
         pass
 
     def destroy_event(self, event):
         pass
-
-

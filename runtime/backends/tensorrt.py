@@ -12,8 +12,10 @@
   only waste time. A tile smaller than the profile's minimum side is zero-padded up to it (as
   the paper pads to the divisor) and the output cropped; one larger than the maximum is refused.
 
-Calls are serialised with a lock (one execution context); run one backend per GPU, as
-``tseg-rt run --devices`` does.
+Calls are serialised with a lock (one execution context); each call makes the backend's device
+current on the calling thread first, so a backend built on one thread can be called from others
+(the :class:`~tseg.runtime.segmenter.Segmenter` is thread-safe). Run one backend per GPU, as
+``tseg-rt run --devices`` does. The engine's I/O tensors must be UINT8 (checked at load).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, EngineMismatchError, InvalidArgumentError, ModelError
+from ..errors import BackendUnavailableError, DeviceError, EngineMismatchError, InvalidArgumentError, ModelError
 from . import Backend
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ class TensorRTBackend(Backend):
         from tseg.engines.build import import_tensorrt, make_logger
         from tseg.engines.manifest import incompatibilities, read_manifest
 
-        from ..cuda import device_count, device_properties
+        from ..cuda import device_properties, no_device_reason
         from ..executor import CudaDeviceAPI, DoubleBufferedExecutor
 
         manifest = read_manifest(path)
@@ -46,9 +48,11 @@ class TensorRTBackend(Backend):
         self._sha256 = manifest.plan_sha256
         self.manifest = manifest
         trt = import_tensorrt()
-        if device_count() <= device_id:
-            raise BackendUnavailableError(f"{path}: no CUDA GPU {device_id} here; TensorRT engines need the GPU "
-                                          "they were built for (use an .onnx model with ONNX Runtime on the CPU)")
+        reason = no_device_reason(device_id)
+        if reason:
+            raise BackendUnavailableError(f"{path}: CUDA device {device_id} cannot be used: {reason}. TensorRT "
+                                          "engines need the GPU they were built for (an .onnx model runs on the "
+                                          "CPU with ONNX Runtime)")
         device = device_properties(device_id)
         reasons = incompatibilities(manifest, str(trt.__version__), device)
         if reasons:
@@ -59,8 +63,8 @@ class TensorRTBackend(Backend):
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine(Path(path).read_bytes())
         if self._engine is None:
-            text = " ".join(m for _, m in self._logger.messages[-5:])
-            raise EngineMismatchError(path, f"TensorRT refused to deserialize the engine ({text}); rebuild it on this machine")
+            raise EngineMismatchError(path, f"TensorRT refused to deserialize the engine ({self._logger.tail()}); "
+                                            "rebuild it on this machine")
         self._context = self._engine.create_execution_context()
         if self._context is None:
             raise ModelError(path, "TensorRT could not create an execution context (out of GPU memory?)")
@@ -70,6 +74,11 @@ class TensorRTBackend(Backend):
         if modes.get(c.input_name) != trt.TensorIOMode.INPUT or modes.get(c.output_name) != trt.TensorIOMode.OUTPUT:
             raise ModelError(path, f"the engine's I/O tensors {sorted(modes)} do not match the contract's "
                                    f"'{c.input_name}' -> '{c.output_name}'")
+        for name in (c.input_name, c.output_name):
+            dtype = self._engine.get_tensor_dtype(name)
+            if dtype != trt.DataType.UINT8:
+                raise ModelError(path, f"the engine's tensor '{name}' is {getattr(dtype, 'name', dtype)}, not UINT8: "
+                                       "tseg-rt moves uint8 tiles; rebuild the engine from `tseg-rt export`'s ONNX")
         self.device_id = device_id
         self.min_side = int(manifest.profile["min"][1])
         self.max_side = int(manifest.profile["max"][1])
@@ -83,10 +92,13 @@ class TensorRTBackend(Backend):
         ctx = self._context
         if not ctx.set_input_shape(c.input_name, shape):
             raise ModelError(self.path, f"the engine's profile does not accept input shape {shape}")
-        ctx.set_tensor_address(c.input_name, int(dev_in))
-        ctx.set_tensor_address(c.output_name, int(dev_out))
+        for name, address in ((c.input_name, dev_in), (c.output_name, dev_out)):
+            if not ctx.set_tensor_address(name, int(address)):
+                raise DeviceError(f"{self.path}: TensorRT refused the device address of '{name}' "
+                                  f"({self._logger.tail()})")
         if not ctx.execute_async_v3(int(stream)):
-            raise ModelError(self.path, "TensorRT execute_async_v3 failed (see the log)")
+            raise DeviceError(f"{self.path}: TensorRT execute_async_v3 failed for a tile of {shape} "
+                              f"({self._logger.tail()})")
 
     def _fit(self, tile: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
         """Pad a (1, H, W, 3) tile up to the profile's minimum side; refuse above the maximum."""
@@ -114,11 +126,15 @@ class TensorRTBackend(Backend):
 
         with self._lock:
             parts: dict[Any, list[np.ndarray]] = {}
-            for (key, i, n), out in self._executor.run(tiles()):
-                h, w = sizes[key][i]
-                parts.setdefault(key, []).append(out[:, :, :h, :w])
-                if len(parts[key]) == n:
-                    yield key, np.concatenate(parts.pop(key), axis=0)
+            run = self._executor.run(tiles())  # makes this backend's device current on this thread
+            try:
+                for (key, i, n), out in run:
+                    h, w = sizes[key][i]
+                    parts.setdefault(key, []).append(out[:, :, :h, :w])
+                    if len(parts[key]) == n:
+                        yield key, np.concatenate(parts.pop(key), axis=0)
+            finally:
+                run.close()  # an abandoned or failed run drains its streams before the lock is released
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
         return next(self.infer_many([(0, batch)]))[1]

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import types
 
 import numpy as np
 import onnx
 import pytest
 
+from fake_tensorrt import ELEVEN, TEN, fake_builder_trt, fake_tensorrt
 from helpers import SimDevice, make_colour_model, make_square_slide
 from tseg.engines.build import BuildSettings, build_engine
 from tseg.engines.manifest import (
@@ -39,7 +39,7 @@ from tseg.runtime.errors import (
 from tseg.runtime.segmenter import Segmenter
 
 
-def fake_plan(tmp_path, contract, name="model.plan", trt_version="10.9.0", cc="9.0", profile=(64, 256, 256)):
+def fake_plan(tmp_path, contract, name="model.plan", trt_version=TEN, cc="9.0", profile=(64, 256, 256)):
     plan = tmp_path / name
     plan.write_bytes(b"serialized engine bytes")
     m = EngineManifest(plan=plan.name, plan_sha256=sha256_file(plan), plan_bytes=plan.stat().st_size,
@@ -126,71 +126,10 @@ def test_info_prints_the_manifest(tmp_path, contract):
     r = subprocess.run([sys.executable, "-m", "tseg.runtime.cli", "info", str(plan), "--json"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
-    assert data["tensorrt_version"] == "10.9.0" and data["gpu"]["name"] == "NVIDIA H200"
+    assert data["tensorrt_version"] == TEN and data["gpu"]["name"] == "NVIDIA H200"
 
 
 # --- the backend against a stand-in TensorRT on the simulated device ---------------------------
-
-
-def fake_tensorrt(device: SimDevice, version: str = "10.9.0"):
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = version
-
-    class ILogger:
-        INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
-
-        def __init__(self):
-            pass
-
-    class TensorIOMode:
-        INPUT, OUTPUT, NONE = "INPUT", "OUTPUT", "NONE"
-
-    class Context:
-        def __init__(self):
-            self.shapes, self.addresses, self.calls = {}, {}, []
-
-        def set_input_shape(self, name, shape):
-            if name != "image" or not (64 <= shape[1] <= 256 and 64 <= shape[2] <= 256):
-                return False
-            self.shapes[name] = tuple(shape)
-            return True
-
-        def set_tensor_address(self, name, ptr):
-            self.addresses[name] = ptr
-
-        def execute_async_v3(self, stream):
-            n, h, w, _ = self.shapes["image"]
-            x = device.memory[self.addresses["image"]][: n * h * w * 3].reshape(n, h, w, 3)
-            device.memory[self.addresses["tumour_probability"]][: n * h * w] = (255 - x[..., 0]).ravel()
-            self.calls.append((n, h, w))
-            device._op("compute", next(s for s in device.streams if s is stream or id(s) == stream), 4.0,
-                       {self.addresses["image"]}, {self.addresses["tumour_probability"]})
-            return True
-
-    class Engine:
-        num_io_tensors = 2
-
-        def __init__(self):
-            self.context = Context()
-
-        def get_tensor_name(self, i):
-            return ["image", "tumour_probability"][i]
-
-        def get_tensor_mode(self, name):
-            return TensorIOMode.INPUT if name == "image" else TensorIOMode.OUTPUT
-
-        def create_execution_context(self):
-            return self.context
-
-    class Runtime:
-        def __init__(self, logger):
-            pass
-
-        def deserialize_cuda_engine(self, data):
-            return Engine() if data == b"serialized engine bytes" else None
-
-    trt.ILogger, trt.TensorIOMode, trt.Runtime = ILogger, TensorIOMode, Runtime
-    return trt
 
 
 @pytest.fixture()
@@ -207,10 +146,6 @@ def sim_trt(monkeypatch):
             return device
 
     monkeypatch.setattr(executor, "CudaDeviceAPI", SimAPI)
-    # Streams are passed to TensorRT as int handles.
-    from helpers import SimStream
-
-    monkeypatch.setattr(SimStream, "__int__", lambda self: id(self), raising=False)
     return device
 
 
@@ -271,86 +206,6 @@ def test_real_tensorrt_build_and_parity(tmp_path):
 # --- the builder against a stand-in TensorRT (API calls as documented) ------------------------
 
 
-def fake_builder_trt(plan_bytes=b"serialized engine bytes", fail_with=None, version="10.9.0"):
-    trt = fake_tensorrt(SimDevice(), version)
-    calls = []
-
-    class Flag:
-        STRONGLY_TYPED = 2
-
-    class BuilderFlag:
-        FP16 = "FP16"
-
-    class MemoryPoolType:
-        WORKSPACE = "WORKSPACE"
-
-    class Cache:
-        def serialize(self):
-            return b"timing cache"
-
-    class Config:
-        builder_optimization_level = None
-
-        def set_memory_pool_limit(self, pool, size):
-            calls.append(("workspace", pool, size))
-
-        def set_flag(self, flag):
-            calls.append(("flag", flag))
-
-        def create_timing_cache(self, data):
-            calls.append(("timing_cache_in", bytes(data)))
-            return Cache()
-
-        def set_timing_cache(self, cache, ignore_mismatch):
-            calls.append(("set_timing_cache", ignore_mismatch))
-
-        def get_timing_cache(self):
-            return Cache()
-
-        def add_optimization_profile(self, profile):
-            calls.append(("profile", profile.shapes))
-
-    class Profile:
-        def set_shape(self, name, mn, opt, mx):
-            self.shapes = (name, list(mn), list(opt), list(mx))
-
-    class Parser:
-        num_errors = 0
-
-        def __init__(self, network, logger):
-            self.logger = logger
-
-        def parse_from_file(self, path):
-            calls.append(("parse", path))
-            return True
-
-    class Builder:
-        def __init__(self, logger):
-            self.logger = logger
-
-        def create_network(self, flags):
-            calls.append(("network_flags", flags))
-            return object()
-
-        def create_builder_config(self):
-            self.config = Config()
-            return self.config
-
-        def create_optimization_profile(self):
-            return Profile()
-
-        def build_serialized_network(self, network, config):
-            calls.append(("optimization_level", config.builder_optimization_level))
-            if fail_with:
-                self.logger.log(trt.ILogger.ERROR, fail_with)
-                return None
-            return plan_bytes
-
-    trt.Builder, trt.OnnxParser, trt.NetworkDefinitionCreationFlag = Builder, Parser, Flag
-    trt.BuilderFlag, trt.MemoryPoolType = BuilderFlag, MemoryPoolType
-    return trt, calls
-
-
 @pytest.fixture()
 def gpu_here(monkeypatch):
     from tseg.runtime import cuda
@@ -370,23 +225,23 @@ def test_builder_follows_the_documented_api_and_writes_plan_and_manifest(tmp_pat
     assert (tmp_path / "m.plan").read_bytes() == b"serialized engine bytes"
     assert read_manifest(tmp_path / "m.plan").plan_sha256 == manifest.plan_sha256
     assert manifest.profile == {"min": [1, 64, 64, 3], "opt": [1, 256, 256, 3], "max": [1, 256, 256, 3]}
-    assert manifest.gpu["compute_capability"] == "9.0" and manifest.tensorrt_version == "10.9.0"
+    assert manifest.gpu["compute_capability"] == "9.0" and manifest.tensorrt_version == TEN
     assert manifest.contract["tile_size"] == 256 and manifest.onnx["sha256"] == sha256_file(model)
     assert (tmp_path / "cache.bin").read_bytes() == b"timing cache"
     # FP32 graph on TensorRT 10: weakly typed with the FP16 flag; workspace, level and profile set.
-    assert ("network_flags", 0) in calls and ("flag", "FP16") in calls
-    assert ("workspace", "WORKSPACE", 2 * (1 << 30)) in calls and ("optimization_level", 4) in calls
+    assert ("network_flags", 0) in calls and [c[1].name for c in calls if c[0] == "flag"] == ["FP16"]
+    assert [(c[1].name, c[2]) for c in calls if c[0] == "workspace"] == [("WORKSPACE", 2 * (1 << 30))] and ("optimization_level", 4) in calls
     assert ("profile", ("image", [1, 64, 64, 3], [1, 256, 256, 3], [1, 256, 256, 3])) in calls
     assert manifest.precision == "fp16 (builder flag)" and manifest.contract["precision"] == "fp16"
 
 
 def test_builder_on_tensorrt_11_is_strongly_typed(tmp_path, monkeypatch, gpu_here):
-    trt, calls = fake_builder_trt(version="11.4.0")
+    trt, calls = fake_builder_trt(version=ELEVEN)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     model = make_colour_model(tmp_path / "m.onnx", divisor=32)
     manifest = build_engine(model, tmp_path / "m.plan", BuildSettings(min_tile=64, opt_tile=256, max_tile=256,
                                                                       timing_cache=str(tmp_path / "c")))
-    assert ("network_flags", 1 << 2) in calls and not any(c[0] == "flag" for c in calls)
+    assert ("network_flags", 1 << 0) in calls and not any(c[0] == "flag" for c in calls)
     assert manifest.precision == "fp32"
 
 
@@ -401,5 +256,5 @@ def test_builder_out_of_memory_and_no_gpu(tmp_path, monkeypatch, gpu_here):
     from tseg.runtime import cuda
 
     monkeypatch.setattr(cuda, "device_count", lambda: 0)
-    with pytest.raises(BackendUnavailableError, match="no CUDA GPU"):
+    with pytest.raises(BackendUnavailableError, match="CUDA device 0 cannot be used"):
         build_engine(model, tmp_path / "m.plan", settings)

@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from helpers import make_square_slide  # noqa: E402
+from tseg.engines.conformance import check_onnx_file  # noqa: E402
 from tseg.export.network import FixedPadAvgPool2d, fold_scaled_std_conv  # noqa: E402
 from tseg.export.onnx_export import export_checkpoint, graph_facts  # noqa: E402
 from tseg.export.parity import agreement, parity_inputs  # noqa: E402
@@ -78,6 +79,12 @@ def test_tiny_export_parity_contract_and_runtime(tiny_export, tmp_path):
     assert len(c.provenance["source_checkpoint_sha256"]) == 64 and c.provenance["checkpoint_step"] == 7
     assert c.provenance["exporter"]["opset"] == 21
     assert load_backend(d / "tiny.onnx", providers="cpu").contract.precision == "fp16"
+    # Both graphs are ones TensorRT's parser takes (issue 11): uint8 only into a Cast and out of one.
+    for graph in ("tiny.onnx", "tiny.fp32.onnx"):
+        assert check_onnx_file(d / graph) == [], graph
+        model = onnx.load(str(d / graph))
+        assert {n.op_type for n in model.graph.node if "image" in n.input} == {"Cast"}
+        assert next(n for n in model.graph.node if "tumour_probability" in n.output).op_type == "Cast"
     # uint8 NHWC in, uint8 N1HW out, with dynamic N, H, W.
     out = backend.infer(np.zeros((3, 64, 96, 3), np.uint8))
     assert out.shape == (3, 1, 64, 96) and out.dtype == np.uint8
@@ -115,15 +122,31 @@ def test_fp16_graph_against_fp32_on_real_tiles(tiny_export):
 @pytest.mark.slow
 def test_paper_configuration_exports_with_parity(tmp_path):
     ckpt = checkpoint(tmp_path / "paper.pt", ModelConfig())
-    report = export_checkpoint(ckpt, tmp_path / "paper.onnx", traced_size=(128, 128))
+    report = export_checkpoint(ckpt, tmp_path / "paper.onnx", precision="fp16", traced_size=(128, 128))
     assert report.fixes["scaled_std_conv"] == 201 and report.fixes["avg_pool_same"] == 1
     a = report.parity["pytorch_fp32_vs_onnxruntime_fp32"]
     assert a["max_level_difference"] <= 1 and a["fraction_differing"] <= 1e-4
-    facts = graph_facts(tmp_path / "paper.onnx")
+    # The paper network's FP16 and FP32 graphs both conform to TensorRT's parser (issue 11).
+    assert check_onnx_file(tmp_path / "paper.onnx") == [] and check_onnx_file(tmp_path / "paper.fp32.onnx") == []
+    facts = graph_facts(tmp_path / "paper.fp32.onnx")
     assert facts["training_batchnorm"] == [] and facts["input_dependent_pads"] == []
     assert facts["ops"].get("BatchNormalization", 0) == 0
     assert facts["ops"]["GroupNormalization"] == 9 and facts["opset"] == 21
     assert load_backend(tmp_path / "paper.onnx", providers="cpu").contract.divisor == 16  # the paper pads to 16
+
+
+def test_export_refuses_a_graph_tensorrt_cannot_parse(tmp_path, tiny_export, monkeypatch):
+    """Without the Shape rewiring, the dynamo exporter's Shape(image) reads the uint8 input:
+    export must refuse with the node and the rule, and leave nothing under the output name."""
+    import tseg.export.onnx_export as onnx_export
+    from tseg.engines.conformance import ConformanceError
+
+    _, ckpt, _ = tiny_export
+    monkeypatch.setattr(onnx_export, "read_shapes_after_cast", lambda model: 0)
+    with pytest.raises(ConformanceError, match=r"\[uint8\] Shape .*reads the uint8 graph input 'image'"):
+        export_checkpoint(ckpt, tmp_path / "m.onnx", traced_size=(64, 64), tile_size=256, min_overlap=32,
+                          check_parity=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_unfixed_avgpool_same_would_be_wrong_at_other_sizes():

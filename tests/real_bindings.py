@@ -1,0 +1,179 @@
+"""The real TensorRT and cuda-bindings Python bindings, for checking tseg-rt's calls on a CPU.
+
+* TensorRT's bindings are small wheels on PyPI (``tensorrt-cu12-bindings``,
+  ``tensorrt-cu13-bindings``: module ``tensorrt_bindings``); TensorRT's libraries are not
+  (they come from NVIDIA's index). The bindings' ``tensorrt.so`` needs ``libnvinfer.so.N``,
+  ``libnvonnxparser.so.N`` and ``libnvinfer_plugin.so.N`` for nine entry points only:
+  :data:`STUB_SOURCE` defines them returning NULL/0, compiled here with the system C compiler
+  under each soname, and loaded first with ``RTLD_GLOBAL`` by the driver, so that ``import
+  tensorrt_bindings`` works for introspection (nothing can execute).
+* cuda-bindings installs and imports without a GPU; the 13.x of the test environment is used as
+  installed, 12.9.x is installed into the cache.
+
+Wheels go to ``REPO/.cache/tseg-tests/`` (``$TSEG_TEST_CACHE``), fetched once with pip and reused.
+Where there is no C compiler or no registry, the checks are skipped with the reason, except on
+CI (``$CI`` or ``$TSEG_REQUIRE_REAL_BINDINGS`` set), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from api_check import REPO
+
+#: TensorRT bindings version -> (PyPI package, library soname major, cuda-bindings major it pairs with).
+TENSORRT = {
+    "10.9.0.34": ("tensorrt-cu12-bindings", 10, 12),  # the floor: opset-21 GroupNormalization parsing
+    "10.16.1.11": ("tensorrt-cu12-bindings", 10, 12),
+    "11.4.0.106": ("tensorrt-cu13-bindings", 11, 13),
+}
+#: cuda-bindings major -> the requirement installed into the cache when the environment lacks it.
+CUDA_BINDINGS = {12: "cuda-bindings>=12.9,<12.10", 13: "cuda-bindings>=13,<14"}
+
+STUB_SOURCE = """\
+/* Stand-ins for TensorRT's libraries: the nine symbols its Python bindings link to. */
+#include <stddef.h>
+void *createInferBuilder_INTERNAL(void *logger, int version) { return NULL; }
+void *createInferRefitter_INTERNAL(void *engine, void *logger, int version) { return NULL; }
+void *createInferRuntime_INTERNAL(void *logger, int version) { return NULL; }
+void *createNvOnnxParserRefitter_INTERNAL(void *refitter, void *logger, int version) { return NULL; }
+void *createNvOnnxParser_INTERNAL(void *network, void *logger, int version) { return NULL; }
+void *getBuilderPluginRegistry(int capability) { return NULL; }
+int getNvOnnxParserVersion(void) { return 0; }
+void *getPluginRegistry(void) { return NULL; }
+int initLibNvInferPlugins(void *logger, const char *lib_namespace) { return 0; }
+"""
+DRIVER = Path(__file__).resolve().parent / "api_surface_driver.py"
+
+
+class Unavailable(Exception):
+    """A prerequisite (compiler, registry) is missing: skip, or fail on CI."""
+
+
+def required() -> bool:
+    return bool(os.environ.get("TSEG_REQUIRE_REAL_BINDINGS") or os.environ.get("CI"))
+
+
+def skip_or_fail(reason: str) -> None:
+    if required():
+        pytest.fail(f"{reason} (required here: $CI or $TSEG_REQUIRE_REAL_BINDINGS is set)")
+    pytest.skip(reason)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TSEG_TEST_CACHE") or REPO / ".cache" / "tseg-tests")
+
+
+def _pip_target(requirement: str, target: Path) -> Path:
+    """``pip install --no-deps --target`` into ``target`` once (a marker names the requirement)."""
+    marker = target / ".tseg-requirement"
+    if marker.exists() and marker.read_text() == requirement:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+           "--only-binary=:all:", "--timeout", "20", "--retries", "1", "--target", str(tmp), requirement]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["?"]
+        raise Unavailable(f"pip could not fetch {requirement!r} (no registry, or no wheel for Python "
+                          f"{sys.version_info.major}.{sys.version_info.minor} on this platform): {tail[0]}")
+    (tmp / ".tseg-requirement").write_text(requirement)
+    shutil.rmtree(target, ignore_errors=True)
+    try:
+        tmp.rename(target)
+    except OSError:  # another run got there first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def tensorrt_bindings(version: str) -> Path:
+    """A folder holding the real ``tensorrt_bindings`` package of ``version``."""
+    package, major, _ = TENSORRT[version]
+    # The folder's name starts with the library major: the driver loads stubs of that soname.
+    return _pip_target(f"{package}=={version}", cache_dir() / "tensorrt" / version)
+
+
+def cuda_bindings(major: int) -> Path | None:
+    """A folder to put first on ``sys.path`` for cuda-bindings ``major`` (None: the installed one)."""
+    try:
+        import cuda.bindings
+
+        if int(cuda.bindings.__version__.split(".")[0]) == major:
+            return None
+    except ImportError:
+        pass
+    return _pip_target(CUDA_BINDINGS[major], cache_dir() / f"cuda-bindings-{major}")
+
+
+def stub_libraries(major: int) -> Path:
+    """``libnvinfer.so.<major>``, ``libnvonnxparser.so.<major>``, ``libnvinfer_plugin.so.<major>``."""
+    cc = next((c for c in (os.environ.get("CC"), "cc", "gcc", "clang") if c and shutil.which(c)), None)
+    if cc is None:
+        raise Unavailable("no C compiler (cc, gcc or clang) to build the stand-in TensorRT libraries")
+    digest = hashlib.sha256(STUB_SOURCE.encode()).hexdigest()[:12]
+    folder = cache_dir() / "stubs" / f"{major}-{digest}"
+    names = [f"lib{lib}.so.{major}" for lib in ("nvinfer", "nvonnxparser", "nvinfer_plugin")]
+    if all((folder / n).exists() for n in names):
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    source = folder / "stub.c"
+    source.write_text(STUB_SOURCE)
+    for name in names:
+        tmp = folder / f".{name}.{os.getpid()}"
+        r = subprocess.run([cc, "-shared", "-fPIC", f"-Wl,-soname,{name}", "-o", str(tmp), str(source)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise Unavailable(f"{cc} could not build {name}: {r.stderr.strip()[-300:]}")
+        tmp.replace(folder / name)
+    return folder
+
+
+def run_driver(work: Path, trt: Path | None = None, stubs: Path | None = None,
+               cuda_path: Path | None = None) -> dict[str, Any]:
+    """Run :mod:`api_surface_driver` in a fresh process (no visible CUDA device); its report."""
+    out = work / "report.json"
+    cmd = [sys.executable, str(DRIVER), "--out", str(out), "--work", str(work / "work")]
+    if trt is not None:
+        cmd += ["--trt", str(trt), "--stubs", str(stubs)]
+    if cuda_path is not None:
+        cmd += ["--cuda-path", str(cuda_path)]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    if r.returncode != 0 or not out.exists():
+        raise AssertionError(f"the API-surface driver failed ({r.returncode}):\n{r.stderr[-4000:]}")
+    report = json.loads(out.read_text())
+    if "skipped" in report:
+        pytest.skip(report["skipped"])
+    return report
+
+
+def tensorrt_report(version: str, work: Path) -> dict[str, Any]:
+    """The driver's report for TensorRT ``version`` (with its cuda-bindings major)."""
+    _, major, cuda_major = TENSORRT[version]
+    try:
+        stubs = stub_libraries(major)
+        trt = tensorrt_bindings(version)
+        cuda_path = cuda_bindings(cuda_major)
+    except Unavailable as exc:
+        skip_or_fail(str(exc))
+    return run_driver(work, trt, stubs, cuda_path)
+
+
+def cuda_report(major: int, work: Path) -> dict[str, Any]:
+    try:
+        cuda_path = cuda_bindings(major)
+    except Unavailable as exc:
+        skip_or_fail(str(exc))
+    return run_driver(work, cuda_path=cuda_path)
