@@ -55,13 +55,18 @@ def _fail(message: str, code: int = EXIT_ERROR) -> None:
 
 @contextmanager
 def _reported() -> Iterator[None]:
-    """Turn a TsegError into its one-line message and exit status 2."""
+    """Turn a TsegError into its one-line message and exit status 2, and Ctrl-C into a line
+    that says what stopped and exit status 130."""
     from .errors import TsegError
 
     try:
         yield
     except TsegError as exc:
         _fail(exc.cli_message())
+    except KeyboardInterrupt:
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+        _fail(f"interrupted: `tseg-rt {command}` stopped before it finished; nothing was left half-written. "
+              "Run it again to finish.", 130)
 
 
 def _mpp_option(mpp: Optional[str]):  # noqa: ANN202
@@ -527,9 +532,7 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "tseg-rt")
-        sys.stderr.write(f"interrupted: `tseg-rt {command}` stopped before it finished; files it was writing were "
-                         "not left half-written. Run it again to finish.\n")
+        sys.stderr.write("interrupted\n")
         sys.exit(130)
 
 
