@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .errors import NoSlidesFoundError, OutputError, TsegError
-from .outputs import SUMMARY, repostprocess, write_outputs
+from .outputs import repostprocess, write_outputs
 from .resume import (  # noqa: F401 - SlideLock re-exported
     SlideLock,
     LockBusy,
@@ -61,7 +61,7 @@ SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mr
                   ".bif", ".btf", ".qptiff")
 DICOM_SUFFIXES = (".dcm",)
 
-__all__ = ["BatchInterrupted", "SlideOutcome", "find_slides", "process_slide", "run_batch", "slide_stem",
+__all__ = ["BatchInterrupted", "SlideLock", "SlideOutcome", "find_slides", "process_slide", "run_batch", "slide_stem",
            "output_names"]
 
 
