@@ -26,12 +26,22 @@ EXIT_ERROR = 2
 
 
 def _setup_logging(verbose: int) -> None:
+    """Rich log lines on a terminal; plain unwrapped lines in files and pipes (one format for
+    this process and its workers, whose records come through the batch's log queue)."""
     from rich.console import Console
     from rich.logging import RichHandler
 
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
-    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]", handlers=[handler], force=True)
+    console = Console(stderr=True)
+    handler: logging.Handler
+    if console.is_terminal:
+        handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+        fmt = "%(message)s"
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        fmt = "[%(asctime)s] %(levelname)s %(message)s"
+    logging.basicConfig(level=level, format=fmt, datefmt="[%X]" if console.is_terminal else "%X",
+                        handlers=[handler], force=True)
 
 
 def _fail(message: str, code: int = EXIT_ERROR) -> None:
@@ -45,25 +55,31 @@ def _fail(message: str, code: int = EXIT_ERROR) -> None:
 
 @contextmanager
 def _reported() -> Iterator[None]:
-    """Turn a TsegError into its one-line message and exit status 2."""
+    """Turn a TsegError into its one-line message and exit status 2, and Ctrl-C into a line
+    that says what stopped and exit status 130."""
     from .errors import TsegError
 
     try:
         yield
     except TsegError as exc:
-        _fail(str(exc))
+        _fail(exc.cli_message())
+    except KeyboardInterrupt:
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+        _fail(f"interrupted: `tseg-rt {command}` stopped before it finished; nothing was left half-written. "
+              "Run it again to finish.", 130)
 
 
 def _mpp_option(mpp: Optional[str]):  # noqa: ANN202
     if mpp is None:
         return None
+    from .batch import parse_mpp
+    from .errors import TsegError
+
     try:
-        values = [float(v) for v in mpp.split(",")]
-    except ValueError:
-        _fail(f"--mpp takes a number or X,Y in µm per pixel, got {mpp!r}")
-    if len(values) not in (1, 2):
-        _fail(f"--mpp takes a number or X,Y, got {mpp!r}")
-    return values[0] if len(values) == 1 else (values[0], values[1])
+        return parse_mpp(mpp, "--mpp")
+    except TsegError as exc:
+        _fail(str(exc))
+    return None
 
 
 def _devices(devices: Optional[str]) -> list[int]:
@@ -78,67 +94,129 @@ def _devices(devices: Optional[str]) -> list[int]:
 
 @app.command()
 def run(
-    slides: List[Path] = typer.Argument(..., help="Slide files and/or folders (searched recursively)."),
+    slides: Optional[List[Path]] = typer.Argument(None, help="Slide files, DICOM series folders and/or folders (searched recursively)."),
     out: Path = typer.Option(Path("results"), "--out", "-o", help="Output folder (one sub-folder per slide)."),
     engine: Optional[Path] = typer.Option(None, "--engine", "-e",
                                           help="Model: .onnx (ONNX Runtime) or .plan (TensorRT). Default: the bundled demonstration model."),
-    mpp: Optional[str] = typer.Option(None, help="Override the level-0 resolution (µm/px), X or X,Y."),
-    low: Optional[int] = typer.Option(None, help="Hysteresis low threshold, 0-255 (default: the model's, 85)."),
-    high: Optional[int] = typer.Option(None, help="Hysteresis high threshold, 0-255 (default: the model's, 229)."),
-    reader_threads: Optional[int] = typer.Option(None, help="Threads reading slide blocks (default: CPUs, max 4)."),
+    mpp: Optional[str] = typer.Option(None, help="Level-0 resolution (µm/px), X or X,Y, for every slide; overrides metadata (with a warning when that was plausible)."),
+    csv_table: Optional[Path] = typer.Option(None, "--csv", help="Slides CSV: a path column and optional mpp (or mpp_x, mpp_y), low, high, prune per slide."),
+    low: Optional[int] = typer.Option(None, min=0, max=255, help="Hysteresis low threshold, 0-255 (default: the model's, 85)."),
+    high: Optional[int] = typer.Option(None, min=0, max=255, help="Hysteresis high threshold, 0-255 (default: the model's, 229)."),
+    reader_threads: Optional[int] = typer.Option(None, min=1, help="Threads reading slide blocks (default: CPUs, max 4)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo slides that already have results."),
     workers: int = typer.Option(1, min=1, help="Slides processed in parallel, each process with its own backend."),
     devices: Optional[str] = typer.Option(None, help="GPU indices for the workers, e.g. 0,1 (one worker per GPU)."),
     providers: str = typer.Option("auto", help="ONNX Runtime providers: auto, cpu, cuda or tensorrt."),
+    wait_for_locks: bool = typer.Option(True, "--wait-for-locks/--no-wait-for-locks",
+                                        help="Wait at the end for slides another process is working on."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True),
 ) -> None:
     """Segment slides: masks, probability maps, polygons, overlays and a summary per slide."""
     _setup_logging(verbose)
     from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
 
-    from .batch import find_slides, run_batch
+    from .batch import BatchInterrupted, find_slides, read_slides_csv, run_batch
+    from .postprocess import check_thresholds
     from .progress import BatchProgress
     from .segmenter import Segmenter
 
     console = Console(stderr=True)
+    # Every option is checked before any slide or model is read (exit 2).
     device_list = _devices(devices)
     if device_list and workers == 1:
         workers = len(device_list)
-    settings = {"low": low, "high": high, "mpp": _mpp_option(mpp), "reader_threads": reader_threads}
+    mpp_value = _mpp_option(mpp)
+    if not slides and csv_table is None:
+        _fail("give slides, folders or --csv SLIDES.csv")
     with _reported():
-        found = find_slides(slides, exclude=out)
+        if low is not None or high is not None:
+            check_thresholds(low if low is not None else 0, high if high is not None else 255)
+        table_rows = read_slides_csv(csv_table) if csv_table is not None else []
+        for path, row in table_rows:
+            lo = row.get("low", low if low is not None else 85)
+            hi = row.get("high", high if high is not None else 229)
+            check_thresholds(lo, hi)
+    settings = {"low": low, "high": high, "mpp": mpp_value, "reader_threads": reader_threads}
+    with _reported():
+        found = find_slides(slides, exclude=out) if slides else []
+        known = {p.resolve() for p in found}
+        per_slide: dict[str, dict] = {}
+        for path, row in table_rows:
+            listed = find_slides([path], exclude=out)
+            for p in listed:
+                if p.resolve() not in known:
+                    found.append(p)
+                    known.add(p.resolve())
+                per_slide[str(next(f for f in found if f.resolve() == p.resolve()))] = row
+        if mpp_value is not None and per_slide and any("mpp" in r for r in per_slide.values()):
+            console.print("[yellow]warning:[/] the slides CSV's mpp column overrides --mpp for its slides",
+                          highlight=False)
         segmenter = Segmenter(engine, providers=providers, device_id=device_list[0] if device_list else 0, **settings)
+        engine_path = str(engine) if engine else None
+        if engine_path is None and workers > 1:  # the workers load the same bundled model, quietly
+            from .models import default_model_path
+
+            engine_path = str(default_model_path())
         backend_info = segmenter.backend.describe()
+        from rich.markup import escape
+
         console.print(escape(f"{len(found)} slide(s) -> {out}   model: {backend_info['path']} "
                              f"[{backend_info['kind']} {', '.join(backend_info.get('providers', []))}]"),
                       highlight=False)
-        with BatchProgress(len(found), enabled=progress, console=console) as bar:
-            if workers > 1:
-                segmenter.close()
-                segmenter = None
-            outcomes = run_batch(found, out, segmenter, overwrite=overwrite, workers=workers,
-                                 engine=str(engine) if engine else None, providers=providers,
-                                 devices=device_list, settings=settings,
-                                 on_slide_start=bar.slide_started, on_slide_done=bar.slide_done,
-                                 on_tile=bar.tile_done, on_plan=bar.tiles_planned)
+        try:
+            with BatchProgress(len(found), enabled=progress, console=console) as bar:
+                if workers > 1:
+                    segmenter.close()
+                    segmenter = None
+                outcomes = run_batch(found, out, segmenter, overwrite=overwrite, workers=workers,
+                                     engine=engine_path, providers=providers,
+                                     devices=device_list, settings=settings,
+                                     on_slide_start=bar.slide_started, on_slide_done=bar.slide_done,
+                                     on_tile=bar.tile_done, on_plan=bar.tiles_planned,
+                                     slide_settings=per_slide, wait_for_locks=wait_for_locks,
+                                     quiet_worker_load=True)
+        except BatchInterrupted as stop:
+            console.print(f"[red]{escape(stop.message())}[/]", highlight=False, soft_wrap=True)
+            raise typer.Exit(130)
+    _report_outcomes(outcomes, console)
+
+
+def _report_outcomes(outcomes: list, console) -> None:  # noqa: ANN001
+    """The results table (stdout), then one line per note, warning and failure (stderr)."""
+    import shutil as _shutil
+
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    labels = {"done": "done", "skipped": "skipped", "postprocessed": "post-processed"}
+    longest = max((len(o.name) for o in outcomes), default=5)
     table = Table(title="tseg-rt run", show_lines=False)
-    for col in ("slide", "status", "tiles run/skipped", "tumour mm²", "tissue mm²", "seconds"):
-        table.add_column(col)
+    table.add_column("slide", overflow="fold", min_width=min(longest, 24))
+    for col in ("status", "tiles run/skipped", "tumour mm²", "tissue mm²", "seconds"):
+        table.add_column(col, no_wrap=True)
     for o in outcomes:
         tiles = o.summary.get("tiles", {})
         areas = o.summary.get("areas", {})
-        table.add_row(escape(o.name), o.status if o.ok else f"[red]{o.status}[/]",
+        table.add_row(escape(o.name), labels.get(o.status, f"[red]{o.status}[/]"),
                       f"{tiles.get('tiles_run', '')}/{tiles.get('tiles_skipped_background', '')}" if tiles else "",
                       f"{areas['tumour_area_mm2']:.2f}" if areas else "",
                       f"{areas['tissue_area_mm2']:.2f}" if areas else "",
                       f"{o.seconds:.1f}" if o.seconds else "")
-    Console().print(table)
+    stdout = Console()
+    if not stdout.is_terminal:  # a log file or a pipe: never cut names at 80 columns
+        stdout = Console(width=max(120, _shutil.get_terminal_size((80, 24)).columns, longest + 100))
+    stdout.print(table)
+    for o in outcomes:
+        if o.ok and o.detail and o.detail != "finished with these settings":
+            console.print(f"{labels[o.status]}: {escape(o.slide)}: {escape(o.detail)}", highlight=False, soft_wrap=True)
+        for w in (o.summary.get("warnings") or []) if o.status in ("done", "postprocessed") else []:
+            console.print(f"[yellow]warning:[/] {escape(o.slide)}: {escape(str(w))}", highlight=False, soft_wrap=True)
     failed = [o for o in outcomes if not o.ok]
     for o in failed:
-        console.print(f"[red]{o.status}:[/] {escape(o.error or '')}", highlight=False, soft_wrap=True)
+        text = o.error_cli or o.error or f"{o.slide}: {o.detail}"
+        console.print(f"[red]{o.status}:[/] {escape(text)}", highlight=False, soft_wrap=True)
     if failed:
         console.print(f"[red]{len(failed)} of {len(outcomes)} slide(s) not processed[/]")
         raise typer.Exit(EXIT_FAILED_SLIDES)
@@ -222,13 +300,15 @@ def eval_cmd(
 
 @app.command()
 def info(
-    path: Path = typer.Argument(..., help="A slide, an .onnx model or a .plan engine."),
+    path: Path = typer.Argument(..., help="A slide, a DICOM series folder, an .onnx model or a .plan engine."),
     mpp: Optional[str] = typer.Option(None, help="Override the slide's level-0 resolution (µm/px)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Describe a slide (vendor, levels, MPP, size in mm), a model (its contract, and whether
     TensorRT's ONNX parser will take it) or an engine (its manifest)."""
-
+    mpp_value = _mpp_option(mpp)
+    if not path.exists():
+        _fail(f"{path}: no such file or folder")
     with _reported():
         suffix = path.suffix.lower()
         if suffix in (".plan", ".engine", ".trt"):
@@ -236,9 +316,9 @@ def info(
 
             data = read_manifest(path).to_dict()
         elif suffix == ".onnx":
-            from .backends.onnxruntime import OnnxRuntimeBackend
+            from .backends import load_backend
 
-            with OnnxRuntimeBackend(path, providers="cpu") as backend:
+            with load_backend(path, providers="cpu") as backend:
                 data = {"model": str(path), "contract": backend.contract.to_dict(),
                         "sha256": backend.sha256}
             try:
@@ -250,10 +330,9 @@ def info(
             except ImportError:  # onnx missing: the check is informative only
                 pass
         else:
-            from .slide import open_slide
+            from .slide import describe_slide
 
-            with open_slide(path, _mpp_option(mpp)) as slide:
-                data = slide.info()
+            data = describe_slide(path, mpp_value)
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
@@ -261,28 +340,54 @@ def info(
     from rich.pretty import Pretty
 
     Console().print(Pretty(data, expand_all=False))
+    if isinstance(data, dict) and data.get("resolution"):
+        Console(stderr=True).print(f"[yellow]resolution {escape_text(data['resolution'])}[/] To segment it: "
+                                   "tseg-rt run --mpp MICRONS_PER_PIXEL ...", highlight=False, soft_wrap=True)
+
+
+def escape_text(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
 
 
 @app.command()
 def postprocess(
     results: List[Path] = typer.Argument(..., help="Result folders of `tseg-rt run` (OUT/<slide>) or OUT itself."),
-    low: int = typer.Option(85, help="Hysteresis low threshold (0-255)."),
-    high: int = typer.Option(229, help="Hysteresis high threshold (0-255); also the pruning threshold."),
+    low: int = typer.Option(85, min=0, max=255, help="Hysteresis low threshold (0-255)."),
+    high: int = typer.Option(229, min=0, max=255, help="Hysteresis high threshold (0-255); also the pruning threshold."),
     prune: bool = typer.Option(True, "--prune/--no-prune", help="Prune regions whose 95th percentile <= high."),
 ) -> None:
-    """Redo thresholds from saved probability maps, without the network."""
+    """Redo thresholds from saved probability maps, without the network.
+
+    Every folder is tried; a bad one gets one line on stderr and the exit status 1."""
     from .errors import TsegError
     from .outputs import SUMMARY, repostprocess
+    from .postprocess import check_thresholds
+    from .resume import is_result_folder
 
+    with _reported():
+        check_thresholds(low, high)
     folders: list[Path] = []
+    problems: list[str] = []
     for r in results:
-        if (r / SUMMARY).exists():
+        if not r.exists():
+            problems.append(f"{r}: no such file or folder")
+        elif (r / SUMMARY).exists() or is_result_folder(r):
             folders.append(r)
         elif r.is_dir():
-            folders.extend(sorted(p.parent for p in r.glob(f"*/{SUMMARY}")))
+            inside = sorted(p for p in r.iterdir() if p.is_dir() and not p.name.startswith(".")
+                            and ((p / SUMMARY).exists() or is_result_folder(p)))
+            if not inside:
+                problems.append(f"{r}: no tseg-rt result folders (with {SUMMARY}) in it")
+            folders.extend(inside)
+        else:
+            problems.append(f"{r}: not a result folder of `tseg-rt run`")
+    for text in problems:
+        typer.echo(f"error: {text}", err=True)
     if not folders:
-        _fail(f"no finished result folders (with {SUMMARY}) in {', '.join(map(str, results))}")
-    failed = 0
+        raise typer.Exit(EXIT_ERROR)
+    failed = len(problems)
     for folder in folders:
         try:
             summary = repostprocess(folder, low, high, prune)
@@ -290,8 +395,9 @@ def postprocess(
                        f"{summary['areas']['regions']} region(s)")
         except TsegError as exc:
             failed += 1
-            typer.echo(f"{folder}: {exc}", err=True)
+            typer.echo(f"failed: {exc.cli_message()}", err=True)
     if failed:
+        typer.echo(f"{failed} folder(s) not post-processed", err=True)
         raise typer.Exit(EXIT_FAILED_SLIDES)
 
 

@@ -35,7 +35,7 @@ import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .errors import ContractError
 
@@ -166,3 +166,57 @@ def _problems(c: ModelContract) -> list[str]:
 
 #: The paper's values, used (with a warning) for a model that carries no contract.
 PAPER = ModelContract()
+
+
+# --- the graph's inputs and outputs against the contract ----------------------------------------
+
+#: One graph tensor as the loader sees it: ``(name, element type, shape)``; the element type is a
+#: numpy-style name (``"uint8"``), a shape entry is an int (fixed), or a str / None (dynamic).
+TensorSpec = tuple[str, str, Sequence[Any]]
+
+_REEXPORT = "Re-export the model with `tseg-rt export` (uint8 NHWC in, uint8 N1HW out, H and W dynamic)"
+
+
+def _fixed(dim: Any) -> bool:
+    return isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0
+
+
+def layout_problem(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], contract: ModelContract) -> str | None:
+    """Why a graph cannot run under the contract, or ``None`` when it can.
+
+    The runtime feeds one uint8 (N, H, W, 3) RGB batch and reads a uint8 (N, 1, H, W) map; tiles
+    vary in size (edge tiles, slides smaller than one tile), so H and W must be dynamic, and a
+    batch is one tile, so N is dynamic or 1. Checked at load, so that a model that cannot work
+    is refused in one line instead of failing on every slide.
+    """
+    if len(inputs) != 1:
+        return f"the graph has {len(inputs)} inputs; tseg-rt needs one uint8 (N, H, W, 3) image input"
+    name, dtype, shape = inputs[0]
+    shape = list(shape)
+    if name != contract.input_name:
+        return f"the contract names input '{contract.input_name}' but the graph's input is '{name}'"
+    if dtype != "uint8":
+        return (f"input '{name}' is {dtype}; tseg-rt feeds uint8 RGB (normalisation belongs inside the graph). "
+                + _REEXPORT)
+    if len(shape) != 4:
+        return f"input '{name}' has shape {shape}; tseg-rt feeds (N, H, W, 3). " + _REEXPORT
+    if shape[3] != 3:
+        if shape[1] == 3:
+            return (f"input '{name}' is channels-first {tuple(shape)}; tseg-rt feeds channels-last "
+                    "(N, H, W, 3). " + _REEXPORT)
+        return f"input '{name}' has {shape[3]!r} channels last; tseg-rt feeds (N, H, W, 3) with 3 fixed. " + _REEXPORT
+    if _fixed(shape[1]) or _fixed(shape[2]):
+        return (f"input '{name}' has a fixed size {shape[1]} x {shape[2]}; tiles vary in size (edge tiles, slides "
+                "smaller than one tile), so H and W must be dynamic. " + _REEXPORT)
+    if _fixed(shape[0]) and shape[0] != 1:
+        return f"input '{name}' has a fixed batch of {shape[0]}; tseg-rt runs one tile at a time (N dynamic or 1)"
+    out = next((o for o in outputs if o[0] == contract.output_name), None)
+    if out is None:
+        return f"the graph has no output '{contract.output_name}' (outputs: {[o[0] for o in outputs]})"
+    oname, otype, oshape = out[0], out[1], list(out[2])
+    if otype != "uint8" or len(oshape) != 4 or (_fixed(oshape[1]) and oshape[1] != 1) or oshape[1] == 3:
+        return (f"output '{oname}' is {otype} {oshape}; tseg-rt expects uint8 (N, 1, H, W) tumour probability "
+                "x 255. " + _REEXPORT)
+    if _fixed(oshape[2]) or _fixed(oshape[3]):
+        return f"output '{oname}' has a fixed size {oshape[2]} x {oshape[3]}; H and W must follow the input. " + _REEXPORT
+    return None

@@ -32,12 +32,7 @@ class DemoResult:
     out: Path
     dsc: float | None
     summary: dict[str, Any]
-
-    @property
-    def folder(self) -> Path:
-        from .batch import slide_stem
-
-        return self.out / slide_stem(self.slide)
+    folder: Path
 
 
 def run_demo(out: str | os.PathLike[str], engine: str | None = None, overwrite: bool = True,
@@ -68,4 +63,4 @@ def run_demo(out: str | os.PathLike[str], engine: str | None = None, overwrite: 
     reference = cv2.imread(str(slide_dir / "demo-slide.mask.png"), cv2.IMREAD_GRAYSCALE) > 0
     score = dsc(mask, reference & foreground, foreground)
     summary = outcome.summary or __import__("json").loads((folder / "summary.json").read_text())
-    return DemoResult(slide_path, slide_dir / "demo-slide.mask.png", results, score, summary)
+    return DemoResult(slide_path, slide_dir / "demo-slide.mask.png", results, score, summary, folder)

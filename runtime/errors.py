@@ -14,6 +14,10 @@ from pathlib import Path
 class TsegError(Exception):
     """Root of all tseg-rt errors."""
 
+    def cli_message(self) -> str:
+        """The message as the command line shows it (its fix in command-line terms)."""
+        return str(self)
+
 
 class InvalidArgumentError(TsegError, ValueError):
     """A caller passed a value the library cannot use (message names the argument)."""
@@ -23,11 +27,22 @@ class InvalidArgumentError(TsegError, ValueError):
 
 
 class SlideError(TsegError):
-    """A slide could not be used. ``path`` names it."""
+    """A slide could not be used. ``path`` names it.
 
-    def __init__(self, path: str | Path, message: str) -> None:
+    ``fix`` maps ``"api"`` and ``"cli"`` to the fix in each audience's terms (``mpp=`` for
+    Python callers, ``--mpp`` on the command line); ``str()`` gives the API one.
+    """
+
+    def __init__(self, path: str | Path, message: str, fix: dict[str, str] | None = None) -> None:
         self.path = Path(path)
-        super().__init__(f"{self.path}: {message}")
+        self.message = message
+        self.fix = dict(fix or {})
+        api = f" {self.fix['api']}" if "api" in self.fix else ""
+        super().__init__(f"{self.path}: {message}{api}")
+
+    def cli_message(self) -> str:
+        cli = f" {self.fix['cli']}" if "cli" in self.fix else ""
+        return f"{self.path}: {self.message}{cli}"
 
 
 class SlideNotFoundError(SlideError, FileNotFoundError):

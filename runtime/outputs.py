@@ -122,11 +122,23 @@ def write_outputs(result: Result, folder: str | os.PathLike[str], model_mpp: flo
     return written
 
 
-def _read_grey(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+def _read_image(path: Path, flags: int) -> np.ndarray:
+    """Read a PNG without OpenCV printing warnings for missing files: OutputError instead."""
+    if not path.is_file():
+        raise OutputError(path, "missing; this result folder is incomplete: rerun `tseg-rt run --overwrite` "
+                                "for its slide")
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise OutputError(path, f"unreadable: {exc.strerror or exc}") from exc
+    image = cv2.imdecode(data, flags) if data.size else None
     if image is None:
-        raise OutputError(path, "missing or unreadable; was this folder written by `tseg-rt run`?")
+        raise OutputError(path, "corrupt (not a readable PNG); rerun `tseg-rt run --overwrite` for its slide")
     return image
+
+
+def _read_grey(path: Path) -> np.ndarray:
+    return _read_image(path, cv2.IMREAD_UNCHANGED)
 
 
 def repostprocess(folder: str | os.PathLike[str], low: int, high: int, prune: bool = True) -> dict[str, Any]:
@@ -135,17 +147,21 @@ def repostprocess(folder: str | os.PathLike[str], low: int, high: int, prune: bo
     Rewrites ``mask.png``, ``overlay.png``, ``tumour.geojson`` and ``summary.json`` (areas and
     settings); the result equals a fresh run with the new thresholds.
     """
+    from .resume import read_summary
+
     folder = Path(folder)
     summary_path = folder / SUMMARY
-    if not summary_path.exists():
+    summary = read_summary(folder)
+    if summary is None:
         raise OutputError(folder, f"no {SUMMARY}: not a finished tseg-rt result folder")
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    if not isinstance(summary.get("model"), dict) or not isinstance(summary.get("slide", {}), dict):
+        raise OutputError(summary_path, "not a tseg-rt summary (no model / slide sections)")
     probability = _read_grey(folder / PROBABILITY)
     foreground = _read_grey(folder / FOREGROUND) > 0
-    overview_bgr = cv2.imread(str(folder / OVERVIEW), cv2.IMREAD_COLOR)
-    if overview_bgr is None:
-        raise OutputError(folder / OVERVIEW, "missing or unreadable")
-    overview = cv2.cvtColor(overview_bgr, cv2.COLOR_BGR2RGB)
+    overview = cv2.cvtColor(_read_image(folder / OVERVIEW, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    if probability.ndim != 2 or probability.shape != foreground.shape or overview.shape[:2] != probability.shape:
+        raise OutputError(folder, "probability, foreground and overview maps differ in size; rerun `tseg-rt run "
+                                  "--overwrite` for its slide")
     mask = segment_smoothed(smooth_probability(probability), foreground, low, high, prune)
     slide = summary.get("slide", {})
     if "mpp_level0" in slide:

@@ -17,7 +17,7 @@ import math
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -105,12 +105,33 @@ class Segmenter:
                             "diagnostic model; pass --engine for real work.", Path(engine).name)
             self.backend = load_backend(engine, providers=providers, device_id=device_id)
         self.settings = Settings(**settings)
+        self._check_settings()
         c = self.backend.contract
-        check_thresholds(self.low, self.high)
-        if self.settings.prefetch < 1:
-            raise InvalidArgumentError(f"prefetch must be >= 1, got {self.settings.prefetch}")
         log.debug("Segmenter ready: %s, tile %d, overlap %d, %.3g µm/px", self.backend.describe(),
                   c.tile_size, c.min_overlap, c.mpp)
+
+    def _check_settings(self) -> None:
+        s = self.settings
+        check_thresholds(self.low, self.high)
+        if s.prefetch < 1:
+            raise InvalidArgumentError(f"prefetch must be >= 1, got {s.prefetch}")
+        if s.reader_threads is not None and (not isinstance(s.reader_threads, int) or s.reader_threads < 1):
+            raise InvalidArgumentError(f"reader_threads must be a positive integer, got {s.reader_threads!r}")
+        if s.mpp is not None:
+            values = [s.mpp] if isinstance(s.mpp, (int, float)) else list(s.mpp)
+            if len(values) not in (1, 2) or not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+                                                    for v in values):
+                raise InvalidArgumentError(f"mpp must be a positive number of µm per pixel (or x, y), got {s.mpp!r}")
+
+    def with_settings(self, **changes: Any) -> "Segmenter":
+        """A Segmenter on the same loaded model with some settings changed (per-slide resolution
+        or thresholds in a batch). Cheap: the backend is shared, not reloaded; closing either
+        closes the backend."""
+        other = object.__new__(Segmenter)
+        other.backend = self.backend
+        other.settings = replace(self.settings, **changes)
+        other._check_settings()
+        return other
 
     @property
     def contract(self):  # noqa: ANN201 - ModelContract
@@ -185,10 +206,13 @@ class Segmenter:
                 "size_mm": [round(v, 4) for v in slide.size_mm()],
                 "size_at_model_mpp": [width, height],
                 "size_at_overview_mpp": [ow, oh],
+                "colour_correction": slide.colour_correction,
             }
+            warnings = slide.warnings
         timings.update({k: v for k, v in stats.as_dict().items() if k.endswith("_s")})
         timings["total_s"] = time.perf_counter() - t_start
         summary = self._summary(slide_info, post.mask, foreground, stats, timings)
+        summary["warnings"] = warnings
         return Result(post.probability, post.smoothed, post.mask, foreground, overview, geojson, summary,
                       prob_full if self.settings.keep_full_probability else None, scale)
 
@@ -250,6 +274,7 @@ class Segmenter:
             "settings": self._settings_dict(),
             "versions": versions(),
             "created": datetime.now(timezone.utc).isoformat(),
+            "warnings": [],
         }
 
     def close(self) -> None:

@@ -61,7 +61,13 @@ UPSAMPLE_TOLERANCE = 0.01
 #: Source pixels per side of one block read by the blockwise reader.
 DEFAULT_BLOCK_PX = 2048
 DEFAULT_BACKGROUND = (255, 255, 255)
-_MPP_FIX = "pass the level-0 resolution explicitly: --mpp MICRONS_PER_PIXEL (open_slide(path, mpp=...))"
+#: How to supply a resolution, in the terms of each audience (see SlideError.fix).
+MPP_FIX = {"api": "Pass the level-0 resolution explicitly: open_slide(path, mpp=MICRONS_PER_PIXEL) or "
+                  "Segmenter(..., mpp=MICRONS_PER_PIXEL).",
+           "cli": "Pass the level-0 resolution explicitly: --mpp MICRONS_PER_PIXEL, or an mpp column in a "
+                  "--csv slides table for per-slide values."}
+#: An override is reported when it differs from plausible metadata by more than this fraction.
+MPP_OVERRIDE_TOLERANCE = 0.01
 
 
 def default_reader_threads() -> int:
@@ -312,6 +318,8 @@ class Slide:
         self._source = source
         self.mpp_x, self.mpp_y = mpp
         self.mpp_source = mpp_source
+        #: Plausible metadata that an override replaced (differing by > 1 %), else None.
+        self.stored_mpp: tuple[float, float] | None = None
         self.reader_threads = reader_threads or default_reader_threads()
         if block_px < 64:
             raise InvalidArgumentError(f"block_px must be >= 64, got {block_px!r}")
@@ -341,6 +349,22 @@ class Slide:
     def mpp(self) -> tuple[float, float]:
         return (self.mpp_x, self.mpp_y)
 
+    @property
+    def colour_correction(self) -> str | None:
+        """What the reader corrected in the slide's colours (e.g. mislabelled YCbCr DICOM
+        frames), or None."""
+        return getattr(self._source, "colour_correction", None)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Things a user should know about how this slide was read (for summaries)."""
+        notes = [] if self.colour_correction is None else [f"colours corrected: {self.colour_correction}"]
+        stored = getattr(self, "stored_mpp", None)
+        if self.mpp_source == "override" and stored is not None:
+            notes.append(f"the given resolution {self.mpp_x:.4g} x {self.mpp_y:.4g} µm/px overrides the slide's "
+                         f"plausible metadata {stored[0]:.4g} x {stored[1]:.4g} µm/px")
+        return notes
+
     def size_mm(self) -> tuple[float, float]:
         w0, h0 = self.dimensions
         return (w0 * self.mpp_x / 1000.0, h0 * self.mpp_y / 1000.0)
@@ -355,7 +379,7 @@ class Slide:
                 self.path,
                 f"{mpp} µm/px is finer than the slide's level 0 ({self.mpp_x:.4g} x "
                 f"{self.mpp_y:.4g} µm/px); tseg-rt never upsamples. If the slide's resolution "
-                f"metadata is wrong, {_MPP_FIX}",
+                f"metadata is wrong:", MPP_FIX,
             )
         return (fx, fy)
 
@@ -451,6 +475,8 @@ class Slide:
             "size_at_1mpp": list(self.size_at(NETWORK_MPP)) if min(self.mpp) <= NETWORK_MPP * (1 + UPSAMPLE_TOLERANCE) else None,
             "size_at_5mpp": list(self.size_at(OVERVIEW_MPP)),
             "associated_images": self._source.associated_images(),
+            "colour_correction": self.colour_correction,
+            "warnings": self.warnings,
         }
 
     def close(self) -> None:
@@ -473,7 +499,7 @@ def _check_mpp(path: Path, mpp: tuple[float | None, float | None], origin: str) 
         raise MissingMppError(
             path,
             "the slide has no resolution (µm per pixel) metadata; the paper excludes such "
-            f"slides. If you know it, {_MPP_FIX}",
+            "slides.", MPP_FIX,
         )
     mx = mx if mx is not None else my
     my = my if my is not None else mx
@@ -484,53 +510,75 @@ def _check_mpp(path: Path, mpp: tuple[float | None, float | None], origin: str) 
                 path,
                 f"the {origin} resolution {mx} x {my} µm/px is outside the plausible range "
                 f"{lo}-{hi} µm/px for a whole-slide image (scanners write about 0.1-0.5 at "
-                f"level 0), so the metadata is probably wrong. If you know the true value, {_MPP_FIX}",
+                f"level 0), so the metadata is probably wrong.", MPP_FIX,
             )
     return (float(mx), float(my))  # type: ignore[arg-type]
 
 
+def _open_source(p: Path) -> _Source:
+    """The reader for ``p``: DICOM series, OME-TIFF (tifffile), OpenSlide, then tifffile."""
+    if not p.exists():
+        raise SlideNotFoundError(p, "no such file or folder")
+    from . import dicom
+
+    if dicom.is_dicom_slide_path(p):
+        return dicom.DicomSource(p)
+    if p.is_dir():
+        raise UnsupportedSlideError(p, "is a folder; give a slide file, a DICOM series folder, or use "
+                                       "`tseg-rt run FOLDER` to search it")
+    source: _Source | None = None
+    errors: list[str] = []
+    if _is_ome_tiff(p):
+        return _TiffFileSource(p)
+    import openslide
+
+    try:
+        source = _OpenSlideSource(p)
+    except openslide.OpenSlideUnsupportedFormatError:
+        errors.append("OpenSlide: unsupported or missing image file")
+    except openslide.OpenSlideError as exc:
+        errors.append(f"OpenSlide: {exc}")
+    if source is None:
+        try:
+            source = _TiffFileSource(p)
+        except UnsupportedSlideError as exc:
+            errors.append(str(exc).split(": ", 1)[-1])
+        except Exception as exc:
+            errors.append(f"tifffile: {exc}")
+    if source is None:
+        raise UnsupportedSlideError(
+            p,
+            "not a slide format tseg-rt can read (" + "; ".join(errors) + "). Supported: the "
+            "formats OpenSlide reads (Aperio .svs, Hamamatsu .ndpi, generic tiled TIFF, MIRAX, "
+            "Philips, Leica, Ventana, DICOM series, ...) and OME-TIFF. Is the file complete?",
+        )
+    return source
+
+
+def _plausible(mpp: tuple[float | None, float | None]) -> tuple[float, float] | None:
+    mx, my = mpp
+    mx = mx if mx is not None else my
+    my = my if my is not None else mx
+    lo, hi = PLAUSIBLE_MPP
+    if mx is None or my is None or not (lo <= mx <= hi and lo <= my <= hi):
+        return None
+    return (float(mx), float(my))
+
+
 def open_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | None = None,
                reader_threads: int | None = None, block_px: int = DEFAULT_BLOCK_PX) -> Slide:
-    """Open a whole-slide image.
+    """Open a whole-slide image (a file, or the folder of a DICOM series).
 
-    ``mpp`` overrides the level-0 resolution (one value for both axes, or ``(x, y)``).
+    ``mpp`` overrides the level-0 resolution (one value for both axes, or ``(x, y)``); when it
+    differs from plausible metadata, :attr:`Slide.warnings` says so (and a warning is logged).
     Raises :class:`~tseg.runtime.errors.SlideNotFoundError`,
     :class:`~tseg.runtime.errors.UnsupportedSlideError`,
     :class:`~tseg.runtime.errors.MissingMppError` or
     :class:`~tseg.runtime.errors.ImplausibleMppError`, each naming the file and the fix.
     """
     p = Path(path)
-    if not p.exists():
-        raise SlideNotFoundError(p, "no such file")
-    if p.is_dir():
-        raise UnsupportedSlideError(p, "is a folder; give a slide file (or use `tseg-rt run FOLDER`)")
-    source: _Source | None = None
-    errors: list[str] = []
-    if _is_ome_tiff(p):
-        source = _TiffFileSource(p)
-    else:
-        import openslide
-
-        try:
-            source = _OpenSlideSource(p)
-        except openslide.OpenSlideUnsupportedFormatError:
-            errors.append("OpenSlide: unsupported or missing image file")
-        except openslide.OpenSlideError as exc:
-            errors.append(f"OpenSlide: {exc}")
-        if source is None:
-            try:
-                source = _TiffFileSource(p)
-            except UnsupportedSlideError as exc:
-                errors.append(str(exc).split(": ", 1)[-1])
-            except Exception as exc:
-                errors.append(f"tifffile: {exc}")
-    if source is None:
-        raise UnsupportedSlideError(
-            p,
-            "not a slide format tseg-rt can read (" + "; ".join(errors) + "). Supported: the "
-            "formats OpenSlide reads (Aperio .svs, Hamamatsu .ndpi, generic tiled TIFF, MIRAX, "
-            "Philips, Leica, Ventana, DICOM, ...) and OME-TIFF. Is the file complete?",
-        )
+    source = _open_source(p)
+    stored = None
     try:
         if mpp is not None:
             values = [float(mpp)] * 2 if isinstance(mpp, (int, float)) else [float(v) for v in mpp]
@@ -538,10 +586,48 @@ def open_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | None
                 raise InvalidArgumentError(f"mpp must be a number or (x, y), got {mpp!r}")
             checked = _check_mpp(p, (values[0], values[1]), "given")
             origin = "override"
+            stored = _plausible(source.mpp())
+            if stored is not None and all(abs(g - s) <= MPP_OVERRIDE_TOLERANCE * s for g, s in zip(checked, stored)):
+                stored = None  # the override agrees with the metadata: nothing to report
+            if stored is not None:
+                log.warning("%s: the given resolution %.4g x %.4g µm/px overrides the slide's plausible metadata "
+                            "%.4g x %.4g µm/px", p, checked[0], checked[1], stored[0], stored[1])
         else:
             checked = _check_mpp(p, source.mpp(), "stored")
             origin = "metadata"
     except Exception:
         source.close()
         raise
-    return Slide(p, source, checked, origin, reader_threads=reader_threads, block_px=block_px)
+    slide = Slide(p, source, checked, origin, reader_threads=reader_threads, block_px=block_px)
+    slide.stored_mpp = stored
+    return slide
+
+
+def describe_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | None = None) -> dict[str, Any]:
+    """What ``tseg-rt info`` shows: :meth:`Slide.info`, or, for a slide whose resolution is
+    missing or implausible, its vendor, levels and sizes in pixels with the problem stated."""
+    p = Path(path)
+    try:
+        with open_slide(p, mpp) as slide:
+            return slide.info()
+    except (MissingMppError, ImplausibleMppError) as exc:
+        problem = exc
+    source = _open_source(p)
+    try:
+        w0, h0 = source.level_dimensions[0]
+        stored = source.mpp()
+        return {
+            "path": str(p),
+            "vendor": source.vendor,
+            "dimensions": [w0, h0],
+            "levels": [{"level": i, "dimensions": list(d), "downsample": [round(w0 / d[0], 6), round(h0 / d[1], 6)]}
+                       for i, d in enumerate(source.level_dimensions)],
+            "mpp": None,
+            "stored_mpp": [stored[0], stored[1]] if any(v is not None for v in stored) else None,
+            "resolution": ("missing" if isinstance(problem, MissingMppError) else "implausible")
+                          + f": {problem.message} Sizes in mm and at 1 / 5 µm/px are unknown.",
+            "associated_images": source.associated_images(),
+            "colour_correction": getattr(source, "colour_correction", None),
+        }
+    finally:
+        source.close()

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..contract import METADATA_KEY, PAPER, ModelContract
+from ..contract import METADATA_KEY, PAPER, ModelContract, layout_problem
 from ..errors import BackendUnavailableError, ContractError, ModelError
 from . import Backend
 
@@ -69,24 +69,19 @@ def _resolve_providers(choice: str | list[Any] | None, device_id: int,
     raise BackendUnavailableError(f"unknown ONNX Runtime provider choice {choice!r}: use auto, cpu, cuda or tensorrt")
 
 
+def _spec(arg: Any) -> tuple[str, str, list[Any]]:
+    """``(name, element type, shape)`` of an ONNX Runtime NodeArg (``tensor(uint8)`` -> ``uint8``)."""
+    kind = str(arg.type)
+    dtype = kind[len("tensor("):-1] if kind.startswith("tensor(") and kind.endswith(")") else kind
+    return (arg.name, dtype, list(arg.shape or []))
+
+
 def _check_io(path: Path, session: Any, contract: ModelContract) -> None:
-    inputs, outputs = session.get_inputs(), session.get_outputs()
-    if len(inputs) != 1:
-        raise ContractError(path, f"the graph has {len(inputs)} inputs; tseg-rt needs one uint8 NHWC image input")
-    x = inputs[0]
-    if x.name != contract.input_name:
-        raise ContractError(path, f"the contract names input '{contract.input_name}' but the graph's input is '{x.name}'")
-    if x.type != "tensor(uint8)" or len(x.shape) != 4 or x.shape[3] not in (3, None) and not isinstance(x.shape[3], str):
-        raise ContractError(
-            path, f"input '{x.name}' is {x.type} {x.shape}; tseg-rt feeds uint8 NHWC RGB (N, H, W, 3). "
-            "Re-export the model with `tseg-rt export` (normalisation inside the graph)")
-    y = next((o for o in outputs if o.name == contract.output_name), None)
-    if y is None:
-        raise ContractError(path, f"the graph has no output '{contract.output_name}' (outputs: {[o.name for o in outputs]})")
-    if y.type != "tensor(uint8)" or len(y.shape) != 4 or (isinstance(y.shape[1], int) and y.shape[1] != 1):
-        raise ContractError(
-            path, f"output '{y.name}' is {y.type} {y.shape}; tseg-rt expects uint8 (N, 1, H, W) tumour "
-            "probability x 255. Re-export the model with `tseg-rt export`")
+    """Refuse, at load, a graph whose inputs and outputs the runtime cannot feed or read."""
+    problem = layout_problem([_spec(x) for x in session.get_inputs()],
+                             [_spec(y) for y in session.get_outputs()], contract)
+    if problem:
+        raise ContractError(path, problem)
 
 
 class OnnxRuntimeBackend(Backend):

@@ -61,10 +61,32 @@ def test_clean_mask_open_removes_thin_lines():
     assert out[300, 300] and not out[200, 20]
 
 
-def test_small_background_at_the_border_is_filled_like_remove_small_holes():
+def test_background_at_the_border_is_never_a_hole():
+    """A hole is a background region that does not touch the border (issue 12, case 1)."""
     m = np.zeros((200, 200), bool)
-    m[10:, :] = True  # the 10 x 200 = 2,000 px strip of background above is a "small hole"
-    assert clean_mask(m).all()
+    m[10:, :] = True  # a 10 x 200 = 2,000 px strip of glass along the top edge: kept
+    out = clean_mask(m)
+    assert not out[:10].any() and out[20:].all()
+    # An empty mask of any size stays empty (it used to become one "filled hole").
+    for side in (40, 50, 99, 150):
+        assert not clean_mask(np.zeros((side, side), bool)).any()
+    # A closed hole of the same area is filled.
+    ring = np.ones((200, 200), bool)
+    ring[50:60, 20:180] = False
+    assert clean_mask(ring).all()
+
+
+def test_small_crop_keeps_its_glass():
+    """A small crop (what embedding software sends): a biopsy fragment surrounded by glass, the
+    whole crop under 10,000 px at 5 µm/px. The glass must stay background."""
+    img = np.full((90, 110, 3), 243, np.uint8)
+    tissue = textured_rgb(90, 110, seed=5)
+    img[25:65, 30:80] = tissue[25:65, 30:80]  # 40 x 50 px fragment = 0.2 x 0.25 mm
+    mask = foreground_mask(img)
+    assert mask[45, 55] and mask[25:65, 30:80].mean() > 0.9
+    assert not mask[:15].any() and not mask[:, :20].any() and not mask[80:].any()
+    # Plain glass, and a crop with no tissue at all, have no foreground.
+    assert not foreground_mask(np.full((60, 60, 3), 250, np.uint8)).any()
 
 
 def test_tile_fraction_maps_1mpp_boxes_onto_the_5mpp_mask():
@@ -83,8 +105,11 @@ def test_wrong_input():
 
 def test_cleaning_equals_scikit_image_semantics():
     """The paper used scikit-image's remove_small_holes / remove_small_objects (areas < 10,000
-    and < 1,600 px); our OpenCV implementation must give the same masks."""
+    and < 1,600 px); our OpenCV implementation must give the same masks, except that background
+    touching the image border is never a hole (scikit-image's fill there is undone with
+    ``clear_border``)."""
     skm = pytest.importorskip("skimage.morphology")
+    from skimage import measure, segmentation
     import cv2
 
     rng = np.random.default_rng(0)
@@ -93,7 +118,9 @@ def test_cleaning_equals_scikit_image_semantics():
         m = noise > np.quantile(noise, 0.55)
         kernel = np.ones((9, 9), np.uint8)
         expected = cv2.morphologyEx(m.astype(np.uint8), cv2.MORPH_CLOSE, kernel) > 0
-        expected = skm.remove_small_holes(expected, max_size=9_999)
+        filled = skm.remove_small_holes(expected, max_size=9_999)
+        added = measure.label(filled & ~expected, connectivity=1)
+        expected = expected | (segmentation.clear_border(added) > 0)
         expected = cv2.morphologyEx(expected.astype(np.uint8), cv2.MORPH_OPEN, kernel) > 0
         expected = skm.remove_small_objects(expected, max_size=1_599)
         np.testing.assert_array_equal(clean_mask(m), expected)

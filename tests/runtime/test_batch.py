@@ -18,6 +18,7 @@ from tseg.runtime import outputs
 from tseg.runtime.batch import SlideLock, find_slides, output_names, run_batch
 from tseg.runtime.errors import NoSlidesFoundError, OutputError
 from tseg.runtime.outputs import OUTPUT_FILES, SUMMARY
+from tseg.runtime.resume import RESULT_MARKER
 from tseg.runtime.segmenter import Segmenter
 
 
@@ -56,9 +57,8 @@ def test_find_slides(slides, tmp_path):
     assert all("results" not in str(p) for p in find_slides([slides], exclude=slides / "results"))
 
 
-def test_output_names_are_unique():
-    names = output_names([Path("x/a.svs"), Path("y/a.svs"), Path("z/b.ome.tiff")])
-    assert names[0] == "a" and names[1].startswith("a-") and len(names[1]) == 10 and names[2] == "b"
+def test_output_names_are_the_stems():
+    assert output_names([Path("x/a.svs"), Path("y/a.svs"), Path("z/b.ome.tiff")]) == ["a", "a", "b"]
 
 
 def test_batch_resume_and_overwrite(slides, tmp_path, model):
@@ -68,7 +68,7 @@ def test_batch_resume_and_overwrite(slides, tmp_path, model):
     first = run_batch(found, out, seg)
     assert [o.status for o in first] == ["done", "failed", "done"]
     assert "broken.svs" in first[1].error
-    assert sorted(p.name for p in (out / "a").iterdir()) == sorted(OUTPUT_FILES)
+    assert sorted(p.name for p in (out / "a").iterdir()) == sorted(OUTPUT_FILES + (RESULT_MARKER,))
     summary = json.loads((out / "a" / SUMMARY).read_text())
     assert summary["areas"]["tumour_area_mm2"] == pytest.approx(0.2)
     assert summary["slide"]["mpp_level0"] == [0.5, 0.5] and "versions" in summary
@@ -79,18 +79,19 @@ def test_batch_resume_and_overwrite(slides, tmp_path, model):
     assert (out / "a" / SUMMARY).stat().st_mtime_ns == before
     third = run_batch(found[:1], out, seg, overwrite=True)
     assert third[0].status == "done" and (out / "a" / SUMMARY).stat().st_mtime_ns != before
-    assert not [p for p in out.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name or ".old-" in p.name or p.suffix == ".lock"]
 
 
 def test_lock_keeps_a_second_process_off_the_slide(slides, tmp_path, model):
     out = tmp_path / "out"
     out.mkdir()
-    lock = SlideLock(out / ".a.lock")
+    lock = SlideLock(out / ".a.lock", {"slide": str((slides / "a.tiff").resolve())})
     try:
-        outcome = run_batch([slides / "a.tiff"], out, Segmenter(model))[0]
+        outcome = run_batch([slides / "a.tiff"], out, Segmenter(model), wait_for_locks=False)[0]
     finally:
         lock.release()
     assert outcome.status == "locked" and not (out / "a").exists()
+    assert str(os.getpid()) in outcome.detail
     assert run_batch([slides / "a.tiff"], out, Segmenter(model))[0].status == "done"
 
 

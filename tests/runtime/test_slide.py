@@ -150,7 +150,7 @@ def test_missing_mpp_names_file_and_fix(tmp_path, level0):
     tifffile.imwrite(path, level0, photometric="rgb", tile=(256, 256))
     with pytest.raises(MissingMppError) as err:
         open_slide(path)
-    assert "nompp.tiff" in str(err.value) and "--mpp" in str(err.value)
+    assert "nompp.tiff" in str(err.value) and "mpp=" in str(err.value) and "--mpp" in err.value.cli_message()
     with open_slide(path, mpp=0.5) as s:
         assert s.size_at(1.0) == (650, 500)
 
@@ -160,7 +160,7 @@ def test_implausible_mpp(tmp_path, level0, mpp):
     path = write_pyramid(tmp_path / "odd.tiff", [level0], mpp)
     with pytest.raises(ImplausibleMppError) as err:
         open_slide(path)
-    assert "odd.tiff" in str(err.value) and "--mpp" in str(err.value)
+    assert "odd.tiff" in str(err.value) and "mpp=" in str(err.value) and "--mpp" in err.value.cli_message()
 
 
 def test_upsampling_is_refused(tmp_path, level0):
@@ -232,7 +232,7 @@ def test_real_slide_without_mpp(shared_data):
     path = real_slide(shared_data, "tcga-cr-7395-01a-01-ts1.svs")
     with pytest.raises(MissingMppError) as err:
         open_slide(path)
-    assert path.name in str(err.value) and "--mpp" in str(err.value)
+    assert path.name in str(err.value) and "mpp=" in str(err.value) and "--mpp" in err.value.cli_message()
     with open_slide(path, mpp=0.25) as s:
         assert s.size_at(5.0) == (222, 178)
         assert s.read(5.0).shape == (178, 222, 3)
@@ -249,6 +249,6 @@ def test_real_implausible_mpp_is_caught(shared_data):
     path = real_slide(shared_data, "bracs-1640-n-3-cropped.tiff")
     with pytest.raises(ImplausibleMppError) as err:
         open_slide(path)
-    assert "1000" in str(err.value) and "--mpp" in str(err.value)
+    assert "1000" in str(err.value) and "mpp=" in str(err.value) and "--mpp" in err.value.cli_message()
     with open_slide(path, mpp=0.25) as s:
         assert s.read(1.0).shape == (185, 162, 3)
