@@ -2,8 +2,12 @@
 tile computation, with the model contract as metadata, verified against PyTorch.
 
 * Input ``image``: uint8 (N, H, W, 3) RGB; output ``tumour_probability``: uint8 (N, 1, H, W);
-  N, H and W dynamic, H and W multiples of the network's divisor (32 for DeepLabV3+ with output
-  stride 16).
+  N, H and W dynamic, H and W multiples of the network's divisor (derived from the architecture:
+  16 for the paper's DeepLabV3+ with output stride 16, see :mod:`tseg.training.config`).
+* The graph is one TensorRT's ONNX parser accepts (:mod:`tseg.engines.conformance`): the uint8
+  image is cast before anything else reads it (the exporter's ``Shape`` of the input is rewired
+  to the Cast, :func:`read_shapes_after_cast`), the uint8 output comes from a Cast; export
+  refuses, naming the node and the rule, to write a graph that breaks a parser rule.
 * Exporter: PyTorch's dynamo exporter at opset 21, which emits ONNX's native
   ``GroupNormalization`` (TensorRT parses it from 10.9). Measured here: the legacy TorchScript
   exporter at the same opset decomposes every GroupNorm into Reshape/InstanceNormalization/Mul/
