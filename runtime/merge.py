@@ -15,21 +15,27 @@ i.e. the ramp is ``linspace(1, 0, l + 2)[1:-1]``: it never reaches 1 or 0 inside
 for two tiles overlapping by ``l``, the two ramps already add to exactly 1 before normalisation.
 
 **Cost.** :class:`TileMerger` splits the image into cells bounded by every tile edge. A cell
-covered by one tile is copied from it (its normalised weight is exactly 1); a cell covered by
-several tiles accumulates ``w_i * g_i`` in a float64 buffer that is rounded into the uint8
-result and freed as soon as the last covering tile has arrived. Tiles may arrive in any order.
-For a 100k x 80k slide at 0.25 µm/px (25,000 x 20,000 px at 1 µm/px; 4 x 4 tiles of 7680 px with
-1024+ px overlaps) the result is 500 MB of uint8, and the float64 buffers hold at most the
-overlap cells of the tiles in flight: with tiles in row order about one horizontal overlap band,
-1,024 x 25,000 x 8 B = 205 MB (plus the vertical overlaps of the current row, ~0.1 GB); in the
-worst order every overlap cell at once, ~0.9 GB. The naive method (two float arrays of the full
-size, as :func:`merge_tiles_reference`) would need 2 x 4 GB in float64. Pass ``out=`` a
-``numpy.memmap`` to keep the uint8 result on disk for even larger slides.
+covered by one tile is copied from it (its normalised weight is exactly 1). For a full grid of
+tiles (every plan of Listing 1) the normalised weights are separable, ``outer(ny_r, nx_c)`` with
+two precomputed 1-D vectors per tile, so a cell covered by several tiles accumulates
+``ny * (g * nx)`` in a float32 buffer, in place and band by band on a few threads, and is
+rounded into the uint8 result (and its buffer freed) as soon as its last covering tile has
+arrived. Tiles may arrive in any order. For a 100k x 80k slide at 0.25 µm/px (25,000 x 20,000
+px at 1 µm/px; 4 x 4 tiles of 7680 px with 1024+ px overlaps) the result is 500 MB of uint8,
+and the float32 buffers hold at most the overlap cells of the tiles in flight: with tiles in
+row order about one horizontal overlap band, 1,024 x 25,000 x 4 B = 102 MB (plus the vertical
+overlaps of the current row); in the worst order every overlap cell at once, ~0.5 GB. The naive
+method (two float arrays of the full size, as :func:`merge_tiles_reference`) would need
+2 x 4 GB in float64. Pass ``out=`` a ``numpy.memmap`` to keep the uint8 result on disk for even
+larger slides. Irregular tile sets (not a grid) use per-cell float64 weights.
 """
 
 from __future__ import annotations
 
+import os
+import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -127,6 +133,50 @@ class MergerFinalizedError(TsegError):
     """``aggregate`` after ``finalize``."""
 
 
+def grid_axes(tiles: Sequence[Tile]) -> tuple[list[int], list[int]] | None:
+    """``(column of each tile, row of each tile)`` when the tiles form a full grid, else None.
+
+    A full grid: the distinct x-spans times the distinct y-spans are exactly the tiles, each
+    once (what :func:`~tseg.runtime.tiling.plan_tiles` makes).
+    """
+    xspans = sorted({(t.x, t.x_end) for t in tiles})
+    yspans = sorted({(t.y, t.y_end) for t in tiles})
+    if len(xspans) * len(yspans) != len(tiles):
+        return None
+    cols = [xspans.index((t.x, t.x_end)) for t in tiles]
+    rows = [yspans.index((t.y, t.y_end)) for t in tiles]
+    if len(set(zip(rows, cols))) != len(tiles):
+        return None
+    return cols, rows
+
+
+def _normalised_axis(spans: list[tuple[int, int]], length: int) -> list[np.ndarray]:
+    """Per-span normalised 1-D weights of one axis of a full grid.
+
+    In a full grid a tile's side weights on one axis depend only on the spans of the other
+    columns (rows) that overlap it, and the sum of the initial weights over the grid at
+    ``(y, x)`` is ``sum_r wy_r(y) * sum_c wx_c(x)`` (the sum of products over a product set is
+    the product of the sums). So the paper's normalised weight of tile ``(r, c)`` is exactly
+    ``outer(wy_r / Sy, wx_c / Sx)`` with ``Sy, Sx`` the per-axis sums.
+    """
+    initial = [_axis_weights(lo, hi, [o for o in spans if o != (lo, hi) and o[0] < hi and lo < o[1]])
+               for lo, hi in spans]
+    total = np.zeros(length, dtype=np.float64)
+    for (lo, hi), w in zip(spans, initial):
+        total[lo:hi] += w
+    return [w / total[lo:hi] for (lo, hi), w in zip(spans, initial)]
+
+
+def default_merge_threads() -> int:
+    """Threads used to merge one tile when none are requested: the CPU count, at most 16."""
+    return max(1, min(16, os.cpu_count() or 1))
+
+
+#: Rows per band of a parallel merge job: large enough to amortise a job, small enough that
+#: every core gets several bands of a 7680 px tile.
+_BAND_ROWS = 256
+
+
 class TileMerger:
     """Accumulates tile outputs one at a time, in any order, into the merged uint8 map.
 
@@ -134,24 +184,42 @@ class TileMerger:
     ``aggregate(tile_index, None)`` records a tile that was not run (background), which
     contributes zero probability but still takes its share of the weights. ``finalize()``
     returns the result once every tile has been aggregated. Thread-safe.
+
+    For a full grid of tiles (every plan of :func:`~tseg.runtime.tiling.plan_tiles`) the
+    normalised weights are outer products of precomputed per-axis vectors (see
+    :func:`_normalised_axis`); the overlap cells accumulate ``ny * (g * nx)`` in float32, in
+    place, band by band on ``threads`` threads, and are rounded half to even into the result
+    when their last tile arrives. *Decision*: float32 changes the uint8 result only where the
+    float64 sum lies within ~1e-4 of a half level (a few pixels per million, each one level;
+    tests/runtime/test_merge.py measures it). Other plans (irregular tiles) use per-cell float64
+    weights computed from the paper's definition.
     """
 
     def __init__(self, tiles: Sequence[Tile], height: int, width: int,
-                 out: np.ndarray | None = None) -> None:
+                 out: np.ndarray | None = None, threads: int | None = None) -> None:
         tiles = list(tiles)
         _validate(tiles, height, width)
+        if threads is not None and threads < 1:
+            raise InvalidArgumentError(f"threads must be >= 1, got {threads!r}")
         self.tiles = tiles
         self.height, self.width = int(height), int(width)
-        if out is None:
-            out = np.zeros((self.height, self.width), dtype=np.uint8)
-        elif out.shape != (self.height, self.width) or out.dtype != np.uint8:
+        self.threads = threads or default_merge_threads()
+        if out is not None and (out.shape != (self.height, self.width) or out.dtype != np.uint8):
             raise InvalidArgumentError(
                 f"out must be uint8 of shape {(self.height, self.width)}, got {out.dtype} {out.shape}"
             )
+        grid = grid_axes(tiles)
+        self._separable: list[tuple[np.ndarray, np.ndarray]] | None = None
+        if grid is not None:
+            cols, rows = grid
+            xspans = sorted({(t.x, t.x_end) for t in tiles})
+            yspans = sorted({(t.y, t.y_end) for t in tiles})
+            nx = [v.astype(np.float32) for v in _normalised_axis(xspans, self.width)]
+            ny = [v.astype(np.float32) for v in _normalised_axis(yspans, self.height)]
+            self._separable = [(ny[r], nx[c]) for r, c in zip(rows, cols)]
+            self._weights = []
         else:
-            out[...] = 0
-        self._out = out
-        self._weights = [side_weights(tiles, i) for i in range(len(tiles))]
+            self._weights = [side_weights(tiles, i) for i in range(len(tiles))]
         xs = sorted({0, self.width, *[t.x for t in tiles], *[t.x_end for t in tiles]})
         ys = sorted({0, self.height, *[t.y for t in tiles], *[t.y_end for t in tiles]})
         self._cells_of: list[list[_Cell]] = [[] for _ in tiles]
@@ -163,6 +231,15 @@ class TileMerger:
                     cell = _Cell(x0, y0, x1, y1, covering, len(covering))
                     for i in covering:
                         self._cells_of[i].append(cell)
+        covered = sum((c.x1 - c.x0) * (c.y1 - c.y0) for c in {id(c): c for cs in self._cells_of for c in cs}.values())
+        # A grid that covers the image writes every pixel itself: no zero-filling pass (and no
+        # page faults of calloc'ed memory: np.empty of a large array gets transparent huge pages).
+        self._writes_every_pixel = self._separable is not None and covered == self.height * self.width
+        if out is None:
+            out = (np.empty if self._writes_every_pixel else np.zeros)((self.height, self.width), dtype=np.uint8)
+        elif not self._writes_every_pixel:
+            out[...] = 0
+        self._out = out
         self._done = [False] * len(tiles)
         self._finalized = False
         self._lock = threading.Lock()
@@ -175,7 +252,7 @@ class TileMerger:
         return self._done.count(False)
 
     def _cell_weight(self, cell: _Cell, index: int) -> np.ndarray:
-        """Normalised weight of tile ``index`` on ``cell``."""
+        """Normalised float64 weight of tile ``index`` on ``cell`` (irregular plans)."""
         def initial(i: int) -> np.ndarray:
             t = self.tiles[i]
             wy, wx = self._weights[i]
@@ -194,34 +271,127 @@ class TileMerger:
                 raise InvalidArgumentError(
                     f"tile {index} output has shape {values.shape}, expected {(t.height, t.width)}"
                 )
+            if values.dtype != np.uint8:
+                values = np.clip(values, 0, 255).astype(np.uint8)
         with self._lock:
             if self._finalized:
                 raise MergerFinalizedError("aggregate() after finalize()")
             if self._done[index]:
                 raise InvalidArgumentError(f"tile {index} was aggregated twice")
             self._done[index] = True
-            for cell in self._cells_of[index]:
-                region = (slice(cell.y0, cell.y1), slice(cell.x0, cell.x1))
-                local = (slice(cell.y0 - t.y, cell.y1 - t.y), slice(cell.x0 - t.x, cell.x1 - t.x))
-                if len(cell.covering) == 1:
-                    if values is not None:
-                        self._out[region] = values[local]
-                    cell.remaining = 0
+            if self._separable is not None:
+                self._aggregate_separable(index, values)
+            else:
+                self._aggregate_cells(index, values)
+
+    # -- full grids: separable float32 weights, banded and threaded --
+    def _aggregate_separable(self, index: int, values: np.ndarray | None) -> None:
+        t = self.tiles[index]
+        ny, nx = self._separable[index]  # type: ignore[index]
+        jobs: list[tuple] = []
+        for cell in self._cells_of[index]:
+            cell.remaining -= 1
+            first = cell.buffer is None
+            last = cell.remaining == 0
+            single = len(cell.covering) == 1
+            if values is None:  # a tile not run adds zero: only a cell it completes has work
+                if first and not single:  # keep zeros for the tiles still to come
+                    cell.buffer = np.empty((cell.y1 - cell.y0, cell.x1 - cell.x0), np.float32)
+                    cell.buffer.fill(0.0)
+                    self._count(cell.buffer.nbytes)
+                if not last:
                     continue
-                if values is not None:
-                    contribution = self._cell_weight(cell, index) * values[local]
-                    if cell.buffer is None:
-                        cell.buffer = contribution
-                        self._buffered_bytes += contribution.nbytes
-                        self.peak_buffered_bytes = max(self.peak_buffered_bytes, self._buffered_bytes)
+            if first and not last and not single:
+                cell.buffer = np.empty((cell.y1 - cell.y0, cell.x1 - cell.x0), np.float32)
+                self._count(cell.buffer.nbytes)
+            for b0 in range(cell.y0, cell.y1, _BAND_ROWS):
+                b1 = min(cell.y1, b0 + _BAND_ROWS)
+                jobs.append((cell, b0, b1, first, last, single))
+        if jobs:
+            scratch: "queue.SimpleQueue[np.ndarray]" = queue.SimpleQueue()
+            widest = max(c.x1 - c.x0 for c, *_ in jobs)
+            n = min(self.threads, len(jobs))
+            for _ in range(n):
+                scratch.put(np.empty((_BAND_ROWS, widest), np.float32))
+
+            def run(job: tuple) -> None:
+                cell, b0, b1, first, last, single = job
+                rows_out = slice(b0, b1)
+                cols_out = slice(cell.x0, cell.x1)
+                out_band = self._out[rows_out, cols_out]
+                if single:
+                    if values is None:
+                        out_band.fill(0)
                     else:
-                        cell.buffer += contribution
-                cell.remaining -= 1
-                if cell.remaining == 0:
-                    if cell.buffer is not None:
-                        self._out[region] = round_half_even_u8(cell.buffer)
-                        self._buffered_bytes -= cell.buffer.nbytes
-                        cell.buffer = None
+                        out_band[...] = values[b0 - t.y : b1 - t.y, cell.x0 - t.x : cell.x1 - t.x]
+                    return
+                buf = None if cell.buffer is None else cell.buffer[b0 - cell.y0 : b1 - cell.y0]
+                ny_col = ny[b0 - t.y : b1 - t.y, None]
+                if values is None:  # the last tile was not run: round what the others gave
+                    np.rint(buf, out=buf)
+                    np.copyto(out_band, buf, casting="unsafe")
+                    return
+                g = values[b0 - t.y : b1 - t.y, cell.x0 - t.x : cell.x1 - t.x]
+                nx_row = nx[cell.x0 - t.x : cell.x1 - t.x]
+                if first and not last:
+                    np.multiply(g, nx_row, out=buf)
+                    np.multiply(buf, ny_col, out=buf)
+                    return
+                tmp_full = scratch.get()
+                try:
+                    tmp = tmp_full[: b1 - b0, : cell.x1 - cell.x0]
+                    np.multiply(g, nx_row, out=tmp)
+                    np.multiply(tmp, ny_col, out=tmp)
+                    if last:
+                        if buf is not None:
+                            np.add(tmp, buf, out=tmp)
+                        np.rint(tmp, out=tmp)
+                        np.copyto(out_band, tmp, casting="unsafe")
+                    else:
+                        np.add(buf, tmp, out=buf)
+                finally:
+                    scratch.put(tmp_full)
+
+            if n == 1:
+                for job in jobs:
+                    run(job)
+            else:
+                with ThreadPoolExecutor(max_workers=n, thread_name_prefix="tseg-merge") as pool:
+                    for future in [pool.submit(run, job) for job in jobs]:
+                        future.result()
+        for cell in self._cells_of[index]:
+            if cell.remaining == 0 and cell.buffer is not None:
+                self._buffered_bytes -= cell.buffer.nbytes
+                cell.buffer = None
+
+    def _count(self, nbytes: int) -> None:
+        self._buffered_bytes += nbytes
+        self.peak_buffered_bytes = max(self.peak_buffered_bytes, self._buffered_bytes)
+
+    # -- irregular plans: per-cell float64 weights from the definition --
+    def _aggregate_cells(self, index: int, values: np.ndarray | None) -> None:
+        t = self.tiles[index]
+        for cell in self._cells_of[index]:
+            region = (slice(cell.y0, cell.y1), slice(cell.x0, cell.x1))
+            local = (slice(cell.y0 - t.y, cell.y1 - t.y), slice(cell.x0 - t.x, cell.x1 - t.x))
+            if len(cell.covering) == 1:
+                if values is not None:
+                    self._out[region] = values[local]
+                cell.remaining = 0
+                continue
+            if values is not None:
+                contribution = self._cell_weight(cell, index) * values[local]
+                if cell.buffer is None:
+                    cell.buffer = contribution
+                    self._count(contribution.nbytes)
+                else:
+                    cell.buffer += contribution
+            cell.remaining -= 1
+            if cell.remaining == 0:
+                if cell.buffer is not None:
+                    self._out[region] = round_half_even_u8(cell.buffer)
+                    self._buffered_bytes -= cell.buffer.nbytes
+                    cell.buffer = None
 
     def finalize(self) -> np.ndarray:
         with self._lock:
@@ -233,10 +403,10 @@ class TileMerger:
 
 
 def merge_tiles(height: int, width: int,
-                tiles: Iterable[tuple[Tile, np.ndarray | None]]) -> np.ndarray:
+                tiles: Iterable[tuple[Tile, np.ndarray | None]], threads: int | None = None) -> np.ndarray:
     """Merge a complete set of ``(tile, uint8 output)`` pairs (``None`` = a tile not run)."""
     pairs = list(tiles)
-    merger = TileMerger([t for t, _ in pairs], height, width)
+    merger = TileMerger([t for t, _ in pairs], height, width, threads=threads)
     for i, (_, values) in enumerate(pairs):
         merger.aggregate(i, values)
     return merger.finalize()
