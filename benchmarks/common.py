@@ -63,3 +63,10 @@ def write_json(path: str | os.PathLike[str] | None, data: dict) -> None:
     print(text)
     if path:
         Path(path).write_text(text)
+
+
+def shared_slide(name: str) -> str | None:
+    """A real slide from ``$TSEG_SHARED_DATA`` or ``../shared/data`` beside the repository, if present."""
+    root = os.environ.get("TSEG_SHARED_DATA") or str(Path(__file__).resolve().parents[2] / "shared" / "data")
+    path = Path(root) / "slides" / name
+    return str(path) if path.exists() else None

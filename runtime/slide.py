@@ -419,7 +419,16 @@ class _DirectTiffSource(_OpenSlideSource):
         try:
             tif = tifffile.TiffFile(str(path))
             fd = os.open(str(path), os.O_RDONLY | getattr(os, "O_BINARY", 0))
-            levels = _tiff_levels(tif, fd, path)
+            # OpenSlide's levels of these formats are tiled pages of the main IFD chain: match
+            # them by size (tifffile's own pyramid detection misses non-2x pyramids).
+            pages = [pg for pg in tif.pages if pg.is_tiled]
+            cache = _TileCache()
+            levels = []
+            for i, (w, h) in enumerate(opened.level_dimensions):
+                page = next((pg for pg in pages if (int(pg.imagewidth), int(pg.imagelength)) == (w, h)), None)
+                if page is None:
+                    break
+                levels.append(_TiffLevel(page, fd, path, i, cache))
             same = [(lv.width, lv.height) for lv in levels] == list(opened.level_dimensions)
             usable = all(lv.page.is_tiled and lv.compression in DIRECT_COMPRESSIONS
                          and not lv.separate and lv.photometric in (2, 6) for lv in levels)
