@@ -31,6 +31,8 @@ from scipy import sparse
 _EPS = 1e-9
 #: Output columns per dense band of the horizontal pass (see the module docstring).
 _BAND = 16
+#: Output rows per strip of the vertical pass.
+_STRIP = 64
 
 
 def _is_integer(value: float) -> bool:
@@ -86,19 +88,29 @@ def _separable(src: np.ndarray, out_size: tuple[int, int], ratio: tuple[float, f
                offset: tuple[float, float]) -> np.ndarray:
     out_w, out_h = out_size
     src_h, src_w = src.shape[:2]
+    channels = 1 if src.ndim == 2 else src.shape[2]
     wy = _row_matrix(src_h, offset[1], ratio[1], out_h)
     bands = _column_bands(src_w, offset[0], ratio[0], out_w)
-    planes = [src] if src.ndim == 2 else cv2.split(src)
-    out_planes = []
-    for plane in planes:
-        rows = wy @ plane.astype(np.float32)  # (out_h, src_w)
-        result = np.empty((out_h, out_w), np.float32)
+    # Vertical pass in strips of output rows, so every temporary stays small (large fresh
+    # arrays cost page faults on every block); its result is kept one plane per channel.
+    rows = np.empty((channels, out_h, src_w), np.float32)
+    flat = src.reshape(src_h, src_w * channels)
+    for i0 in range(0, out_h, _STRIP):
+        i1 = min(out_h, i0 + _STRIP)
+        cols = wy.indices[wy.indptr[i0] : wy.indptr[i1]]
+        k0, k1 = int(cols.min()), int(cols.max()) + 1
+        strip = wy[i0:i1, k0:k1] @ flat[k0:k1].astype(np.float32)  # (i1 - i0, src_w * channels)
+        np.copyto(rows[:, i0:i1], strip.reshape(i1 - i0, src_w, channels).transpose(2, 0, 1))
+    out = np.empty((out_h, out_w) if src.ndim == 2 else (out_h, out_w, channels), np.uint8)
+    result = np.empty((out_h, out_w), np.float32)
+    for c in range(channels):
+        plane = rows[c]
         for j0, j1, k0, k1, dense in bands:
-            np.matmul(rows[:, k0:k1], dense, out=result[:, j0:j1])
+            np.matmul(plane[:, k0:k1], dense, out=result[:, j0:j1])
         np.rint(result, out=result)
         np.clip(result, 0, 255, out=result)
-        out_planes.append(result.astype(np.uint8))
-    return out_planes[0] if src.ndim == 2 else cv2.merge(out_planes)
+        np.copyto(out if src.ndim == 2 else out[..., c], result, casting="unsafe")
+    return out
 
 
 def area_resample(
