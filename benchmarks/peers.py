@@ -98,7 +98,7 @@ def _merge_worker(method: str, width: int, height: int, tile: int, overlap: int,
     else:
         raise ValueError(method)
     result = _summary(times, base, tiles=len(plan))
-    if method != "reference-float64" and width * height <= 400e6:
+    if method != "reference-float64" and width * height <= 50e6:  # the float64 reference needs ~25 B/px
         from tseg.runtime.merge import merge_tiles_reference
 
         ref = merge_tiles_reference(height, width, pairs)
@@ -109,7 +109,8 @@ def _merge_worker(method: str, width: int, height: int, tile: int, overlap: int,
 
 
 def bench_merge(width: int, height: int, tile: int, overlap: int, repeats: int) -> dict[str, Any]:
-    methods = ["tseg", "tseg-1-thread", "reference-float64"]
+    heavy = width * height > 50e6
+    methods = ["tseg", "tseg-1-thread"] + ([] if heavy else ["reference-float64"])
     if available("monai") and available("torch"):
         methods.append("monai-avgmerger")
     out: dict[str, Any] = {"image_px": [height, width], "tile": tile, "overlap": overlap}
@@ -121,7 +122,11 @@ def bench_merge(width: int, height: int, tile: int, overlap: int, repeats: int) 
     else:
         out["speedup_vs_monai"] = out["monai-avgmerger"]["min_s"] / out["tseg"]["min_s"]
         out["memory_ratio_vs_monai"] = out["tseg"]["peak_extra_mb"] / max(out["monai-avgmerger"]["peak_extra_mb"], 1e-9)
-    out["speedup_vs_reference"] = out["reference-float64"]["min_s"] / out["tseg"]["min_s"]
+    if heavy:
+        out["reference-float64"] = {"skipped": "two full float64 arrays: too much memory at this size; "
+                                               "agreement is tested in tests/runtime/test_merge.py"}
+    else:
+        out["speedup_vs_reference"] = out["reference-float64"]["min_s"] / out["tseg"]["min_s"]
     out["tiatoolbox"] = {"skipped": "TIAToolbox 2.x merges inside its engine through dask row and column "
                                     "chunks; it has no stand-alone merge of a given tile grid to time"}
     return out
@@ -203,7 +208,11 @@ def bench_read_case(name: str, path: str, mpp: float | None, tile: int, repeats:
             out[m] = in_fresh_process(_read_worker, m, path, mpp, tile,
                                       repeats if m.startswith("tseg") else slow_repeats, None)
         except RuntimeError as exc:
-            out[m] = {"error": str(exc)[:300]}
+            if "Unsupported TIFF WSI format" in str(exc):
+                out[m] = {"skipped": "TIAToolbox's tifffile reader refuses this generic TIFF "
+                                     "(ValueError: Unsupported TIFF WSI format)"}
+            else:
+                out[m] = {"error": str(exc)[:300]}
     ours = np.load(os.path.join(tmp, "tseg.npy"))
     for m in methods or READ_METHODS:
         f = os.path.join(tmp, f"{m}.npy")
@@ -259,16 +268,21 @@ def _decode_limit_worker(path: str, threads_list: list[int], seconds: float) -> 
     with open_slide(path) as s:
         w0, h0 = s.dimensions
         fx, _ = s.factors(1.0)
+        s.read(1.0)  # warm the file cache and the allocator
+
+        def timed_read(mpp: float, n: int) -> float:
+            best = float("inf")
+            for _ in range(2):
+                s._source._levels[0]._cache.__init__()  # every read starts with no decoded tile
+                t0 = time.perf_counter()
+                s.read(mpp, threads=n)
+                best = min(best, time.perf_counter() - t0)
+            return best
+
         for n in threads_list:
             # Decode + assembly: the level read at its own resolution (ratio 1, no resampling).
-            t0 = time.perf_counter()
-            s.read(s.mpp_x, threads=n)
-            level_s = time.perf_counter() - t0
-            s._source._levels[0]._cache.__init__()  # cold cache for the next read
-            t0 = time.perf_counter()
-            s.read(1.0, threads=n)
-            full_s = time.perf_counter() - t0
-            s._source._levels[0]._cache.__init__()
+            level_s = timed_read(s.mpp_x, n)
+            full_s = timed_read(1.0, n)
             limit = out[f"decode_limit_mp_per_s_{n}_threads"]
             out[f"reader_{n}_threads"] = {
                 "level0_read_mp_per_s": w0 * h0 / 1e6 / level_s,
@@ -283,7 +297,7 @@ def _decode_limit_worker(path: str, threads_list: list[int], seconds: float) -> 
 
 def bench_decode_limit(path: str, quick: bool) -> dict[str, Any]:
     threads = sorted({1, 2, os.cpu_count() or 1})
-    return in_fresh_process(_decode_limit_worker, path, threads, 1.0 if quick else 3.0)
+    return in_fresh_process(_decode_limit_worker, path, threads, 0.5 if quick else 3.0)
 
 
 # --- all -----------------------------------------------------------------------------------------
@@ -305,10 +319,14 @@ def run(quick: bool, tmp: str) -> dict[str, Any]:
     cmu = shared_slide(CMU)
     if cmu:
         cases.append(("real_cmu_small_region", cmu, None))
+    methods = None
+    if quick:  # about a minute: two cases, no TIAToolbox (its import alone takes seconds)
+        cases = [cases[0], cases[4]]
+        methods = ["tseg", "tseg-openslide", "openslide-cv2"]
     result["reading"] = {}
     for name, path, mpp in cases:
         t = 10**6 if name.startswith("real") else tile
-        result["reading"][name] = bench_read_case(name, path, mpp, t, repeats, tmp, slow_repeats=repeats if quick else 1)
+        result["reading"][name] = bench_read_case(name, path, mpp, t, repeats, tmp, methods, slow_repeats=repeats)
     result["decode_limit"] = bench_decode_limit(slide, quick)
     return result
 
