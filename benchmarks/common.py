@@ -51,7 +51,17 @@ def in_fresh_process(fn: Callable[..., dict], *args: Any) -> dict:
     queue: "mp.Queue[dict]" = ctx.Queue()
     proc = ctx.Process(target=_child, args=(fn, args, queue))
     proc.start()
-    result = queue.get()
+    import queue as queue_module
+
+    while True:  # a child killed (e.g. out of memory) never reports: do not wait for it forever
+        try:
+            result = queue.get(timeout=1.0)
+            break
+        except queue_module.Empty:
+            if not proc.is_alive():
+                proc.join()
+                raise RuntimeError(f"{getattr(fn, '__name__', fn)} died with exit code {proc.exitcode}"
+                                   + (" (killed: out of memory?)" if proc.exitcode == -9 else ""))
     proc.join()
     if "error" in result:
         raise RuntimeError(result["error"])
