@@ -14,14 +14,37 @@ CACHE = Path(os.environ.get("TSEG_BENCH_CACHE", Path.home() / ".cache" / "tseg-r
 
 
 def rss_mb() -> float:
-    """Current resident set size of this process in MB (Linux)."""
+    """Current resident set size of this process in MB (Linux); also resets the peak to it, so
+    that ``peak_rss_mb() - rss_mb()`` taken before a measurement is the measurement's own."""
     with open("/proc/self/statm") as fh:
         pages = int(fh.read().split()[1])
+    reset_peak_rss()
     return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
 def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MB since start or :func:`reset_peak_rss`.
+
+    Read from ``VmHWM`` (Linux): ``ru_maxrss`` is inherited by a spawned child from its parent,
+    so it would report the parent's peak in :func:`in_fresh_process`.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1e3
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+
+
+def reset_peak_rss() -> None:
+    """Reset the peak (``VmHWM``) to the current RSS, where Linux allows it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
 
 
 def cached_slide(name: str, **kwargs: Any) -> Path:

@@ -77,6 +77,16 @@ def _merge_worker(method: str, width: int, height: int, tile: int, overlap: int,
 
         threads = 1 if method == "tseg-1-thread" else None
         times, out = _repeat(lambda: merge_tiles(height, width, pairs, threads=threads), repeats)
+    elif method == "tseg-cells-float64":  # the merger before issue 13: per-cell float64 weights
+        from tseg.runtime.merge import TileMerger
+
+        def cells() -> np.ndarray:
+            merger = TileMerger(plan.tiles, height, width, separable=False)
+            for i, g in enumerate(outputs):
+                merger.aggregate(i, g)
+            return merger.finalize()
+
+        times, out = _repeat(cells, repeats)
     elif method == "reference-float64":
         from tseg.runtime.merge import merge_tiles_reference
 
@@ -110,7 +120,7 @@ def _merge_worker(method: str, width: int, height: int, tile: int, overlap: int,
 
 def bench_merge(width: int, height: int, tile: int, overlap: int, repeats: int) -> dict[str, Any]:
     heavy = width * height > 50e6
-    methods = ["tseg", "tseg-1-thread"] + ([] if heavy else ["reference-float64"])
+    methods = ["tseg", "tseg-1-thread", "tseg-cells-float64"] + ([] if heavy else ["reference-float64"])
     if available("monai") and available("torch"):
         methods.append("monai-avgmerger")
     out: dict[str, Any] = {"image_px": [height, width], "tile": tile, "overlap": overlap}
@@ -122,6 +132,8 @@ def bench_merge(width: int, height: int, tile: int, overlap: int, repeats: int) 
     else:
         out["speedup_vs_monai"] = out["monai-avgmerger"]["min_s"] / out["tseg"]["min_s"]
         out["memory_ratio_vs_monai"] = out["tseg"]["peak_extra_mb"] / max(out["monai-avgmerger"]["peak_extra_mb"], 1e-9)
+    out["speedup_vs_cells_float64"] = out["tseg-cells-float64"]["min_s"] / out["tseg"]["min_s"]
+    out["memory_ratio_vs_cells_float64"] = out["tseg"]["peak_extra_mb"] / max(out["tseg-cells-float64"]["peak_extra_mb"], 1e-9)
     if heavy:
         out["reference-float64"] = {"skipped": "two full float64 arrays: too much memory at this size; "
                                                "agreement is tested in tests/runtime/test_merge.py"}
@@ -231,73 +243,107 @@ def bench_read_case(name: str, path: str, mpp: float | None, tile: int, repeats:
 # --- the decode limit ----------------------------------------------------------------------------
 
 
-def _decode_limit_worker(path: str, threads_list: list[int], seconds: float) -> dict:
-    """imagecodecs in a tight loop over the level-0 JPEG tiles against the reader, per thread count."""
+def _decode_limit_worker(path: str, tile: int, threads_list: list[int], seconds: float) -> dict:
+    """The JPEG tiles under one tile read at 1 µm/px: imagecodecs in a tight loop against the
+    reader (decode + assembly + resampling), per thread count, and where the reader's time goes."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import tifffile
+    import imagecodecs
+    import openslide
+    from tifffile.tifffile import jpeg_decode_colorspace
 
-    from tseg.runtime.slide import open_slide
+    from tseg.runtime.slide import _rgba_to_rgb, open_slide
 
-    with tifffile.TiffFile(path) as tif:
-        page = tif.pages[0]
-        tables = page.jpegtables
-        fh = tif.filehandle
-        chunks = []
-        for off, count in zip(page.dataoffsets, page.databytecounts):
-            fh.seek(off)
-            chunks.append(fh.read(count))
-        tile_px = page.tilewidth * page.tilelength
-        decode = page.decode
-        indices = list(range(len(chunks)))
+    s = open_slide(path)
+    w1, h1 = s.size_at(1.0)
+    size = min(tile, w1, h1)
+    box = ((w1 - size) // 2, (h1 - size) // 2, size, size)
+    fx, fy = s.factors(1.0)
+    assert s.level_for(1.0) == 0 and s.decoder == "tifffile"
+    level = s._source._levels[0]
+    page = level.page
+    sx0, sy0 = int(box[0] * fx), int(box[1] * fy)
+    sx1, sy1 = int(np.ceil((box[0] + size) * fx)), int(np.ceil((box[1] + size) * fy))
+    tw, th = level.chunk_w, level.chunk_h
+    indices = [r * level.across + c for r in range(sy0 // th, (sy1 - 1) // th + 1)
+               for c in range(sx0 // tw, (sx1 - 1) // tw + 1)]
+    chunks = [level._raw(i) for i in indices]
+    colorspace, outcolorspace = jpeg_decode_colorspace(page.photometric, page.planarconfig, page.extrasamples,
+                                                       page.is_jfif)
+    source_mp = (sx1 - sx0) * (sy1 - sy0) / 1e6
 
-        def decode_all(part: list[int]) -> int:
-            for i in part:
-                decode(chunks[i], i, jpegtables=tables)
-            return len(part)
+    def decode_all(part: list[bytes]) -> int:
+        scratch = np.empty((th, tw, 3), np.uint8)
+        for data in part:
+            imagecodecs.jpeg_decode(data, bitspersample=8, tables=page.jpegtables, colorspace=colorspace,
+                                    outcolorspace=outcolorspace, shape=(th, tw), out=scratch)
+        return len(part)
 
-        out: dict[str, Any] = {"tiles": len(chunks), "tile_px": [page.tilewidth, page.tilelength],
-                               "compression": int(page.compression)}
-        for n in threads_list:
-            parts = [indices[k::n] for k in range(n)]
-            t0, done = time.perf_counter(), 0
-            with ThreadPoolExecutor(n) as pool:
-                while time.perf_counter() - t0 < seconds:
-                    done += sum(pool.map(decode_all, parts))
-            out[f"decode_limit_mp_per_s_{n}_threads"] = done * tile_px / 1e6 / (time.perf_counter() - t0)
-    with open_slide(path) as s:
-        w0, h0 = s.dimensions
-        fx, _ = s.factors(1.0)
-        s.read(1.0)  # warm the file cache and the allocator
+    out: dict[str, Any] = {"tiles": len(chunks), "tile_px": [tw, th], "compression": int(page.compression),
+                           "source_region_px": [sx1 - sx0, sy1 - sy0], "read_tile_px": size}
+    s.read(1.0, box)  # warm the file cache and the allocator
+    for n in threads_list:
+        parts = [chunks[k::n] for k in range(n)]
+        t0, done = time.perf_counter(), 0
+        with ThreadPoolExecutor(n) as pool:
+            while time.perf_counter() - t0 < seconds:
+                done += sum(pool.map(decode_all, parts))
+        limit = done * tw * th / 1e6 / (time.perf_counter() - t0)
+        best = float("inf")
+        for _ in range(2):
+            level._cache.__init__()  # every read starts with no decoded tile
+            t0 = time.perf_counter()
+            s.read(1.0, box, threads=n)
+            best = min(best, time.perf_counter() - t0)
+        out[f"{n}_threads"] = {
+            "decode_limit_source_mp_per_s": limit,
+            "reader_source_mp_per_s": source_mp / best,
+            "fraction_of_decode_limit": source_mp / limit / best,
+            "read_s": best,
+        }
+    # Where one thread's time goes: the profiler's own time of each part of one read.
+    import cProfile
+    import pstats
 
-        def timed_read(mpp: float, n: int) -> float:
-            best = float("inf")
-            for _ in range(2):
-                s._source._levels[0]._cache.__init__()  # every read starts with no decoded tile
-                t0 = time.perf_counter()
-                s.read(mpp, threads=n)
-                best = min(best, time.perf_counter() - t0)
-            return best
-
-        for n in threads_list:
-            # Decode + assembly: the level read at its own resolution (ratio 1, no resampling).
-            level_s = timed_read(s.mpp_x, n)
-            full_s = timed_read(1.0, n)
-            limit = out[f"decode_limit_mp_per_s_{n}_threads"]
-            out[f"reader_{n}_threads"] = {
-                "level0_read_mp_per_s": w0 * h0 / 1e6 / level_s,
-                "read_at_1mpp_source_mp_per_s": w0 * h0 / 1e6 / full_s,
-                "fraction_of_decode_limit_level0": w0 * h0 / 1e6 / level_s / limit,
-                "fraction_of_decode_limit_at_1mpp": w0 * h0 / 1e6 / full_s / limit,
-                "seconds": {"decode_at_limit": w0 * h0 / 1e6 / limit, "decode_and_assembly": level_s,
-                            "decode_assembly_and_resample": full_s},
-            }
+    level._cache.__init__()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    s.read(1.0, box, threads=1)
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    parts = {"jpeg_decode": 0.0, "resample": 0.0, "file_reads": 0.0, "total": 0.0}
+    for (filename, _, name), (_, _, tottime, cumtime, _) in stats.items():
+        parts["total"] += tottime
+        if "jpeg" in name and "decode" in name:
+            parts["jpeg_decode"] += tottime
+        elif any(k in name for k in ("resize", "matvecs", "matmul")) or "resample" in filename:
+            parts["resample"] += tottime
+        elif "pread" in name:
+            parts["file_reads"] += tottime
+    parts["assembly_cache_copies_python"] = parts["total"] - parts["jpeg_decode"] - parts["resample"] - parts["file_reads"]
+    out["where_1_thread_time_goes_s"] = parts
+    # OpenSlide on the same region: its decode + ARGB (premultiplied) -> RGBA in openslide-python,
+    # and the RGBA -> RGB composite, in 2048 px blocks at 1 thread.
+    osr = openslide.OpenSlide(path)
+    t_region = t_rgb = 0.0
+    for by in range(sy0, sy1, 2048):
+        for bx in range(sx0, sx1, 2048):
+            t0 = time.perf_counter()
+            rgba = np.asarray(osr.read_region((bx, by), 0, (min(2048, sx1 - bx), min(2048, sy1 - by))))
+            t1 = time.perf_counter()
+            _rgba_to_rgb(rgba, (255, 255, 255))
+            t_rgb += time.perf_counter() - t1
+            t_region += t1 - t0
+    osr.close()
+    s.close()
+    out["openslide_1_thread"] = {"read_region_s": t_region, "rgba_to_rgb_s": t_rgb,
+                                 "source_mp_per_s": source_mp / (t_region + t_rgb)}
     return out
 
 
-def bench_decode_limit(path: str, quick: bool) -> dict[str, Any]:
+def bench_decode_limit(path: str, tile: int, quick: bool) -> dict[str, Any]:
     threads = sorted({1, 2, os.cpu_count() or 1})
-    return in_fresh_process(_decode_limit_worker, path, threads, 0.5 if quick else 3.0)
+    return in_fresh_process(_decode_limit_worker, path, tile, threads, 0.5 if quick else 3.0)
 
 
 # --- all -----------------------------------------------------------------------------------------
@@ -327,7 +373,7 @@ def run(quick: bool, tmp: str) -> dict[str, Any]:
     for name, path, mpp in cases:
         t = 10**6 if name.startswith("real") else tile
         result["reading"][name] = bench_read_case(name, path, mpp, t, repeats, tmp, methods, slow_repeats=repeats)
-    result["decode_limit"] = bench_decode_limit(slide, quick)
+    result["decode_limit"] = bench_decode_limit(slide, tile, quick)
     return result
 
 

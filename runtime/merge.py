@@ -196,7 +196,7 @@ class TileMerger:
     """
 
     def __init__(self, tiles: Sequence[Tile], height: int, width: int,
-                 out: np.ndarray | None = None, threads: int | None = None) -> None:
+                 out: np.ndarray | None = None, threads: int | None = None, separable: bool = True) -> None:
         tiles = list(tiles)
         _validate(tiles, height, width)
         if threads is not None and threads < 1:
@@ -208,7 +208,7 @@ class TileMerger:
             raise InvalidArgumentError(
                 f"out must be uint8 of shape {(self.height, self.width)}, got {out.dtype} {out.shape}"
             )
-        grid = grid_axes(tiles)
+        grid = grid_axes(tiles) if separable else None  # False: per-cell float64 (the benchmarks' "before")
         self._separable: list[tuple[np.ndarray, np.ndarray]] | None = None
         if grid is not None:
             cols, rows = grid

@@ -103,11 +103,16 @@ class _Source(Protocol):
 
 
 def _rgba_to_rgb(rgba: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
-    """Composite OpenSlide's (non-premultiplied) RGBA on the slide's background colour."""
+    """Composite OpenSlide's (non-premultiplied) RGBA on the slide's background colour.
+
+    Opaque regions (almost all) are converted by OpenCV (SIMD: ~12x faster than a strided numpy
+    copy of the 2048 px blocks the reader uses)."""
+    import cv2
+
+    alpha = cv2.extractChannel(rgba, 3)
+    if cv2.minMaxLoc(alpha)[0] == 255:
+        return cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
     rgb = rgba[..., :3]
-    alpha = rgba[..., 3]
-    if alpha.min() == 255:
-        return np.ascontiguousarray(rgb)
     a = alpha.astype(np.float32)[..., None] / 255.0
     bg = np.asarray(background, dtype=np.float32)
     return np.clip(np.rint(rgb * a + bg * (1.0 - a)), 0, 255).astype(np.uint8)
@@ -228,6 +233,19 @@ class _TiffLevel:
         self.down = -(-self.height // self.chunk_h)
         self.compression = int(page.compression)
         self.photometric = int(page.photometric)
+        # JPEG tiles inside a block are decoded by imagecodecs straight into a per-thread buffer
+        # (no allocation, no cache: only tiles on block edges are shared between blocks), with
+        # the colour spaces tifffile would use, so the pixels are the same as tifffile's.
+        self._direct_jpeg: tuple[Any, Any] | None = None
+        if self.compression == _JPEG and not self.separate and page.is_tiled and int(page.bitspersample) == 8:
+            try:
+                from tifffile.tifffile import jpeg_decode_colorspace
+
+                self._direct_jpeg = jpeg_decode_colorspace(
+                    page.photometric, page.planarconfig, page.extrasamples, page.is_jfif)
+            except Exception:  # an older tifffile: decode through page.decode
+                self._direct_jpeg = None
+        self._scratch = threading.local()
 
     def dct_scales(self) -> tuple[int, ...]:
         """Power-of-two reductions libjpeg can decode in the DCT domain for this level."""
@@ -280,6 +298,24 @@ class _TiffLevel:
         self._cache.put(key, chunk)
         return chunk
 
+    def _decode_jpeg_into_scratch(self, index: int) -> np.ndarray:
+        import imagecodecs
+
+        scratch = getattr(self._scratch, "tile", None)
+        if scratch is None:
+            scratch = self._scratch.tile = np.empty((self.chunk_h, self.chunk_w, self.samples), np.uint8)
+        colorspace, outcolorspace = self._direct_jpeg  # type: ignore[misc]
+        try:
+            imagecodecs.jpeg_decode(self._raw(index), bitspersample=8, tables=self.page.jpegtables,
+                                    colorspace=colorspace, outcolorspace=outcolorspace,
+                                    shape=(self.chunk_h, self.chunk_w), out=scratch)
+        except SlideReadError:
+            raise
+        except Exception as exc:
+            raise SlideReadError(self._path, f"decoding TIFF chunk {index} of level {self._level} "
+                                 f"failed: {exc}") from exc
+        return scratch
+
     def read(self, x: int, y: int, width: int, height: int, scale: int = 1) -> np.ndarray:
         """Pixels of the region in level coordinates divided by ``scale`` (DCT scaling)."""
         out = np.empty((height, width, 3), dtype=np.uint8)
@@ -294,9 +330,12 @@ class _TiffLevel:
                 ix0, iy0 = max(x, cx), max(y, cy)
                 ix1 = min(x + width, cx + cw, lw)
                 iy1 = min(y + height, cy + ch, lh)
+                inside = cx >= x and cy >= y and cx + cw <= x + width and cy + ch <= y + height
                 if self.separate:
                     planes = [self._chunk(s * per_plane + r * self.across + c)[..., 0] for s in range(3)]
                     chunk = np.stack(planes, axis=-1)
+                elif inside and scale == 1 and self._direct_jpeg is not None:
+                    chunk = self._decode_jpeg_into_scratch(r * self.across + c)
                 else:
                     chunk = self._chunk(r * self.across + c, scale)
                 out[iy0 - y : iy1 - y, ix0 - x : ix1 - x] = chunk[

@@ -31,8 +31,10 @@ def test_suite_quick(tmp_path):
         # The direct decoder and OpenSlide read the same pixels.
         assert case["tseg-openslide"]["vs_tseg_max_abs_levels"] == 0
     limit = peers["decode_limit"]
-    assert limit["decode_limit_mp_per_s_1_threads"] > 0
-    assert 0 < limit["reader_1_threads"]["fraction_of_decode_limit_at_1mpp"] < 1.5
+    assert limit["1_threads"]["decode_limit_source_mp_per_s"] > 0
+    assert 0 < limit["1_threads"]["fraction_of_decode_limit"] < 1.5
+    assert limit["openslide_1_thread"]["source_mp_per_s"] > 0
+    assert limit["where_1_thread_time_goes_s"]["jpeg_decode"] > 0
     assert data["postprocess_5mpp"]["identical_to_baseline"]
     assert data["inference_onnxruntime_cpu"]["tiles_per_s"] > 0
     e2e = data["end_to_end_cpu"]

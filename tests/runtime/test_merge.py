@@ -162,6 +162,11 @@ def test_float32_grid_merge_agrees_with_float64_at_scale(seed):
     # The thread count changes nothing (float32 sums can depend on the tile order, not on threads).
     np.testing.assert_array_equal(results[0], results[1])
     assert_float32_merge_agrees(merge_tiles(h, w, pairs), expected)
+    # The per-cell float64 merger (used for irregular plans) is the reference, exactly.
+    cells = TileMerger(plan.tiles, h, w, separable=False)
+    for i in order:
+        cells.aggregate(i, pairs[i][1])
+    np.testing.assert_array_equal(cells.finalize(), expected)
 
 
 def test_irregular_plan_merge_matches_reference():
