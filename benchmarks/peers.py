@@ -72,7 +72,7 @@ def _merge_worker(method: str, width: int, height: int, tile: int, overlap: int,
     plan, outputs = _tile_outputs(width, height, tile, overlap)
     pairs = list(zip(plan.tiles, outputs))
     base = rss_mb()
-    if method.startswith("tseg"):
+    if method in ("tseg", "tseg-1-thread"):
         from tseg.runtime.merge import merge_tiles
 
         threads = 1 if method == "tseg-1-thread" else None
@@ -141,6 +141,43 @@ def bench_merge(width: int, height: int, tile: int, overlap: int, repeats: int) 
         out["speedup_vs_reference"] = out["reference-float64"]["min_s"] / out["tseg"]["min_s"]
     out["tiatoolbox"] = {"skipped": "TIAToolbox 2.x merges inside its engine through dask row and column "
                                     "chunks; it has no stand-alone merge of a given tile grid to time"}
+    return out
+
+
+# --- resampling ---------------------------------------------------------------------------------
+
+
+def bench_resample(repeats: int) -> dict[str, Any]:
+    """One 2048² block at the real-scanner ratios: the exact-geometry resampler against
+    ``cv2.resize(INTER_AREA)`` (whole-image geometry, the speed to reach) and the float64
+    reference (agreement), one thread each."""
+    import cv2
+
+    from tseg.runtime.resample import area_resample, area_resample_reference
+
+    rng = np.random.default_rng(0)
+    src = cv2.resize(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8), (2048, 2048),
+                     interpolation=cv2.INTER_LINEAR)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    out: dict[str, Any] = {"block_px": 2048}
+    try:
+        for name, mpp in (("0.499", 0.499), ("0.2527", 0.2527), ("0.25", 0.25)):
+            r = 1.0 / mpp
+            size = (int((2048 - 0.3) / r), int((2048 - 0.7) / r))
+            offset = (0.3, 0.7) if name != "0.25" else (0.0, 0.0)
+            src_used = src if name != "0.25" else src[: size[1] * 4, : size[0] * 4]
+            ours_t, ours = _repeat(lambda: area_resample(src_used, size, (r, r), offset), repeats + 1)
+            cv_t, _ = _repeat(lambda: cv2.resize(src_used, size, interpolation=cv2.INTER_AREA), repeats + 1)
+            exact = area_resample_reference(src_used, size, (r, r), offset)
+            diff = np.abs(ours.astype(np.int16) - exact)
+            out[f"level0_{name}mpp_to_1mpp"] = {
+                "ratio": r, "ours_ms": 1e3 * min(ours_t[1:]), "cv2_inter_area_ms": 1e3 * min(cv_t[1:]),
+                "ours_over_cv2": min(ours_t[1:]) / min(cv_t[1:]),
+                "vs_exact_max_levels": int(diff.max()), "vs_exact_identical_fraction": float(np.mean(diff == 0)),
+            }
+    finally:
+        cv2.setNumThreads(threads)
     return out
 
 
@@ -360,6 +397,7 @@ def run(quick: bool, tmp: str) -> dict[str, Any]:
     result: dict[str, Any] = {"benchmark": "peers", "mode": "quick" if quick else "full", "cpus": os.cpu_count()}
     merge_size = (3000, 2400, 1024, 128) if quick else (20000, 16000, 7680, 1024)
     result["merge"] = bench_merge(*merge_size, repeats=repeats)
+    result["resample"] = bench_resample(repeats)
     cases = [("level0_0.25mpp", slide, None), ("level0_0.5mpp", slide, 0.5), ("level0_0.499mpp", slide, 0.499),
              ("level0_0.2527mpp", slide, 0.2527), ("aperio_like_pyramid", aperio, None)]
     cmu = shared_slide(CMU)

@@ -26,6 +26,9 @@ def test_suite_quick(tmp_path):
     peers = data["peers"]
     assert peers["merge"]["tseg"]["identical_to_float64_fraction"] >= 0.9999
     assert peers["merge"]["tseg"]["max_level_difference"] <= 1
+    for case in ("level0_0.499mpp_to_1mpp", "level0_0.2527mpp_to_1mpp"):
+        assert peers["resample"][case]["vs_exact_max_levels"] <= 1
+    assert peers["merge"]["tseg-cells-float64"]["identical_to_float64_fraction"] == 1.0
     for case in peers["reading"].values():
         assert case["tseg"]["min_s"] > 0
         # The direct decoder and OpenSlide read the same pixels.
