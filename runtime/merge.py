@@ -17,17 +17,17 @@ for two tiles overlapping by ``l``, the two ramps already add to exactly 1 befor
 **Cost.** :class:`TileMerger` splits the image into cells bounded by every tile edge. A cell
 covered by one tile is copied from it (its normalised weight is exactly 1). For a full grid of
 tiles (every plan of Listing 1) the normalised weights are separable, ``outer(ny_r, nx_c)`` with
-two precomputed 1-D vectors per tile, so a cell covered by several tiles accumulates
-``ny * (g * nx)`` in a float32 buffer, in place and band by band on a few threads, and is
-rounded into the uint8 result (and its buffer freed) as soon as its last covering tile has
-arrived. Tiles may arrive in any order. For a 100k x 80k slide at 0.25 µm/px (25,000 x 20,000
-px at 1 µm/px; 4 x 4 tiles of 7680 px with 1024+ px overlaps) the result is 500 MB of uint8,
-and the float32 buffers hold at most the overlap cells of the tiles in flight: with tiles in
-row order about one horizontal overlap band, 1,024 x 25,000 x 4 B = 102 MB (plus the vertical
-overlaps of the current row); in the worst order every overlap cell at once, ~0.5 GB. The naive
-method (two float arrays of the full size, as :func:`merge_tiles_reference`) would need
-2 x 4 GB in float64. Pass ``out=`` a ``numpy.memmap`` to keep the uint8 result on disk for even
-larger slides. Irregular tile sets (not a grid) use per-cell float64 weights.
+two precomputed 1-D vectors per tile. In a cell covered by several tiles the first tile to
+arrive leaves its raw uint8 values in the result itself; the last one computes
+``sum_i ny_i * (g_i * nx_i)`` in float32, band by band on a few threads in band-sized scratch,
+and rounds it into place. Only cells covered by three or more tiles (the grid's corners) keep a
+float32 buffer between their middle arrivals. Tiles may arrive in any order. For a
+20,000 x 16,000 px map from 3 x 3 tiles of 7680 px (overlap 1024) the float buffers peak at
+81 MB (518 MB with one float32 buffer per overlap cell, twice that in float64); the result
+itself is 320 MB of uint8. The naive method (two float arrays of the full size, as
+:func:`merge_tiles_reference`) would need 2 x 2.6 GB in float64. Pass ``out=`` a
+``numpy.memmap`` to keep the uint8 result on disk for even larger slides. Irregular tile sets
+(not a grid) use per-cell float64 weights and buffers.
 """
 
 from __future__ import annotations
@@ -127,6 +127,7 @@ class _Cell:
     covering: list[int]
     remaining: int
     buffer: np.ndarray | None = None
+    stashed: int | None = None  # grid merger: tile whose raw uint8 values wait in the result
 
 
 class MergerFinalizedError(TsegError):
@@ -187,9 +188,9 @@ class TileMerger:
 
     For a full grid of tiles (every plan of :func:`~tseg.runtime.tiling.plan_tiles`) the
     normalised weights are outer products of precomputed per-axis vectors (see
-    :func:`_normalised_axis`); the overlap cells accumulate ``ny * (g * nx)`` in float32, in
-    place, band by band on ``threads`` threads, and are rounded half to even into the result
-    when their last tile arrives. *Decision*: float32 changes the uint8 result only where the
+    :func:`_normalised_axis`); the overlap cells sum ``ny * (g * nx)`` in float32, band by band
+    on ``threads`` threads, and are rounded half to even into the result when their last tile
+    arrives (see :meth:`_aggregate_separable`). *Decision*: float32 changes the uint8 result only where the
     float64 sum lies within ~1e-4 of a half level (a few pixels per million, each one level;
     tests/runtime/test_merge.py measures it). Other plans (irregular tiles) use per-cell float64
     weights computed from the paper's definition.
@@ -286,79 +287,98 @@ class TileMerger:
 
     # -- full grids: separable float32 weights, banded and threaded --
     def _aggregate_separable(self, index: int, values: np.ndarray | None) -> None:
-        t = self.tiles[index]
-        ny, nx = self._separable[index]  # type: ignore[index]
-        jobs: list[tuple] = []
+        """One tile into every cell it covers.
+
+        A cell covered by one tile is a copy. In a cell covered by several, the first tile to
+        arrive leaves its raw uint8 values in the result itself (no float buffer: most overlap
+        cells have two tiles); the last computes ``sum_i ny_i * (g_i * nx_i)`` in a band-sized
+        scratch and rounds it into the result. Only cells with three or more tiles (grid corners)
+        keep a float32 buffer between their middle arrivals.
+        """
+        jobs: list[tuple[_Cell, int, int, str, int | None]] = []
         for cell in self._cells_of[index]:
             cell.remaining -= 1
-            first = cell.buffer is None
             last = cell.remaining == 0
-            single = len(cell.covering) == 1
-            if values is None:  # a tile not run adds zero: only a cell it completes has work
-                if first and not single:  # keep zeros for the tiles still to come
-                    cell.buffer = np.empty((cell.y1 - cell.y0, cell.x1 - cell.x0), np.float32)
-                    cell.buffer.fill(0.0)
-                    self._count(cell.buffer.nbytes)
-                if not last:
-                    continue
-            if first and not last and not single:
+            if len(cell.covering) == 1:
+                kind = "copy"
+            elif cell.stashed is None and cell.buffer is None:
+                kind, cell.stashed = "copy", index
+            elif last:
+                kind = "finish"
+            elif cell.buffer is None:
+                kind = "start"
                 cell.buffer = np.empty((cell.y1 - cell.y0, cell.x1 - cell.x0), np.float32)
                 self._count(cell.buffer.nbytes)
-            for b0 in range(cell.y0, cell.y1, _BAND_ROWS):
-                b1 = min(cell.y1, b0 + _BAND_ROWS)
-                jobs.append((cell, b0, b1, first, last, single))
-        if jobs:
-            scratch: "queue.SimpleQueue[np.ndarray]" = queue.SimpleQueue()
-            widest = max(c.x1 - c.x0 for c, *_ in jobs)
-            n = min(self.threads, len(jobs))
-            for _ in range(n):
-                scratch.put(np.empty((_BAND_ROWS, widest), np.float32))
-
-            def run(job: tuple) -> None:
-                cell, b0, b1, first, last, single = job
-                rows_out = slice(b0, b1)
-                cols_out = slice(cell.x0, cell.x1)
-                out_band = self._out[rows_out, cols_out]
-                if single:
-                    if values is None:
-                        out_band.fill(0)
-                    else:
-                        out_band[...] = values[b0 - t.y : b1 - t.y, cell.x0 - t.x : cell.x1 - t.x]
-                    return
-                buf = None if cell.buffer is None else cell.buffer[b0 - cell.y0 : b1 - cell.y0]
-                ny_col = ny[b0 - t.y : b1 - t.y, None]
-                if values is None:  # the last tile was not run: round what the others gave
-                    np.rint(buf, out=buf)
-                    np.copyto(out_band, buf, casting="unsafe")
-                    return
-                g = values[b0 - t.y : b1 - t.y, cell.x0 - t.x : cell.x1 - t.x]
-                nx_row = nx[cell.x0 - t.x : cell.x1 - t.x]
-                if first and not last:
-                    np.multiply(g, nx_row, out=buf)
-                    np.multiply(buf, ny_col, out=buf)
-                    return
-                tmp_full = scratch.get()
-                try:
-                    tmp = tmp_full[: b1 - b0, : cell.x1 - cell.x0]
-                    np.multiply(g, nx_row, out=tmp)
-                    np.multiply(tmp, ny_col, out=tmp)
-                    if last:
-                        if buf is not None:
-                            np.add(tmp, buf, out=tmp)
-                        np.rint(tmp, out=tmp)
-                        np.copyto(out_band, tmp, casting="unsafe")
-                    else:
-                        np.add(buf, tmp, out=buf)
-                finally:
-                    scratch.put(tmp_full)
-
-            if n == 1:
-                for job in jobs:
-                    run(job)
             else:
-                with ThreadPoolExecutor(max_workers=n, thread_name_prefix="tseg-merge") as pool:
-                    for future in [pool.submit(run, job) for job in jobs]:
-                        future.result()
+                kind = "add"
+            first = cell.stashed
+            if kind == "start":
+                cell.stashed = None  # its values move into the buffer now
+            if kind == "add" and values is None:
+                continue
+            for b0 in range(cell.y0, cell.y1, _BAND_ROWS):
+                jobs.append((cell, b0, min(cell.y1, b0 + _BAND_ROWS), kind, first))
+        if not jobs:
+            return
+        t = self.tiles[index]
+        ny, nx = self._separable[index]  # type: ignore[index]
+        scratch: "queue.SimpleQueue[np.ndarray]" = queue.SimpleQueue()
+        widest = max(c.x1 - c.x0 for c, *_ in jobs)
+        n = min(self.threads, len(jobs))
+        for _ in range(n):
+            scratch.put(np.empty((2, _BAND_ROWS, widest), np.float32))
+
+        def weighted(i: int, g: np.ndarray, cell: _Cell, b0: int, b1: int, out: np.ndarray) -> None:
+            """``out = ny_i * (g * nx_i)`` on the band ``[b0, b1)`` of ``cell``."""
+            ti = self.tiles[i]
+            wy, wx = self._separable[i]  # type: ignore[index]
+            np.multiply(g, wx[cell.x0 - ti.x : cell.x1 - ti.x], out=out)
+            np.multiply(out, wy[b0 - ti.y : b1 - ti.y, None], out=out)
+
+        def run(job: tuple[_Cell, int, int, str, int | None]) -> None:
+            cell, b0, b1, kind, first = job
+            out_band = self._out[b0:b1, cell.x0 : cell.x1]
+            g = None if values is None else values[b0 - t.y : b1 - t.y, cell.x0 - t.x : cell.x1 - t.x]
+            if kind == "copy":
+                if g is None:
+                    out_band.fill(0)
+                else:
+                    out_band[...] = g
+                return
+            buf = None if cell.buffer is None else cell.buffer[b0 - cell.y0 : b1 - cell.y0]
+            if kind == "add":
+                pair = scratch.get()
+                try:
+                    tmp = pair[0, : b1 - b0, : cell.x1 - cell.x0]
+                    weighted(index, g, cell, b0, b1, tmp)
+                    np.add(buf, tmp, out=buf)
+                finally:
+                    scratch.put(pair)
+                return
+            pair = scratch.get()
+            try:
+                acc = buf if kind == "start" else pair[0, : b1 - b0, : cell.x1 - cell.x0]
+                if kind == "start" or buf is None:  # the stashed tile's share, from the result
+                    weighted(first, out_band, cell, b0, b1, acc)  # type: ignore[arg-type]
+                else:
+                    np.copyto(acc, buf)
+                if g is not None:
+                    tmp = pair[1, : b1 - b0, : cell.x1 - cell.x0]
+                    weighted(index, g, cell, b0, b1, tmp)
+                    np.add(acc, tmp, out=acc)
+                if kind == "finish":
+                    np.rint(acc, out=acc)
+                    np.copyto(out_band, acc, casting="unsafe")
+            finally:
+                scratch.put(pair)
+
+        if n == 1:
+            for job in jobs:
+                run(job)
+        else:
+            with ThreadPoolExecutor(max_workers=n, thread_name_prefix="tseg-merge") as pool:
+                for future in [pool.submit(run, job) for job in jobs]:
+                    future.result()
         for cell in self._cells_of[index]:
             if cell.remaining == 0 and cell.buffer is not None:
                 self._buffered_bytes -= cell.buffer.nbytes
