@@ -425,9 +425,10 @@ def _tiff_levels(tif: Any, fd: int, path: Path) -> list[_TiffLevel]:
 
 
 #: TIFF compressions whose tifffile/imagecodecs decoding was checked identical to OpenSlide's
-#: (tests/runtime/test_slide.py: generated slides and the real Aperio JPEG and JPEG 2000 SVS).
-#: Aperio's YCbCr JPEG 2000 (33003) is left to OpenSlide, which converts the colours itself.
-DIRECT_COMPRESSIONS = {1, 5, 7, 8, 32946, 33005, 50000}
+#: (tests/runtime/test_slide.py: generated none/LZW/deflate/JPEG slides, the real Aperio JPEG
+#: and JPEG 2000 (RGB, 33005) SVS; 32946 is deflate's old code). Everything else, e.g.
+#: Aperio's YCbCr JPEG 2000 (33003), whose colours OpenSlide converts itself, stays with OpenSlide.
+DIRECT_COMPRESSIONS = {1, 5, 7, 8, 32946, 33005}
 DIRECT_VENDORS = {"aperio", "generic-tiff"}
 DECODERS = ("auto", "openslide", "tifffile")
 
@@ -437,9 +438,10 @@ class _DirectTiffSource(_OpenSlideSource):
     and whose pixels are decoded straight from the TIFF tiles by tifffile + imagecodecs.
 
     Same levels, MPP, properties and background as OpenSlide; the decoded pixels are identical
-    (checked per compression, see :data:`DIRECT_COMPRESSIONS`) and come 2-6x faster, and reader
-    threads decode in parallel (issue 13 measured OpenSlide at 20-26 MP/s against 155-270 MP/s
-    for the level-0 decode of a generic TIFF).
+    (checked per compression, see :data:`DIRECT_COMPRESSIONS`) and come 1.8-7x faster in
+    ``benchmarks/peers.py``, and reader threads decode in parallel. One difference: OpenSlide
+    reads a level whose downsample is not whole at a sub-pixel shift (it converts through
+    level-0 coordinates); this reads the level's own pixels.
     """
 
     def __init__(self, path: Path, opened: _OpenSlideSource, tif: Any, fd: int, levels: list[_TiffLevel]) -> None:

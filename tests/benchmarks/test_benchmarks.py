@@ -31,8 +31,10 @@ def test_suite_quick(tmp_path):
     assert peers["merge"]["tseg-cells-float64"]["identical_to_float64_fraction"] == 1.0
     for case in peers["reading"].values():
         assert case["tseg"]["min_s"] > 0
-        # The direct decoder and OpenSlide read the same pixels.
-        assert case["tseg-openslide"]["vs_tseg_max_abs_levels"] == 0
+        # The direct decoder and OpenSlide read the same level-0 pixels (OpenSlide shifts levels
+        # whose downsample is not whole, like the Aperio-like level 1, by a sub-pixel).
+        if case["tseg"]["level"] == 0:
+            assert case["tseg-openslide"]["vs_tseg_max_abs_levels"] == 0
     limit = peers["decode_limit"]
     assert limit["1_threads"]["decode_limit_source_mp_per_s"] > 0
     assert 0 < limit["1_threads"]["fraction_of_decode_limit"] < 1.5
