@@ -14,14 +14,37 @@ CACHE = Path(os.environ.get("TSEG_BENCH_CACHE", Path.home() / ".cache" / "tseg-r
 
 
 def rss_mb() -> float:
-    """Current resident set size of this process in MB (Linux)."""
+    """Current resident set size of this process in MB (Linux); also resets the peak to it, so
+    that ``peak_rss_mb() - rss_mb()`` taken before a measurement is the measurement's own."""
     with open("/proc/self/statm") as fh:
         pages = int(fh.read().split()[1])
+    reset_peak_rss()
     return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
 def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MB since start or :func:`reset_peak_rss`.
+
+    Read from ``VmHWM`` (Linux): ``ru_maxrss`` is inherited by a spawned child from its parent,
+    so it would report the parent's peak in :func:`in_fresh_process`.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1e3
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+
+
+def reset_peak_rss() -> None:
+    """Reset the peak (``VmHWM``) to the current RSS, where Linux allows it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
 
 
 def cached_slide(name: str, **kwargs: Any) -> Path:
@@ -51,7 +74,17 @@ def in_fresh_process(fn: Callable[..., dict], *args: Any) -> dict:
     queue: "mp.Queue[dict]" = ctx.Queue()
     proc = ctx.Process(target=_child, args=(fn, args, queue))
     proc.start()
-    result = queue.get()
+    import queue as queue_module
+
+    while True:  # a child killed (e.g. out of memory) never reports: do not wait for it forever
+        try:
+            result = queue.get(timeout=1.0)
+            break
+        except queue_module.Empty:
+            if not proc.is_alive():
+                proc.join()
+                raise RuntimeError(f"{getattr(fn, '__name__', fn)} died with exit code {proc.exitcode}"
+                                   + (" (killed: out of memory?)" if proc.exitcode == -9 else ""))
     proc.join()
     if "error" in result:
         raise RuntimeError(result["error"])
@@ -63,3 +96,10 @@ def write_json(path: str | os.PathLike[str] | None, data: dict) -> None:
     print(text)
     if path:
         Path(path).write_text(text)
+
+
+def shared_slide(name: str) -> str | None:
+    """A real slide from ``$TSEG_SHARED_DATA`` or ``../shared/data`` beside the repository, if present."""
+    root = os.environ.get("TSEG_SHARED_DATA") or str(Path(__file__).resolve().parents[2] / "shared" / "data")
+    path = Path(root) / "slides" / name
+    return str(path) if path.exists() else None

@@ -103,6 +103,11 @@ def run(
     low: Optional[int] = typer.Option(None, min=0, max=255, help="Hysteresis low threshold, 0-255 (default: the model's, 85)."),
     high: Optional[int] = typer.Option(None, min=0, max=255, help="Hysteresis high threshold, 0-255 (default: the model's, 229)."),
     reader_threads: Optional[int] = typer.Option(None, min=1, help="Threads reading slide blocks (default: CPUs, max 4)."),
+    level_tolerance: float = typer.Option(0.0, min=0.0, max=50.0, help="Opt-in: read a pyramid level within this "
+                                          "many percent of the target resolution and resize it slightly up "
+                                          "(e.g. 2 for Aperio 40x slides). Default 0: the paper's rule."),
+    dct_scaling: bool = typer.Option(False, "--dct-scaling", help="Opt-in: decode JPEG tiles at 1/2, 1/4 or 1/8 "
+                                     "in the DCT domain when that is still at least the target resolution."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo slides that already have results."),
     workers: int = typer.Option(1, min=1, help="Slides processed in parallel, each process with its own backend."),
     devices: Optional[str] = typer.Option(None, help="GPU indices for the workers, e.g. 0,1 (one worker per GPU)."),
@@ -137,7 +142,8 @@ def run(
             lo = row.get("low", low if low is not None else 85)
             hi = row.get("high", high if high is not None else 229)
             check_thresholds(lo, hi)
-    settings = {"low": low, "high": high, "mpp": mpp_value, "reader_threads": reader_threads}
+    settings = {"low": low, "high": high, "mpp": mpp_value, "reader_threads": reader_threads,
+                "level_tolerance": level_tolerance, "dct_scaling": dct_scaling}
     with _reported():
         found = find_slides(slides, exclude=out) if slides else []
         known = {p.resolve() for p in found}

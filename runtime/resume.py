@@ -24,7 +24,8 @@ Anything else is another slide's.
 **Reuse** (:func:`decide`), for a finished result (``summary.json`` present) of this slide:
 
 * ``--overwrite``, an unreadable summary, a changed slide file, another model file (SHA-256),
-  another level-0 resolution, or background tiles skipped differently -> **run** again;
+  another level-0 resolution, background tiles skipped differently, or other opt-in reading
+  speed-ups (``--level-tolerance``, ``--dct-scaling``) -> **run** again;
 * only ``low`` / ``high`` / ``prune`` differ -> **post-process** again from the saved maps
   (no network; equal to a fresh run with those thresholds);
 * everything equal -> **skip**.
@@ -363,6 +364,8 @@ class Wanted:
     prune: bool
     skip_background: bool
     mpp: tuple[float, float] | None  # the override, or None for the slide's metadata
+    level_tolerance: float = 0.0  # opt-in reading speed-ups: they change the pixels read
+    dct_scaling: bool = False
 
 
 @dataclass(frozen=True)
@@ -417,6 +420,12 @@ def decide(folder: Path, identity: SlideIdentity, wanted: Wanted, overwrite: boo
                                    f"{_fmt_mpp(own)} µm/px", how)
     if bool(settings.get("skip_background", True)) != wanted.skip_background:
         return Decision("run", "redone: background tiles were handled differently", how)
+    made_read = (float(settings.get("level_tolerance_percent") or 0.0), bool(settings.get("dct_scaling", False)))
+    want_read = (float(wanted.level_tolerance), bool(wanted.dct_scaling))
+    if made_read != want_read:
+        return Decision("run", f"redone: read with --level-tolerance {made_read[0]:g}"
+                               f"{' --dct-scaling' if made_read[1] else ''}, now --level-tolerance {want_read[0]:g}"
+                               f"{' --dct-scaling' if want_read[1] else ''}", how)
     made_t = (settings.get("low"), settings.get("high"), bool(settings.get("prune", True)))
     want_t = (wanted.low, wanted.high, wanted.prune)
     if made_t != want_t:
@@ -438,4 +447,4 @@ def wanted_from(segmenter: Any) -> Wanted:
         if not all(math.isfinite(v) for v in mpp):
             mpp = None
     return Wanted(segmenter.backend.sha256, str(segmenter.backend.path), int(segmenter.low), int(segmenter.high), bool(s.prune),
-                  bool(s.skip_background), mpp)
+                  bool(s.skip_background), mpp, float(s.level_tolerance), bool(s.dct_scaling))

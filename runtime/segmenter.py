@@ -66,6 +66,8 @@ class Settings:
     prune: bool = True
     mpp: float | tuple[float, float] | None = None
     reader_threads: int | None = None
+    level_tolerance: float = 0.0  # opt-in (percent), see Slide.level_for
+    dct_scaling: bool = False  # opt-in, see slide.ReadPlan
     prefetch: int = 2
     skip_background: bool = True
     keep_full_probability: bool = True
@@ -149,6 +151,7 @@ class Segmenter:
         s = self.settings
         return {"low": self.low, "high": self.high, "prune": s.prune, "mpp_override": s.mpp,
                 "reader_threads": s.reader_threads, "prefetch": s.prefetch,
+                "level_tolerance_percent": s.level_tolerance, "dct_scaling": s.dct_scaling,
                 "skip_background": s.skip_background}
 
     def _tiles(self, width: int, height: int, foreground: np.ndarray,
@@ -172,7 +175,9 @@ class Segmenter:
         timings: dict[str, float] = {}
         t_start = t0 = time.perf_counter()
         p = Path(path)
-        with open_slide(p, self.settings.mpp, reader_threads=self.settings.reader_threads) as slide:
+        with open_slide(p, self.settings.mpp, reader_threads=self.settings.reader_threads,
+                        level_tolerance=self.settings.level_tolerance,
+                        dct_scaling=self.settings.dct_scaling) as slide:
             timings["open_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             overview = slide.overview()
@@ -207,6 +212,9 @@ class Segmenter:
                 "size_at_model_mpp": [width, height],
                 "size_at_overview_mpp": [ow, oh],
                 "colour_correction": slide.colour_correction,
+                "decoder": slide.decoder,
+                "level_read_at_model_mpp": slide.read_plan(c.mpp).level,
+                "dct_scale_at_model_mpp": slide.read_plan(c.mpp).scale,
             }
             warnings = slide.warnings
         timings.update({k: v for k, v in stats.as_dict().items() if k.endswith("_s")})

@@ -21,7 +21,25 @@ def test_suite_quick(tmp_path):
         assert data[stage]["megapixels_per_s"] > 0 and data[stage]["speedup_vs_baseline"] > 0, stage
     # Where the baseline computes the same thing, the results must be identical.
     assert data["background_5mpp"]["identical_to_baseline"]
-    assert data["merge"]["identical_to_baseline"]
+    assert data["merge"]["identical_fraction_to_baseline"] >= 0.9999
+    assert data["merge"]["max_level_difference_to_baseline"] <= 1
+    peers = data["peers"]
+    assert peers["merge"]["tseg"]["identical_to_float64_fraction"] >= 0.9999
+    assert peers["merge"]["tseg"]["max_level_difference"] <= 1
+    for case in ("level0_0.499mpp_to_1mpp", "level0_0.2527mpp_to_1mpp"):
+        assert peers["resample"][case]["vs_exact_max_levels"] <= 1
+    assert peers["merge"]["tseg-cells-float64"]["identical_to_float64_fraction"] == 1.0
+    for case in peers["reading"].values():
+        assert case["tseg"]["min_s"] > 0
+        # The direct decoder and OpenSlide read the same level-0 pixels (OpenSlide shifts levels
+        # whose downsample is not whole, like the Aperio-like level 1, by a sub-pixel).
+        if case["tseg"]["level"] == 0:
+            assert case["tseg-openslide"]["vs_tseg_max_abs_levels"] == 0
+    limit = peers["decode_limit"]
+    assert limit["1_threads"]["decode_limit_source_mp_per_s"] > 0
+    assert 0 < limit["1_threads"]["fraction_of_decode_limit"] < 1.5
+    assert limit["openslide_1_thread"]["source_mp_per_s"] > 0
+    assert limit["where_1_thread_time_goes_s"]["jpeg_decode"] > 0
     assert data["postprocess_5mpp"]["identical_to_baseline"]
     assert data["inference_onnxruntime_cpu"]["tiles_per_s"] > 0
     e2e = data["end_to_end_cpu"]
@@ -31,9 +49,14 @@ def test_suite_quick(tmp_path):
 
 def test_pipeline_and_read_benchmarks_quick(tmp_path):
     env = dict(os.environ, TSEG_BENCH_CACHE=str(tmp_path / "cache"))
-    for module in ("benchmarks.pipeline_overlap", "benchmarks.read_tile"):
+    for module in ("benchmarks.pipeline_overlap", "benchmarks.read_tile", "benchmarks.gpu_feed"):
         out = tmp_path / f"{module}.json"
         r = subprocess.run([sys.executable, "-m", module, "--quick", "--json", str(out)], cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
-        assert json.loads(out.read_text())["benchmark"] in ("pipeline_overlap", "read_tile")
+        data = json.loads(out.read_text())
+        assert data["benchmark"] in ("pipeline_overlap", "read_tile", "gpu_feed")
+        if module == "benchmarks.gpu_feed":
+            for case in ("level0_0.25mpp", "aperio_like_level1"):
+                assert 0 < data[case]["backend_busy_fraction"] <= 1.05
+                assert data[case]["extrapolated_cores_for_backend_busy_90"] >= 1

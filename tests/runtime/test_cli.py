@@ -98,3 +98,20 @@ def test_postprocess_equals_a_fresh_run_with_those_thresholds(setup, tmp_path):
     b = json.loads((fresh / "s" / SUMMARY).read_text())
     assert a["areas"] == b["areas"] and a["areas"]["tumour_area_mm2"] > 0.15
     assert a["settings"]["low"] == 40 and a["history"][-1]["postprocess"]["high"] == 100
+
+
+def test_opt_in_reading_options_on_the_command_line(tmp_path, shared_data, setup):
+    # The TCGA slide read as 0.505 µm/px: its level 1 is 1.03 % coarser than 1 µm/px.
+    _, model, _ = setup
+    slide = real_slide(shared_data, "tcga-cr-7395-01a-01-ts1.svs")
+    runs = {"exact": [], "opt-in": ["--level-tolerance", "2", "--dct-scaling"]}
+    for name, extra in runs.items():
+        r = cli("run", slide, "--engine", model, "--out", tmp_path / name, "--mpp", "0.505", "--no-progress", *extra)
+        assert r.returncode == 0, r.stderr
+    exact, opt = (json.loads((tmp_path / n / "tcga-cr-7395-01a-01-ts1" / SUMMARY).read_text()) for n in runs)
+    assert exact["slide"]["level_read_at_model_mpp"] == 0 and opt["slide"]["level_read_at_model_mpp"] == 1
+    assert exact["settings"]["level_tolerance_percent"] == 0 and opt["settings"]["level_tolerance_percent"] == 2
+    assert opt["settings"]["dct_scaling"] is True and opt["slide"]["dct_scale_at_model_mpp"] == 1  # JPEG 2000
+    assert opt["slide"]["decoder"] == "tifffile"
+    r = cli("run", slide, "--engine", model, "--out", tmp_path / "x", "--mpp", "0.505", "--level-tolerance", "-3")
+    assert r.returncode == 2

@@ -260,6 +260,11 @@ def test_5_changed_settings_are_applied_and_said(tmp_path, models):
     assert r.returncode == 0 and "done" in r.stdout and "0.25" in r.stderr, r.stderr
     s = summary(out / "s")
     assert s["slide"]["mpp_level0"] == [0.25, 0.25] and s["areas"]["tumour_area_mm2"] == pytest.approx(0.05)
+    # An opt-in reading speed-up (issue 13) changes the pixels read: run again, and say why.
+    r = cli(*base, "--engine", models["fast"], "--low", "40", "--high", "100", "--mpp", "0.25",
+            "--level-tolerance", "2")
+    assert r.returncode == 0 and "done" in r.stdout and "--level-tolerance 2" in r.stderr, r.stderr
+    assert summary(out / "s")["settings"]["level_tolerance_percent"] == 2.0
 
 
 # --- 6. old results are not slides -----------------------------------------------------------
