@@ -113,7 +113,7 @@ def run(
                                            "HOST:6379 / ray://HOST:10001. Slides and --out on storage all nodes see."),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N",
                                         help="Run only shard K of N (0 <= K < N; a stable hash of each slide's path): "
-                                             "one task of an array job, e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT."),
+                                             "one task of an array job, e.g. $SLURM_ARRAY_TASK_ID/64 (keep N fixed when resubmitting tasks)."),
     report: bool = typer.Option(True, "--report/--no-report",
                                 help="Write cohort.csv and report.html for everything in --out at the end."),
     wait_for_locks: bool = typer.Option(True, "--wait-for-locks/--no-wait-for-locks",

@@ -312,6 +312,10 @@ def make_thumbnails(out: Path, names: list[str], threads: int = 4) -> dict[str, 
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(folder, f"cannot create the thumbnail folder: {exc.strerror or exc}") from exc
+    wanted = {f"{n}.jpg" for n in names}
+    for old in folder.glob("*.jpg"):  # results that are gone
+        if old.name not in wanted:
+            old.unlink(missing_ok=True)
     with ThreadPoolExecutor(max_workers=max(1, min(threads, os.cpu_count() or 1))) as pool:
         return dict(zip(names, pool.map(lambda n: _thumbnail(out, n), names)))
 

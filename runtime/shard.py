@@ -8,7 +8,8 @@ links followed), so a task started from another working folder, or given the coh
 relative path, computes the same shards; nodes must mount the cohort at the same path (as they
 must to write results beside each other anyway).
 
-The shard of a slide depends on nothing else: not on the other slides, their order, the number of
+N must stay the same for a cohort (take it from the job script, not from the array's size: a
+resubmission of some tasks is a smaller array). The shard of a slide depends on nothing else: not on the other slides, their order, the number of
 slides found, the date or the machine, so resubmitting a failed array task processes the same
 slides, and the resume rules (locks, finished results skipped) make that safe.
 """
@@ -33,7 +34,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     m = _SHARD.match(str(text))
     if not m:
         raise InvalidArgumentError(f"--shard takes K/N (this task's shard K of N, counted from 0), got {text!r}; "
-                                   "in a Slurm array: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
+                                   "in a Slurm array of 64 tasks: --shard $SLURM_ARRAY_TASK_ID/64")
     k, n = int(m.group(1)), int(m.group(2))
     if n < 1:
         raise InvalidArgumentError(f"--shard {text}: the number of shards must be at least 1")
