@@ -37,3 +37,22 @@ def test_pipeline_and_read_benchmarks_quick(tmp_path):
                            capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
         assert json.loads(out.read_text())["benchmark"] in ("pipeline_overlap", "read_tile")
+
+
+def test_cohort_benchmarks_quick(tmp_path):
+    """``--workers 2`` against Ray on a few tiny slides, and the report over a small cohort."""
+    env = dict(os.environ, TSEG_BENCH_CACHE=str(tmp_path / "cache"))
+    out = tmp_path / "cohort.json"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.cohort", "--quick", "--json", str(out)], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["identical_masks"] and data["local_processes"]["slides_per_hour"] > 0
+    assert data["ray_local_instance"]["slides_per_hour"] > 0 and data["ray_local_instance"]["workers_seen"] == 2
+    assert data["per_slide_costs"]["seconds_excluding_inference_per_mp"] > 0
+    out = tmp_path / "report.json"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.cohort_report", "--slides", "150", "--json", str(out)],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["failed"] == 1 and data["thumbnails"] == 149 and data["html_bytes_per_slide"] > 0
