@@ -90,35 +90,74 @@ def route_ray_logs(level: int) -> None:
     logger.setLevel(level)
 
 
+#: How long to wait for a TCP connection to a cluster's address before saying nothing answers
+#: (Ray itself retries a dead address for minutes).
+CONNECT_TIMEOUT_S = 10.0
+
+
+def unreachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str | None:
+    """Why nothing answers at ``address`` (``HOST:PORT`` or ``ray://HOST:PORT``), or None when a
+    TCP connection opens (or the address is not of that form: Ray judges it)."""
+    host, _, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _recorded_cluster() -> str | None:
+    """The cluster ``ray start`` recorded on this machine (Ray's own record), if any."""
+    try:
+        from ray._private.services import find_bootstrap_address
+
+        return find_bootstrap_address(None) or None
+    except Exception:  # a Ray without this helper: no record
+        return None
+
+
 @contextmanager
 def ray_session(address: str | None) -> Iterator[Any]:
     """Ray, connected as the module docstring says; disconnects (or stops the local instance it
-    started) on exit, and only then."""
+    started) on exit, and only then. An address where nothing answers is refused within
+    :data:`CONNECT_TIMEOUT_S` (:class:`~tseg.runtime.errors.ClusterError`)."""
     ray = import_ray()
     if ray.is_initialized():
         yield ray
         return
     common = dict(configure_logging=False, log_to_driver=False)
     target = (address or "auto").strip()
+    fix = ("Start one with `ray start --head`, give its address (HOST:6379 or ray://HOST:10001), or use --ray auto "
+           "(without RAY_ADDRESS) for a local instance")
+    if target == "auto":
+        env = os.environ.get("RAY_ADDRESS", "").strip()
+        join = env or _recorded_cluster()
+        if join:
+            why = unreachable(join)
+            if why and env:
+                raise ClusterError(f"cannot connect to the Ray cluster at {env} (RAY_ADDRESS): {why}. {fix}")
+            if why:
+                log.warning("the Ray cluster `ray start` recorded on this machine (%s) does not answer (%s); "
+                            "starting a local instance", join, why)
+                join = None
+    else:
+        why = unreachable(target)
+        if why:
+            raise ClusterError(f"cannot connect to the Ray cluster at {target}: {why}. {fix}")
+        join = target
     try:
-        if target == "auto":
-            try:
-                ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", **common)
-                log.info("joined the Ray cluster at %s", ray.get_runtime_context().gcs_address)
-            except ConnectionError:
-                if os.environ.get("RAY_ADDRESS"):
-                    raise
-                ray.init(include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES, **common)
-                log.info("started a local Ray instance (%s CPUs, %s GPUs)",
-                         int(ray.cluster_resources().get("CPU", 0)), int(ray.cluster_resources().get("GPU", 0)))
+        if join:
+            ray.init(address=join, **common)
+            log.info("joined the Ray cluster at %s", join)
         else:
-            ray.init(address=target, **common)
-            log.info("joined the Ray cluster at %s", target)
-    except (ConnectionError, ValueError, RuntimeError) as exc:
-        where = target if target != "auto" else os.environ.get("RAY_ADDRESS", "auto")
-        raise ClusterError(f"cannot connect to the Ray cluster at {where}: {str(exc).splitlines()[0]}. Start one "
-                           "with `ray start --head`, give its address (HOST:6379 or ray://HOST:10001), or use "
-                           "--ray auto for a local instance") from None
+            ray.init(address="local", include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES, **common)
+            log.info("started a local Ray instance (%s CPUs, %s GPUs)",
+                     int(ray.cluster_resources().get("CPU", 0)), int(ray.cluster_resources().get("GPU", 0)))
+    except Exception as exc:  # Ray's own errors vary by version: one line, the fix
+        raise ClusterError(f"cannot connect to the Ray cluster at {join or 'a new local instance'}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. {fix}") from None
     try:
         yield ray
     finally:
@@ -342,6 +381,8 @@ def run_on_ray(slides: Sequence[Path], out: Path, ledger: Any, *, address: str |
         raise InvalidArgumentError(f"workers must be at least 1, got {workers}")
     if max_worker_deaths < 1:
         raise InvalidArgumentError(f"max_worker_deaths must be at least 1, got {max_worker_deaths}")
+    if not slides:  # nothing to do: no cluster to start
+        return
     given = {str(Path(s).absolute()): str(s) for s in slides}
     out_abs = str(Path(out).absolute())
     engine = str(Path(engine).absolute()) if engine is not None else None  # workers' folders differ
