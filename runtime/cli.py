@@ -387,7 +387,7 @@ def eval_cmd(
 
 @app.command()
 def info(
-    path: Path = typer.Argument(..., help="A slide, a DICOM series folder, an .onnx model or a .plan engine."),
+    path: Path = typer.Argument(..., help="A slide, a DICOM series folder, an .onnx model, a .plan engine or a folder of plans."),
     mpp: Optional[str] = typer.Option(None, help="Override the slide's level-0 resolution (µm/px)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -398,10 +398,18 @@ def info(
         _fail(f"{path}: no such file or folder")
     with _reported():
         suffix = path.suffix.lower()
+        from .backends.tensorrt import plans_in
+
         if suffix in (".plan", ".engine", ".trt"):
             from tseg.engines.manifest import read_manifest
 
             data = read_manifest(path).to_dict()
+        elif path.is_dir() and plans_in(path):  # a folder of plans (one per GPU type)
+            from tseg.engines.manifest import read_manifest
+
+            data = {"plans": {p.name: {k: v for k, v in read_manifest(p, verify=False).to_dict().items()
+                                       if k in ("tensorrt_version", "gpu", "precision", "plan_sha256", "onnx")}
+                              for p in plans_in(path)}}
         elif suffix == ".onnx":
             from .backends import load_backend
 

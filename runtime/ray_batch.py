@@ -579,12 +579,12 @@ def run_on_ray(slides: Sequence[Path], out: Path, ledger: Any, *, address: str |
                         continue
                     finish(outcome, job.slide)
                 poll_progress()
-            poll_progress(force=True)
-            if progress_refs:  # the last tiles of the last slides
-                try:
-                    ray.wait(list(progress_refs), num_returns=len(progress_refs), timeout=2.0)
-                except RayError:
-                    pass
+            asked = set(progress_refs.values())  # the last tiles of the last slides
+            for w in alive:
+                if w not in asked:
+                    progress_refs[w.handle.progress.options(concurrency_group=CONTROL).remote()] = w
+            if progress_refs:
+                ray.wait(list(progress_refs), num_returns=len(progress_refs), timeout=2.0)
                 poll_progress()
             if refusals and ever_ready:
                 for reason, who in refusals.items():

@@ -130,3 +130,15 @@ def test_a_worker_loads_its_gpu_s_plan_and_resumes_what_another_gpu_type_finishe
     gpu(T4)
     with pytest.raises(EngineMismatchError, match="no plan here runs on Tesla T4"):
         load_backend(plans["folder"])
+
+
+def test_info_describes_a_folder_of_plans(plans):
+    import json
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-m", "tseg.runtime.cli", "info", str(plans["folder"]), "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)["plans"]
+    assert {name: p["gpu"]["compute_capability"] for name, p in data.items()} == {"model-a100.plan": "8.0",
+                                                                                  "model-h200.plan": "9.0"}
