@@ -19,6 +19,7 @@ from helpers import make_colour_model, make_square_slide
 from tseg.runtime.batch import run_batch
 from tseg.runtime.errors import ClusterError
 from tseg.runtime.outputs import SUMMARY
+from tseg.runtime.progress import BatchProgress
 from tseg.runtime.segmenter import Segmenter
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'tseg-rt[ray]'; CI installs it with [dev])")
@@ -67,8 +68,13 @@ def leftovers(out: Path) -> list[str]:
 
 def test_same_results_as_a_local_run_and_one_backend_per_worker(cluster, data, tmp_path):
     out = tmp_path / "out"
-    outcomes = run_batch(data["slides"], out, ray="auto", engine=str(data["model"]), providers="cpu", workers=2)
+    bar = BatchProgress(len(data["slides"]), enabled=False, per_slide_tiles=False)
+    outcomes = run_batch(data["slides"], out, ray="auto", engine=str(data["model"]), providers="cpu", workers=2,
+                         on_slide_start=bar.slide_started, on_slide_done=bar.slide_done, on_tiles=bar.tiles_done)
     assert [(o.slide, o.name, o.status) for o in outcomes] == [(o.slide, o.name, o.status) for o in data["local"]]
+    # The cohort's progress: every slide counted once, every tile of every worker counted.
+    assert (bar.done, bar.failed, bar.running) == (len(outcomes) - 1, 1, 0)
+    assert bar.tiles == sum(o.summary["tiles"]["tiles_total"] for o in outcomes if o.status == "done") > 0
     broken = next(o for o in outcomes if o.name == "broken")
     assert broken.error_cli == next(o for o in data["local"] if o.name == "broken").error_cli
     for o in outcomes:
