@@ -6,10 +6,13 @@ whichever machines and runs made it:
 * every result folder (``RESULTS/<name>/summary.json``) is a row: status, tissue and tumour
   area in mm², tumour fraction, regions, tiles run and skipped, seconds per stage, model and
   settings, and why a reviewer should look at it first;
-* every failed slide is a row with its reason. A batch records each failure in
+* every failed slide is a row with its reason (and, in the ``worker`` column, the worker that
+  reported it: a node or process to look at on a cluster). A batch records each failure in
   ``RESULTS/.tseg-report/failed/`` (one small JSON file per slide, keyed by a hash of its
   resolved path, written by whichever process ran the batch) and removes it once the slide
-  is finished; of a failure and a result of the same slide, the newer is shown;
+  is finished; of a failure and a result of the same slide, the newer is shown. A failure
+  stays in the report until its slide finishes or its record is deleted (a report does not
+  hide failures because a slide was taken out of the cohort);
 * a folder that looks like a result but whose summary cannot be read is a row ``unreadable``.
 
 ``report.html`` is one static page: no server, no network (a Content-Security-Policy forbids
