@@ -108,7 +108,7 @@ def run(
     devices: Optional[str] = typer.Option(None, help="GPU indices for the workers, e.g. 0,1 (one worker per GPU)."),
     providers: str = typer.Option("auto", help="ONNX Runtime providers: auto, cpu, cuda or tensorrt."),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="auto|ADDRESS",
-                                      help="Run on a Ray cluster (needs tseg-rt[ray]): 'auto' joins RAY_ADDRESS or a "
+                                      help="Run on a Ray cluster (needs tseg-rt\\[ray]): 'auto' joins RAY_ADDRESS or a "
                                            "cluster started here with `ray start`, else starts a local instance; or "
                                            "HOST:6379 / ray://HOST:10001. Slides and --out on storage all nodes see."),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N",
