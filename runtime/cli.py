@@ -18,7 +18,7 @@ import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Pan-cancer tumour segmentation in H&E whole-slide images.")
-train_app = typer.Typer(no_args_is_help=True, help="Training (needs tseg-rt[train]).")
+train_app = typer.Typer(no_args_is_help=True, help="Training (needs tseg-rt\\[train]).")
 app.add_typer(train_app, name="train")
 
 EXIT_FAILED_SLIDES = 1
