@@ -18,6 +18,7 @@ _EXPORTS = {
     "TsegError": ".errors",
     "load_backend": ".backends",
     "run_batch": ".batch",
+    "write_report": ".report",
 }
 
 __all__ = sorted(_EXPORTS)

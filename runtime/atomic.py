@@ -1,7 +1,9 @@
 """Writing files so that nothing half-written ever stands under a final name.
 
 Every file tseg-rt writes goes to a hidden temporary name beside its destination and is renamed
-into place when complete. An ``OSError`` (a full disk, a read-only folder) becomes an
+into place when complete. The temporary name carries the process id and a random part: processes
+on different machines (array tasks writing one cohort report on shared storage, containers whose
+process ids repeat) never write the same temporary file. An ``OSError`` (a full disk, a read-only folder) becomes an
 :class:`~tseg.runtime.errors.OutputError` naming the file; the temporary file is removed.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import csv
 import errno
 import os
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -20,7 +23,7 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], Any], ke
     """Call ``writer(tmp)`` and rename ``tmp`` to ``path``; ``keep_suffix`` for writers that pick
     the format from the extension (OpenCV, matplotlib)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp" + (path.suffix if keep_suffix else ""))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp" + (path.suffix if keep_suffix else ""))
     try:
         writer(tmp)
         os.replace(tmp, path)

@@ -22,15 +22,23 @@
 * One bad slide never stops the batch: its error is recorded and the next slide runs.
 * Ctrl-C (SIGINT) raises :class:`BatchInterrupted`, which says which slides were being processed
   (their partial outputs are removed), which finished, and which were not started.
+* Where the slides run is the caller's choice: in this process, in ``workers`` local processes,
+  or on a Ray cluster (``ray=``, :mod:`tseg.runtime.ray_batch`); every worker runs
+  :func:`process_slide` (the same folders, locks and resume decisions), and this process keeps
+  the outcomes (:class:`_Ledger`): the same table and exit status wherever slides ran. Each
+  failed slide's reason is kept in the results folder for the cohort report
+  (:func:`tseg.runtime.report.record_outcome`), and forgotten once the slide is finished.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.handlers
 import os
 import shutil
 import signal
+import threading
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -41,6 +49,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from .errors import NoSlidesFoundError, OutputError, TsegError
 from .outputs import repostprocess, write_outputs
 from .resume import (  # noqa: F401 - SlideLock re-exported
+    RESULT_MARKER,
     SlideLock,
     LockBusy,
     claim_result_folder,
@@ -61,8 +70,8 @@ SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mr
                   ".bif", ".btf", ".qptiff")
 DICOM_SUFFIXES = (".dcm",)
 
-__all__ = ["BatchInterrupted", "SlideLock", "SlideOutcome", "find_slides", "process_slide", "run_batch", "slide_stem",
-           "output_names"]
+__all__ = ["BatchInterrupted", "SlideLock", "SlideOutcome", "find_slides", "process_slide", "run_batch", "run_slide",
+           "remove_abandoned", "slide_stem", "output_names"]
 
 
 def _walk(root: Path, exclude: Path | None) -> Iterable[Path]:
@@ -242,6 +251,7 @@ class SlideOutcome:
     detail: str = ""  # why it was skipped / redone / post-processed again, or who holds the lock
     holder: str = ""  # for ``locked``: the process holding the slide's lock
     error_cli: str | None = None  # the error as the command line shows it
+    worker: str = ""  # which worker processed it (several processes or a cluster), for logs
 
     @property
     def ok(self) -> bool:
@@ -319,12 +329,14 @@ def _metadata_mpp(slide: Path) -> Callable[[], tuple[float, float] | None]:
 def process_slide(segmenter: Any, slide: Path, out: Path, name: str | None = None, overwrite: bool = False,
                   on_tile: Callable[[int, bool], None] | None = None,
                   on_plan: Callable[[int], None] | None = None, wait_for_lock: bool = False,
-                  on_wait: Callable[[dict[str, Any] | None], None] | None = None) -> SlideOutcome:
+                  on_wait: Callable[[dict[str, Any] | None], None] | None = None,
+                  cancel: threading.Event | None = None) -> SlideOutcome:
     """Segment one slide into its result folder in ``out``, atomically, under the folder's lock.
 
     The folder and whether a finished result is reused, post-processed again or redone follow
     :mod:`tseg.runtime.resume` (``name`` is ignored: names depend on the slide alone). A lock
-    held by another live process gives status ``locked`` (with ``wait_for_lock``: wait for it)."""
+    held by another live process gives status ``locked`` (with ``wait_for_lock``: wait for it).
+    Setting ``cancel`` stops the tile loop: the slide fails and its partial outputs are removed."""
     t0 = time.perf_counter()
     slide = Path(slide)
     name = result_stem(slide) if slide.exists() else slide_stem(slide)
@@ -356,7 +368,7 @@ def process_slide(segmenter: Any, slide: Path, out: Path, name: str | None = Non
         try:
             tmp.mkdir(parents=True)
             write_marker(tmp, identity)
-            result = segmenter.segment_slide(slide, on_tile=on_tile, on_plan=on_plan)
+            result = segmenter.segment_slide(slide, on_tile=on_tile, on_plan=on_plan, cancel=cancel)
             result.summary["slide"].update(path=identity.path, fingerprint=identity.fingerprint,
                                            size_bytes=identity.size_bytes, result_folder=name)
             write_outputs(result, tmp, segmenter.contract.mpp)
@@ -377,6 +389,93 @@ def process_slide(segmenter: Any, slide: Path, out: Path, name: str | None = Non
         return _failed(slide, name, exc, t0)
     finally:
         lock.release(remove=True)
+
+
+def run_slide(segmenter: Any, slide: Path, out: Path, overwrite: bool = False, wait_for_lock: bool = False,
+              overrides: Mapping[str, Any] | None = None, **callbacks: Any) -> SlideOutcome:
+    """:func:`process_slide` with the slide's own settings (``overrides``: a slides CSV row) on
+    ``segmenter``'s loaded model: what every worker runs, local or on a cluster."""
+    if overrides:
+        try:
+            segmenter = segmenter.with_settings(**overrides)
+        except TsegError as exc:
+            return _failed(Path(slide), slide_stem(Path(slide)), exc, time.perf_counter())
+    return process_slide(segmenter, Path(slide), Path(out), overwrite=overwrite, wait_for_lock=wait_for_lock,
+                         **callbacks)
+
+
+def remove_abandoned(out: Path, slide: str | os.PathLike[str]) -> int:
+    """Remove the temporary folders that dead workers left for ``slide`` in ``out`` (those whose
+    marker names this slide and whose lock no live process holds), and their stale locks.
+    Returns how many of this slide's temporary folders a live process still holds."""
+    target = str(Path(slide).resolve())
+    held = 0
+    for tmp in out.glob(".*.tmp-*"):
+        name = tmp.name[1 : tmp.name.rfind(".tmp-")]
+        try:
+            marker = json.loads((tmp / RESULT_MARKER).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(marker, dict) or (marker.get("slide") or {}).get("path") != target:
+            continue
+        try:
+            lock = SlideLock(out / f".{name}.lock")
+        except (LockBusy, TsegError):
+            held += 1  # a live process works on it
+            continue
+        try:
+            log.info("removing %s, left by a worker that died", tmp)
+            _remove(tmp)
+        finally:
+            lock.release(remove=True)
+    return held
+
+
+class _Ledger:
+    """This process's account of a batch: outcomes in input order, slides put back because
+    another process held their lock, and what each finished or failed slide leaves for the
+    cohort report. Whichever runner processes the slides, outcomes go through :meth:`finish`."""
+
+    def __init__(self, slides: Sequence[Path], out: Path,
+                 on_slide_done: Callable[[SlideOutcome], None] | None) -> None:
+        self.order = {str(s): i for i, s in enumerate(slides)}
+        self.out = out
+        self.outcomes: list[SlideOutcome] = []
+        self.holders: dict[str, str] = {}
+        self._on_slide_done = on_slide_done
+
+    def defer(self, slide: Path, outcome: SlideOutcome) -> None:
+        """A slide whose lock another live process holds: come back to it at the end."""
+        log.warning("%s: %s; coming back to it at the end", slide, outcome.detail)
+        self.holders[str(slide)] = outcome.holder
+
+    def finish(self, outcome: SlideOutcome) -> None:
+        from .report import record_outcome
+
+        who = self.holders.get(outcome.slide)
+        if who and outcome.status == "skipped":
+            outcome.detail = f"finished by {who}, which held its lock ({outcome.detail})"
+        elif who and outcome.status in ("done", "postprocessed"):
+            outcome.detail = f"{who} held its lock but did not finish it; processed here" + (
+                f" ({outcome.detail})" if outcome.detail else "")
+        self.outcomes.append(outcome)
+        try:
+            record_outcome(self.out, outcome)
+        except (TsegError, OSError) as exc:  # the report loses a line; the batch goes on
+            log.warning("could not record the outcome of %s for the cohort report: %s", outcome.slide, exc)
+        if self._on_slide_done:
+            self._on_slide_done(outcome)
+
+    def finished(self) -> set[str]:
+        return {o.slide for o in self.outcomes}
+
+    def sorted(self) -> list[SlideOutcome]:
+        return sorted(self.outcomes, key=lambda o: self.order.get(o.slide, len(self.order)))
+
+    def interrupted(self, slides: Sequence[Path], in_progress: Sequence[str]) -> BatchInterrupted:
+        done = self.finished()
+        left = [str(s) for s in slides if str(s) not in done and str(s) not in in_progress]
+        return BatchInterrupted(self.sorted(), list(in_progress), left)
 
 
 # --- several processes ------------------------------------------------------------------------
@@ -430,13 +529,9 @@ def _worker_init(engine: str | None, providers: Any, devices: list[int], counter
 
 def _worker_run(slide: str, out: str, overwrite: bool, wait_for_lock: bool,
                 overrides: dict[str, Any] | None) -> SlideOutcome:
-    segmenter = _WORKER["segmenter"]
-    if overrides:
-        try:
-            segmenter = segmenter.with_settings(**overrides)
-        except TsegError as exc:
-            return _failed(Path(slide), slide_stem(Path(slide)), exc, time.perf_counter())
-    return process_slide(segmenter, Path(slide), Path(out), overwrite=overwrite, wait_for_lock=wait_for_lock)
+    outcome = run_slide(_WORKER["segmenter"], Path(slide), Path(out), overwrite, wait_for_lock, overrides)
+    outcome.worker = f"pid {os.getpid()}"
+    return outcome
 
 
 def _interrupt_workers(pool: ProcessPoolExecutor) -> None:
@@ -449,7 +544,7 @@ def _interrupt_workers(pool: ProcessPoolExecutor) -> None:
 
 
 def run_batch(slides: Sequence[Path], out: Path, segmenter: Any = None, overwrite: bool = False,
-              workers: int = 1, engine: str | None = None, providers: Any = None,
+              workers: int | None = 1, engine: str | None = None, providers: Any = None,
               devices: Sequence[int] = (), settings: dict[str, Any] | None = None,
               on_slide_start: Callable[[Path, str], None] | None = None,
               on_slide_done: Callable[[SlideOutcome], None] | None = None,
@@ -457,33 +552,27 @@ def run_batch(slides: Sequence[Path], out: Path, segmenter: Any = None, overwrit
               on_plan: Callable[[int], None] | None = None,
               slide_settings: Mapping[str, Mapping[str, Any]] | None = None,
               wait_for_locks: bool = True, quiet_worker_load: bool = False,
-              on_lock_wait: Callable[[Path, str], None] | None = None) -> list[SlideOutcome]:
-    """Process ``slides`` into ``out``: in this process with ``segmenter``, or in ``workers``
-    processes each loading its own backend from ``engine`` (one per device in ``devices``).
+              on_lock_wait: Callable[[Path, str], None] | None = None,
+              ray: str | None = None, on_tiles: Callable[[int], None] | None = None,
+              max_worker_deaths: int = 2) -> list[SlideOutcome]:
+    """Process ``slides`` into ``out``: in this process with ``segmenter``, in ``workers``
+    processes each loading its own backend from ``engine`` (one per device in ``devices``), or,
+    with ``ray`` (``"auto"`` or a cluster address), on a Ray cluster, one long-lived worker per
+    GPU or CPU worker (``workers``: how many; None: as many as the cluster has room for; see
+    :mod:`tseg.runtime.ray_batch`, which also explains ``max_worker_deaths``).
 
     ``slide_settings`` maps a slide path (as given) to per-slide settings (``mpp``, ``low``,
     ``high``, ...) that override ``settings`` for that slide. Slides whose lock another process
     holds are waited for at the end (``wait_for_locks``), or reported as ``locked``.
+    ``on_tiles(n)`` counts tiles finished anywhere (every runner); ``on_tile`` and ``on_plan``
+    follow the tiles of the slide being processed in this process.
     Raises :class:`BatchInterrupted` on Ctrl-C."""
     check_output_root(out)
     stale = remove_stale_locks(out)
     if stale:
         log.info("removed %d stale lock file(s) in %s", stale, out)
     per_slide = {str(k): dict(v) for k, v in (slide_settings or {}).items()}
-    order = {str(s): i for i, s in enumerate(slides)}
-    outcomes: list[SlideOutcome] = []
-    holders: dict[str, str] = {}  # slides put back because another process held their lock
-
-    def finish(outcome: SlideOutcome) -> None:
-        who = holders.get(outcome.slide)
-        if who and outcome.status == "skipped":
-            outcome.detail = f"finished by {who}, which held its lock ({outcome.detail})"
-        elif who and outcome.status in ("done", "postprocessed"):
-            outcome.detail = f"{who} held its lock but did not finish it; processed here" + (
-                f" ({outcome.detail})" if outcome.detail else "")
-        outcomes.append(outcome)
-        if on_slide_done:
-            on_slide_done(outcome)
+    ledger = _Ledger(slides, out, on_slide_done)
 
     def waiting(slide: Path) -> Callable[[dict[str, Any] | None], None]:
         def note(holder: dict[str, Any] | None) -> None:
@@ -493,39 +582,48 @@ def run_batch(slides: Sequence[Path], out: Path, segmenter: Any = None, overwrit
                 on_lock_wait(slide, describe_holder(holder))
         return note
 
-    if workers <= 1:
+    if ray is not None:
+        from .ray_batch import run_on_ray
+
+        run_on_ray(slides, out, ledger, address=ray, engine=engine, providers=providers, settings=settings or {},
+                   per_slide=per_slide, overwrite=overwrite, workers=workers, wait_for_locks=wait_for_locks,
+                   on_slide_start=on_slide_start, on_tiles=on_tiles, max_worker_deaths=max_worker_deaths,
+                   quiet_load=quiet_worker_load)
+        return ledger.sorted()
+
+    if workers is None or workers <= 1:
         current: list[str] = []
         pending = list(slides)
         deferred: list[Path] = []
+
+        def tile(index: int, was_run: bool) -> None:
+            if on_tile:
+                on_tile(index, was_run)
+            if on_tiles:
+                on_tiles(1)
+
         try:
             for wait_now in (False, True):
                 queue, pending = (pending, []) if not wait_now else (deferred, [])
                 while queue:
                     slide = queue.pop(0)
-                    try:
-                        seg = segmenter.with_settings(**per_slide[str(slide)]) if per_slide.get(str(slide)) else segmenter
-                    except TsegError as exc:
-                        finish(_failed(Path(slide), slide_stem(Path(slide)), exc, time.perf_counter()))
-                        continue
                     if on_slide_start:
                         on_slide_start(slide, result_stem(slide) if Path(slide).exists() else slide_stem(Path(slide)))
                     current[:] = [str(slide)]
-                    outcome = process_slide(seg, slide, out, overwrite=overwrite, on_tile=on_tile, on_plan=on_plan,
-                                            wait_for_lock=wait_now, on_wait=waiting(slide))
+                    outcome = run_slide(segmenter, slide, out, overwrite, wait_now, per_slide.get(str(slide)),
+                                        on_tile=tile if (on_tile or on_tiles) else None, on_plan=on_plan,
+                                        on_wait=waiting(slide))
                     current.clear()
                     if outcome.status == "locked" and not wait_now and wait_for_locks:
-                        log.warning("%s: %s; coming back to it at the end", slide, outcome.detail)
-                        holders[str(slide)] = outcome.holder
+                        ledger.defer(slide, outcome)
                         deferred.append(slide)
                         continue
-                    finish(outcome)
+                    ledger.finish(outcome)
                 if not wait_for_locks:
                     break
         except KeyboardInterrupt:
-            done = {o.slide for o in outcomes}
-            left = [str(s) for s in slides if str(s) not in done and str(s) not in current]
-            raise BatchInterrupted(sorted(outcomes, key=lambda o: order[o.slide]), list(current), left) from None
-        return sorted(outcomes, key=lambda o: order[o.slide])
+            raise ledger.interrupted(slides, list(current)) from None
+        return ledger.sorted()
 
     import multiprocessing as mp
 
@@ -541,7 +639,7 @@ def run_batch(slides: Sequence[Path], out: Path, segmenter: Any = None, overwrit
                                initargs=(engine, providers, list(devices), counter, settings or {},
                                          logging.getLogger().level, log_queue, quiet_worker_load))
     try:
-        deferred: list[Path] = []
+        deferred = []
         for wait_now in (False, True):
             batch = list(slides) if not wait_now else deferred
             if wait_now:
@@ -562,21 +660,20 @@ def run_batch(slides: Sequence[Path], out: Path, segmenter: Any = None, overwrit
                         text = f"{slide}: worker failed: {exc}"
                         outcome = SlideOutcome(str(slide), slide_stem(Path(slide)), "failed", text, error_cli=text)
                     if outcome.status == "locked" and not wait_now and wait_for_locks:
-                        log.warning("%s: %s; coming back to it at the end", slide, outcome.detail)
-                        holders[str(slide)] = outcome.holder
+                        ledger.defer(slide, outcome)
                         deferred.append(slide)
                         continue
-                    finish(outcome)
+                    if on_tiles and outcome.summary.get("tiles"):
+                        on_tiles(int(outcome.summary["tiles"].get("tiles_total", 0)))
+                    ledger.finish(outcome)
             if not wait_for_locks or not deferred:
                 break
     except KeyboardInterrupt:
         _interrupt_workers(pool)
         pool.shutdown(wait=True, cancel_futures=True)
-        done_slides = {o.slide for o in outcomes}
         in_progress = [str(s) for f, s in running.items() if f.running() or f.done()]
-        left = [str(s) for s in slides if str(s) not in done_slides and str(s) not in in_progress]
-        raise BatchInterrupted(sorted(outcomes, key=lambda o: order[o.slide]), in_progress, left) from None
+        raise ledger.interrupted(slides, in_progress) from None
     finally:
         pool.shutdown(wait=True)
         listener.stop()
-    return sorted(outcomes, key=lambda o: order[o.slide])
+    return ledger.sorted()

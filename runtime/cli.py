@@ -18,7 +18,7 @@ import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Pan-cancer tumour segmentation in H&E whole-slide images.")
-train_app = typer.Typer(no_args_is_help=True, help="Training (needs tseg-rt[train]).")
+train_app = typer.Typer(no_args_is_help=True, help="Training (needs tseg-rt\\[train]).")
 app.add_typer(train_app, name="train")
 
 EXIT_FAILED_SLIDES = 1
@@ -109,9 +109,18 @@ def run(
     dct_scaling: bool = typer.Option(False, "--dct-scaling", help="Opt-in: decode JPEG tiles at 1/2, 1/4 or 1/8 "
                                      "in the DCT domain when that is still at least the target resolution."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo slides that already have results."),
-    workers: int = typer.Option(1, min=1, help="Slides processed in parallel, each process with its own backend."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Slides processed in parallel, each process with its own backend (default 1; with --ray: one per GPU, or one per 4 CPUs)."),
     devices: Optional[str] = typer.Option(None, help="GPU indices for the workers, e.g. 0,1 (one worker per GPU)."),
     providers: str = typer.Option("auto", help="ONNX Runtime providers: auto, cpu, cuda or tensorrt."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="auto|ADDRESS",
+                                      help="Run on a Ray cluster (needs tseg-rt\\[ray]): 'auto' joins RAY_ADDRESS or a "
+                                           "cluster started here with `ray start`, else starts a local instance; or "
+                                           "HOST:6379 / ray://HOST:10001. Slides and --out on storage all nodes see."),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N",
+                                        help="Run only shard K of N (0 <= K < N; a stable hash of each slide's path): "
+                                             "one task of an array job, e.g. $SLURM_ARRAY_TASK_ID/64 (keep N fixed when resubmitting tasks)."),
+    report: bool = typer.Option(True, "--report/--no-report",
+                                help="Write cohort.csv and report.html for everything in --out at the end."),
     wait_for_locks: bool = typer.Option(True, "--wait-for-locks/--no-wait-for-locks",
                                         help="Wait at the end for slides another process is working on."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -120,6 +129,7 @@ def run(
     """Segment slides: masks, probability maps, polygons, overlays and a summary per slide."""
     _setup_logging(verbose)
     from rich.console import Console
+    from rich.markup import escape
 
     from .batch import BatchInterrupted, find_slides, read_slides_csv, run_batch
     from .postprocess import check_thresholds
@@ -129,8 +139,22 @@ def run(
     console = Console(stderr=True)
     # Every option is checked before any slide or model is read (exit 2).
     device_list = _devices(devices)
-    if device_list and workers == 1:
+    if ray is not None:
+        ray = ray.strip()
+        if device_list:
+            _fail("--devices does not apply with --ray: Ray gives each worker one GPU of the cluster")
+        if ray != "auto" and Path(ray).exists() and ":" not in ray:
+            _fail(f"--ray takes 'auto' or a cluster address (HOST:6379, ray://HOST:10001), got {ray!r}, which is a "
+                  f"file or folder: write --ray auto {ray}")
+    if device_list and not workers:
         workers = len(device_list)
+    local_workers = workers or 1
+    shard_k_n = None
+    with _reported():
+        if shard is not None:
+            from .shard import parse_shard
+
+            shard_k_n = parse_shard(shard)
     mpp_value = _mpp_option(mpp)
     if not slides and csv_table is None:
         _fail("give slides, folders or --csv SLIDES.csv")
@@ -158,34 +182,97 @@ def run(
         if mpp_value is not None and per_slide and any("mpp" in r for r in per_slide.values()):
             console.print("[yellow]warning:[/] the slides CSV's mpp column overrides --mpp for its slides",
                           highlight=False)
-        segmenter = Segmenter(engine, providers=providers, device_id=device_list[0] if device_list else 0, **settings)
+        shard_note = ""
+        if shard_k_n is not None:
+            from .shard import select_shard
+
+            everything = len(found)
+            found = select_shard(found, *shard_k_n)
+            shard_note = f" (shard {shard_k_n[0]}/{shard_k_n[1]}: {len(found)} of {everything})"
         engine_path = str(engine) if engine else None
-        if engine_path is None and workers > 1:  # the workers load the same bundled model, quietly
-            from .models import default_model_path
+        if ray is not None:
+            from .ray_batch import check_model, route_ray_logs
 
-            engine_path = str(default_model_path())
-        backend_info = segmenter.backend.describe()
-        from rich.markup import escape
+            # Ray's own messages (cluster start, authentication notes) only with -v / -vv.
+            route_ray_logs(logging.ERROR if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG)
+            segmenter = None
+            backend_info = check_model(engine_path, providers, settings)
+        else:
+            segmenter = Segmenter(engine, providers=providers, device_id=device_list[0] if device_list else 0,
+                                  **settings)
+            if engine_path is None and local_workers > 1:  # the workers load the same bundled model, quietly
+                from .models import default_model_path
 
-        console.print(escape(f"{len(found)} slide(s) -> {out}   model: {backend_info['path']} "
-                             f"[{backend_info['kind']} {', '.join(backend_info.get('providers', []))}]"),
+                engine_path = str(default_model_path())
+            backend_info = segmenter.backend.describe()
+        where = f"Ray {ray}" if ray is not None else ""
+        console.print(escape(f"{len(found)} slide(s){shard_note} -> {out}   model: {backend_info['path']} "
+                             f"[{backend_info['kind']} {', '.join(backend_info.get('providers', []))}]"
+                             + (f"   on {where}" if where else "")),
                       highlight=False)
         try:
-            with BatchProgress(len(found), enabled=progress, console=console) as bar:
-                if workers > 1:
+            with BatchProgress(len(found), enabled=progress, console=console,
+                               per_slide_tiles=ray is None and local_workers <= 1) as bar:
+                if segmenter is not None and local_workers > 1:
                     segmenter.close()
                     segmenter = None
-                outcomes = run_batch(found, out, segmenter, overwrite=overwrite, workers=workers,
+                outcomes = run_batch(found, out, segmenter, overwrite=overwrite,
+                                     workers=workers if ray is not None else local_workers,
                                      engine=engine_path, providers=providers,
                                      devices=device_list, settings=settings,
                                      on_slide_start=bar.slide_started, on_slide_done=bar.slide_done,
-                                     on_tile=bar.tile_done, on_plan=bar.tiles_planned,
+                                     on_tile=bar.tile_done, on_plan=bar.tiles_planned, on_tiles=bar.tiles_done,
                                      slide_settings=per_slide, wait_for_locks=wait_for_locks,
-                                     quiet_worker_load=True)
+                                     quiet_worker_load=True, ray=ray)
         except BatchInterrupted as stop:
             console.print(f"[red]{escape(stop.message())}[/]", highlight=False, soft_wrap=True)
             raise typer.Exit(130)
+        finally:
+            if segmenter is not None:
+                segmenter.close()
+    if report:
+        _write_report(out, console)
     _report_outcomes(outcomes, console)
+
+
+def _write_report(out: Path, console) -> None:  # noqa: ANN001
+    """The end-of-batch report; a report that cannot be written is a warning, not a failed batch."""
+    from rich.markup import escape
+
+    from .errors import TsegError
+    from .report import write_report
+
+    try:
+        made = write_report(out)
+    except TsegError as exc:
+        console.print(f"[yellow]warning:[/] no cohort report: {escape(exc.cli_message())}", highlight=False,
+                      soft_wrap=True)
+        return
+    console.print(escape(f"cohort report: {made.html} and {made.csv.name} ({_report_counts(made.totals)})"),
+                  highlight=False, soft_wrap=True)
+
+
+def _report_counts(totals: dict) -> str:
+    failed = totals["failed"] + totals["unreadable"]
+    return (f"{totals['slides']} slide(s): {totals['done']} finished, {failed} failed, "
+            f"{totals['review']} to review first")
+
+
+@app.command("report")
+def report_cmd(
+    results: Path = typer.Argument(..., help="The --out folder of `tseg-rt run` (of every run and shard)."),
+    review_margin: float = typer.Option(0.01, min=0.0, max=0.49,
+                                        help="Flag for review tumour fractions within this margin of 0 or 1."),
+    thumbnails: bool = typer.Option(True, "--thumbnails/--no-thumbnails", help="Thumbnails of the overlays."),
+    title: Optional[str] = typer.Option(None, help="Title of the page."),
+) -> None:
+    """Write cohort.csv (one row per slide) and report.html (one static page) for a results folder."""
+    from .report import write_report
+
+    with _reported():
+        made = write_report(results, review_margin=review_margin, title=title, thumbnails=thumbnails)
+    typer.echo(f"{made.html}\n{made.csv}\n{_report_counts(made.totals)}; {made.thumbnails} thumbnail(s), "
+               f"{made.seconds:.1f} s")
 
 
 def _report_outcomes(outcomes: list, console) -> None:  # noqa: ANN001
@@ -306,7 +393,7 @@ def eval_cmd(
 
 @app.command()
 def info(
-    path: Path = typer.Argument(..., help="A slide, a DICOM series folder, an .onnx model or a .plan engine."),
+    path: Path = typer.Argument(..., help="A slide, a DICOM series folder, an .onnx model, a .plan engine or a folder of plans."),
     mpp: Optional[str] = typer.Option(None, help="Override the slide's level-0 resolution (µm/px)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -317,10 +404,18 @@ def info(
         _fail(f"{path}: no such file or folder")
     with _reported():
         suffix = path.suffix.lower()
+        from .backends.tensorrt import plans_in
+
         if suffix in (".plan", ".engine", ".trt"):
             from tseg.engines.manifest import read_manifest
 
             data = read_manifest(path).to_dict()
+        elif path.is_dir() and plans_in(path):  # a folder of plans (one per GPU type)
+            from tseg.engines.manifest import read_manifest
+
+            data = {"plans": {p.name: {k: v for k, v in read_manifest(p, verify=False).to_dict().items()
+                                       if k in ("tensorrt_version", "gpu", "precision", "plan_sha256", "onnx")}
+                              for p in plans_in(path)}}
         elif suffix == ".onnx":
             from .backends import load_backend
 

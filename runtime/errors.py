@@ -125,3 +125,7 @@ class SlideLockedError(OutputError):
 
 class NoSlidesFoundError(TsegError, FileNotFoundError):
     """The inputs of a batch contain no readable slide files."""
+
+
+class ClusterError(TsegError):
+    """A distributed run cannot start or go on (no cluster, no worker could load the model)."""

@@ -23,9 +23,10 @@ Anything else is another slide's.
 
 **Reuse** (:func:`decide`), for a finished result (``summary.json`` present) of this slide:
 
-* ``--overwrite``, an unreadable summary, a changed slide file, another model file (SHA-256),
-  another level-0 resolution, background tiles skipped differently, or other opt-in reading
-  speed-ups (``--level-tolerance``, ``--dct-scaling``) -> **run** again;
+* ``--overwrite``, an unreadable summary, a changed slide file, another model file (SHA-256; the
+  plans of one ONNX model built for several GPU types count as one model), another level-0
+  resolution, background tiles skipped differently, or other opt-in reading speed-ups
+  (``--level-tolerance``, ``--dct-scaling``) -> **run** again;
 * only ``low`` / ``high`` / ``prune`` differ -> **post-process** again from the saved maps
   (no network; equal to a fresh run with those thresholds);
 * everything equal -> **skip**.
@@ -364,6 +365,10 @@ class Wanted:
     prune: bool
     skip_background: bool
     mpp: tuple[float, float] | None  # the override, or None for the slide's metadata
+    #: Other model files that make the same results: the plans of one ONNX model built for other
+    #: GPUs (a folder of plans, ``--engine PLANS/``), so that a heterogeneous cluster does not redo
+    #: a slide because another GPU type finished it.
+    equivalent_sha256: frozenset[str] = frozenset()
     level_tolerance: float = 0.0  # opt-in reading speed-ups: they change the pixels read
     dct_scaling: bool = False
 
@@ -401,7 +406,7 @@ def decide(folder: Path, identity: SlideIdentity, wanted: Wanted, overwrite: boo
         return Decision("run", "redone: the slide file changed since its result was made", how)
     model = summary.get("model", {}) if isinstance(summary.get("model"), dict) else {}
     made_sha = (model.get("backend") or {}).get("sha256")
-    if made_sha != wanted.model_sha256:
+    if made_sha != wanted.model_sha256 and made_sha not in wanted.equivalent_sha256:
         made = (model.get("backend") or {}).get("path", "another model")
         short = (made_sha or "?")[:12]
         return Decision("run", f"redone: the result was made with another model ({made}, sha256 {short}...), "
@@ -446,5 +451,7 @@ def wanted_from(segmenter: Any) -> Wanted:
         mpp = (float(mpp), float(mpp)) if isinstance(mpp, (int, float)) else (float(mpp[0]), float(mpp[1]))
         if not all(math.isfinite(v) for v in mpp):
             mpp = None
-    return Wanted(segmenter.backend.sha256, str(segmenter.backend.path), int(segmenter.low), int(segmenter.high), bool(s.prune),
-                  bool(s.skip_background), mpp, float(s.level_tolerance), bool(s.dct_scaling))
+    backend = segmenter.backend
+    return Wanted(backend.sha256, str(backend.path), int(segmenter.low), int(segmenter.high), bool(s.prune),
+                  bool(s.skip_background), mpp, frozenset(getattr(backend, "equivalent_sha256", ()) or ()),
+                  float(s.level_tolerance), bool(s.dct_scaling))

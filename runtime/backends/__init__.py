@@ -101,12 +101,18 @@ class Backend(ABC):
 
 def load_backend(path: str | Path, providers: str | list[Any] | None = None, device_id: int = 0,
                  **options: Any) -> Backend:
-    """Load a model file: ``.onnx`` on ONNX Runtime, ``.plan``/``.engine`` on TensorRT."""
+    """Load a model file: ``.onnx`` on ONNX Runtime, ``.plan``/``.engine`` on TensorRT, or a
+    folder of plans (the one built for this GPU, :func:`tseg.runtime.backends.tensorrt.select_plan`)."""
     p = Path(path)
     if not p.exists():
         raise ModelNotFoundError(p, "no such model or engine file")
     if p.is_dir():
-        raise ModelError(p, "is a folder; give an .onnx model or a .plan engine file")
+        if any(q.is_file() and q.suffix.lower() in ENGINE_SUFFIXES for q in p.iterdir()):
+            from .tensorrt import TensorRTBackend
+
+            return TensorRTBackend(p, device_id=device_id, **options)
+        raise ModelError(p, "is a folder without .plan engines; give an .onnx model, a .plan engine file, or a "
+                            "folder of plans of one model built for several GPU types")
     suffix = p.suffix.lower()
     if suffix in ENGINE_SUFFIXES:
         from .tensorrt import TensorRTBackend

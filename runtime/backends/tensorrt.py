@@ -12,6 +12,11 @@
   only waste time. A tile smaller than the profile's minimum side is zero-padded up to it (as
   the paper pads to the divisor) and the output cropped; one larger than the maximum is refused.
 
+A folder of plans (``--engine PLANS/``: one ONNX model built for several GPU types, each plan with
+its manifest) loads the plan whose manifest matches this GPU and TensorRT (:func:`select_plan`),
+or refuses with each plan's reason; results made by any plan of the folder count as made by
+this model when a batch resumes (``equivalent_sha256``).
+
 Calls are serialised with a lock (one execution context); each call makes the backend's device
 current on the calling thread first, so a backend built on one thread can be called from others
 (the :class:`~tseg.runtime.segmenter.Segmenter` is thread-safe). Run one backend per GPU, as
@@ -23,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -31,6 +36,52 @@ from ..errors import BackendUnavailableError, DeviceError, EngineMismatchError, 
 from . import Backend
 
 log = logging.getLogger(__name__)
+
+
+def plans_in(folder: Path) -> list[Path]:
+    """The engine files (``.plan``, ``.engine``, ``.trt``) directly in ``folder``, sorted."""
+    from . import ENGINE_SUFFIXES
+
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in ENGINE_SUFFIXES)
+
+
+def select_plan(folder: Path, tensorrt_version: str, device: Mapping[str, Any]) -> tuple[Path, frozenset[str]]:
+    """The plan in ``folder`` whose manifest matches ``tensorrt_version`` and ``device`` (the first
+    by name if several do), and the sha256 of every plan in the folder.
+
+    All plans must come from one ONNX model (their manifests' ONNX sha256), so that whichever GPU
+    runs a slide, the result is this model's. Raises
+    :class:`~tseg.runtime.errors.EngineMismatchError` naming each plan and why it cannot run here."""
+    from tseg.engines.manifest import incompatibilities, manifest_path, read_manifest
+
+    folder = Path(folder)
+    plans = plans_in(folder)
+    if not plans:
+        raise ModelError(folder, "no .plan engines in this folder; give an .onnx model, a .plan engine, or a "
+                                 "folder of plans built with `tseg-rt build-engine`")
+    manifests = {}
+    for plan in plans:
+        if not manifest_path(plan).exists():
+            raise ModelError(plan, f"engine without manifest ({manifest_path(plan).name} is missing): every plan in "
+                                   f"{folder} needs the manifest `tseg-rt build-engine` writes beside it")
+        manifests[plan] = read_manifest(plan, verify=False)
+    models = {str((m.onnx or {}).get("sha256")) for m in manifests.values()}
+    if len(models) > 1:
+        raise ModelError(folder, "the plans come from different ONNX models (sha256 "
+                                 + ", ".join(sorted(m[:12] + "..." for m in models))
+                                 + "): keep the plans of one model in a folder, so every GPU runs the same model")
+    why = {plan: incompatibilities(m, tensorrt_version, device) for plan, m in manifests.items()}
+    matching = [plan for plan, reasons in why.items() if not reasons]
+    if not matching:
+        here = f"{device.get('name')} (compute capability {device.get('compute_capability')}), TensorRT {tensorrt_version}"
+        raise EngineMismatchError(folder, f"no plan here runs on {here}: "
+                                          + "; ".join(f"{p.name}: {'; '.join(r)}" for p, r in why.items())
+                                          + ". Build one on this GPU type with `tseg-rt build-engine MODEL.onnx -o "
+                                          + f"{folder}/MODEL-<gpu>.plan`")
+    if len(matching) > 1:
+        log.info("%s: %d plans match this GPU (%s); using %s", folder, len(matching),
+                 ", ".join(p.name for p in matching), matching[0].name)
+    return matching[0], frozenset(m.plan_sha256 for m in manifests.values())
 
 
 class TensorRTBackend(Backend):
@@ -43,10 +94,11 @@ class TensorRTBackend(Backend):
         from ..cuda import device_properties, no_device_reason
         from ..executor import CudaDeviceAPI, DoubleBufferedExecutor
 
-        manifest = read_manifest(path)
-        super().__init__(path, manifest.model_contract)
-        self._sha256 = manifest.plan_sha256
-        self.manifest = manifest
+        folder = Path(path) if Path(path).is_dir() else None
+        self.plan_folder = folder
+        self.equivalent_sha256: frozenset[str] = frozenset()
+        if folder is None:
+            manifest = read_manifest(path)
         trt = import_tensorrt()
         reason = no_device_reason(device_id)
         if reason:
@@ -54,6 +106,13 @@ class TensorRTBackend(Backend):
                                           "engines need the GPU they were built for (an .onnx model runs on the "
                                           "CPU with ONNX Runtime)")
         device = device_properties(device_id)
+        if folder is not None:
+            path, self.equivalent_sha256 = select_plan(folder, str(trt.__version__), device)
+            manifest = read_manifest(path)
+            log.info("%s: using %s for %s", folder, Path(path).name, device.get("name"))
+        super().__init__(Path(path), manifest.model_contract)
+        self._sha256 = manifest.plan_sha256
+        self.manifest = manifest
         reasons = incompatibilities(manifest, str(trt.__version__), device)
         if reasons:
             raise EngineMismatchError(path, "this engine cannot run here: " + "; ".join(reasons)
@@ -141,6 +200,8 @@ class TensorRTBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
+        if self.plan_folder is not None:
+            info["plan_folder"] = str(self.plan_folder)
         info.update({"device_id": self.device_id, "tensorrt_version": self.manifest.tensorrt_version,
                      "gpu": self.manifest.gpu, "precision": self.manifest.precision,
                      "profile": self.manifest.profile, "device_memory_bytes": self.manifest.device_memory_bytes})

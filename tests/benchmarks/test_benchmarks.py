@@ -60,3 +60,22 @@ def test_pipeline_and_read_benchmarks_quick(tmp_path):
             for case in ("level0_0.25mpp", "aperio_like_level1"):
                 assert 0 < data[case]["backend_busy_fraction"] <= 1.05
                 assert data[case]["extrapolated_cores_for_backend_busy_90"] >= 1
+
+
+def test_cohort_benchmarks_quick(tmp_path):
+    """``--workers 2`` against Ray on a few tiny slides, and the report over a small cohort."""
+    env = dict(os.environ, TSEG_BENCH_CACHE=str(tmp_path / "cache"))
+    out = tmp_path / "cohort.json"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.cohort", "--quick", "--json", str(out)], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["identical_masks"] and data["local_processes"]["slides_per_hour"] > 0
+    assert data["ray_local_instance"]["slides_per_hour"] > 0 and data["ray_local_instance"]["workers_seen"] == 2
+    assert data["per_slide_costs"]["seconds_excluding_inference_per_mp"] > 0
+    out = tmp_path / "report.json"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.cohort_report", "--slides", "150", "--json", str(out)],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["failed"] == 1 and data["thumbnails"] == 149 and data["html_bytes_per_slide"] > 0

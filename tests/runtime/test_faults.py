@@ -114,7 +114,7 @@ def test_2_a_dicom_series_folder_is_one_slide_named_after_its_folder(dicom_cases
     out = tmp_path / "out"
     r = cli("run", dicom_cases, "--engine", models["fast"], "--out", out, "--no-progress")
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["correct-series",
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.is_dir()) == ["correct-series",
                                                                                   "mislabelled-series"]
     s = summary(out / "correct-series")
     assert s["areas"]["tumour_area_mm2"] == pytest.approx(0.2, rel=0.03) and s["slide"]["vendor"] == "dicom"
@@ -123,7 +123,7 @@ def test_2_a_dicom_series_folder_is_one_slide_named_after_its_folder(dicom_cases
     r = cli("run", *files, "--engine", models["fast"], "--out", out, "--no-progress")
     assert r.returncode == 0, r.stderr
     assert "1 slide(s)" in r.stderr and "skipped" in r.stdout
-    assert len([p for p in out.iterdir() if not p.name.startswith(".")]) == 2
+    assert len([p for p in out.iterdir() if not p.name.startswith(".") and p.is_dir()]) == 2
 
 
 def test_2_mislabelled_ycbcr_is_corrected_and_reported(dicom_cases, models):
@@ -213,7 +213,7 @@ def test_4_resume_never_skips_the_wrong_slide(tmp_path, models):
     first = (out / "x" / MASK).read_bytes()
     r = cli("run", parent, "--engine", models["fast"], "--out", out, "--no-progress")
     assert r.returncode == 0, r.stderr
-    folders = sorted(p for p in out.iterdir() if not p.name.startswith("."))
+    folders = sorted(p for p in out.iterdir() if not p.name.startswith(".") and p.is_dir())
     assert len(folders) == 2, folders
     by_path = {summary(f)["slide"]["path"]: f for f in folders}
     a, b = by_path[str((parent / "dirA" / "x.tif").resolve())], by_path[str((parent / "dirB" / "x.tif").resolve())]
@@ -279,7 +279,8 @@ def test_6_result_folders_are_never_taken_as_slides(tmp_path, models):
     r = cli("run", inp, "--engine", models["fast"], "--out", tmp_path / "other", "--no-progress")
     assert r.returncode == 0, r.stderr
     assert "1 slide(s)" in r.stderr
-    assert sorted(p.name for p in (tmp_path / "other").iterdir() if not p.name.startswith(".")) == ["s"]
+    assert sorted(p.name for p in (tmp_path / "other").iterdir() if not p.name.startswith(".")) == \
+        ["cohort.csv", "report.html", "s"]  # the result folder and the cohort report
 
 
 # --- 7. locks -------------------------------------------------------------------------------

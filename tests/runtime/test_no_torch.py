@@ -43,3 +43,31 @@ def test_runtime_runs_without_torch(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ok"
+
+
+def test_runtime_runs_without_ray_and_says_how_to_get_it(tmp_path):
+    """Ray is an optional extra: the runtime never imports it unless a batch asks for it."""
+    model = make_colour_model(tmp_path / "m.onnx")
+    slide = make_square_slide(tmp_path / "s.tiff")["path"]
+    code = BLOCK_TORCH.replace('name in ("timm",', 'name in ("ray", "timm",').replace(
+        'name == "torch" or', 'name == "torch" or name.startswith("ray.") or') + textwrap.dedent(f"""
+        from pathlib import Path
+        from tseg.runtime.batch import run_batch
+        from tseg.runtime.errors import BackendUnavailableError
+        from tseg.runtime.segmenter import Segmenter
+        from tseg.runtime.cli import app
+        import tseg.runtime.ray_batch, tseg.runtime.report, tseg.runtime.shard
+        outcome = run_batch([Path({str(slide)!r})], Path({str(tmp_path / 'out')!r}), Segmenter({str(model)!r}))[0]
+        assert outcome.status == "done", outcome.error
+        try:
+            run_batch([Path({str(slide)!r})], Path({str(tmp_path / 'out2')!r}), ray="auto", engine={str(model)!r})
+        except BackendUnavailableError as exc:
+            assert "pip install 'tseg-rt[ray]'" in str(exc), exc
+        else:
+            raise SystemExit("no error without Ray")
+        assert "ray" not in sys.modules
+        print("ok")
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ok"
