@@ -35,13 +35,13 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from .errors import InvalidArgumentError, TsegError
+from .parallel import run_jobs
 from .tiling import Tile
 
 
@@ -372,13 +372,7 @@ class TileMerger:
             finally:
                 scratch.put(pair)
 
-        if n == 1:
-            for job in jobs:
-                run(job)
-        else:
-            with ThreadPoolExecutor(max_workers=n, thread_name_prefix="tseg-merge") as pool:
-                for future in [pool.submit(run, job) for job in jobs]:
-                    future.result()
+        run_jobs(run, jobs, n, "tseg-merge")
         for cell in self._cells_of[index]:
             if cell.remaining == 0 and cell.buffer is not None:
                 self._buffered_bytes -= cell.buffer.nbytes

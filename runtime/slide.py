@@ -37,7 +37,6 @@ import re
 import threading
 from collections import OrderedDict
 import xml.etree.ElementTree as ET
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
@@ -53,6 +52,7 @@ from .errors import (
     SlideReadError,
     UnsupportedSlideError,
 )
+from .parallel import run_jobs
 from .resample import area_resample
 
 log = logging.getLogger(__name__)
@@ -722,14 +722,7 @@ class Slide:
                 src, (cw, ch), (rx, ry), (a_x - sx0, a_y - sy0)
             )
 
-        n_threads = max(1, min(threads or self.reader_threads, len(blocks)))
-        if n_threads == 1:
-            for block in blocks:
-                work(block)
-        else:
-            with ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="tseg-read") as pool:
-                for future in [pool.submit(work, b) for b in blocks]:
-                    future.result()
+        run_jobs(work, blocks, max(1, min(threads or self.reader_threads, len(blocks))), "tseg-read")
         return out
 
     def overview(self, mpp: float = OVERVIEW_MPP) -> np.ndarray:
