@@ -71,7 +71,7 @@ SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mr
 DICOM_SUFFIXES = (".dcm",)
 
 __all__ = ["BatchInterrupted", "SlideLock", "SlideOutcome", "find_slides", "process_slide", "run_batch", "run_slide",
-           "remove_abandoned", "slide_stem", "output_names"]
+           "remove_abandoned", "slide_stem"]
 
 
 def _walk(root: Path, exclude: Path | None) -> Iterable[Path]:
@@ -234,12 +234,6 @@ def read_slides_csv(path: str | os.PathLike[str]) -> list[tuple[Path, dict[str, 
     return out
 
 
-def output_names(slides: Sequence[Path]) -> list[str]:
-    """The plain result-folder name of each slide (see :mod:`tseg.runtime.resume`; the final
-    name can carry a hash suffix when the plain one belongs to another slide)."""
-    return [result_stem(s) for s in slides]
-
-
 @dataclass
 class SlideOutcome:
     slide: str
@@ -326,7 +320,7 @@ def _metadata_mpp(slide: Path) -> Callable[[], tuple[float, float] | None]:
     return read
 
 
-def process_slide(segmenter: Any, slide: Path, out: Path, name: str | None = None, overwrite: bool = False,
+def process_slide(segmenter: Any, slide: Path, out: Path, overwrite: bool = False,
                   on_tile: Callable[[int, bool], None] | None = None,
                   on_plan: Callable[[int], None] | None = None, wait_for_lock: bool = False,
                   on_wait: Callable[[dict[str, Any] | None], None] | None = None,
@@ -334,7 +328,7 @@ def process_slide(segmenter: Any, slide: Path, out: Path, name: str | None = Non
     """Segment one slide into its result folder in ``out``, atomically, under the folder's lock.
 
     The folder and whether a finished result is reused, post-processed again or redone follow
-    :mod:`tseg.runtime.resume` (``name`` is ignored: names depend on the slide alone). A lock
+    :mod:`tseg.runtime.resume` (names depend on the slide alone). A lock
     held by another live process gives status ``locked`` (with ``wait_for_lock``: wait for it).
     Setting ``cancel`` stops the tile loop: the slide fails and its partial outputs are removed."""
     t0 = time.perf_counter()

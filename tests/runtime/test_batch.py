@@ -15,7 +15,8 @@ import pytest
 
 from helpers import make_colour_model, make_square_slide
 from tseg.runtime import outputs
-from tseg.runtime.batch import SlideLock, find_slides, output_names, run_batch
+from tseg.runtime.batch import SlideLock, find_slides, run_batch
+from tseg.runtime.resume import result_stem
 from tseg.runtime.errors import NoSlidesFoundError, OutputError
 from tseg.runtime.outputs import OUTPUT_FILES, SUMMARY
 from tseg.runtime.resume import RESULT_MARKER
@@ -57,8 +58,8 @@ def test_find_slides(slides, tmp_path):
     assert all("results" not in str(p) for p in find_slides([slides], exclude=slides / "results"))
 
 
-def test_output_names_are_the_stems():
-    assert output_names([Path("x/a.svs"), Path("y/a.svs"), Path("z/b.ome.tiff")]) == ["a", "a", "b"]
+def test_result_folder_names_are_the_stems():
+    assert [result_stem(p) for p in (Path("x/a.svs"), Path("y/a.svs"), Path("z/b.ome.tiff"))] == ["a", "a", "b"]
 
 
 def test_batch_resume_and_overwrite(slides, tmp_path, model):
