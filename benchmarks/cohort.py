@@ -48,7 +48,7 @@ def _slides(count: int, quick: bool) -> list[Path]:
 
 
 def _run(slides: list[Path], out: Path, **kwargs: Any) -> dict[str, Any]:
-    from tseg.runtime.batch import run_batch
+    from tseg.runtime.cohort.batch import run_batch
     from tseg.runtime.models import default_model_path
 
     t0 = time.perf_counter()
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import ray
 
-    from tseg.runtime.ray_batch import route_ray_logs
+    from tseg.runtime.cohort.ray_batch import route_ray_logs
 
     route_ray_logs(logging.ERROR)
     count = args.slides or (3 if args.quick else 12)

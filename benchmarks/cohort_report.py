@@ -29,9 +29,9 @@ from benchmarks.common import cached_slide, peak_rss_mb, write_json
 
 
 def make_cohort(out: Path, count: int) -> None:
-    from tseg.runtime.batch import SlideOutcome, run_batch
-    from tseg.runtime.report import record_outcome
-    from tseg.runtime.segmenter import Segmenter
+    from tseg.runtime.cohort.batch import SlideOutcome, run_batch
+    from tseg.runtime.cohort.report import record_outcome
+    from tseg.runtime.execution.segmenter import Segmenter
 
     slide = cached_slide("cohort", seed=100, width_mm=2.0, height_mm=1.5, mpp=0.5, n_tumours=1)
     template = out.parent / "template"
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--slides", type=int, default=10000)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    from tseg.runtime.report import write_report
+    from tseg.runtime.cohort.report import write_report
 
     work = Path(tempfile.mkdtemp(prefix="tseg-report-bench-"))
     try:

@@ -49,7 +49,7 @@ def reset_peak_rss() -> None:
 
 def cached_slide(name: str, **kwargs: Any) -> Path:
     """A synthetic slide generated once per parameter set and kept in ``$TSEG_BENCH_CACHE``."""
-    from tseg.runtime.synthetic import generate_slide
+    from tseg.runtime.evaluation.synthetic import generate_slide
 
     key = "-".join(f"{k}{v}".replace(".", "p") for k, v in sorted(kwargs.items()))
     path = CACHE / f"{name}-{key}.tiff"

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--compute-ms", type=float, default=150.0, help="target stand-in compute per tile")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    from tseg.runtime.cuda import device_count, device_properties
+    from tseg.runtime.execution.cuda import device_count, device_properties
 
     if device_count() == 0:
         raise SystemExit("benchmarks.executor: no CUDA GPU here (cudaGetDeviceCount reports none); skipped")
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
         import cupy as cp
     except ImportError:
         raise SystemExit("benchmarks.executor: CuPy is not installed (the stand-in compute needs it); skipped") from None
-    from tseg.runtime.executor import CudaDeviceAPI, DoubleBufferedExecutor
+    from tseg.runtime.execution.executor import CudaDeviceAPI, DoubleBufferedExecutor
 
     api = CudaDeviceAPI(0)
     h = w = args.size

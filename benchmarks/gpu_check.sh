@@ -43,10 +43,10 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...
 }
 
 step device 30 bash -c "nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total --format=csv; \
-  $PY -c 'from tseg.runtime.cuda import cuda_status, device_properties, bindings_version; \
+  $PY -c 'from tseg.runtime.execution.cuda import cuda_status, device_properties, bindings_version; \
 print(cuda_status()); print(device_properties(0)); print(\"cuda-bindings\", bindings_version())'; \
   $PY -c 'import torch, cupy; print(\"torch\", torch.__version__, torch.version.cuda, \"cupy\", cupy.__version__)'"
-step tests 90 $PY -m pytest -q -rs -p no:cacheprovider -m gpu tests/runtime/test_executor.py
+step tests 90 $PY -m pytest -q -rs -p no:cacheprovider -m gpu tests/runtime/execution/test_executor.py
 step executor 60 $PY -m benchmarks.executor --size 7680 --tiles 8 --json "$OUT/executor.json"
 step network 300 $PY -m benchmarks.network_gpu --size 7680 --compile-timeout 150 --json "$OUT/network.json"
 if $PY -c "import tensorrt" 2>/dev/null; then

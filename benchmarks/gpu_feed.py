@@ -34,10 +34,10 @@ H100_S_PER_7680_TILE = 0.15
 
 
 def _feed(path: str, tile: int, overlap: int, reader_threads: int) -> dict[str, Any]:
-    from tseg.runtime.merge import merge_tiles
-    from tseg.runtime.segmenter import Segmenter
-    from tseg.runtime.slide import open_slide
-    from tseg.runtime.tiling import plan_tiles
+    from tseg.runtime.method.merge import merge_tiles
+    from tseg.runtime.execution.segmenter import Segmenter
+    from tseg.runtime.wsi.slide import open_slide
+    from tseg.runtime.method.tiling import plan_tiles
 
     cost = H100_S_PER_7680_TILE * (tile / 7680) ** 2
     backend = fixed_cost_backend(cost, tile, overlap)

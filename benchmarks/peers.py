@@ -61,7 +61,7 @@ def _summary(times: list[float], base_mb: float, **extra: Any) -> dict[str, Any]
 
 
 def _tile_outputs(width: int, height: int, tile: int, overlap: int):
-    from tseg.runtime.tiling import plan_tiles
+    from tseg.runtime.method.tiling import plan_tiles
 
     plan = plan_tiles(width, height, tile, overlap)
     rng = np.random.default_rng(0)
@@ -73,12 +73,12 @@ def _merge_worker(method: str, width: int, height: int, tile: int, overlap: int,
     pairs = list(zip(plan.tiles, outputs))
     base = rss_mb()
     if method in ("tseg", "tseg-1-thread"):
-        from tseg.runtime.merge import merge_tiles
+        from tseg.runtime.method.merge import merge_tiles
 
         threads = 1 if method == "tseg-1-thread" else None
         times, out = _repeat(lambda: merge_tiles(height, width, pairs, threads=threads), repeats)
     elif method == "tseg-cells-float64":  # the merger before issue 13: per-cell float64 weights
-        from tseg.runtime.merge import TileMerger
+        from tseg.runtime.method.merge import TileMerger
 
         def cells() -> np.ndarray:
             merger = TileMerger(plan.tiles, height, width, separable=False)
@@ -88,7 +88,7 @@ def _merge_worker(method: str, width: int, height: int, tile: int, overlap: int,
 
         times, out = _repeat(cells, repeats)
     elif method == "reference-float64":
-        from tseg.runtime.merge import merge_tiles_reference
+        from tseg.runtime.method.merge import merge_tiles_reference
 
         times, out = _repeat(lambda: merge_tiles_reference(height, width, pairs), repeats)
     elif method == "monai-avgmerger":
@@ -109,7 +109,7 @@ def _merge_worker(method: str, width: int, height: int, tile: int, overlap: int,
         raise ValueError(method)
     result = _summary(times, base, tiles=len(plan))
     if method != "reference-float64" and width * height <= 50e6:  # the float64 reference needs ~25 B/px
-        from tseg.runtime.merge import merge_tiles_reference
+        from tseg.runtime.method.merge import merge_tiles_reference
 
         ref = merge_tiles_reference(height, width, pairs)
         diff = np.abs(out.astype(np.int16) - ref)
@@ -136,7 +136,7 @@ def bench_merge(width: int, height: int, tile: int, overlap: int, repeats: int) 
     out["memory_ratio_vs_cells_float64"] = out["tseg"]["peak_extra_mb"] / max(out["tseg-cells-float64"]["peak_extra_mb"], 1e-9)
     if heavy:
         out["reference-float64"] = {"skipped": "two full float64 arrays: too much memory at this size; "
-                                               "agreement is tested in tests/runtime/test_merge.py"}
+                                               "agreement is tested in tests/runtime/method/test_merge.py"}
     else:
         out["speedup_vs_reference"] = out["reference-float64"]["min_s"] / out["tseg"]["min_s"]
     out["tiatoolbox"] = {"skipped": "TIAToolbox 2.x merges inside its engine through dask row and column "
@@ -153,7 +153,7 @@ def bench_resample(repeats: int) -> dict[str, Any]:
     reference (agreement), one thread each."""
     import cv2
 
-    from tseg.runtime.resample import area_resample, area_resample_reference
+    from tseg.runtime.wsi.resample import area_resample, area_resample_reference
 
     rng = np.random.default_rng(0)
     src = cv2.resize(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8), (2048, 2048),
@@ -187,7 +187,7 @@ def bench_resample(repeats: int) -> dict[str, Any]:
 def _read_worker(method: str, path: str, mpp: float | None, tile: int, repeats: int, threads: int | None) -> dict:
     import cv2
 
-    from tseg.runtime.slide import open_slide
+    from tseg.runtime.wsi.slide import open_slide
 
     with open_slide(path, mpp=mpp) as s:
         w1, h1 = s.size_at(1.0)
@@ -289,7 +289,7 @@ def _decode_limit_worker(path: str, tile: int, threads_list: list[int], seconds:
     import openslide
     from tifffile.tifffile import jpeg_decode_colorspace
 
-    from tseg.runtime.slide import _rgba_to_rgb, open_slide
+    from tseg.runtime.wsi.slide import _rgba_to_rgb, open_slide
 
     s = open_slide(path)
     w1, h1 = s.size_at(1.0)

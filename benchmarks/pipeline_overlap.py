@@ -18,8 +18,8 @@ from benchmarks.common import cached_slide, peak_rss_mb, rss_mb, write_json
 
 
 def fixed_cost_backend(cost_s: float, tile: int, overlap: int):
-    from tseg.runtime.backends import Backend
-    from tseg.runtime.contract import ModelContract
+    from tseg.runtime.execution.backends import Backend
+    from tseg.runtime.execution.contract import ModelContract
 
     class FixedCost(Backend):
         kind = "fixed-cost"
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tile-cost", type=float, default=None, help="seconds per tile (default 0.4; quick 0.15)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    from tseg.runtime.segmenter import Segmenter
+    from tseg.runtime.execution.segmenter import Segmenter
 
     cost = args.tile_cost if args.tile_cost is not None else (0.15 if args.quick else 0.4)
     size = (4.0, 3.0) if args.quick else (8.0, 6.0)

@@ -33,7 +33,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def run_case(path: str, mpp: float | None, option: dict[str, Any]) -> dict[str, Any]:
-    from tseg.runtime.segmenter import Segmenter
+    from tseg.runtime.execution.segmenter import Segmenter
 
     results = {}
     for name, extra in (("exact", {}), ("option", option)):

@@ -19,7 +19,7 @@ from benchmarks.common import cached_slide, in_fresh_process, peak_rss_mb, rss_m
 def _blockwise(path: str, tile: int, threads: int) -> dict:
     import numpy as np
 
-    from tseg.runtime.slide import open_slide
+    from tseg.runtime.wsi.slide import open_slide
 
     with open_slide(path, reader_threads=threads) as slide:
         base = rss_mb()
@@ -35,7 +35,7 @@ def _one_shot(path: str, tile: int) -> dict:
     import numpy as np
     import openslide
 
-    from tseg.runtime.slide import open_slide
+    from tseg.runtime.wsi.slide import open_slide
 
     with open_slide(path) as slide:
         level = slide.level_for(1.0)  # the same level the blockwise reader uses
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="reader threads (default: CPU count, max 4)")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
-    from tseg.runtime.slide import default_reader_threads
+    from tseg.runtime.wsi.slide import default_reader_threads
 
     threads = args.threads or default_reader_threads()
     tile = 2048 if args.quick else 7680

@@ -3,7 +3,7 @@
     python -m benchmarks [--quick] [--json results.json]
     python -m benchmarks --gpu --engine model.plan [--json gpu.json]
 
-On a generated slide (:mod:`tseg.runtime.synthetic`): reading at 1 µm/px (blockwise parallel
+On a generated slide (:mod:`tseg.runtime.evaluation.synthetic`): reading at 1 µm/px (blockwise parallel
 reader vs one ``read_region`` + ``cv2.resize``), background segmentation, merging (cell merger
 vs a full-array merge), post-processing (ours vs the steps written plainly with scikit-image and
 numpy, as the reference implementation did), ONNX Runtime inference with the bundled model, and
@@ -73,7 +73,7 @@ def plain_foreground(rgb: np.ndarray) -> np.ndarray:
 
 def plain_fill_holes(mask: np.ndarray) -> np.ndarray:
     """scikit-image's ``remove_small_holes`` (< 10,000 px), minus what it fills at the image
-    border: tseg-rt's holes never touch the border (runtime/background.py), so the baseline
+    border: tseg-rt's holes never touch the border (runtime/method/background.py), so the baseline
     undoes those fills with ``clear_border`` to keep computing the same thing."""
     from skimage import measure, morphology, segmentation
 
@@ -120,7 +120,7 @@ def plain_foreground_clean(mask: np.ndarray) -> np.ndarray:
 
 def bench_reading(path: str, tile: int) -> dict[str, Any]:
     from benchmarks.read_tile import _blockwise, _one_shot
-    from tseg.runtime.slide import default_reader_threads
+    from tseg.runtime.wsi.slide import default_reader_threads
 
     one = in_fresh_process(_one_shot, path, tile)
     block = in_fresh_process(_blockwise, path, tile, default_reader_threads())
@@ -132,7 +132,7 @@ def bench_reading(path: str, tile: int) -> dict[str, Any]:
 
 
 def bench_background(overview: np.ndarray) -> dict[str, Any]:
-    from tseg.runtime.background import foreground_mask
+    from tseg.runtime.method.background import foreground_mask
 
     ours_s, ours = timed(lambda: foreground_mask(overview), 3)
     base_s, base = timed(lambda: plain_foreground(overview), 3)
@@ -144,8 +144,8 @@ def bench_background(overview: np.ndarray) -> dict[str, Any]:
 
 
 def bench_merge(width: int, height: int, tile: int, overlap: int) -> dict[str, Any]:
-    from tseg.runtime.merge import merge_tiles, merge_tiles_reference
-    from tseg.runtime.tiling import plan_tiles
+    from tseg.runtime.method.merge import merge_tiles, merge_tiles_reference
+    from tseg.runtime.method.tiling import plan_tiles
 
     plan = plan_tiles(width, height, tile, overlap)
     rng = np.random.default_rng(0)
@@ -163,7 +163,7 @@ def bench_merge(width: int, height: int, tile: int, overlap: int) -> dict[str, A
 
 
 def bench_postprocess(size: tuple[int, int]) -> dict[str, Any]:
-    from tseg.runtime.postprocess import segment_probability
+    from tseg.runtime.method.postprocess import segment_probability
 
     h, w = size
     yy, xx = np.mgrid[:h, :w]
@@ -184,7 +184,7 @@ def bench_postprocess(size: tuple[int, int]) -> dict[str, Any]:
 
 
 def bench_inference(tile: int, repeats: int) -> dict[str, Any]:
-    from tseg.runtime.backends import load_backend
+    from tseg.runtime.execution.backends import load_backend
     from tseg.runtime.models import default_model_path
 
     backend = load_backend(default_model_path(), providers="cpu")
@@ -197,7 +197,7 @@ def bench_inference(tile: int, repeats: int) -> dict[str, Any]:
 
 
 def bench_end_to_end(path: str, engine: str | None = None, providers: str = "cpu") -> dict[str, Any]:
-    from tseg.runtime.segmenter import Segmenter
+    from tseg.runtime.execution.segmenter import Segmenter
 
     segmenter = Segmenter(engine, providers=providers, keep_full_probability=False)
     t0 = time.perf_counter()
@@ -221,7 +221,7 @@ def run_cpu(quick: bool) -> dict[str, Any]:
                              n_sections=2, n_tumours=3))
     read_slide = str(cached_slide("read", seed=3, width_mm=2.2 if quick else 7.8, height_mm=2.2 if quick else 7.8,
                                   mpp=0.25, n_tumours=1, level_factor=8))
-    from tseg.runtime.slide import open_slide
+    from tseg.runtime.wsi.slide import open_slide
 
     with open_slide(slide) as s:
         overview = s.overview()
@@ -251,8 +251,8 @@ def run_cpu(quick: bool) -> dict[str, Any]:
 
 
 def run_gpu(engine: str, quick: bool) -> dict[str, Any]:
-    from tseg.runtime.backends import load_backend
-    from tseg.runtime.cuda import device_count
+    from tseg.runtime.execution.backends import load_backend
+    from tseg.runtime.execution.cuda import device_count
 
     if device_count() == 0:
         raise SystemExit("--gpu needs a CUDA GPU (cudaGetDeviceCount reports none)")

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     from tseg.engines.build import BuildSettings, build_engine
     from tseg.export.parity import agreement, parity_inputs
-    from tseg.runtime.backends import load_backend
+    from tseg.runtime.execution.backends import load_backend
     from tseg.runtime.models import default_model_path
 
     onnx = Path(args.onnx) if args.onnx else default_model_path()

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tseg.runtime.atomic import atomic_write
+from tseg.runtime.util.atomic import atomic_write
 from tseg.runtime.errors import BackendUnavailableError, InvalidArgumentError, ModelError, OutputError
 
 from .conformance import require_conformance
@@ -162,7 +162,7 @@ def build_engine(onnx_path: str | os.PathLike[str], plan_path: str | os.PathLike
     the output paths, and conformance with TensorRT's ONNX parser
     (:mod:`tseg.engines.conformance`), so that a graph the parser would reject is refused in
     seconds, not after minutes of building."""
-    from tseg.runtime.cuda import bindings_version, device_properties, no_device_reason
+    from tseg.runtime.execution.cuda import bindings_version, device_properties, no_device_reason
 
     onnx_path, plan = Path(onnx_path), Path(plan_path)
     io = inspect_onnx(onnx_path)  # contract, I/O and precision: checked before TensorRT is needed

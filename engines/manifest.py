@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from tseg.runtime.atomic import write_text
-from tseg.runtime.backends import file_sha256
-from tseg.runtime.contract import METADATA_KEY, ModelContract
+from tseg.runtime.util.atomic import write_text
+from tseg.runtime.execution.backends import file_sha256
+from tseg.runtime.execution.contract import METADATA_KEY, ModelContract
 from tseg.runtime.errors import ContractError, EngineMismatchError, ModelError, ModelNotFoundError
 
 FORMAT = "tseg-engine-manifest"
@@ -29,7 +29,7 @@ def manifest_path(plan: str | os.PathLike[str]) -> Path:
     return p.with_name(p.name + ".json")
 
 
-sha256_file = file_sha256  # one implementation (tseg.runtime.backends), named here for engines
+sha256_file = file_sha256  # one implementation (tseg.runtime.execution.backends), named here for engines
 
 
 @dataclass

@@ -36,9 +36,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tseg.runtime.atomic import write_text
-from tseg.runtime.backends import file_sha256
-from tseg.runtime.contract import METADATA_KEY, ModelContract
+from tseg.runtime.util.atomic import write_text
+from tseg.runtime.execution.backends import file_sha256
+from tseg.runtime.execution.contract import METADATA_KEY, ModelContract
 from tseg.runtime.errors import InvalidArgumentError, ModelError, OutputError
 
 from .network import TileModel, prepare_network
@@ -168,7 +168,7 @@ def graph_facts(path: str | Path) -> dict[str, Any]:
 
 
 def _ort_run(path: Path, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-    from tseg.runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from tseg.runtime.execution.backends.onnxruntime import OnnxRuntimeBackend
 
     with OnnxRuntimeBackend(path, providers="cpu") as backend:
         return [backend.infer(img[None])[0, 0] for img in images]

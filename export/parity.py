@@ -2,7 +2,7 @@
 
 Inputs are mosaics of the real H&E tiles in ``../shared/data/tiles/kather2016`` (Kather et al.
 2016, CC BY 4.0) resized from ~0.5 to 1 µm/px, when present; otherwise synthetic H&E texture
-from :mod:`tseg.runtime.synthetic` (not uniform noise, which drives a network to a
+from :mod:`tseg.runtime.evaluation.synthetic` (not uniform noise, which drives a network to a
 near-constant output and hides differences).
 """
 
@@ -68,7 +68,7 @@ def parity_inputs(sizes: Sequence[tuple[int, int]], seed: int = 0) -> tuple[list
         tiles = kather_tiles(d)
         if tiles:
             return [mosaic(tiles, h, w, seed + i) for i, (h, w) in enumerate(sizes)], f"kather2016 mosaics ({d})"
-    from tseg.runtime.synthetic import SyntheticSlide
+    from tseg.runtime.evaluation.synthetic import SyntheticSlide
 
     syn = SyntheticSlide(seed=seed + 11, width_um=3000, height_um=2000, n_tumours=2)
     images = []

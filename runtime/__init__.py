@@ -1,7 +1,7 @@
 """tseg-rt runtime: read slides, tile, run a model, merge and post-process. No PyTorch.
 
-The names below are imported lazily, so that light modules (``tseg.runtime.executor``,
-``tseg.runtime.cuda``, ``tseg.runtime.tiling``) can be used without OpenCV or OpenSlide loaded.
+The names below are imported lazily, so that light modules (``tseg.runtime.execution.executor``,
+``tseg.runtime.execution.cuda``, ``tseg.runtime.method.tiling``) can be used without OpenCV or OpenSlide loaded.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Segmenter": ".segmenter",
-    "Result": ".segmenter",
-    "Slide": ".slide",
-    "open_slide": ".slide",
+    "Segmenter": ".execution.segmenter",
+    "Result": ".execution.segmenter",
+    "Slide": ".wsi.slide",
+    "open_slide": ".wsi.slide",
     "TsegError": ".errors",
-    "load_backend": ".backends",
-    "run_batch": ".batch",
-    "write_report": ".report",
+    "load_backend": ".execution.backends",
+    "run_batch": ".cohort.batch",
+    "write_report": ".cohort.report",
 }
 
 __all__ = sorted(_EXPORTS)

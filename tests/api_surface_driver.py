@@ -11,7 +11,7 @@ TensorRT scenarios; without it, the CUDA scenarios. Either way ``cuda.bindings.r
 checked one over a :class:`checked_cudart.CudaSim` (``--cuda-path``: a folder holding another
 cuda-bindings version, put first on ``sys.path``). Each scenario's outcome, every violation
 with its call site, the names exercised and the real module's names go to the JSON report that
-``tests/engines/test_trt_api_surface.py`` and ``tests/runtime/test_cuda_api_surface.py`` read.
+``tests/engines/test_trt_api_surface.py`` and ``tests/runtime/execution/test_cuda_api_surface.py`` read.
 Run with ``CUDA_VISIBLE_DEVICES=""`` so that no real device call can succeed.
 """
 
@@ -138,7 +138,7 @@ def run_tensorrt(real_trt: Any, real_rt: Any, work: Path) -> dict[str, Any]:
     from helpers import make_colour_model
     from tseg.engines.build import BuildSettings, build_engine
     from tseg.engines.manifest import read_manifest, sha256_file
-    from tseg.runtime.backends import load_backend
+    from tseg.runtime.execution.backends import load_backend
 
     version = str(real_trt.__version__)
     h = Harness(real_rt, real_trt)
@@ -380,8 +380,8 @@ def run_cuda(real_rt: Any, work: Path) -> dict[str, Any]:
     import numpy as np
 
     from checked_cudart import H200
-    from tseg.runtime import cuda
-    from tseg.runtime.executor import CudaDeviceAPI, DoubleBufferedExecutor
+    from tseg.runtime.execution import cuda
+    from tseg.runtime.execution.executor import CudaDeviceAPI, DoubleBufferedExecutor
 
     h = Harness(real_rt)
 

@@ -191,7 +191,7 @@ class _CheckedCall:
 
 
 def install(checked: CheckedCudaRuntime) -> None:
-    """Make ``from cuda.bindings import runtime`` give ``checked`` (what tseg.runtime.cuda does)."""
+    """Make ``from cuda.bindings import runtime`` give ``checked`` (what tseg.runtime.execution.cuda does)."""
     import sys
 
     import cuda.bindings

@@ -55,7 +55,7 @@ def make_colour_model(path: Path, tile: int = 256, overlap: int = 32, divisor: i
     import onnx
     from onnx import TensorProto, helper
 
-    from tseg.runtime.contract import METADATA_KEY, ModelContract
+    from tseg.runtime.execution.contract import METADATA_KEY, ModelContract
 
     in_type = TensorProto.UINT8 if input_dtype is None else input_dtype
     x = helper.make_tensor_value_info("image", in_type, ["N", "H", "W", 3])
@@ -105,7 +105,7 @@ def make_square_slide(path: Path, width_um: int = 1600, height_um: int = 1200, m
     """
     import cv2
 
-    from tseg.runtime.tiff import pyramid_from_array, write_pyramid
+    from tseg.runtime.wsi.tiff import pyramid_from_array, write_pyramid
 
     w, h = int(width_um / mpp), int(height_um / mpp)
     rng = np.random.default_rng(seed)
@@ -144,7 +144,7 @@ class SimEvent:
 
 
 class SimDevice:
-    """A simulated CUDA device with a virtual clock (see tests/runtime/test_executor.py).
+    """A simulated CUDA device with a virtual clock (see tests/runtime/execution/test_executor.py).
 
     It also checks what a real device would punish: ``strict_threads`` makes an enqueue from a
     thread that never made this device current (``activate``) an error, as a launch from such a

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from tseg.runtime.atomic import atomic_write
+from tseg.runtime.util.atomic import atomic_write
 from tseg.runtime.errors import ModelError, ModelNotFoundError
 
 from .config import ModelConfig, model_config_from_dict

@@ -2,7 +2,7 @@
 
     python -m tseg.training.demo_model --out build/demo [--steps N] [--install]
 
-1. Generate training slides with :mod:`tseg.runtime.synthetic` (seeds 100-107) and prepare them
+1. Generate training slides with :mod:`tseg.runtime.evaluation.synthetic` (seeds 100-107) and prepare them
    with ``train prepare`` (512 px tiles at 1 µm/px, masks from their GeoJSON).
 2. When ``../shared/data/tiles/kather2016`` is present, build 512 px mosaics at 1 µm/px from the
    Kather et al. 2016 H&E tiles (CC BY 4.0), labelled per tile: 01_TUMOR -> tumour (255),
@@ -40,7 +40,7 @@ MOSAIC = 512
 
 
 def _synthetic_slides(folder: Path, seeds: list[int]) -> list[dict[str, Any]]:
-    from tseg.runtime.synthetic import generate_slide
+    from tseg.runtime.evaluation.synthetic import generate_slide
 
     rows = []
     for i, seed in enumerate(seeds):
@@ -101,9 +101,9 @@ def _kather_mosaics(folder: Path, count: int, seed: int) -> tuple[list[dict[str,
 
 def _evaluate(onnx: Path, folder: Path, held_out: list[tuple[str, np.ndarray, str]]) -> dict[str, Any]:
     from tseg.export.parity import mosaic
-    from tseg.runtime.backends import load_backend
-    from tseg.runtime.metrics import dsc, mean_ci
-    from tseg.runtime.segmenter import Segmenter
+    from tseg.runtime.execution.backends import load_backend
+    from tseg.runtime.evaluation.metrics import dsc, mean_ci
+    from tseg.runtime.execution.segmenter import Segmenter
 
     segmenter = Segmenter(onnx, providers="cpu")
     slides = _synthetic_slides(folder / "eval", EVAL_SEEDS)

@@ -7,7 +7,7 @@ the CSV) to, per slide
 (paper, *Method development*):
 
 * 2048 x 2048 tiles at 1 µm/px without overlap (Listing 1; the last tile of a row or column is
-  flush with the edge), read through :mod:`tseg.runtime.slide`, as JPEG quality 95;
+  flush with the edge), read through :mod:`tseg.runtime.wsi.slide`, as JPEG quality 95;
 * a mask per tile as PNG: 0 white background, 127 tissue, 255 tumour. Background comes from the
   5 µm/px background segmentation; the tumour annotation is AND-ed with the foreground, as the
   paper alters references with the background mask;
@@ -34,13 +34,13 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 
-from tseg.runtime.annotations import read_annotation
-from tseg.runtime.atomic import atomic_write, write_csv
-from tseg.runtime.background import foreground_mask, mask_on_box
-from tseg.runtime.batch import slide_stem
+from tseg.runtime.evaluation.annotations import read_annotation
+from tseg.runtime.util.atomic import atomic_write, write_csv
+from tseg.runtime.method.background import foreground_mask, mask_on_box
+from tseg.runtime.cohort.batch import slide_stem
 from tseg.runtime.errors import InvalidArgumentError, TsegError
-from tseg.runtime.slide import open_slide
-from tseg.runtime.tiling import TRAINING_MIN_OVERLAP, TRAINING_TILE, plan_tiles
+from tseg.runtime.wsi.slide import open_slide
+from tseg.runtime.method.tiling import TRAINING_MIN_OVERLAP, TRAINING_TILE, plan_tiles
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from fake_tensorrt import fake_builder_trt
 from helpers import make_colour_model
 from tseg.engines.build import BuildSettings, build_engine
 from tseg.engines.conformance import MAX_OPSET, ConformanceError, check_graph, check_onnx_file
-from tseg.runtime.contract import METADATA_KEY, ModelContract
+from tseg.runtime.execution.contract import METADATA_KEY, ModelContract
 from tseg.runtime.models import default_model_path
 
 

@@ -27,7 +27,7 @@ from tseg.engines.manifest import (
     sha256_file,
     write_manifest,
 )
-from tseg.runtime.backends import load_backend
+from tseg.runtime.execution.backends import load_backend
 from tseg.runtime.errors import (
     BackendUnavailableError,
     ContractError,
@@ -36,7 +36,7 @@ from tseg.runtime.errors import (
     ModelError,
     OutputError,
 )
-from tseg.runtime.segmenter import Segmenter
+from tseg.runtime.execution.segmenter import Segmenter
 
 
 def fake_plan(tmp_path, contract, name="model.plan", trt_version=TEN, cc="9.0", profile=(64, 256, 256)):
@@ -136,7 +136,7 @@ def test_info_prints_the_manifest(tmp_path, contract):
 def sim_trt(monkeypatch):
     device = SimDevice()
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(device))
-    from tseg.runtime import cuda, executor
+    from tseg.runtime.execution import cuda; from tseg.runtime.execution import executor
 
     monkeypatch.setattr(cuda, "device_count", lambda: 1)
     monkeypatch.setattr(cuda, "device_properties", lambda d=0: {"name": "NVIDIA H200", "compute_capability": "9.0"})
@@ -189,7 +189,7 @@ def test_engine_for_another_gpu_or_version_is_refused(tmp_path, contract, sim_tr
 
 def test_real_tensorrt_build_and_parity(tmp_path):
     trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed on this machine")
-    from tseg.runtime.cuda import device_count
+    from tseg.runtime.execution.cuda import device_count
 
     if device_count() == 0:
         pytest.skip("no CUDA GPU here")
@@ -208,7 +208,7 @@ def test_real_tensorrt_build_and_parity(tmp_path):
 
 @pytest.fixture()
 def gpu_here(monkeypatch):
-    from tseg.runtime import cuda
+    from tseg.runtime.execution import cuda
 
     monkeypatch.setattr(cuda, "device_count", lambda: 1)
     monkeypatch.setattr(cuda, "device_properties", lambda d=0: {"name": "NVIDIA H200", "compute_capability": "9.0",
@@ -253,7 +253,7 @@ def test_builder_out_of_memory_and_no_gpu(tmp_path, monkeypatch, gpu_here):
     with pytest.raises(ModelError, match="--workspace-gb"):
         build_engine(model, tmp_path / "m.plan", settings)
     assert not (tmp_path / "m.plan").exists() and not (tmp_path / "m.plan.json").exists()
-    from tseg.runtime import cuda
+    from tseg.runtime.execution import cuda
 
     monkeypatch.setattr(cuda, "device_count", lambda: 0)
     with pytest.raises(BackendUnavailableError, match="CUDA device 0 cannot be used"):

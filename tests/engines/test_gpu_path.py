@@ -16,7 +16,7 @@ from helpers import REPO, SimDevice, make_colour_model
 from tseg.engines.build import LOGGER_TAIL, BuildSettings, build_engine, make_logger
 from tseg.engines.conformance import TENSORRT_FLOOR
 from tseg.engines.manifest import EngineManifest, incompatibilities, read_manifest, sha256_file, version_key, write_manifest
-from tseg.runtime.backends import load_backend
+from tseg.runtime.execution.backends import load_backend
 from tseg.runtime.errors import BackendUnavailableError, DeviceError, ModelError
 
 SETTINGS = dict(min_tile=64, opt_tile=256, max_tile=256)
@@ -24,7 +24,7 @@ SETTINGS = dict(min_tile=64, opt_tile=256, max_tile=256)
 
 @pytest.fixture()
 def gpu_here(monkeypatch):
-    from tseg.runtime import cuda
+    from tseg.runtime.execution import cuda
 
     monkeypatch.setattr(cuda, "device_count", lambda: 1)
     monkeypatch.setattr(cuda, "device_properties", lambda d=0: {"name": "NVIDIA H200", "compute_capability": "9.0",
@@ -47,7 +47,7 @@ def plan_for(tmp_path, trt_version=TEN, name="model.plan"):
 
 
 def use_sim(monkeypatch, trt, device):
-    from tseg.runtime import cuda, executor
+    from tseg.runtime.execution import cuda; from tseg.runtime.execution import executor
 
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setattr(cuda, "device_count", lambda: 1)
@@ -67,7 +67,7 @@ def use_sim(monkeypatch, trt, device):
 def fake_cudart(monkeypatch, error, driver, runtime=13000):
     from cuda.bindings import runtime as rt
 
-    from tseg.runtime import cuda
+    from tseg.runtime.execution import cuda
 
     class Runtime:
         cudaError_t = rt.cudaError_t
@@ -91,8 +91,8 @@ def fake_cudart(monkeypatch, error, driver, runtime=13000):
 
 
 def test_an_old_driver_is_reported_as_too_old_with_the_fix(monkeypatch):
-    from tseg.runtime.cuda import cuda_status
-    from tseg.runtime.executor import CudaDeviceAPI
+    from tseg.runtime.execution.cuda import cuda_status
+    from tseg.runtime.execution.executor import CudaDeviceAPI
 
     fake_cudart(monkeypatch, 35, driver=12040, runtime=13000)  # a CUDA 12.4 driver, cuda-bindings 13
     status = cuda_status()
@@ -104,7 +104,7 @@ def test_an_old_driver_is_reported_as_too_old_with_the_fix(monkeypatch):
 
 
 def test_no_driver_and_no_visible_gpu_are_told_apart(monkeypatch):
-    from tseg.runtime.cuda import cuda_status
+    from tseg.runtime.execution.cuda import cuda_status
 
     fake_cudart(monkeypatch, 35, driver=0)
     assert "no NVIDIA driver" in cuda_status().reason
@@ -113,7 +113,7 @@ def test_no_driver_and_no_visible_gpu_are_told_apart(monkeypatch):
 
 
 def test_the_engine_backend_and_builder_give_the_driver_reason(monkeypatch, tmp_path):
-    from tseg.runtime import cuda
+    from tseg.runtime.execution import cuda
 
     trt, _ = fake_builder_trt()
     monkeypatch.setitem(sys.modules, "tensorrt", trt)

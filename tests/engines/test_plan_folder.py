@@ -12,11 +12,11 @@ import pytest
 from fake_tensorrt import ELEVEN, ENGINE_BYTES, TEN, fake_tensorrt
 from helpers import SimDevice, make_colour_model, make_square_slide
 from tseg.engines.manifest import EngineManifest, inspect_onnx, sha256_file, write_manifest
-from tseg.runtime.backends import load_backend
-from tseg.runtime.backends.tensorrt import select_plan
-from tseg.runtime.batch import run_batch
+from tseg.runtime.execution.backends import load_backend
+from tseg.runtime.execution.backends.tensorrt import select_plan
+from tseg.runtime.cohort.batch import run_batch
 from tseg.runtime.errors import EngineMismatchError, ModelError
-from tseg.runtime.segmenter import Segmenter
+from tseg.runtime.execution.segmenter import Segmenter
 
 H200 = {"name": "NVIDIA H200", "compute_capability": "9.0"}
 A100 = {"name": "NVIDIA A100-SXM4-80GB", "compute_capability": "8.0"}
@@ -82,7 +82,7 @@ def test_plans_of_different_models_or_without_manifests_are_refused(plans, tmp_p
 @pytest.fixture()
 def gpu(monkeypatch):
     """Switch the simulated GPU (``gpu(H200)``); any plan bytes beginning like the stand-in's engine load."""
-    from tseg.runtime import cuda, executor
+    from tseg.runtime.execution import cuda; from tseg.runtime.execution import executor
 
     device = SimDevice()
     trt = fake_tensorrt(device)

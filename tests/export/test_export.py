@@ -17,9 +17,9 @@ from tseg.engines.conformance import check_onnx_file  # noqa: E402
 from tseg.export.network import FixedPadAvgPool2d, fold_scaled_std_conv  # noqa: E402
 from tseg.export.onnx_export import export_checkpoint, graph_facts  # noqa: E402
 from tseg.export.parity import agreement, parity_inputs  # noqa: E402
-from tseg.runtime.backends import load_backend  # noqa: E402
+from tseg.runtime.execution.backends import load_backend  # noqa: E402
 from tseg.runtime.errors import ModelError, ModelNotFoundError, OutputError  # noqa: E402
-from tseg.runtime.segmenter import Segmenter  # noqa: E402
+from tseg.runtime.execution.segmenter import Segmenter  # noqa: E402
 from tseg.training.checkpoint import save_checkpoint  # noqa: E402
 from tseg.training.config import ModelConfig, load_config  # noqa: E402
 from tseg.training.model import build_model  # noqa: E402

@@ -30,9 +30,9 @@ def test_runtime_runs_without_torch(tmp_path):
         else:
             raise SystemExit("torch was importable")
         import tseg.runtime
-        from tseg.runtime.segmenter import Segmenter
-        from tseg.runtime.batch import run_batch
-        from tseg.runtime.cli import app
+        from tseg.runtime.execution.segmenter import Segmenter
+        from tseg.runtime.cohort.batch import run_batch
+        from tseg.runtime.cli.main import app
         from pathlib import Path
         outcome = run_batch([Path({str(slide)!r})], Path({str(tmp_path / 'out')!r}), Segmenter({str(model)!r}))[0]
         assert outcome.status == "done", outcome.error
@@ -52,11 +52,11 @@ def test_runtime_runs_without_ray_and_says_how_to_get_it(tmp_path):
     code = BLOCK_TORCH.replace('name in ("timm",', 'name in ("ray", "timm",').replace(
         'name == "torch" or', 'name == "torch" or name.startswith("ray.") or') + textwrap.dedent(f"""
         from pathlib import Path
-        from tseg.runtime.batch import run_batch
+        from tseg.runtime.cohort.batch import run_batch
         from tseg.runtime.errors import BackendUnavailableError
-        from tseg.runtime.segmenter import Segmenter
-        from tseg.runtime.cli import app
-        import tseg.runtime.ray_batch, tseg.runtime.report, tseg.runtime.shard
+        from tseg.runtime.execution.segmenter import Segmenter
+        from tseg.runtime.cli.main import app
+        import tseg.runtime.cohort.ray_batch, tseg.runtime.cohort.report, tseg.runtime.cohort.shard
         outcome = run_batch([Path({str(slide)!r})], Path({str(tmp_path / 'out')!r}), Segmenter({str(model)!r}))[0]
         assert outcome.status == "done", outcome.error
         try:

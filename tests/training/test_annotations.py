@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tseg.runtime.annotations import read_annotation
+from tseg.runtime.evaluation.annotations import read_annotation
 from tseg.runtime.errors import AnnotationError
 
 

@@ -19,9 +19,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tseg.runtime.backends import load_backend  # noqa: E402
-from tseg.runtime.contract import PAPER  # noqa: E402
-from tseg.runtime.tiling import pad_to_divisor  # noqa: E402
+from tseg.runtime.execution.backends import load_backend  # noqa: E402
+from tseg.runtime.execution.contract import PAPER  # noqa: E402
+from tseg.runtime.method.tiling import pad_to_divisor  # noqa: E402
 from tseg.training.checkpoint import save_checkpoint  # noqa: E402
 from tseg.training.config import ModelConfig, load_config  # noqa: E402
 from tseg.training.model import build_model  # noqa: E402

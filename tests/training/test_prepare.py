@@ -10,7 +10,7 @@ import pytest
 
 from helpers import make_square_slide
 from tseg.runtime.errors import InvalidArgumentError
-from tseg.runtime.tiling import tile_starts
+from tseg.runtime.method.tiling import tile_starts
 from tseg.training.prepare import BACKGROUND, TISSUE, TUMOUR, prepare_dataset, read_index, read_slide_list
 
 

@@ -1,0 +1,1 @@
+"""The files of one slide's result (maps, mask, polygons, pyramidal heat map, overlay, summary)."""
