@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import logging
@@ -148,6 +147,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from tseg.training.config import load_config
     from tseg.training.prepare import INDEX_COLUMNS, prepare_dataset, read_index
     from tseg.training.stats import dataset_stats
+    from tseg.runtime.util.atomic import write_csv
     from tseg.training.train import fit
 
     t_start = time.perf_counter()
@@ -157,19 +157,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.steps:
         config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, steps=args.steps))
     slides = _synthetic_slides(out / "slides", TRAIN_SEEDS)
-    with open(out / "slides.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, ["path", "annotation", "cancer_type", "cohort"], extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(slides)
+    write_csv(out / "slides.csv", slides, ["path", "annotation", "cancer_type", "cohort"])
     report = prepare_dataset(out / "slides.csv", out / "dataset", tile_size=config.data.tile_size)
     rows = read_index(report.index)
     mosaic_rows, held_out = _kather_mosaics(out / "dataset" / "kather", args.mosaics, config.optim.seed)
     rows += mosaic_rows
     index = out / "dataset" / "index.csv"
-    with open(index, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, INDEX_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(index, rows, INDEX_COLUMNS)
     stats = dataset_stats(r["ImagePath"] for r in rows)
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, mean=tuple(stats["mean"]),
                                                                    std=tuple(stats["std"])))

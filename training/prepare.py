@@ -36,6 +36,7 @@ import numpy as np
 
 from tseg.runtime.evaluation.annotations import read_annotation
 from tseg.runtime.util.atomic import atomic_write, write_csv
+from tseg.runtime.util.spreadsheet import restore_cell
 from tseg.runtime.method.background import foreground_mask, mask_on_box
 from tseg.runtime.cohort.batch import slide_stem
 from tseg.runtime.errors import InvalidArgumentError, TsegError
@@ -61,13 +62,19 @@ class SlideEntry:
     section: str | None = None  # the tissue section (None: the scan is its own section)
 
 
+def _restored(row: dict[str, Any]) -> dict[str, Any]:
+    """A CSV row with the spreadsheet neutralisation of :func:`~tseg.runtime.util.atomic.write_csv`
+    undone (``'-x.jpg`` -> ``-x.jpg``)."""
+    return {k: restore_cell(v) if isinstance(v, str) else v for k, v in row.items()}
+
+
 def read_slide_list(csv_path: str | os.PathLike[str]) -> list[SlideEntry]:
     """Read the slide CSV (``path, annotation, cancer_type, cohort[, mpp][, section]``)."""
     csv_path = Path(csv_path)
     base = csv_path.parent
     try:
         with open(csv_path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
+            rows = [_restored(r) for r in csv.DictReader(fh)]
     except OSError as exc:
         raise InvalidArgumentError(f"{csv_path}: cannot read the slide list: {exc}") from exc
     required = {"path", "annotation", "cancer_type", "cohort"}
@@ -209,7 +216,7 @@ def read_index(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     p = Path(path)
     try:
         with open(p, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
+            rows = [_restored(r) for r in csv.DictReader(fh)]
     except OSError as exc:
         raise InvalidArgumentError(f"{p}: cannot read the tile index: {exc}") from exc
     if not rows:

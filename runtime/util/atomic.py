@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import csv
 import errno
+import itertools
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from tseg.runtime.errors import OutputError
+from tseg.runtime.util.spreadsheet import safe_cell
 
 
 def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], Any], keep_suffix: bool = False) -> Path:
@@ -42,12 +44,23 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def write_csv(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]],
+def write_csv(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]],
               fieldnames: Sequence[str] | None = None) -> Path:
+    """Write ``rows`` (dicts; ``fieldnames`` default to the first row's keys) as UTF-8 CSV.
+
+    Every cell goes through :func:`~tseg.runtime.util.spreadsheet.safe_cell`: text a spreadsheet
+    would run as a formula is neutralised, numbers stay numbers. Text that cannot be encoded
+    (names with bytes that are not UTF-8, kept by Python as surrogates) is written with
+    backslash escapes rather than failing. ``rows`` may be any iterable (streamed)."""
+    iterator = iter(rows)
+    first = next(iterator, None) if fieldnames is None else None
+    columns = list(fieldnames) if fieldnames is not None else list(first or ())
+
     def writer(tmp: Path) -> None:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(fieldnames or rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        with open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
+            w = csv.writer(fh)
+            w.writerow([safe_cell(c) for c in columns])
+            for row in itertools.chain([first] if first is not None else [], iterator):
+                w.writerow([safe_cell(row.get(c)) if row.get(c) is not None else "" for c in columns])
 
     return atomic_write(path, writer)
