@@ -13,9 +13,10 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from tseg.runtime.util.atomic import write_text
+from tseg.runtime.util.safeio import UnsafeFileError, read_text
 from tseg.runtime.execution.backends import file_sha256
 from tseg.runtime.execution.contract import METADATA_KEY, ModelContract
 from tseg.runtime.errors import ContractError, EngineMismatchError, ModelError, ModelNotFoundError
@@ -58,16 +59,98 @@ class EngineManifest:
         return ModelContract.from_dict(self.contract, self.plan)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str) -> "EngineManifest":
+    def from_dict(cls, data: Any, source: str) -> "EngineManifest":
+        """A manifest from parsed JSON, validated against :data:`SCHEMA` (and its model contract);
+        :class:`~tseg.runtime.errors.ModelError` naming ``source`` and the first field at fault."""
+        if not isinstance(data, Mapping):
+            raise ModelError(source, f"not a tseg engine manifest: the file holds a JSON {_json_kind(data)}, not an "
+                                     f"object. {REBUILD}")
         if data.get("format") != FORMAT:
-            raise ModelError(source, f"not a tseg engine manifest (format {data.get('format')!r})")
+            raise ModelError(source, f"not a tseg engine manifest (format {data.get('format')!r}). {REBUILD}")
         if data.get("format_version") != FORMAT_VERSION:
-            raise ModelError(source, f"manifest format version {data.get('format_version')} is not supported")
+            raise ModelError(source, f"manifest format version {data.get('format_version')!r} is not supported "
+                                     f"(this tseg-rt reads version {FORMAT_VERSION}). {REBUILD}")
+        problem = schema_problem(data)
+        if problem:
+            raise ModelError(source, f"invalid engine manifest: {problem}. {REBUILD}")
+        ModelContract.from_dict(data["contract"], source)  # ContractError naming the manifest
         known = set(cls.__dataclass_fields__)
-        try:
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except TypeError as exc:
-            raise ModelError(source, f"incomplete engine manifest: {exc}") from None
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+REBUILD = "Rebuild the engine with `tseg-rt build-engine`, which writes the manifest beside the plan"
+
+
+def _json_kind(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number" if isinstance(value, (int, float)) else type(value).__name__)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def _shape(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 4 and all(_is_int(v) and v > 0 for v in value)
+
+
+def _profile(value: Any) -> bool:
+    return isinstance(value, dict) and all(_shape(value.get(k)) for k in ("min", "opt", "max")) \
+        and value["min"][1] <= value["opt"][1] <= value["max"][1]
+
+
+def _gpu(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("compute_capability"), str) \
+        and isinstance(value.get("name", ""), str)
+
+
+#: Every field of a manifest: (required, check, what it must be). The runtime uses these values to
+#: refuse engines and to size buffers, so a manifest from elsewhere is checked field by field.
+SCHEMA: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
+    "format": (True, _text, "a string"),
+    "format_version": (True, _is_int, "an integer"),
+    "plan": (True, _text, "the plan's file name (a string)"),
+    "plan_sha256": (True, _sha256, "the plan's SHA-256 (64 lower-case hex digits)"),
+    "plan_bytes": (True, lambda v: _is_int(v) and v >= 0, "a byte count (an integer >= 0)"),
+    "tensorrt_version": (True, _text, "a version string such as \"10.9.0.34\""),
+    "gpu": (True, _gpu, "an object with the GPU's compute_capability (a string such as \"9.0\") and name"),
+    "precision": (True, _text, "a string such as \"fp16\""),
+    "profile": (True, _profile, "an object with min, opt and max input shapes [1, H, W, 3] of positive integers, "
+                                "min <= opt <= max"),
+    "device_memory_bytes": (True, lambda v: v is None or (_is_int(v) and v >= 0), "a byte count or null"),
+    "onnx": (True, lambda v: isinstance(v, dict) and (v.get("sha256") is None or _sha256(v["sha256"])),
+             "an object whose sha256, if any, is 64 lower-case hex digits"),
+    "contract": (True, lambda v: isinstance(v, dict), "an object (the model contract)"),
+    "build": (False, lambda v: isinstance(v, dict), "an object"),
+    "cuda": (False, lambda v: isinstance(v, dict), "an object"),
+    "io": (False, lambda v: isinstance(v, dict), "an object"),
+}
+
+
+def schema_problem(data: Mapping[str, Any]) -> str | None:
+    """The first field of ``data`` that breaks :data:`SCHEMA`, in words, or None."""
+    for name, (required, check, what) in SCHEMA.items():
+        if name not in data:
+            if required:
+                return f"field '{name}' is missing (it must be {what})"
+            continue
+        if not check(data[name]):
+            value = json.dumps(data[name])
+            shown = value if len(value) <= 60 else value[:57] + "..."
+            return f"field '{name}' is {shown} ({_json_kind(data[name])}); it must be {what}"
+    return None
+
+
+#: A manifest is a few KiB; anything much larger is not one (and is not read whole).
+MANIFEST_BYTES = 1 << 20
 
 
 def write_manifest(manifest: EngineManifest, plan: str | os.PathLike[str]) -> Path:
@@ -85,9 +168,18 @@ def read_manifest(plan: str | os.PathLike[str], verify: bool = True) -> EngineMa
                             "plan in `tseg-rt build-engine`; rebuild the engine (plans from other tools "
                             "carry no model contract)")
     try:
-        data = json.loads(mp.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(mp, f"unreadable engine manifest: {exc}") from exc
+        text = read_text(mp, limit=MANIFEST_BYTES)
+    except UnicodeDecodeError as exc:
+        raise ModelError(mp, f"unreadable engine manifest: not UTF-8 text (byte {exc.start}). {REBUILD}") from None
+    except UnsafeFileError as exc:
+        raise ModelError(mp, f"unreadable engine manifest: it {exc.what}") from None
+    except OSError as exc:
+        raise ModelError(mp, f"unreadable engine manifest: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelError(mp, f"unreadable engine manifest: not valid JSON ({exc.msg} at line {exc.lineno}, column "
+                             f"{exc.colno}). {REBUILD}") from None
     manifest = EngineManifest.from_dict(data, str(mp))
     if verify:
         actual = sha256_file(p)
@@ -151,6 +243,9 @@ def inspect_onnx(path: str | os.PathLike[str]) -> OnnxIO:
         model = onnx.load(str(p), load_external_data=False)
     except Exception as exc:
         raise ModelError(p, f"not a readable ONNX model: {exc}") from exc
+    from tseg.runtime.execution.external_data import check_external_data
+
+    check_external_data(p, model)  # TensorRT's parser reads external data wherever it is told
     props = {m.key: m.value for m in model.metadata_props}
     if METADATA_KEY not in props:
         raise ContractError(p, f"the ONNX file has no '{METADATA_KEY}' model contract; export it with "
