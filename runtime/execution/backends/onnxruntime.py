@@ -92,6 +92,9 @@ class OnnxRuntimeBackend(Backend):
                  io_binding: bool = True, memory_arena: bool = False) -> None:
         import onnxruntime as ort
 
+        from tseg.runtime.execution.external_data import check_external_data
+
+        check_external_data(path)  # before ONNX Runtime reads any of it (its own check needs >= 1.32)
         requested = _resolve_providers(providers, device_id, trt_options)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
