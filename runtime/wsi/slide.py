@@ -53,6 +53,7 @@ from tseg.runtime.errors import (
     UnsupportedSlideError,
 )
 from tseg.runtime.util.parallel import run_jobs
+from tseg.runtime.wsi.jpeg_check import jpeg_problem
 from tseg.runtime.wsi.resample import area_resample
 
 log = logging.getLogger(__name__)
@@ -264,6 +265,12 @@ class _TiffLevel:
         data = os.pread(self._fd, count, offset)
         if len(data) != count or count == 0:
             raise SlideReadError(self._path, f"TIFF chunk {index} of level {self._level} is truncated")
+        if self.compression == _JPEG:  # imagecodecs hides libjpeg's warnings; OpenSlide fails on them
+            problem = jpeg_problem(data)
+            if problem:
+                column, row = index % self.across, (index // self.across) % self.down
+                raise SlideReadError(self._path, f"JPEG tile {index} of level {self._level} (column {column}, row "
+                                                 f"{row}) is corrupt: {problem}; the slide file is damaged")
         return data
 
     def _decode_scaled(self, data: bytes, scale: int) -> np.ndarray:
@@ -716,6 +723,8 @@ class Slide:
                     src = self._source.read_level(plan.level, sx0, sy0, sx1 - sx0, sy1 - sy0, plan.scale)
                 else:
                     src = self._source.read_level(plan.level, sx0, sy0, sx1 - sx0, sy1 - sy0)
+            except SlideReadError:
+                raise  # already names the file, the level and the tile
             except Exception as exc:  # OpenSlide/tifffile errors on corrupt tiles
                 raise SlideReadError(self.path, f"reading level {plan.level} failed: {exc}") from exc
             out[by : by + ch, bx : bx + cw] = area_resample(
