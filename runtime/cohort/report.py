@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from tseg.runtime.util.atomic import atomic_write, write_csv, write_text
+from tseg.runtime.util.safeio import check_regular, ensure_folder, open_regular, read_json
 from tseg.runtime.errors import InvalidArgumentError, OutputError
 
 log = logging.getLogger(__name__)
@@ -99,7 +101,8 @@ def record_outcome(out: str | os.PathLike[str], outcome: Any) -> None:
     out = Path(out)
     path = _record_file(out, outcome.slide)
     if outcome.ok:
-        path.unlink(missing_ok=True)
+        if _real_folder(out / REPORT_DIR) and _real_folder(path.parent):  # never delete through a link
+            path.unlink(missing_ok=True)
         return
     if outcome.status != "failed":
         return
@@ -107,20 +110,29 @@ def record_outcome(out: str | os.PathLike[str], outcome: Any) -> None:
               "error": outcome.error_cli or outcome.error or outcome.detail, "worker": outcome.worker,
               "host": socket.gethostname(), "failed_at": datetime.now(timezone.utc).isoformat()}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_folder(path.parent, out)
     except OSError as exc:
         raise OutputError(path.parent, f"cannot create the report's folder: {exc.strerror or exc}") from exc
     write_text(path, json.dumps(record, indent=2) + "\n")
 
 
+def _real_folder(path: Path) -> bool:
+    """``path`` is a folder and not a link to one (the report never reads through links)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _failures(out: Path) -> list[dict[str, Any]]:
     folder = out / REPORT_DIR / FAILED_DIR
     records = []
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+    real = _real_folder(out / REPORT_DIR) and _real_folder(folder)
+    for path in sorted(folder.glob("*.json")) if real else []:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            log.warning("%s: unreadable failure record, ignored", path)
+            data = read_json(path, below=out)
+        except (OSError, ValueError) as exc:
+            log.warning("%s: unreadable failure record, ignored (%s)", path, getattr(exc, "what", exc))
             continue
         if isinstance(data, dict) and data.get("tseg_rt_failure") and data.get("slide"):
             records.append(data)
@@ -196,7 +208,7 @@ def _result_folders(out: Path) -> Iterable[Path]:
     from tseg.runtime.cohort.resume import is_result_folder
 
     for entry in sorted(out.iterdir(), key=lambda p: p.name):
-        if entry.name.startswith(".") or not entry.is_dir():
+        if entry.name.startswith(".") or not _real_folder(entry):  # links to folders are not results here
             continue
         if is_result_folder(entry) or (entry / "summary.json").exists():
             yield entry
@@ -282,18 +294,19 @@ def _thumbnail(out: Path, name: str) -> str:
     thumb = out / REPORT_DIR / THUMBS_DIR / f"{name}.jpg"
     relative = f"{REPORT_DIR}/{THUMBS_DIR}/{name}.jpg"
     try:
-        source_mtime = overlay.stat().st_mtime_ns
-    except OSError:
+        with open_regular(overlay, below=out) as fh:
+            source_mtime = os.fstat(fh.fileno()).st_mtime_ns
+            try:
+                if check_regular(thumb, follow=False).st_mtime_ns >= source_mtime:
+                    return relative
+            except OSError:
+                pass
+            data = fh.read()
+    except OSError as exc:
+        if not isinstance(exc, FileNotFoundError):
+            log.warning("%s: no thumbnail (%s)", overlay, getattr(exc, "what", exc.strerror or exc))
         return ""
-    try:
-        if thumb.stat().st_mtime_ns >= source_mtime:
-            return relative
-    except OSError:
-        pass
-    try:
-        image = cv2.imdecode(np.fromfile(overlay, dtype=np.uint8), cv2.IMREAD_COLOR)
-    except OSError:
-        image = None
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
         log.warning("%s: unreadable, no thumbnail", overlay)
         return ""
@@ -312,7 +325,7 @@ def make_thumbnails(out: Path, names: list[str], threads: int = 4) -> dict[str, 
     """Thumbnails of the named results (OpenCV releases the GIL: a few threads)."""
     folder = out / REPORT_DIR / THUMBS_DIR
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        ensure_folder(folder, out)
     except OSError as exc:
         raise OutputError(folder, f"cannot create the thumbnail folder: {exc.strerror or exc}") from exc
     wanted = {f"{n}.jpg" for n in names}

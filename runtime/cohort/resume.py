@@ -45,12 +45,14 @@ import logging
 import math
 import os
 import socket
+import stat
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from tseg.runtime.errors import OutputError
+from tseg.runtime.util.safeio import UnsafeFileError, kind_of, open_fd, open_regular, read_json, read_text
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,8 @@ SUMMARY = "summary.json"
 _MULTI_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.btf")
 #: Relative difference under which two level-0 resolutions are the same.
 MPP_TOLERANCE = 0.005
+#: What a lock file holds at most (who holds it: pid, host, slide); more is not a tseg-rt lock.
+HOLDER_BYTES = 64 * 1024
 
 
 def slide_stem(path: Path) -> str:
@@ -87,9 +91,9 @@ def result_stem(path: Path) -> str:
 
 
 def _hash_file(h: Any, path: Path, edge: int) -> None:
-    size = path.stat().st_size
-    h.update(f"{path.name}\0{size}\0".encode())
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:  # a FIFO or device under a slide's name is refused, never blocks
+        size = os.fstat(fh.fileno()).st_size
+        h.update(os.fsencode(path.name) + f"\0{size}\0".encode())  # any name the file system allows
         h.update(fh.read(edge))
         if size > edge:
             fh.seek(max(edge, size - edge))
@@ -151,16 +155,18 @@ def slide_identity(path: str | os.PathLike[str]) -> SlideIdentity:
 def read_summary(folder: Path) -> dict[str, Any] | None:
     """The folder's ``summary.json``, or None when absent; OutputError when unreadable."""
     path = folder / SUMMARY
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
     redo = "rerun `tseg-rt run --overwrite` for its slide"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+    try:  # never through a link (the folder or the file), never a FIFO or device
+        data = json.loads(read_text(path, below=folder.parent))
     except json.JSONDecodeError as exc:
         raise OutputError(path, f"corrupt (not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}); "
                                 f"{redo}") from exc
     except UnicodeDecodeError as exc:
         raise OutputError(path, f"corrupt (not UTF-8 text); {redo}") from exc
+    except UnsafeFileError as exc:
+        raise OutputError(path, f"unreadable: it {exc.what}") from exc
     except OSError as exc:
         raise OutputError(path, f"unreadable ({exc.strerror or exc})") from exc
     if not isinstance(data, dict):
@@ -191,7 +197,7 @@ def recorded_slide(folder: Path) -> dict[str, Any] | None:
     if summary and isinstance(summary.get("slide"), dict) and summary["slide"].get("path"):
         return summary["slide"]
     try:
-        marker = json.loads((folder / RESULT_MARKER).read_text(encoding="utf-8"))
+        marker = read_json(folder / RESULT_MARKER, below=folder.parent)
         return marker["slide"] if isinstance(marker.get("slide"), dict) else None
     except (OSError, ValueError, KeyError, AttributeError):
         return None
@@ -233,9 +239,11 @@ def read_holder(path: Path, tries: int = 10, pause_s: float = 0.05) -> dict[str,
     """What the holder of a lock wrote into it (retried briefly while it is being written)."""
     for _ in range(tries):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_json(path, follow=False, limit=HOLDER_BYTES)
             if isinstance(data, dict):
                 return data
+        except UnsafeFileError:
+            return None  # not a lock tseg-rt made
         except (OSError, ValueError):
             pass
         time.sleep(pause_s)
@@ -257,11 +265,13 @@ class SlideLock:
         self.path = path
         waited = False
         while True:
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:  # never through a planted link, never blocking on a FIFO (safeio)
+                fd = open_fd(path, os.O_RDWR | os.O_CREAT, follow=False)
             except OSError as exc:
                 reason = {errno.ENOSPC: "no space or inodes left on the device",
                           errno.EISDIR: "a folder is in the way"}.get(exc.errno, exc.strerror or str(exc))
+                if isinstance(exc, UnsafeFileError):
+                    reason = f"it {exc.what}"
                 raise OutputError(path, f"cannot create the slide's lock file: {reason}; free space or "
                                         "remove what is in the way, or choose another --out") from exc
             try:
@@ -280,7 +290,7 @@ class SlideLock:
                 os.close(fd)
                 raise OutputError(path, f"cannot lock: {exc.strerror or exc}") from exc
             try:
-                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+                same = os.fstat(fd).st_ino == os.lstat(path).st_ino
             except FileNotFoundError:
                 same = False
             if not same:  # removed by its previous holder after we opened it: lock the new one
@@ -313,6 +323,19 @@ def remove_stale_locks(out: Path) -> int:
     removed = 0
     for path in out.glob(".*.lock"):
         try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            continue
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # a link, FIFO, socket: not a lock tseg-rt made
+            log.warning("%s is %s, not a lock file tseg-rt made; removed (what it points to is untouched)",
+                        path, kind_of(mode))
+            try:
+                os.unlink(path)
+                removed += 1
+            except OSError:
+                pass
+            continue
+        try:
             SlideLock(path).release(remove=True)
             removed += 1
         except (LockBusy, OutputError):
@@ -343,6 +366,8 @@ def claim_result_folder(out: Path, identity: SlideIdentity, wait: bool = False,
             raise
         plain = lock(stem)
     folder = out / stem
+    if folder.is_symlink():  # planted: never read through; the run replaces the link (not its target)
+        return stem, plain
     recorded = recorded_slide(folder) if folder.exists() else None
     foreign = folder.exists() and recorded is None and (not folder.is_dir() or any(folder.iterdir()))
     if not foreign and (recorded is None or match_slide(recorded, identity) != "other"):

@@ -37,6 +37,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from tseg.runtime.errors import UnsupportedSlideError
+from tseg.runtime.util.safeio import open_regular
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ _HEADER_BYTES = 1 << 16
 def has_dicom_preamble(path: Path) -> bool:
     """True if ``path`` is a DICOM Part 10 file (``DICM`` after the 128-byte preamble)."""
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:  # a FIFO or device: not DICOM, and never waited for
             head = fh.read(132)
     except OSError:
         return False
@@ -95,7 +96,8 @@ def read_header(path: str | Path) -> DicomFile:
 
     p = Path(path)
     try:
-        ds = pydicom.dcmread(str(p), stop_before_pixels=True)
+        with open_regular(p) as fh:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True)
     except Exception as exc:  # pydicom raises InvalidDicomError, OSError, ValueError, ...
         return DicomFile(p, error=f"not a readable DICOM file ({exc})")
     meta = getattr(ds, "file_meta", None)
@@ -191,7 +193,7 @@ def _first_fragment(path: Path, limit: int = _HEADER_BYTES) -> bytes | None:
     """The first ``limit`` bytes of the first fragment of encapsulated pixel data."""
     import pydicom
 
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         pydicom.dcmread(fh, stop_before_pixels=True)
         head = fh.read(12)
         if len(head) < 12 or struct.unpack("<HH", head[:4]) != _PIXEL_DATA:

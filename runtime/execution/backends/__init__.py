@@ -22,6 +22,7 @@ import numpy as np
 
 from tseg.runtime.execution.contract import ModelContract
 from tseg.runtime.errors import InvalidArgumentError, ModelError, ModelNotFoundError
+from tseg.runtime.util.safeio import UnsafeFileError, check_regular, open_regular
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,9 @@ ENGINE_SUFFIXES = {".plan", ".engine", ".trt"}
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    """SHA-256 of a regular file (a FIFO or device is refused with ``UnsafeFileError``, never waited on)."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -106,6 +108,11 @@ def load_backend(path: str | Path, providers: str | list[Any] | None = None, dev
     p = Path(path)
     if not p.exists():
         raise ModelNotFoundError(p, "no such model or engine file")
+    if not p.is_dir():
+        try:
+            check_regular(p)
+        except UnsafeFileError as exc:
+            raise ModelError(p, f"it {exc.what}") from None
     if p.is_dir():
         if any(q.is_file() and q.suffix.lower() in ENGINE_SUFFIXES for q in p.iterdir()):
             from tseg.runtime.execution.backends.tensorrt import TensorRTBackend
