@@ -233,3 +233,30 @@ class SimDevice:
 
     def destroy_event(self, event):
         pass
+
+
+def make_external_data_model(path: Path, location: str, offset: int | None = 0, length: int | None = 4,
+                             write_data: bool = True) -> Path:
+    """:func:`make_colour_model` whose ``limit`` initializer (one float32, 128.0) is stored as
+    ONNX external data at ``location`` (relative to the model's folder, or anything a hostile
+    model might name). ``write_data`` writes those 4 bytes to ``path.parent / location`` when that
+    is a plain file name inside the folder that does not exist yet."""
+    import onnx
+    from onnx import TensorProto
+
+    make_colour_model(path)
+    model = onnx.load(path)
+    tensor = next(t for t in model.graph.initializer if t.name == "limit")
+    tensor.ClearField("float_data")
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    del tensor.external_data[:]
+    for key, value in (("location", location), ("offset", offset), ("length", length)):
+        if value is not None:
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, str(value)
+    target = path.parent / location
+    if write_data and "/" not in location and not os.path.lexists(target):
+        np.array([float(DARK_RED_LIMIT)], np.float32).tofile(target)
+    onnx.save(model, path)
+    return path

@@ -1,0 +1,261 @@
+"""Hostile input (issue 20): folders, names and files that try to make the tool hang, crash, write
+or read outside its inputs and results folder, run formulas in a spreadsheet, or report damaged
+data as done. Each test tries one case for real through the command line (or the public API) and
+checks what a user would see: the exit status, one clear line, and what is (not) on disk.
+
+Deeper checks of each defence are beside the code: tests/runtime/util/test_safeio.py,
+test_spreadsheet.py, tests/runtime/wsi/test_jpeg_check.py, tests/runtime/execution/
+test_external_data.py, tests/engines/test_manifest_schema.py."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import make_colour_model, make_external_data_model, make_square_slide
+
+TIMEOUT = 180  # a hang is a failure, not a stuck CI job
+
+
+def cli(*args, timeout=TIMEOUT, **kwargs):
+    return subprocess.run([sys.executable, "-m", "tseg.runtime.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+def no_traceback(r) -> None:
+    assert "Traceback" not in r.stderr and 'File "' not in r.stderr, r.stderr
+
+
+def error_lines(r) -> list[str]:
+    return [ln for ln in r.stderr.splitlines() if ln.strip()]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return make_colour_model(tmp_path_factory.mktemp("model") / "fast.onnx", tile=1024, overlap=64)
+
+
+@pytest.fixture(scope="module")
+def slide(tmp_path_factory):
+    """One small generated slide, copied under each hostile name."""
+    return make_square_slide(tmp_path_factory.mktemp("slide") / "s.tiff")["path"]
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+# --- 1. writes outside the results folder -----------------------------------------------------------
+
+
+def test_1_planted_lock_and_report_cache_links_are_never_written_through(tmp_path, model, slide):
+    """A lock file planted as a link to a file elsewhere, and the report's cache folder planted as a
+    link to a folder elsewhere: neither target is written; the run finishes normally."""
+    inp, out, outside = tmp_path / "in", tmp_path / "out", tmp_path / "outside"
+    for d in (inp, out, outside):
+        d.mkdir()
+    shutil.copy(slide, inp / "s.tiff")
+    victim = outside / "victim.txt"
+    victim.write_text("original\n")
+    (out / ".s.lock").symlink_to(victim)
+    (out / ".tseg-report").symlink_to(outside, target_is_directory=True)
+    r = cli("run", inp, "--engine", model, "--out", out, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    no_traceback(r)
+    assert victim.read_text() == "original\n", "the lock's target was written"
+    assert sorted(p.name for p in outside.iterdir()) == ["victim.txt"], "the report wrote into the linked folder"
+    assert (out / ".tseg-report").is_dir() and not (out / ".tseg-report").is_symlink()
+    assert (out / "s" / "summary.json").is_file() and (out / ".tseg-report" / "thumbs" / "s.jpg").is_file()
+    assert not list(out.glob(".*.lock"))
+
+
+def test_1_links_inside_a_results_folder_are_not_read(tmp_path, model, slide):
+    """The report reads result folders and failure records, never what links in them point to."""
+    from tseg.runtime.cohort.report import write_report
+
+    inp, out, outside = tmp_path / "in", tmp_path / "out", tmp_path / "outside"
+    inp.mkdir()
+    outside.mkdir()
+    shutil.copy(slide, inp / "s.tiff")
+    assert cli("run", inp, "--engine", model, "--out", out, "--no-progress").returncode == 0
+    secret = outside / "secret.json"
+    secret.write_text(json.dumps({"tseg_rt_failure": 1, "slide": "/secret", "name": "SECRET", "error": "SECRET"}))
+    (out / ".tseg-report" / "failed" ).mkdir(exist_ok=True)
+    (out / ".tseg-report" / "failed" / "0123456789abcdef.json").symlink_to(secret)
+    shutil.copytree(out / "s", outside / "copy")
+    (out / "linked").symlink_to(outside / "copy", target_is_directory=True)
+    (out / "s" / "overlay.png").unlink()
+    (out / "s" / "overlay.png").symlink_to(outside / "copy" / "overlay.png")
+    made = write_report(out)
+    assert [row["name"] for row in made.rows] == ["s"], made.rows
+    assert "SECRET" not in (out / "cohort.csv").read_text()
+    assert made.thumbnails == 0  # the overlay is a link: no thumbnail made from it
+
+
+# --- 4. formula injection ---------------------------------------------------------------------------
+
+HOSTILE_NAMES = ['=HYPERLINK("x","y")', "+cmd", "-2+3", "@SUM(A1)", "\tx", "\rcr"]
+
+
+def test_4_csv_cells_never_start_a_formula_and_numbers_stay_numbers(tmp_path, model, slide):
+    inp, refs = tmp_path / "in", tmp_path / "refs"
+    inp.mkdir()
+    refs.mkdir()
+    for name in HOSTILE_NAMES:
+        shutil.copy(slide, inp / f"{name}.tiff")
+        # the slide's tumour square (600, 400, 500, 400) µm at 0.5 µm/px, in level-0 pixels
+        (refs / f"{name}.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [{
+            "type": "Feature", "properties": {"classification": {"name": "Tumor"}}, "geometry": {
+                "type": "Polygon", "coordinates": [[[1200, 800], [2200, 800], [2200, 1600], [1200, 1600],
+                                                    [1200, 800]]]}}]}))
+    out = tmp_path / "out"
+    r = cli("run", inp, "--engine", model, "--out", out, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    r = cli("eval", "--pred", out, "--ref", refs, "--out", tmp_path / "eval")
+    assert r.returncode == 0, r.stderr
+    formula = ("=", "+", "-", "@", "\t", "\r")
+    for table in (out / "cohort.csv", tmp_path / "eval" / "per_slide.csv"):
+        rows = read_rows(table)
+        assert len(rows) == len(HOSTILE_NAMES), table
+        for row in rows:
+            for column, cell in row.items():
+                assert not cell.startswith(formula) or _number(cell), (table.name, column, cell)
+        key = "name" if table.name == "cohort.csv" else "slide"
+        assert sorted(row[key] for row in rows) == sorted("'" + n for n in HOSTILE_NAMES)
+    cohort = read_rows(out / "cohort.csv")
+    assert all(float(row["tumour_area_mm2"]) == pytest.approx(0.2) for row in cohort)
+    assert all(float(row["dsc"]) > 0.9 for row in read_rows(tmp_path / "eval" / "per_slide.csv"))
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# --- 5. silent corruption ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def jpeg_slides(tmp_path_factory, slide):
+    """The slide as JPEG tiles, and a copy whose tile 67 of level 0 (in the tissue) has its byte
+    count halved: a tile cut short, as a copy interrupted on shared storage leaves it."""
+    import tifffile
+
+    from tseg.runtime.wsi.tiff import pyramid_from_array, write_pyramid
+
+    d = tmp_path_factory.mktemp("jpeg")
+    image = tifffile.imread(slide)
+    good = write_pyramid(d / "good" / "j.tiff" if (d / "good").mkdir() is None else None,
+                         pyramid_from_array(image, min_size=256, factor=4), 0.5, compression="jpeg")
+    (d / "cut").mkdir()
+    cut = d / "cut" / "j.tiff"
+    shutil.copy(good, cut)
+    with tifffile.TiffFile(cut, mode="r+b") as tif:
+        counts = list(tif.pages[0].databytecounts)
+        counts[67] //= 2
+        tif.pages[0].tags["TileByteCounts"].overwrite(counts)
+    return good, cut
+
+
+@pytest.mark.parametrize("decoder", ["auto", "openslide"])
+def test_5_a_jpeg_tile_cut_short_fails_the_slide_on_both_decoding_paths(jpeg_slides, model, decoder):
+    from tseg.runtime.errors import SlideReadError
+    from tseg.runtime.wsi.slide import open_slide
+
+    good, cut = jpeg_slides
+    with open_slide(good, decoder=decoder) as s:
+        s.read(1.0)
+    with open_slide(cut, decoder=decoder) as s:
+        assert s.decoder == ("tifffile" if decoder == "auto" else "openslide")
+        with pytest.raises(SlideReadError, match="Premature end of JPEG file"):
+            s.read(1.0)
+
+
+def test_5_the_batch_reports_the_damaged_slide_as_failed(jpeg_slides, model, tmp_path):
+    good, cut = jpeg_slides
+    r = cli("run", good, cut, "--engine", model, "--out", tmp_path / "out", "--no-progress")
+    assert r.returncode == 1, r.stderr
+    no_traceback(r)
+    failed = [ln for ln in r.stderr.splitlines() if ln.startswith("failed")]
+    assert len(failed) == 1 and str(cut) in failed[0] and "JPEG tile 67 of level 0" in failed[0], r.stderr
+    assert "Premature end of JPEG file" in failed[0]
+    rows = {row["slide"]: row for row in read_rows(tmp_path / "out" / "cohort.csv")}
+    assert rows[str(cut.resolve())]["status"] == "failed" and rows[str(good.resolve())]["status"] == "done"
+
+
+# --- 7. engine manifests ----------------------------------------------------------------------------
+
+
+def _valid_manifest() -> dict:
+    return {"format": "tseg-engine-manifest", "format_version": 1, "plan": "m.plan", "plan_sha256": "0" * 64,
+            "plan_bytes": 4, "tensorrt_version": "10.9.0.34", "gpu": {"name": "X", "compute_capability": "9.0"},
+            "precision": "fp16", "profile": {"min": [1, 256, 256, 3], "opt": [1, 7680, 7680, 3],
+                                             "max": [1, 7680, 7680, 3]},
+            "device_memory_bytes": None, "onnx": {"sha256": "1" * 64}, "contract": {}}
+
+
+@pytest.mark.parametrize("case", ["not utf-8", "array", "wrong type", "profile", "contract", "fifo"])
+def test_7_hostile_engine_manifests_exit_2_with_one_line_naming_the_file(tmp_path, slide, case):
+    plan = tmp_path / "m.plan"
+    plan.write_bytes(b"plan")
+    manifest = tmp_path / "m.plan.json"
+    data = _valid_manifest()
+    expected = {"not utf-8": "not UTF-8", "array": "JSON array", "wrong type": "field 'plan_sha256' is 5",
+                "profile": "field 'profile'", "contract": "tile_size", "fifo": "FIFO"}[case]
+    if case == "not utf-8":
+        manifest.write_bytes(b"\xff\xfe{}")
+    elif case == "array":
+        manifest.write_text("[1, 2]")
+    elif case == "fifo":
+        os.mkfifo(manifest)
+    else:
+        if case == "wrong type":
+            data["plan_sha256"] = 5
+        elif case == "profile":
+            data["profile"] = {"min": [1, 16, 16, 3]}
+        else:
+            data["contract"] = {"tile_size": "big"}
+        manifest.write_text(json.dumps(data))
+    (tmp_path / "in").mkdir()
+    shutil.copy(slide, tmp_path / "in" / "s.tiff")
+    for args in (("info", plan), ("run", tmp_path / "in", "--engine", plan, "--out", tmp_path / "o", "--no-progress")):
+        r = cli(*args, timeout=60)
+        assert r.returncode == 2, (args[0], r.stderr)
+        no_traceback(r)
+        lines = error_lines(r)
+        assert len(lines) == 1 and "m.plan.json" in lines[0] and expected in lines[0], (args[0], r.stderr)
+    assert not (tmp_path / "o" / "s").exists()
+
+
+# --- 9. ONNX external data --------------------------------------------------------------------------
+
+
+def test_9_external_data_outside_the_models_folder_is_refused_by_tseg_rt(tmp_path, slide):
+    """Whatever ONNX Runtime version is installed: the project checks the locations itself."""
+    (tmp_path / "in").mkdir()
+    shutil.copy(slide, tmp_path / "in" / "s.tiff")
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"\x00\x00\x00\x43")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "link.bin").symlink_to(secret)
+    for location in ("../secret.bin", str(secret), "link.bin"):
+        onnx_path = make_external_data_model(folder / "m.onnx", location)
+        r = cli("run", tmp_path / "in", "--engine", onnx_path, "--out", tmp_path / "o", "--no-progress", timeout=60)
+        assert r.returncode == 2, (location, r.stderr)
+        no_traceback(r)
+        lines = error_lines(r)
+        assert len(lines) == 1 and "m.onnx" in lines[0], (location, r.stderr)
+        assert "outside the model's folder" in lines[0] or "absolute path" in lines[0], (location, r.stderr)
+    assert not (tmp_path / "o" / "s").exists()
