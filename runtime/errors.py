@@ -69,6 +69,22 @@ class SlideReadError(SlideError):
     """Reading pixels failed part-way (truncated or corrupt tiles)."""
 
 
+class SlideChangedError(SlideReadError):
+    """The slide's file (or a file of its DICOM series) changed while it was read."""
+
+
+class ImplausibleSizeError(SlideError):
+    """The slide claims a physical size no glass slide has (its metadata is probably wrong)."""
+
+
+class SlideTooLargeError(SlideError):
+    """Processing the slide would need more memory than the machine has."""
+
+
+class NotRegularFileError(SlideError):
+    """The slide path is a FIFO, socket, device or other non-regular file."""
+
+
 # --- models, engines, contracts -------------------------------------------------------------
 
 

@@ -260,3 +260,42 @@ def make_external_data_model(path: Path, location: str, offset: int | None = 0, 
         np.array([float(DARK_RED_LIMIT)], np.float32).tofile(target)
     onnx.save(model, path)
     return path
+
+
+def make_claimed_tiff(path: Path, width: int, height: int, mpp: float, tile: int = 256, value: int = 240) -> Path:
+    """A tiled RGB TIFF whose tags claim ``width`` x ``height`` px at ``mpp`` µm/px while every tile
+    entry points at the same one deflate-compressed tile: a few MB on disk for any size claimed,
+    as a hostile or broken file can be. OpenSlide reads it as generic-tiff."""
+    import struct
+    import zlib
+
+    across, down = -(-width // tile), -(-height // tile)
+    count = across * down
+    data = zlib.compress(bytes([value]) * (tile * tile * 3), 9)
+    entries = 14
+    ifd = 8
+    extra = ifd + 2 + entries * 12 + 4  # values that do not fit in an entry follow the IFD
+    bits_at, xres_at, yres_at = extra, extra + 6, extra + 14
+    offsets_at = extra + 22
+    counts_at = offsets_at + 4 * count
+    tile_at = counts_at + 4 * count
+    res = (round(1e4 / mpp * 1000), 1000)  # pixels per cm as a rational
+
+    def entry(tag: int, kind: int, n: int, value: int) -> bytes:
+        if kind == 3 and n == 1:
+            return struct.pack("<HHIHH", tag, kind, n, value, 0)
+        return struct.pack("<HHII", tag, kind, n, value)
+
+    table = [entry(256, 4, 1, width), entry(257, 4, 1, height), entry(258, 3, 3, bits_at), entry(259, 3, 1, 8),
+             entry(262, 3, 1, 2), entry(277, 3, 1, 3), entry(282, 5, 1, xres_at), entry(283, 5, 1, yres_at),
+             entry(284, 3, 1, 1), entry(296, 3, 1, 3), entry(322, 4, 1, tile), entry(323, 4, 1, tile),
+             entry(324, 4, count, offsets_at), entry(325, 4, count, counts_at)]
+    assert len(table) == entries
+    with open(path, "wb") as fh:
+        fh.write(b"II*\x00" + struct.pack("<I", ifd) + struct.pack("<H", entries) + b"".join(table)
+                 + struct.pack("<I", 0))
+        fh.write(struct.pack("<HHH", 8, 8, 8) + struct.pack("<II", *res) + struct.pack("<II", *res))
+        fh.write(np.full(count, tile_at, "<u4").tobytes())
+        fh.write(np.full(count, len(data), "<u4").tobytes())
+        fh.write(data)
+    return path

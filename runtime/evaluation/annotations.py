@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from tseg.runtime.errors import AnnotationError
+from tseg.runtime.util.safeio import UnsafeFileError, check_regular
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +252,10 @@ def read_annotation(path: str | os.PathLike[str], classes: Sequence[str] | None 
     p = Path(path)
     if not p.exists():
         raise AnnotationError(p, "no such annotation file")
+    try:
+        check_regular(p)  # a FIFO or device under a reference's name would block or never end
+    except UnsafeFileError as exc:
+        raise AnnotationError(p, f"it {exc.what}") from None
     suffix = p.suffix.lower()
     if suffix in (".geojson", ".json"):
         return read_geojson(p, classes, repair)

@@ -49,6 +49,8 @@ import numpy as np
 
 from tseg.runtime.evaluation.annotations import Annotation, read_annotation
 from tseg.runtime.util.atomic import atomic_write, write_csv, write_text
+from tseg.runtime.util.safeio import read_bytes
+from tseg.runtime.util.spreadsheet import restore_cell
 from tseg.runtime.method.background import clean_mask
 from tseg.runtime.errors import AnnotationError, InvalidArgumentError, OutputError
 from tseg.runtime.evaluation.metrics import (SECONDARY_STATISTICS, confusion_counts, region_correspondence, spearman, statistics,
@@ -76,7 +78,12 @@ class SlidePrediction:
     summary: dict[str, Any]
 
     def load(self, what: str) -> np.ndarray:
-        image = cv2.imread(str(self.folder / what), cv2.IMREAD_GRAYSCALE)
+        try:  # never through a link in or to the result folder, never a FIFO (safeio)
+            data = read_bytes(self.folder / what, below=self.folder.parent, limit=None)
+        except OSError as exc:
+            raise OutputError(self.folder / what, f"missing or unreadable prediction file "
+                                                  f"({getattr(exc, 'what', None) or exc.strerror or exc})") from None
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE) if data else None
         if image is None:
             raise OutputError(self.folder / what, "missing or unreadable prediction file")
         return image
@@ -99,11 +106,17 @@ class SlidePrediction:
 
 
 def find_predictions(results: str | os.PathLike[str]) -> list[SlidePrediction]:
+    from tseg.runtime.cohort.resume import read_summary
+
     root = Path(results)
     folders = [root] if (root / SUMMARY).exists() else sorted(p.parent for p in root.glob(f"*/{SUMMARY}"))
+    linked = [f for f in folders if f != root and f.is_symlink()]
+    for f in linked:
+        log.warning("%s is a symbolic link, not a result folder tseg-rt made; not evaluated", f)
+    folders = [f for f in folders if f not in linked]
     if not folders:
         raise InvalidArgumentError(f"{root}: no result folders with {SUMMARY} (run `tseg-rt run` first)")
-    return [SlidePrediction(f.name, f, json.loads((f / SUMMARY).read_text())) for f in folders]
+    return [SlidePrediction(f.name, f, read_summary(f) or {}) for f in folders]
 
 
 def find_reference(name: str, references: Path, table: dict[str, str] | None) -> Path | None:
@@ -125,11 +138,13 @@ def reference_mask(annotation: Annotation, prediction: SlidePrediction) -> np.nd
 
 
 def _read_table(path: Path, key: str, value: str) -> dict[str, str]:
+    """``key -> value`` of a two-column CSV; cells neutralised for spreadsheets (a table cut from
+    ``per_slide.csv`` or ``cohort.csv``) are read back as written (:func:`restore_cell`)."""
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     if not rows or key not in rows[0] or value not in rows[0]:
         raise InvalidArgumentError(f"{path}: needs columns '{key}' and '{value}'")
-    return {r[key].strip(): r[value].strip() for r in rows}
+    return {restore_cell(r[key].strip()): restore_cell(r[value].strip()) for r in rows}
 
 
 @dataclass

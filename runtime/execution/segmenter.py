@@ -27,11 +27,13 @@ import numpy as np
 
 from tseg.runtime.method.background import foreground_mask, tile_foreground_fraction
 from tseg.runtime.execution.backends import Backend, load_backend
-from tseg.runtime.errors import InvalidArgumentError
+from tseg.runtime.errors import InvalidArgumentError, SlideChangedError, SlideError
 from tseg.runtime.execution.pipeline import run_tiles
 from tseg.runtime.method.polygons import mask_to_geojson
 from tseg.runtime.method.postprocess import check_thresholds, label_regions, postprocess
+from tseg.runtime.wsi.limits import MAX_SLIDE_MM, budget_for, check_budget
 from tseg.runtime.wsi.slide import OVERVIEW_MPP, open_slide
+from tseg.runtime.wsi.snapshot import change, snapshot
 from tseg.runtime.method.tiling import plan_tiles
 from tseg.runtime.util.versions import versions
 
@@ -71,6 +73,10 @@ class Settings:
     prefetch: int = 2
     skip_background: bool = True
     keep_full_probability: bool = True
+    #: Slides with a side longer than this (mm) are refused before work (wsi/limits.py).
+    max_slide_mm: float = MAX_SLIDE_MM
+    #: Memory a slide's processing may need, in bytes; None: what this machine has (wsi/limits.py).
+    memory_bytes: int | None = None
 
 
 def _overview_size(width: int, height: int, model_mpp: float) -> tuple[int, int]:
@@ -119,6 +125,10 @@ class Segmenter:
             raise InvalidArgumentError(f"prefetch must be >= 1, got {s.prefetch}")
         if s.reader_threads is not None and (not isinstance(s.reader_threads, int) or s.reader_threads < 1):
             raise InvalidArgumentError(f"reader_threads must be a positive integer, got {s.reader_threads!r}")
+        if not (isinstance(s.max_slide_mm, (int, float)) and math.isfinite(s.max_slide_mm) and s.max_slide_mm > 0):
+            raise InvalidArgumentError(f"max_slide_mm must be a positive number of mm, got {s.max_slide_mm!r}")
+        if s.memory_bytes is not None and not (isinstance(s.memory_bytes, int) and s.memory_bytes > 0):
+            raise InvalidArgumentError(f"memory_bytes must be a positive integer or None, got {s.memory_bytes!r}")
         if s.mpp is not None:
             values = [s.mpp] if isinstance(s.mpp, (int, float)) else list(s.mpp)
             if len(values) not in (1, 2) or not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0
@@ -170,14 +180,33 @@ class Segmenter:
     def segment_slide(self, path: str | os.PathLike[str], on_tile: Callable[[int, bool], None] | None = None,
                       cancel: threading.Event | None = None,
                       on_plan: Callable[[int], None] | None = None) -> Result:
-        """Segment a whole-slide image file."""
+        """Segment a whole-slide image file.
+
+        Before any pixel is read, a slide whose claimed size is implausible or whose processing
+        would need more memory than the machine has is refused (:mod:`tseg.runtime.wsi.limits`);
+        a slide whose files change while it is read fails with
+        :class:`~tseg.runtime.errors.SlideChangedError` (:mod:`tseg.runtime.wsi.snapshot`)."""
+        p = Path(path)
+        before = snapshot(p)
+        try:
+            return self._segment_slide(p, before, on_tile, cancel, on_plan)
+        except SlideError as exc:
+            what = None if isinstance(exc, SlideChangedError) else change(p, before)
+            if what:
+                raise SlideChangedError(p, f"the file changed while it was read ({what}); nothing was kept. Run it "
+                                           "again once the file is complete") from exc
+            raise
+
+    def _segment_slide(self, p: Path, before: Any, on_tile: Callable[[int, bool], None] | None,
+                       cancel: threading.Event | None, on_plan: Callable[[int], None] | None) -> Result:
         c = self.contract
         timings: dict[str, float] = {}
         t_start = t0 = time.perf_counter()
-        p = Path(path)
         with open_slide(p, self.settings.mpp, reader_threads=self.settings.reader_threads,
                         level_tolerance=self.settings.level_tolerance,
                         dct_scaling=self.settings.dct_scaling) as slide:
+            check_budget(p, budget_for(slide, c.mpp, c.tile_size, self.settings.prefetch + 2,
+                                       self.settings.max_slide_mm, self.settings.memory_bytes))
             timings["open_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             overview = slide.overview()
@@ -190,6 +219,10 @@ class Segmenter:
             width, height = slide.size_at(c.mpp)
             prob_full, stats = self._tiles(width, height, foreground, lambda t: slide.read(c.mpp, t.box),
                                            on_tile, cancel, on_plan)
+            what = change(p, before)
+            if what:  # the pixels may mix two versions of the file
+                raise SlideChangedError(p, f"the file changed while it was read ({what}); nothing was kept. Run "
+                                           "it again once the file is complete")
             t0 = time.perf_counter()
             ow, oh = overview.shape[1], overview.shape[0]
             post = postprocess(prob_full, (ow, oh), foreground, self.low, self.high, self.settings.prune)

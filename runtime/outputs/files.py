@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from tseg.runtime.util.atomic import atomic_write
+from tseg.runtime.util.safeio import UnsafeFileError, read_bytes
 from tseg.runtime.errors import OutputError
 from tseg.runtime.method.polygons import mask_to_geojson
 from tseg.runtime.method.postprocess import segment_smoothed, smooth_probability
@@ -124,11 +125,13 @@ def write_outputs(result: Result, folder: str | os.PathLike[str], model_mpp: flo
 
 def _read_image(path: Path, flags: int) -> np.ndarray:
     """Read a PNG without OpenCV printing warnings for missing files: OutputError instead."""
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise OutputError(path, "missing; this result folder is incomplete: rerun `tseg-rt run --overwrite` "
                                 "for its slide")
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
+    try:  # never through a link in or to the result folder, never a FIFO (safeio)
+        data = np.frombuffer(read_bytes(path, below=path.parent.parent, limit=None), dtype=np.uint8)
+    except UnsafeFileError as exc:
+        raise OutputError(path, f"unreadable: it {exc.what}") from exc
     except OSError as exc:
         raise OutputError(path, f"unreadable: {exc.strerror or exc}") from exc
     image = cv2.imdecode(data, flags) if data.size else None

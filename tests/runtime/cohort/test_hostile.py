@@ -259,3 +259,84 @@ def test_9_external_data_outside_the_models_folder_is_refused_by_tseg_rt(tmp_pat
         assert len(lines) == 1 and "m.onnx" in lines[0], (location, r.stderr)
         assert "outside the model's folder" in lines[0] or "absolute path" in lines[0], (location, r.stderr)
     assert not (tmp_path / "o" / "s").exists()
+
+
+# --- 6. implausible sizes ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def claimed(tmp_path_factory):
+    """4.9 MB TIFFs whose tags claim 200000 x 200000 px (200 x 200 mm at 1 µm/px) and 1,000,000 x
+    1,000,000 px at 0.1 µm/px (100 x 100 mm: plausible for glass, but 50 GB to process)."""
+    from helpers import make_claimed_tiff
+
+    d = tmp_path_factory.mktemp("claimed")
+    return {"200k": make_claimed_tiff(d / "huge.tiff", 200_000, 200_000, 1.0),
+            "1M": make_claimed_tiff(d / "dense.tiff", 1_000_000, 1_000_000, 0.1, tile=4096)}
+
+
+def test_6_an_implausible_size_is_refused_before_any_pixel_is_read(claimed, model):
+    from tseg.runtime.errors import ImplausibleSizeError
+    from tseg.runtime.execution.segmenter import Segmenter
+
+    seg = Segmenter(model)
+    with pytest.raises(ImplausibleSizeError, match=r"200.0 x 200.0 mm, larger than any glass slide") as info:
+        seg.segment_slide(claimed["200k"], on_tile=lambda *a: pytest.fail("a tile was read"))
+    assert "huge.tiff" in str(info.value) and "max_slide_mm" in str(info.value)
+    assert "--max-slide-mm" in info.value.cli_message()
+
+
+def test_6_more_memory_than_the_machine_has_is_refused_saying_how_much(claimed, model):
+    from tseg.runtime.errors import SlideTooLargeError
+    from tseg.runtime.execution.segmenter import Segmenter
+
+    seg = Segmenter(model, memory_bytes=8 * 10**9)  # a machine with 8 GB
+    with pytest.raises(SlideTooLargeError, match=r"needs about 50.\d GB .* more than the 8.0 GB") as info:
+        seg.segment_slide(claimed["1M"])
+    assert "100000 x 100000 px at 1 µm/px" in str(info.value)
+
+
+# --- 10. a slide changed while it is read -----------------------------------------------------------
+
+
+@pytest.fixture
+def big_slide(tmp_path):
+    """A slide of many small tiles (read while a test changes it) and a slow-enough model."""
+    path = make_square_slide(tmp_path / "in" / "s.tiff" if (tmp_path / "in").mkdir() is None else None,
+                             width_um=3000, height_um=2000, tissue_um=(100, 100, 2800, 1800))["path"]
+    return path, make_colour_model(tmp_path / "small-tiles.onnx", tile=256, overlap=32)
+
+
+def test_10_a_slide_overwritten_while_read_is_reported_as_changed(big_slide, tmp_path):
+    from tseg.runtime.errors import SlideChangedError
+    from tseg.runtime.execution.segmenter import Segmenter
+
+    path, small_tiles = big_slide
+    other = make_square_slide(tmp_path / "other.tiff", seed=9)["path"]
+    done = []
+
+    def overwrite_once(index, was_run):
+        if not done:
+            shutil.copyfile(other, path)  # in place: same inode, other size, as a copy over it would
+            done.append(index)
+
+    with pytest.raises(SlideChangedError, match="the file changed while it was read") as info:
+        Segmenter(small_tiles).segment_slide(path, on_tile=overwrite_once)
+    assert "s.tiff changed size" in str(info.value) and "truncated" not in str(info.value)
+
+
+def test_10_a_slide_cut_short_while_read_is_reported_as_changed_not_as_corrupt(big_slide):
+    from tseg.runtime.errors import SlideChangedError
+    from tseg.runtime.execution.segmenter import Segmenter
+
+    path, small_tiles = big_slide
+    done = []
+
+    def truncate_once(index, was_run):
+        if not done:
+            os.truncate(path, os.path.getsize(path) // 3)  # a scanner or copy still writing it
+            done.append(index)
+
+    with pytest.raises(SlideChangedError, match="the file changed while it was read") as info:
+        Segmenter(small_tiles).segment_slide(path, on_tile=truncate_once)
+    assert isinstance(info.value.__cause__, Exception)  # what the reader said is kept as the cause
