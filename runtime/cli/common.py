@@ -75,7 +75,7 @@ def mpp_option(mpp: Optional[str]) -> float | tuple[float, float] | None:
     if mpp is None:
         return None
     from tseg.runtime.errors import TsegError
-    from tseg.runtime.cohort.batch import parse_mpp
+    from tseg.runtime.wsi.mpp import parse_mpp
 
     try:
         return parse_mpp(mpp, "--mpp")

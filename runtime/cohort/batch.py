@@ -48,6 +48,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from tseg.runtime.errors import NoSlidesFoundError, OutputError, TsegError
 from tseg.runtime.outputs.files import repostprocess, write_outputs
+from tseg.runtime.wsi.mpp import parse_mpp  # noqa: F401 - re-exported (slides CSV, --mpp)
+from tseg.runtime.wsi.sources import stored_mpp
 from tseg.runtime.cohort.resume import (  # noqa: F401 - SlideLock re-exported
     RESULT_MARKER,
     SlideLock,
@@ -145,29 +147,6 @@ def find_slides(inputs: Iterable[str | os.PathLike[str]], exclude: Path | None =
             + f" (looked for {', '.join(SLIDE_SUFFIXES + DICOM_SUFFIXES)} and DICOM series; name other files "
             "explicitly)")
     return unique
-
-
-def parse_mpp(text: str | float, what: str = "--mpp") -> float | tuple[float, float]:
-    """A level-0 resolution given by a user: ``X`` or ``X,Y`` in µm/px, positive, finite and
-    plausible for a whole-slide image; InvalidArgumentError naming ``what`` otherwise."""
-    from tseg.runtime.errors import InvalidArgumentError
-    from tseg.runtime.wsi.slide import PLAUSIBLE_MPP
-
-    raw = str(text).strip()
-    try:
-        values = [float(v) for v in raw.split(",")]
-    except ValueError:
-        raise InvalidArgumentError(f"{what} takes a number or X,Y in µm per pixel, got {raw!r}") from None
-    if len(values) not in (1, 2):
-        raise InvalidArgumentError(f"{what} takes a number or X,Y in µm per pixel, got {raw!r}")
-    lo, hi = PLAUSIBLE_MPP
-    for v in values:
-        if not (v == v and v not in (float("inf"), float("-inf")) and v > 0):
-            raise InvalidArgumentError(f"{what} must be a positive number of µm per pixel, got {raw!r}")
-        if not lo <= v <= hi:
-            raise InvalidArgumentError(f"{what} {raw} µm/px is outside the plausible range {lo}-{hi} µm/px for the "
-                                       "level 0 of a whole-slide image (scanners write about 0.1-0.5)")
-    return values[0] if len(values) == 1 else (values[0], values[1])
 
 
 #: Columns a slides CSV may have besides ``path``, and how each is read.
@@ -305,19 +284,7 @@ def _failed(slide: Path, name: str, exc: BaseException, t0: float) -> SlideOutco
 
 
 def _metadata_mpp(slide: Path) -> Callable[[], tuple[float, float] | None]:
-    def read() -> tuple[float, float] | None:
-        from tseg.runtime.wsi.slide import _open_source, _plausible
-
-        try:
-            source = _open_source(slide)
-        except TsegError:
-            return None
-        try:
-            return _plausible(source.mpp())
-        finally:
-            source.close()
-
-    return read
+    return lambda: stored_mpp(slide)
 
 
 def process_slide(segmenter: Any, slide: Path, out: Path, overwrite: bool = False,

@@ -34,7 +34,7 @@ from tseg.runtime.errors import OutputError
 from tseg.runtime.method.polygons import mask_to_geojson
 from tseg.runtime.method.postprocess import segment_smoothed, smooth_probability
 from tseg.runtime.execution.segmenter import Result, areas_mm2
-from tseg.runtime.wsi.slide import OVERVIEW_MPP
+from tseg.runtime.wsi.mpp import OVERVIEW_MPP
 from tseg.runtime.wsi.tiff import pyramid_from_array, write_pyramid
 
 PROBABILITY = "probability.png"
