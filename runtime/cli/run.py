@@ -67,6 +67,7 @@ def run(
     from rich.markup import escape
 
     from tseg.runtime.cohort.batch import BatchInterrupted, run_batch
+    from tseg.runtime.cohort.slide_lists import collect_slides
     from tseg.runtime.cohort.progress import BatchProgress
 
     console = Console(stderr=True)
@@ -95,7 +96,7 @@ def run(
     with reported():
         table_rows = _checked_table(csv_table, low, high)
     with reported():
-        found, per_slide = _list_slides(slides or [], table_rows, out)
+        found, per_slide = collect_slides(slides or [], table_rows, exclude=out)
         if settings["mpp"] is not None and per_slide and any("mpp" in r for r in per_slide.values()):
             console.print("[yellow]warning:[/] the slides CSV's mpp column overrides --mpp for its slides",
                           highlight=False)
@@ -141,7 +142,7 @@ def run(
 
 def _checked_table(csv_table: Optional[Path], low: Optional[int], high: Optional[int]) -> list[tuple[Path, dict]]:
     """The slides CSV's rows, with the run's and every row's thresholds checked."""
-    from tseg.runtime.cohort.batch import read_slides_csv
+    from tseg.runtime.cohort.slide_lists import read_slides_csv
     from tseg.runtime.method.postprocess import check_thresholds
 
     if low is not None or high is not None:
@@ -152,25 +153,6 @@ def _checked_table(csv_table: Optional[Path], low: Optional[int], high: Optional
         hi = row.get("high", high if high is not None else 229)
         check_thresholds(lo, hi)
     return table_rows
-
-
-def _list_slides(slides: List[Path], table_rows: list[tuple[Path, dict]],
-                 out: Path) -> tuple[list[Path], dict[str, dict]]:
-    """The slides named or found in folders, then those of the slides CSV, each once; and each
-    CSV row's settings by the slide's path as listed."""
-    from tseg.runtime.cohort.batch import find_slides
-
-    found = find_slides(slides, exclude=out) if slides else []
-    known = {p.resolve() for p in found}
-    per_slide: dict[str, dict] = {}
-    for path, row in table_rows:
-        listed = find_slides([path], exclude=out)
-        for p in listed:
-            if p.resolve() not in known:
-                found.append(p)
-                known.add(p.resolve())
-            per_slide[str(next(f for f in found if f.resolve() == p.resolve()))] = row
-    return found, per_slide
 
 
 def _load_model(engine: Optional[Path], engine_path: Optional[str], providers: str, device_list: list[int],
