@@ -67,11 +67,13 @@ from tseg.runtime.wsi.mpp import (
 from tseg.runtime.wsi.resample import area_resample
 from tseg.runtime.wsi.source import DEFAULT_BACKGROUND, SlideSource
 from tseg.runtime.wsi.sources import DECODERS, open_source
-from tseg.runtime.wsi.tifffile_source import DirectTiffSource, TiffFileSource
+from tseg.runtime.wsi.tiff_decode import TILE_CACHE_BYTES
+from tseg.runtime.wsi.tifffile_source import DIRECT_COMPRESSIONS, DIRECT_VENDORS, DirectTiffSource, TiffFileSource
 
-__all__ = ["DECODERS", "DEFAULT_BACKGROUND", "DEFAULT_BLOCK_PX", "LEVEL_ROUNDING_PX", "MPP_FIX", "MPP_OVERRIDE_TOLERANCE",
-           "NETWORK_MPP", "OVERVIEW_MPP", "PLAUSIBLE_MPP", "UPSAMPLE_TOLERANCE", "ReadPlan", "Slide",
-           "default_reader_threads", "describe_slide", "open_slide"]
+#: The public API, with the constants of the modules this one was split into (kept importable here).
+__all__ = ["DECODERS", "DEFAULT_BACKGROUND", "DEFAULT_BLOCK_PX", "DIRECT_COMPRESSIONS", "DIRECT_VENDORS", "LEVEL_ROUNDING_PX",
+           "MPP_FIX", "MPP_OVERRIDE_TOLERANCE", "NETWORK_MPP", "OVERVIEW_MPP", "PLAUSIBLE_MPP", "TILE_CACHE_BYTES",
+           "UPSAMPLE_TOLERANCE", "ReadPlan", "Slide", "default_reader_threads", "describe_slide", "open_slide"]
 
 log = logging.getLogger(__name__)
 
