@@ -1,7 +1,9 @@
 """Batches on a Ray cluster: ``tseg-rt run SLIDES --out RESULTS --ray [auto | ADDRESS]``.
 
-Ray (``pip install 'tseg-rt[ray]'``, ``ray>=2.40``) is imported here only, and only when a batch
-asks for it; the rest of the runtime never needs it.
+Ray (``pip install 'tseg-rt[ray]'``, ``ray>=2.40``) is imported only by this driver and its two
+helpers, :mod:`~tseg.runtime.cohort.ray_cluster` (connecting) and
+:mod:`~tseg.runtime.cohort.ray_worker` (the actor), and only when a batch asks for it; the rest of
+the runtime never needs it.
 
 * **Connecting.** ``auto`` joins the cluster that ``RAY_ADDRESS`` names or that ``ray start``
   started on this machine, and otherwise starts a local Ray instance for this batch (stopped at
