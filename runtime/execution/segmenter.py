@@ -32,7 +32,8 @@ from tseg.runtime.execution.pipeline import run_tiles
 from tseg.runtime.method.polygons import mask_to_geojson
 from tseg.runtime.method.postprocess import check_thresholds, label_regions, postprocess
 from tseg.runtime.wsi.limits import MAX_SLIDE_MM, budget_for, check_budget
-from tseg.runtime.wsi.slide import OVERVIEW_MPP, open_slide
+from tseg.runtime.wsi.mpp import OVERVIEW_MPP
+from tseg.runtime.wsi.slide import open_slide
 from tseg.runtime.wsi.snapshot import change, snapshot
 from tseg.runtime.method.tiling import plan_tiles
 from tseg.runtime.util.versions import versions
