@@ -7,6 +7,7 @@ and a non-zero exit status (:data:`EXIT_CODES`); the library never exits.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from contextlib import contextmanager
 from typing import Iterator, NoReturn, Optional
@@ -26,6 +27,39 @@ EXIT_CODES = {
 }
 
 
+#: Characters a terminal acts on or that split a line (C0 and C1 controls, DEL), bidirectional
+#: overrides (which reorder what is shown), and the surrogates Python keeps for bytes of a file
+#: name that are not UTF-8.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(match: "re.Match[str]") -> str:
+    char = match.group(0)
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, kept by surrogateescape
+        return f"\\x{code - 0xDC00:02x}"
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def printable(text: str) -> str:
+    """``text`` safe for one line of a terminal or a log: a slide named with a newline, an escape
+    sequence (colours, cursor moves, a cleared screen) or bytes that are not UTF-8 is shown with
+    backslash escapes (``\\n``, ``\\x1b``, ``\\xff``), never acted on."""
+    return _UNPRINTABLE.sub(_escape_char, text)
+
+
+class _PrintableRecords(logging.Filter):
+    """Log lines through :func:`printable` (names in messages come from folders)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = printable(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
 def setup_logging(verbose: int) -> None:
     """Rich log lines on a terminal; plain unwrapped lines in files and pipes (one format for
     this process and its workers, whose records come through the batch's log queue)."""
@@ -41,6 +75,7 @@ def setup_logging(verbose: int) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         fmt = "[%(asctime)s] %(levelname)s %(message)s"
+    handler.addFilter(_PrintableRecords())
     logging.basicConfig(level=level, format=fmt, datefmt="[%X]" if console.is_terminal else "%X",
                         handlers=[handler], force=True)
 
@@ -50,7 +85,7 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     from rich.console import Console
     from rich.markup import escape
 
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(printable(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from tseg.runtime.cli.common import num, reported
+from tseg.runtime.cli.common import num, printable, reported
 
 
 def evaluate(
@@ -42,5 +42,5 @@ def evaluate(
                    f"{num(c['spearman_reference_area_rho'], 2)} (p {num(c['spearman_reference_area_p'], 4)}), "
                    f"vs prevalence {num(c['spearman_prevalence_rho'], 2)} (p {num(c['spearman_prevalence_p'], 4)})")
     if result.missing:
-        typer.echo(f"no reference for: {', '.join(result.missing)}", err=True)
+        typer.echo(f"no reference for: {', '.join(printable(m) for m in result.missing)}", err=True)
     typer.echo("-> " + ", ".join(str(f) for f in result.files))

@@ -9,12 +9,15 @@ from typing import Optional
 import typer
 
 from tseg.runtime.cli.common import fail, mpp_option, reported
+from tseg.runtime.cli.options import MaxSlideMm
+from tseg.runtime.wsi.limits import MAX_SLIDE_MM
 
 
 def info(
     path: Path = typer.Argument(..., help="A slide, a DICOM series folder, an .onnx model, a .plan engine or a folder of plans."),
     mpp: Optional[str] = typer.Option(None, help="Override the slide's level-0 resolution (µm/px)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    max_slide_mm: MaxSlideMm = MAX_SLIDE_MM,
 ) -> None:
     """Describe a slide (vendor, levels, MPP, size in mm), a model (its contract, and whether
     TensorRT's ONNX parser will take it) or an engine (its manifest)."""
@@ -52,7 +55,7 @@ def info(
         else:
             from tseg.runtime.wsi.slide import describe_slide
 
-            data = describe_slide(path, mpp_value)
+            data = describe_slide(path, mpp_value, max_slide_mm)
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
@@ -60,6 +63,9 @@ def info(
     from rich.pretty import Pretty
 
     Console().print(Pretty(data, expand_all=False))
+    for problem in (data.get("limits") or {}).get("problems", []) if isinstance(data, dict) else []:
+        Console(stderr=True).print(f"[yellow]`tseg-rt run` would refuse it: {escape_text(problem)}[/]",
+                                   highlight=False, soft_wrap=True)
     if isinstance(data, dict) and data.get("resolution"):
         Console(stderr=True).print(f"[yellow]resolution {escape_text(data['resolution'])}[/] To segment it: "
                                    "tseg-rt run --mpp MICRONS_PER_PIXEL ...", highlight=False, soft_wrap=True)

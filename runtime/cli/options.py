@@ -40,19 +40,24 @@ DctScaling = Annotated[bool, typer.Option(
     "--dct-scaling", help="Opt-in: decode JPEG tiles at 1/2, 1/4 or 1/8 in the DCT domain when that is still at "
                           "least the target resolution.")]
 
+MaxSlideMm = Annotated[float, typer.Option(
+    "--max-slide-mm", min=1.0, help="Refuse, before reading pixels, slides whose metadata claims a side longer than "
+                                    "this many mm (glass slides are 75 x 25 mm; a larger claim is usually broken "
+                                    "metadata).")]
+
 # --- how a command reports -------------------------------------------------------------------
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True)]
 
 #: The per-slide settings, in the order of Segmenter's keyword arguments.
-SLIDE_SETTINGS = ("low", "high", "mpp", "reader_threads", "level_tolerance", "dct_scaling")
+SLIDE_SETTINGS = ("low", "high", "mpp", "reader_threads", "level_tolerance", "dct_scaling", "max_slide_mm")
 
 
 def slide_settings(*, mpp: Optional[str], low: Optional[int], high: Optional[int],
                    reader_threads: Optional[int], level_tolerance: float,
-                   dct_scaling: bool) -> dict[str, Any]:
+                   dct_scaling: bool, max_slide_mm: float = 100.0) -> dict[str, Any]:
     """The per-slide options as Segmenter keyword arguments, ``--mpp`` parsed and checked
     (exit 2 naming the problem). Thresholds are checked by the caller, which may also have
     per-slide ones (a slides CSV) to check with them."""
     return {"low": low, "high": high, "mpp": mpp_option(mpp), "reader_threads": reader_threads,
-            "level_tolerance": level_tolerance, "dct_scaling": dct_scaling}
+            "level_tolerance": level_tolerance, "dct_scaling": dct_scaling, "max_slide_mm": max_slide_mm}

@@ -7,7 +7,7 @@ from typing import List
 
 import typer
 
-from tseg.runtime.cli.common import EXIT_ERROR, EXIT_FAILED_SLIDES, reported
+from tseg.runtime.cli.common import EXIT_ERROR, EXIT_FAILED_SLIDES, printable, reported
 
 
 def postprocess(
@@ -42,18 +42,18 @@ def postprocess(
         else:
             problems.append(f"{r}: not a result folder of `tseg-rt run`")
     for text in problems:
-        typer.echo(f"error: {text}", err=True)
+        typer.echo(f"error: {printable(text)}", err=True)
     if not folders:
         raise typer.Exit(EXIT_ERROR)
     failed = len(problems)
     for folder in folders:
         try:
             summary = repostprocess(folder, low, high, prune)
-            typer.echo(f"{folder}: tumour {summary['areas']['tumour_area_mm2']:.3f} mm², "
+            typer.echo(f"{printable(str(folder))}: tumour {summary['areas']['tumour_area_mm2']:.3f} mm², "
                        f"{summary['areas']['regions']} region(s)")
         except TsegError as exc:
             failed += 1
-            typer.echo(f"failed: {exc.cli_message()}", err=True)
+            typer.echo(f"failed: {printable(exc.cli_message())}", err=True)
     if failed:
         typer.echo(f"{failed} folder(s) not post-processed", err=True)
         raise typer.Exit(EXIT_FAILED_SLIDES)

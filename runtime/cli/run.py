@@ -14,7 +14,15 @@ from typing import Any, List, Optional
 
 import typer
 
-from tseg.runtime.cli.common import EXIT_FAILED_SLIDES, EXIT_INTERRUPTED, devices_option, fail, reported, setup_logging
+from tseg.runtime.cli.common import (
+    EXIT_FAILED_SLIDES,
+    EXIT_INTERRUPTED,
+    devices_option,
+    fail,
+    printable,
+    reported,
+    setup_logging,
+)
 from tseg.runtime.cli.options import (
     DctScaling,
     Devices,
@@ -22,6 +30,7 @@ from tseg.runtime.cli.options import (
     High,
     LevelTolerance,
     Low,
+    MaxSlideMm,
     Mpp,
     Progress,
     Providers,
@@ -30,6 +39,7 @@ from tseg.runtime.cli.options import (
     slide_settings,
 )
 from tseg.runtime.cli.report import write_report_after_run
+from tseg.runtime.wsi.limits import MAX_SLIDE_MM
 
 
 def run(
@@ -43,6 +53,7 @@ def run(
     reader_threads: ReaderThreads = None,
     level_tolerance: LevelTolerance = 0.0,
     dct_scaling: DctScaling = False,
+    max_slide_mm: MaxSlideMm = MAX_SLIDE_MM,
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo slides that already have results."),
     workers: Optional[int] = typer.Option(None, min=1, help="Slides processed in parallel, each process with its own backend (default 1; with --ray: one per GPU, or one per 4 CPUs)."),
     devices: Devices = None,
@@ -90,7 +101,7 @@ def run(
 
             shard_k_n = parse_shard(shard)
     settings = slide_settings(mpp=mpp, low=low, high=high, reader_threads=reader_threads,
-                              level_tolerance=level_tolerance, dct_scaling=dct_scaling)
+                              level_tolerance=level_tolerance, dct_scaling=dct_scaling, max_slide_mm=max_slide_mm)
     if not slides and csv_table is None:
         fail("give slides, folders or --csv SLIDES.csv")
     with reported():
@@ -111,9 +122,9 @@ def run(
         segmenter, backend_info, engine_path = _load_model(engine, engine_path, providers, device_list, settings,
                                                            ray, local_workers, verbose)
         where = f"Ray {ray}" if ray is not None else ""
-        console.print(escape(f"{len(found)} slide(s){shard_note} -> {out}   model: {backend_info['path']} "
-                             f"[{backend_info['kind']} {', '.join(backend_info.get('providers', []))}]"
-                             + (f"   on {where}" if where else "")),
+        console.print(escape(printable(f"{len(found)} slide(s){shard_note} -> {out}   model: {backend_info['path']} "
+                                       f"[{backend_info['kind']} {', '.join(backend_info.get('providers', []))}]"
+                                       + (f"   on {where}" if where else ""))),
                       highlight=False)
         try:
             with BatchProgress(len(found), enabled=progress, console=console,
@@ -130,7 +141,7 @@ def run(
                                      slide_settings=per_slide, wait_for_locks=wait_for_locks,
                                      quiet_worker_load=True, ray=ray)
         except BatchInterrupted as stop:
-            console.print(f"[red]{escape(stop.message())}[/]", highlight=False, soft_wrap=True)
+            console.print(f"[red]{escape(printable(stop.message()))}[/]", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_INTERRUPTED)
         finally:
             if segmenter is not None:
@@ -186,7 +197,7 @@ def print_outcomes(outcomes: list, console: Any) -> None:
     from rich.table import Table
 
     labels = {"done": "done", "skipped": "skipped", "postprocessed": "post-processed"}
-    longest = max((len(o.name) for o in outcomes), default=5)
+    longest = max((len(printable(o.name)) for o in outcomes), default=5)
     table = Table(title="tseg-rt run", show_lines=False)
     table.add_column("slide", overflow="fold", min_width=min(longest, 24))
     for col in ("status", "tiles run/skipped", "tumour mm²", "tissue mm²", "seconds"):
@@ -194,7 +205,7 @@ def print_outcomes(outcomes: list, console: Any) -> None:
     for o in outcomes:
         tiles = o.summary.get("tiles", {})
         areas = o.summary.get("areas", {})
-        table.add_row(escape(o.name), labels.get(o.status, f"[red]{o.status}[/]"),
+        table.add_row(escape(printable(o.name)), labels.get(o.status, f"[red]{o.status}[/]"),
                       f"{tiles.get('tiles_run', '')}/{tiles.get('tiles_skipped_background', '')}" if tiles else "",
                       f"{areas['tumour_area_mm2']:.2f}" if areas else "",
                       f"{areas['tissue_area_mm2']:.2f}" if areas else "",
@@ -205,13 +216,15 @@ def print_outcomes(outcomes: list, console: Any) -> None:
     stdout.print(table)
     for o in outcomes:
         if o.ok and o.detail and o.detail != "finished with these settings":
-            console.print(f"{labels[o.status]}: {escape(o.slide)}: {escape(o.detail)}", highlight=False, soft_wrap=True)
+            console.print(f"{labels[o.status]}: {escape(printable(o.slide))}: {escape(printable(o.detail))}",
+                          highlight=False, soft_wrap=True)
         for w in (o.summary.get("warnings") or []) if o.status in ("done", "postprocessed") else []:
-            console.print(f"[yellow]warning:[/] {escape(o.slide)}: {escape(str(w))}", highlight=False, soft_wrap=True)
+            console.print(f"[yellow]warning:[/] {escape(printable(o.slide))}: {escape(printable(str(w)))}",
+                          highlight=False, soft_wrap=True)
     failed = [o for o in outcomes if not o.ok]
     for o in failed:
         text = o.error_cli or o.error or f"{o.slide}: {o.detail}"
-        console.print(f"[red]{o.status}:[/] {escape(text)}", highlight=False, soft_wrap=True)
+        console.print(f"[red]{o.status}:[/] {escape(printable(text))}", highlight=False, soft_wrap=True)
     if failed:
         console.print(f"[red]{len(failed)} of {len(outcomes)} slide(s) not processed[/]")
         raise typer.Exit(EXIT_FAILED_SLIDES)

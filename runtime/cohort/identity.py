@@ -10,7 +10,10 @@ next to segmenting the slide; a rescanned or replaced file changes it.
 **Result folder.** ``OUT/<stem>`` — the file name without its extension (a DICOM series: its
 folder's name) — unless that folder holds, or a live process is making, the result of another
 slide; then ``OUT/<stem>-<first 8 hex digits of SHA-1 of the resolved path>`` (chosen under the
-folder's lock: :func:`tseg.runtime.cohort.locks.claim_result_folder`).
+folder's lock: :func:`tseg.runtime.cohort.locks.claim_result_folder`). A stem longer than
+:func:`name_budget` bytes (names of up to 255 bytes are legal, and tseg-rt adds to them) is cut at
+a character boundary and ends in ``~`` and 8 hex digits of the whole stem's hash
+(:func:`fit_name`), so names stay unique and every derived name fits the file system.
 
 **The same slide** (:func:`match_slide`): a recorded result is this slide's when its path is
 this slide's path (``same``; ``changed`` when the fingerprint differs: the file was replaced),
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from tseg.runtime.errors import OutputError
+from tseg.runtime.util.safeio import open_regular, read_json
 from tseg.runtime.outputs.summary import SUMMARY, read_summary
 
 FINGERPRINT_BYTES = 1 << 20
@@ -35,6 +39,39 @@ DICOM_FINGERPRINT_BYTES = 1 << 16
 #: Hidden file that marks a folder as a tseg-rt result folder (written first, with the identity).
 RESULT_MARKER = ".tseg-rt-result"
 _MULTI_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.btf")
+
+
+#: The longest result-folder name, in bytes: a file system's longest name (255 bytes on ext4, XFS,
+#: btrfs, NTFS, NFS) less what tseg-rt adds around a folder name for its siblings (the temporary
+#: ``.<name>.tmp-<pid>-<8 hex>``, the lock ``.<name>.lock``, the thumbnail ``<name>.jpg`` and its
+#: temporary ``.<name>.jpg.<pid>-<8 hex>.tmp``: at most 26 bytes; 32 are kept).
+NAME_RESERVE_BYTES = 32
+NAME_BYTES = 255 - NAME_RESERVE_BYTES
+
+
+def name_budget(folder: Path) -> int:
+    """The longest result-folder name for results in ``folder``: :data:`NAME_BYTES`, or less on a
+    file system with shorter names (``pathconf`` NAME_MAX, e.g. 143 bytes on eCryptfs)."""
+    try:
+        longest = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return NAME_BYTES
+    return max(24, min(NAME_BYTES, int(longest) - NAME_RESERVE_BYTES))
+
+
+def fit_name(name: str, budget: int = NAME_BYTES) -> str:
+    """``name`` if it is at most ``budget`` bytes (as the file system stores it); otherwise its
+    longest prefix of whole characters that leaves room for ``~`` and 8 hex digits of the whole
+    name's SHA-1, which keep two long names that share a prefix apart. Any name a file system
+    allows (255 bytes, bytes that are not UTF-8) fits."""
+    data = os.fsencode(name)
+    if len(data) <= budget:
+        return name
+    room = budget - 9
+    prefix = name
+    while len(os.fsencode(prefix)) > room:
+        prefix = prefix[:-1]
+    return f"{prefix}~{hashlib.sha1(data).hexdigest()[:8]}"
 
 
 def slide_stem(path: Path) -> str:
@@ -60,9 +97,9 @@ def result_stem(path: Path) -> str:
 
 
 def _hash_file(h: Any, path: Path, edge: int) -> None:
-    size = path.stat().st_size
-    h.update(f"{path.name}\0{size}\0".encode())
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:  # a FIFO or device under a slide's name is refused, never blocks
+        size = os.fstat(fh.fileno()).st_size
+        h.update(os.fsencode(path.name) + f"\0{size}\0".encode())  # any name the file system allows
         h.update(fh.read(edge))
         if size > edge:
             fh.seek(max(edge, size - edge))
@@ -101,11 +138,16 @@ class SlideIdentity:
 
     @property
     def path_hash(self) -> str:
-        return hashlib.sha1(self.path.encode()).hexdigest()[:8]
+        return hashlib.sha1(os.fsencode(self.path)).hexdigest()[:8]  # any bytes the file system allows
 
     @property
     def hashed_name(self) -> str:
-        return f"{self.stem}-{self.path_hash}"
+        return self.folder_names()[1]
+
+    def folder_names(self, budget: int = NAME_BYTES) -> tuple[str, str]:
+        """The two result-folder names, ``<stem>`` and ``<stem>-<8 hex digits of the path's hash>``,
+        each within ``budget`` bytes (:func:`fit_name`)."""
+        return fit_name(self.stem, budget), f"{fit_name(self.stem, budget - 9)}-{self.path_hash}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -141,7 +183,7 @@ def recorded_slide(folder: Path) -> dict[str, Any] | None:
     if summary and isinstance(summary.get("slide"), dict) and summary["slide"].get("path"):
         return summary["slide"]
     try:
-        marker = json.loads((folder / RESULT_MARKER).read_text(encoding="utf-8"))
+        marker = read_json(folder / RESULT_MARKER, below=folder.parent)
         return marker["slide"] if isinstance(marker.get("slide"), dict) else None
     except (OSError, ValueError, KeyError, AttributeError):
         return None

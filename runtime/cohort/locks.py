@@ -10,14 +10,22 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import logging
 import os
 import socket
+import stat
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from tseg.runtime.cohort.identity import SlideIdentity, match_slide, recorded_slide
+from tseg.runtime.cohort.identity import SlideIdentity, match_slide, name_budget, recorded_slide
 from tseg.runtime.errors import OutputError
+from tseg.runtime.util.safeio import UnsafeFileError, kind_of, open_fd, read_json
+
+log = logging.getLogger(__name__)
+
+#: What a lock file holds at most (who holds it: pid, host, slide); more is not a tseg-rt lock.
+HOLDER_BYTES = 64 * 1024
 
 
 class LockBusy(Exception):
@@ -39,9 +47,11 @@ def read_holder(path: Path, tries: int = 10, pause_s: float = 0.05) -> dict[str,
     """What the holder of a lock wrote into it (retried briefly while it is being written)."""
     for _ in range(tries):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_json(path, follow=False, limit=HOLDER_BYTES)
             if isinstance(data, dict):
                 return data
+        except UnsafeFileError:
+            return None  # not a lock tseg-rt made
         except (OSError, ValueError):
             pass
         time.sleep(pause_s)
@@ -63,11 +73,13 @@ class SlideLock:
         self.path = path
         waited = False
         while True:
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:  # never through a planted link, never blocking on a FIFO (safeio)
+                fd = open_fd(path, os.O_RDWR | os.O_CREAT, follow=False)
             except OSError as exc:
                 reason = {errno.ENOSPC: "no space or inodes left on the device",
                           errno.EISDIR: "a folder is in the way"}.get(exc.errno, exc.strerror or str(exc))
+                if isinstance(exc, UnsafeFileError):
+                    reason = f"it {exc.what}"
                 raise OutputError(path, f"cannot create the slide's lock file: {reason}; free space or "
                                         "remove what is in the way, or choose another --out") from exc
             try:
@@ -86,7 +98,7 @@ class SlideLock:
                 os.close(fd)
                 raise OutputError(path, f"cannot lock: {exc.strerror or exc}") from exc
             try:
-                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+                same = os.fstat(fd).st_ino == os.lstat(path).st_ino
             except FileNotFoundError:
                 same = False
             if not same:  # removed by its previous holder after we opened it: lock the new one
@@ -119,6 +131,19 @@ def remove_stale_locks(out: Path) -> int:
     removed = 0
     for path in out.glob(".*.lock"):
         try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            continue
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # a link, FIFO, socket: not a lock tseg-rt made
+            log.warning("%s is %s, not a lock file tseg-rt made; removed (what it points to is untouched)",
+                        path, kind_of(mode))
+            try:
+                os.unlink(path)
+                removed += 1
+            except OSError:
+                pass
+            continue
+        try:
             SlideLock(path).release(remove=True)
             removed += 1
         except (LockBusy, OutputError):
@@ -133,7 +158,7 @@ def claim_result_folder(out: Path, identity: SlideIdentity, wait: bool = False,
     Raises :class:`LockBusy` when another live process works on this slide (or, not waiting,
     on a slide whose identity it has not written yet)."""
     holder = {"slide": identity.path, "fingerprint": identity.fingerprint}
-    stem, hashed = identity.stem, identity.hashed_name
+    stem, hashed = identity.folder_names(name_budget(out))
 
     def lock(name: str) -> SlideLock:
         return SlideLock(out / f".{name}.lock", holder, wait=wait, on_wait=on_wait)
@@ -149,6 +174,8 @@ def claim_result_folder(out: Path, identity: SlideIdentity, wait: bool = False,
             raise
         plain = lock(stem)
     folder = out / stem
+    if folder.is_symlink():  # planted: never read through; the run replaces the link (not its target)
+        return stem, plain
     recorded = recorded_slide(folder) if folder.exists() else None
     foreign = folder.exists() and recorded is None and (not folder.is_dir() or any(folder.iterdir()))
     if not foreign and (recorded is None or match_slide(recorded, identity) != "other"):

@@ -9,7 +9,7 @@ stops a batch: its error becomes a ``failed`` outcome.
 
 from __future__ import annotations
 
-import json
+import glob
 import logging
 import os
 import shutil
@@ -33,7 +33,8 @@ from tseg.runtime.cohort.resume import (
     wanted_from,
     write_marker,
 )
-from tseg.runtime.errors import OutputError, TsegError
+from tseg.runtime.errors import OutputError, SlideChangedError, TsegError
+from tseg.runtime.util.safeio import open_fd, read_json
 from tseg.runtime.outputs.files import repostprocess, write_outputs
 from tseg.runtime.wsi.sources import stored_mpp
 
@@ -44,8 +45,12 @@ def check_output_root(out: Path) -> None:
     """Create ``out`` and prove it writable, or raise OutputError naming it."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".tseg-write-test-{os.getpid()}"
-        probe.write_bytes(b"ok")
+        probe = out / f".tseg-write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        fd = open_fd(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, follow=False)  # never through a planted link
+        try:
+            os.write(fd, b"ok")
+        finally:
+            os.close(fd)
         probe.unlink()
     except OSError as exc:
         raise OutputError(out, f"the output folder is not writable ({exc.strerror or exc}); choose another --out") from exc
@@ -94,7 +99,8 @@ def process_slide(segmenter: Any, slide: Path, out: Path, overwrite: bool = Fals
             summary = repostprocess(final, segmenter.low, segmenter.high, s.prune)
             return SlideOutcome(str(slide), name, "postprocessed", seconds=time.perf_counter() - t0,
                                 summary=summary, detail=decision.reason)
-        for stale in list(out.glob(f".{name}.tmp-*")) + list(out.glob(f".{name}.old-*")):
+        pattern = glob.escape(name)  # a name may hold [ ] * ?: never match another slide's folders
+        for stale in list(out.glob(f".{pattern}.tmp-*")) + list(out.glob(f".{pattern}.old-*")):
             log.info("removing %s left by an interrupted run", stale)
             remove_path(stale)
         tmp = out / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -102,6 +108,7 @@ def process_slide(segmenter: Any, slide: Path, out: Path, overwrite: bool = Fals
             tmp.mkdir(parents=True)
             write_marker(tmp, identity)
             result = segmenter.segment_slide(slide, on_tile=on_tile, on_plan=on_plan, cancel=cancel)
+            _check_unchanged(slide, identity)
             result.summary["slide"].update(path=identity.path, fingerprint=identity.fingerprint,
                                            size_bytes=identity.size_bytes, result_folder=name)
             write_outputs(result, tmp, segmenter.contract.mpp)
@@ -122,6 +129,21 @@ def process_slide(segmenter: Any, slide: Path, out: Path, overwrite: bool = Fals
         return failed_outcome(slide, name, exc, t0)
     finally:
         lock.release(remove=True)
+
+
+def _check_unchanged(slide: Path, identity: Any) -> None:
+    """The slide's content fingerprint again, after reading: the Segmenter notices size and time
+    changes (wsi/snapshot.py); this also a rewrite that kept both (``touch -r``, a copy with
+    preserved times) in the bytes fingerprinted."""
+    try:
+        now = slide_identity(slide)
+    except (TsegError, OSError) as exc:
+        raise SlideChangedError(slide, f"the file changed while it was read (it can no longer be read: "
+                                       f"{getattr(exc, 'strerror', None) or exc}); nothing was kept") from exc
+    if (now.fingerprint, now.size_bytes) != (identity.fingerprint, identity.size_bytes):
+        raise SlideChangedError(slide, "the file changed while it was read (its content fingerprint differs from the "
+                                       "one taken before reading); nothing was kept. Run it again once the file "
+                                       "is complete")
 
 
 def run_slide(segmenter: Any, slide: Path, out: Path, overwrite: bool = False, wait_for_lock: bool = False,
@@ -146,7 +168,7 @@ def remove_abandoned(out: Path, slide: str | os.PathLike[str]) -> int:
     for tmp in out.glob(".*.tmp-*"):
         name = tmp.name[1 : tmp.name.rfind(".tmp-")]
         try:
-            marker = json.loads((tmp / RESULT_MARKER).read_text(encoding="utf-8"))
+            marker = read_json(tmp / RESULT_MARKER, below=out)
         except (OSError, ValueError):
             continue
         if not isinstance(marker, dict) or (marker.get("slide") or {}).get("path") != target:

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Sequence
 
 from tseg.runtime.cohort.identity import is_result_folder
 from tseg.runtime.errors import NoSlidesFoundError
+from tseg.runtime.util.safeio import kind_of
 from tseg.runtime.wsi.mpp import parse_mpp
 
 log = logging.getLogger(__name__)
@@ -26,24 +27,48 @@ DICOM_SUFFIXES = (".dcm",)
 
 
 def _walk(root: Path, exclude: Path | None) -> Iterable[Path]:
-    """Files under ``root``, skipping hidden entries, ``exclude`` and tseg-rt result folders."""
-    for folder, dirs, files in os.walk(root):
-        here = Path(folder)
-        keep = []
-        for d in sorted(dirs):
-            sub = here / d
-            if d.startswith("."):
+    """Regular files under ``root`` (links to regular files included), skipping hidden entries,
+    ``exclude`` and tseg-rt result folders. Anything else a folder holds under a file's name (a
+    FIFO, socket or device, a broken link) is skipped with a warning: opening a FIFO blocks until
+    someone writes to it, and even the DICOM sniffing of files without an extension opens them.
+    Decided from ``scandir`` entries (``stat`` only for links), never by opening."""
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            log.warning("not searching %s: %s", folder, exc.strerror or exc)
+            continue
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
                 continue
-            if exclude is not None and sub.resolve() == exclude:
-                continue
-            if is_result_folder(sub):
-                log.debug("not searching %s: a tseg-rt result folder", sub)
-                continue
-            keep.append(d)
-        dirs[:] = keep
-        for f in sorted(files):
-            if not f.startswith("."):
-                yield here / f
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir()  # follows links, as os.walk lists them (it does not descend them)
+                is_file = entry.is_file()
+            except OSError:
+                is_dir = is_file = False
+            if is_dir:
+                if entry.is_symlink():
+                    continue
+                if exclude is not None and path.resolve() == exclude:
+                    continue
+                if is_result_folder(path):
+                    log.debug("not searching %s: a tseg-rt result folder", path)
+                    continue
+                subfolders.append(path)
+            elif is_file:
+                yield path
+            else:
+                try:
+                    what = kind_of(os.stat(path).st_mode)
+                except OSError:
+                    what = "a broken link" if entry.is_symlink() else "unreadable"
+                log.warning("skipping %s: it is %s, not a regular file", path, what)
+        stack.extend(reversed(subfolders))
 
 
 def find_slides(inputs: Iterable[str | os.PathLike[str]], exclude: Path | None = None) -> list[Path]:
@@ -62,7 +87,9 @@ def find_slides(inputs: Iterable[str | os.PathLike[str]], exclude: Path | None =
     exclude_resolved = exclude.resolve() if exclude is not None else None
     for item in inputs:
         p = Path(item)
-        if p.is_file():
+        if p.exists() and not p.is_file() and not p.is_dir():
+            found.append(p)  # named explicitly: a FIFO, socket or device fails with its reason, unopened
+        elif p.is_file():
             if is_dicom_candidate(p):
                 dicom_files.append(p)
                 explicit_dicom.add(p.resolve())

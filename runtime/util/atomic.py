@@ -41,7 +41,7 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], Any], ke
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8", errors="backslashreplace"))
 
 
 def write_csv(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]],

@@ -64,6 +64,7 @@ from tseg.runtime.wsi.mpp import (
     UPSAMPLE_TOLERANCE,
     resolve_mpp,
 )
+from tseg.runtime.wsi.limits import MAX_SLIDE_MM, budget_for
 from tseg.runtime.wsi.resample import area_resample
 from tseg.runtime.wsi.source import DEFAULT_BACKGROUND, SlideSource
 from tseg.runtime.wsi.sources import DECODERS, open_source
@@ -76,6 +77,9 @@ __all__ = ["DECODERS", "DEFAULT_BACKGROUND", "DEFAULT_BLOCK_PX", "DIRECT_COMPRES
            "UPSAMPLE_TOLERANCE", "ReadPlan", "Slide", "default_reader_threads", "describe_slide", "open_slide"]
 
 log = logging.getLogger(__name__)
+
+#: The paper's inference tile, for what ``tseg-rt info`` says a run would need.
+PAPER_TILE_PX = 7680
 
 #: Source pixels per side of one block read by the blockwise reader.
 DEFAULT_BLOCK_PX = 2048
@@ -327,13 +331,18 @@ def open_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | None
     return slide
 
 
-def describe_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | None = None) -> dict[str, Any]:
-    """What ``tseg-rt info`` shows: :meth:`Slide.info`, or, for a slide whose resolution is
-    missing or implausible, its vendor, levels and sizes in pixels with the problem stated."""
+def describe_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | None = None,
+                   max_slide_mm: float = MAX_SLIDE_MM) -> dict[str, Any]:
+    """What ``tseg-rt info`` shows: :meth:`Slide.info` with ``limits`` (the claimed size against
+    ``max_slide_mm`` and the memory processing needs against the machine's, at the paper's 1 µm/px
+    and 7680 px tiles, with what ``tseg-rt run`` would refuse: :mod:`tseg.runtime.wsi.limits`),
+    or, for a slide whose resolution is missing or implausible, its vendor, levels and sizes in
+    pixels with the problem stated."""
     p = Path(path)
     try:
         with open_slide(p, mpp) as slide:
-            return slide.info()
+            return dict(slide.info(), limits=budget_for(slide, NETWORK_MPP, PAPER_TILE_PX,
+                                                        max_slide_mm=max_slide_mm).as_dict())
     except (MissingMppError, ImplausibleMppError) as exc:
         problem = exc
     source = open_source(p)

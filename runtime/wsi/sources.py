@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tseg.runtime.errors import SlideNotFoundError, TsegError, UnsupportedSlideError
+from tseg.runtime.errors import NotRegularFileError, SlideNotFoundError, TsegError, UnsupportedSlideError
+from tseg.runtime.util.safeio import UnsafeFileError, check_regular
 from tseg.runtime.wsi import dicom
 from tseg.runtime.wsi.mpp import plausible_mpp
 from tseg.runtime.wsi.openslide_source import OpenSlideSource
@@ -21,6 +22,11 @@ def open_source(p: Path, decoder: str = "auto") -> SlideSource:
     TIFF-family tiles decoded directly unless ``decoder="openslide"``), then tifffile."""
     if not p.exists():
         raise SlideNotFoundError(p, "no such file or folder")
+    if not p.is_dir():
+        try:  # a FIFO, socket or device would block or never end; OpenSlide opens by path
+            check_regular(p)
+        except UnsafeFileError as exc:
+            raise NotRegularFileError(p, exc.what) from None
     if dicom.is_dicom_slide_path(p):
         return dicom.DicomSource(p)
     if p.is_dir():

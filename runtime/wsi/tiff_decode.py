@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from tseg.runtime.errors import SlideReadError, UnsupportedSlideError
+from tseg.runtime.wsi.jpeg_check import jpeg_problem
 
 #: Decoded TIFF tiles kept per open slide, so that neighbouring blocks, which share the tiles
 #: on their edges, decode each tile once (about one row of blocks of a 7680 px tile).
@@ -108,6 +109,12 @@ class TiffLevel:
         data = os.pread(self._fd, count, offset)
         if len(data) != count or count == 0:
             raise SlideReadError(self._path, f"TIFF chunk {index} of level {self._level} is truncated")
+        if self.compression == JPEG:  # imagecodecs hides libjpeg's warnings; OpenSlide fails on them
+            problem = jpeg_problem(data)
+            if problem:
+                column, row = index % self.across, (index // self.across) % self.down
+                raise SlideReadError(self._path, f"JPEG tile {index} of level {self._level} (column {column}, row "
+                                                 f"{row}) is corrupt: {problem}; the slide file is damaged")
         return data
 
     def _decode_scaled(self, data: bytes, scale: int) -> np.ndarray:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from tseg.runtime.errors import UnsupportedSlideError
+from tseg.runtime.util.safeio import open_fd, open_regular
 from tseg.runtime.wsi.mpp import ome_mpp, tiff_tag_mpp
 from tseg.runtime.wsi.openslide_source import OpenSlideSource
 from tseg.runtime.wsi.source import DEFAULT_BACKGROUND
@@ -28,7 +29,7 @@ class TiffFileSource:
         import tifffile
 
         self._tif = tifffile.TiffFile(str(path))
-        self._fd = os.open(str(path), os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        self._fd = open_fd(path)  # regular files only, never blocking (safeio)
         try:
             self.tiff_levels = tiff_levels(self._tif, self._fd, path)
         except UnsupportedSlideError:
@@ -104,7 +105,7 @@ class DirectTiffSource(OpenSlideSource):
         tif = fd = None
         try:
             tif = tifffile.TiffFile(str(path))
-            fd = os.open(str(path), os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            fd = open_fd(path)
             # OpenSlide's levels of these formats are tiled pages of the main IFD chain: match
             # them by size (tifffile's own pyramid detection misses non-2x pyramids).
             pages = [pg for pg in tif.pages if pg.is_tiled]
@@ -146,7 +147,7 @@ class DirectTiffSource(OpenSlideSource):
 def is_ome_tiff(path: Path) -> bool:
     """Whether ``path`` is a TIFF whose metadata is OME-XML (read with tifffile, never OpenSlide)."""
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             header = fh.read(4)
         if header[:2] not in (b"II", b"MM"):
             return False

@@ -32,10 +32,10 @@ LIBRARY = {
 #: Every command, its arguments (upper case, in order) and options (``--on|--off`` for flags).
 COMMANDS = {
     "run": ["SLIDES", "--out/-o", "--engine/-e", "--mpp", "--csv", "--low", "--high", "--reader-threads",
-            "--level-tolerance", "--dct-scaling", "--overwrite", "--workers", "--devices", "--providers", "--ray",
+            "--level-tolerance", "--dct-scaling", "--max-slide-mm", "--overwrite", "--workers", "--devices", "--providers", "--ray",
             "--shard", "--report|--no-report", "--wait-for-locks|--no-wait-for-locks", "--progress|--no-progress",
             "--verbose/-v"],
-    "info": ["PATH", "--mpp", "--json"],
+    "info": ["PATH", "--mpp", "--json", "--max-slide-mm"],
     "postprocess": ["RESULTS", "--low", "--high", "--prune|--no-prune"],
     "report": ["RESULTS", "--review-margin", "--thumbnails|--no-thumbnails", "--title"],
     "eval": ["--pred", "--ref", "--out/-o", "--cohorts", "--classes", "--sweep", "--repair-annotations"],

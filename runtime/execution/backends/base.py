@@ -13,15 +13,17 @@ import numpy as np
 
 from tseg.runtime.errors import InvalidArgumentError, ModelError
 from tseg.runtime.execution.contract import ModelContract
+from tseg.runtime.util.safeio import open_regular
 
 ONNX_SUFFIXES = {".onnx"}
 ENGINE_SUFFIXES = {".plan", ".engine", ".trt"}
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    """SHA-256 (hex) of a file, read in ``chunk``-byte blocks."""
+    """SHA-256 (hex) of a regular file, read in ``chunk``-byte blocks (a FIFO or device is refused
+    with ``UnsafeFileError``, never waited on)."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
