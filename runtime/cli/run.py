@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Iterator, List, Optional
 
 import typer
 
@@ -105,9 +105,9 @@ def run(
     if not slides and csv_table is None:
         fail("give slides, folders or --csv SLIDES.csv")
     with reported():
-        table_rows = _checked_table(csv_table, low, high)
+        table_rows = _checked_rows(csv_table, low, high)
     with reported():
-        found, per_slide = collect_slides(slides or [], table_rows, exclude=out)
+        found, per_slide = collect_slides(slides or [], table_rows, exclude=out, source=str(csv_table))
         if settings["mpp"] is not None and per_slide and any("mpp" in r for r in per_slide.values()):
             console.print("[yellow]warning:[/] the slides CSV's mpp column overrides --mpp for its slides",
                           highlight=False)
@@ -151,19 +151,28 @@ def run(
     print_outcomes(outcomes, console)
 
 
-def _checked_table(csv_table: Optional[Path], low: Optional[int], high: Optional[int]) -> list[tuple[Path, dict]]:
-    """The slides CSV's rows, with the run's and every row's thresholds checked."""
-    from tseg.runtime.cohort.slide_lists import read_slides_csv
+def _checked_rows(csv_table: Optional[Path], low: Optional[int], high: Optional[int]) -> Iterator[Any]:
+    """The slides CSV's rows, streamed (:func:`~tseg.runtime.cohort.slides_csv.iter_slides_csv`),
+    with the run's thresholds checked at once and every row's as it is read."""
+    from tseg.runtime.cohort.slides_csv import iter_slides_csv
+    from tseg.runtime.errors import InvalidArgumentError
     from tseg.runtime.method.postprocess import check_thresholds
 
     if low is not None or high is not None:
         check_thresholds(low if low is not None else 0, high if high is not None else 255)
-    table_rows = read_slides_csv(csv_table) if csv_table is not None else []
-    for _path, row in table_rows:
-        lo = row.get("low", low if low is not None else 85)
-        hi = row.get("high", high if high is not None else 229)
-        check_thresholds(lo, hi)
-    return table_rows
+    if csv_table is None:
+        return iter(())
+
+    def rows() -> Iterator[Any]:
+        for row in iter_slides_csv(csv_table):
+            try:
+                check_thresholds(row.settings.get("low", low if low is not None else 85),
+                                 row.settings.get("high", high if high is not None else 229))
+            except InvalidArgumentError as exc:
+                raise InvalidArgumentError(f"{csv_table}, row {row.row}: {exc}") from None
+            yield row
+
+    return rows()
 
 
 def _load_model(engine: Optional[Path], engine_path: Optional[str], providers: str, device_list: list[int],

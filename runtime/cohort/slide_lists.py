@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from tseg.runtime.cohort.identity import is_result_folder
+from tseg.runtime.cohort.slides_csv import SLIDES_CSV_COLUMNS, check_conflict, iter_slides_csv, read_slides_csv  # noqa: F401
 from tseg.runtime.errors import NoSlidesFoundError
 from tseg.runtime.util.safeio import kind_of
-from tseg.runtime.wsi.mpp import parse_mpp
 
 log = logging.getLogger(__name__)
 
@@ -125,82 +126,40 @@ def find_slides(inputs: Iterable[str | os.PathLike[str]], exclude: Path | None =
     return unique
 
 
-#: Columns a slides CSV may have besides ``path``, and how each is read.
-SLIDES_CSV_COLUMNS = ("mpp", "mpp_x", "mpp_y", "low", "high", "prune")
+def _slides_of(path: Path, exclude: Path | None) -> list[Path]:
+    """What one slides-CSV path stands for: the file itself when it is a regular file with a slide
+    extension (no search: millions of rows stay cheap), else what :func:`find_slides` finds."""
+    if path.name.lower().endswith(SLIDE_SUFFIXES):
+        try:
+            if stat.S_ISREG(os.stat(path).st_mode):
+                return [path]
+        except OSError:
+            pass
+    return find_slides([path], exclude=exclude)
 
 
-def read_slides_csv(path: str | os.PathLike[str]) -> list[tuple[Path, dict[str, Any]]]:
-    """``(slide path, per-slide settings)`` rows of a slides CSV.
-
-    Columns: ``path`` (relative paths are taken from the CSV's folder), and optionally ``mpp``
-    (``X`` or ``X,Y`` µm/px) or ``mpp_x`` + ``mpp_y``, ``low``, ``high`` (0-255) and ``prune``
-    (true/false). Empty cells mean "the run's setting". Every row is checked before any slide is
-    read; InvalidArgumentError names the file, row and column."""
-    import csv
-
-    from tseg.runtime.errors import InvalidArgumentError
-
-    p = Path(path)
-    try:
-        with open(p, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            rows = list(reader)
-            columns = [c.strip() for c in (reader.fieldnames or [])]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InvalidArgumentError(f"{p}: cannot read the slides CSV ({exc})") from None
-    if "path" not in columns:
-        raise InvalidArgumentError(f"{p}: the slides CSV needs a 'path' column (has: {', '.join(columns) or 'none'})")
-    unknown = [c for c in columns if c and c != "path" and c not in SLIDES_CSV_COLUMNS]
-    if unknown:
-        raise InvalidArgumentError(f"{p}: unknown column(s) {', '.join(unknown)}; allowed: path, "
-                                   + ", ".join(SLIDES_CSV_COLUMNS))
-    out: list[tuple[Path, dict[str, Any]]] = []
-    for n, raw in enumerate(rows, start=2):
-        row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
-        where = f"{p}, row {n}"
-        if not row.get("path"):
-            raise InvalidArgumentError(f"{where}: empty path")
-        slide = Path(row["path"]).expanduser()
-        slide = slide if slide.is_absolute() else p.parent / slide
-        settings: dict[str, Any] = {}
-        if row.get("mpp"):
-            settings["mpp"] = parse_mpp(row["mpp"], f"{where}: mpp")
-        elif row.get("mpp_x") or row.get("mpp_y"):
-            if not (row.get("mpp_x") and row.get("mpp_y")):
-                raise InvalidArgumentError(f"{where}: give both mpp_x and mpp_y (or mpp)")
-            settings["mpp"] = parse_mpp(f"{row['mpp_x']},{row['mpp_y']}", f"{where}: mpp_x,mpp_y")
-        for key in ("low", "high"):
-            if row.get(key):
-                try:
-                    value = int(row[key])
-                except ValueError:
-                    raise InvalidArgumentError(f"{where}: {key} must be an integer 0-255, got {row[key]!r}") from None
-                if not 0 <= value <= 255:
-                    raise InvalidArgumentError(f"{where}: {key} must be 0-255, got {value}")
-                settings[key] = value
-        if row.get("prune"):
-            flag = row["prune"].lower()
-            if flag not in ("true", "false", "1", "0", "yes", "no"):
-                raise InvalidArgumentError(f"{where}: prune must be true or false, got {row['prune']!r}")
-            settings["prune"] = flag in ("true", "1", "yes")
-        out.append((slide, settings))
-    if not out:
-        raise InvalidArgumentError(f"{p}: the slides CSV has no rows")
-    return out
-
-
-def collect_slides(inputs: Sequence[str | os.PathLike[str]], rows: Sequence[tuple[Path, dict[str, Any]]],
-                   exclude: Path | None = None) -> tuple[list[Path], dict[str, dict[str, Any]]]:
+def collect_slides(inputs: Sequence[str | os.PathLike[str]], rows: Iterable[Any],
+                   exclude: Path | None = None, source: str = "the slides CSV") -> tuple[list[Path], dict[str, dict[str, Any]]]:
     """The slides named or found in ``inputs``, then those of a slides CSV's ``rows``
-    (:func:`read_slides_csv`), each once; and each row's settings by the slide's path as listed
-    (the form ``run_batch(slide_settings=...)`` takes)."""
+    (:func:`~tseg.runtime.cohort.slides_csv.iter_slides_csv`, streamed, or ``(path, settings)``
+    pairs), each once; and each row's settings by the slide's path as listed (the form
+    ``run_batch(slide_settings=...)`` takes). Two rows that give one slide (the same file once
+    resolved) different settings are an InvalidArgumentError naming both rows (``source`` names
+    the CSV). Memory grows with the distinct slides, not with the rows."""
     found = find_slides(inputs, exclude=exclude) if inputs else []
-    known = {p.resolve() for p in found}
+    listed = {str(p.resolve()): p for p in found}  # resolved -> as first listed
+    first_row: dict[str, tuple[int, dict[str, Any]]] = {}
     per_slide: dict[str, dict[str, Any]] = {}
-    for path, row in rows:
-        for p in find_slides([path], exclude=exclude):
-            if p.resolve() not in known:
+    for index, entry in enumerate(rows, start=2):
+        number, path, settings = entry if len(entry) == 3 else (index, *entry)
+        for p in _slides_of(Path(path), exclude):
+            key = str(p.resolve())
+            if key in first_row:
+                check_conflict(key, first_row[key], (number, settings), source)
+                continue
+            first_row[key] = (number, settings)
+            if key not in listed:
+                listed[key] = p
                 found.append(p)
-                known.add(p.resolve())
-            per_slide[str(next(f for f in found if f.resolve() == p.resolve()))] = row
+            per_slide[str(listed[key])] = settings
     return found, per_slide
