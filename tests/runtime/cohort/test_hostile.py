@@ -100,6 +100,84 @@ def test_1_links_inside_a_results_folder_are_not_read(tmp_path, model, slide):
     assert made.thumbnails == 0  # the overlay is a link: no thumbnail made from it
 
 
+# --- 2. hangs ---------------------------------------------------------------------------------------
+
+
+def test_2_fifos_in_a_slide_folder_never_block_the_search_or_the_run(tmp_path, model, slide):
+    """A FIFO named like a slide, and one without an extension (which the DICOM sniffing would
+    open), are skipped at search time with a warning; named explicitly, the FIFO fails alone."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    shutil.copy(slide, inp / "s.tiff")
+    os.mkfifo(inp / "x.tif")
+    os.mkfifo(inp / "noext")
+    out = tmp_path / "out"
+    r = cli("run", inp, "--engine", model, "--out", out, "--no-progress", timeout=120)
+    assert r.returncode == 0, r.stderr
+    no_traceback(r)
+    assert "1 slide(s)" in r.stderr
+    for name in ("x.tif", "noext"):
+        assert f"skipping {inp / name}: it is a FIFO (named pipe), not a regular file" in r.stderr, r.stderr
+    r = cli("run", inp / "x.tif", inp / "s.tiff", "--engine", model, "--out", out, "--no-progress", timeout=120)
+    assert r.returncode == 1, r.stderr
+    failed = [ln for ln in r.stderr.splitlines() if ln.startswith("failed")]
+    assert len(failed) == 1 and "x.tif" in failed[0] and "FIFO" in failed[0], r.stderr
+
+
+def test_2_fifos_in_a_results_folder_and_a_dicom_folder_never_block(tmp_path, model, slide):
+    from tseg.runtime.cohort.report import write_report
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    shutil.copy(slide, inp / "s.tiff")
+    assert cli("run", inp, "--engine", model, "--out", out, "--no-progress").returncode == 0
+    os.unlink(out / "s" / "overlay.png")
+    os.mkfifo(out / "s" / "overlay.png")  # the report reads overlays for thumbnails
+    (out / "t").mkdir()
+    shutil.copy(out / "s" / ".tseg-rt-result", out / "t" / ".tseg-rt-result")
+    os.mkfifo(out / "t" / "summary.json")
+    (out / ".tseg-report" / "failed").mkdir(exist_ok=True)
+    os.mkfifo(out / ".tseg-report" / "failed" / "0123456789abcdef.json")
+    os.mkfifo(out / ".x.lock")
+    made = write_report(out)
+    assert [(r["name"], r["status"]) for r in made.rows] == [("s", "done"), ("t", "unreadable")]
+    assert "FIFO" in made.rows[1]["failure_reason"] and made.thumbnails == 0
+    (tmp_path / "dcm").mkdir()
+    os.mkfifo(tmp_path / "dcm" / "frame.dcm")
+    r = cli("run", tmp_path / "dcm", inp, "--engine", model, "--out", out, "--no-progress", timeout=120)
+    no_traceback(r)
+    assert ".x.lock is a FIFO" in r.stderr, r.stderr  # removed as a stale lock, never opened
+
+
+# --- 3. names of any length ---------------------------------------------------------------------------
+
+
+def test_3_names_of_255_bytes_and_odd_characters_run_and_stay_apart(tmp_path, model, slide):
+    """Names as long as ext4 allows (255 bytes: 250 + '.tiff'), two that differ only after the
+    first 200 bytes, a multi-byte one cut mid-character, glob metacharacters beside the name they
+    match, bytes that are not UTF-8, a newline and an escape sequence: every slide gets its own
+    result folder, the batch and the report finish, and the terminal sees no raw control bytes."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    names = ["a" * 250, "a" * 249 + "b", "é" * 125, "a[1]", "a1", "x*?", os.fsdecode(b"inv\xff"),
+             "new\nline", "esc\x1b[2Jclear"]
+    for name in names:
+        shutil.copy(slide, os.path.join(os.fsencode(inp), os.fsencode(name + ".tiff")))
+    out = tmp_path / "out"
+    r = cli("run", inp, "--engine", model, "--out", out, "--no-progress", timeout=300)
+    assert r.returncode == 0, r.stderr
+    no_traceback(r)
+    assert "\x1b" not in r.stdout + r.stderr and "esc\\x1b[2Jclear" in r.stdout and "inv\\xff" in r.stdout
+    folders = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(folders) == len(names)
+    assert all(len(os.fsencode(p.name)) <= 223 for p in folders)
+    recorded = {json.loads((p / "summary.json").read_text())["slide"]["name"] for p in folders}
+    assert recorded == {n + ".tiff" for n in names}
+    assert len(read_rows(out / "cohort.csv")) == len(names)
+    r = cli("run", inp, "--engine", model, "--out", out, "--no-progress", timeout=300)  # resumes: all skipped
+    assert r.returncode == 0 and r.stdout.count("│ skipped ") == len(names), r.stdout
+
+
 # --- 4. formula injection ---------------------------------------------------------------------------
 
 HOSTILE_NAMES = ['=HYPERLINK("x","y")', "+cmd", "-2+3", "@SUM(A1)", "\tx", "\rcr"]
@@ -307,6 +385,31 @@ def big_slide(tmp_path):
     return path, make_colour_model(tmp_path / "small-tiles.onnx", tile=256, overlap=32)
 
 
+def test_10_the_batch_re_checks_the_fingerprint_after_reading(big_slide, tmp_path, monkeypatch):
+    """A rewrite that keeps the size and the modification time (``touch -r``) is caught by the
+    content fingerprint the batch takes again after reading."""
+    from tseg.runtime.cohort.batch import run_batch
+    from tseg.runtime.execution.segmenter import Segmenter
+
+    path, small_tiles = big_slide
+    stat = os.stat(path)
+    done = []
+
+    def rewrite_once(index, was_run):
+        if not done:
+            with open(path, "r+b") as fh:  # flip the last byte, keep size and times
+                fh.seek(-1, os.SEEK_END)
+                last = fh.read(1)
+                fh.seek(-1, os.SEEK_END)
+                fh.write(bytes([last[0] ^ 0xFF]))
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+            done.append(index)
+
+    outcomes = run_batch([path], tmp_path / "out", Segmenter(small_tiles), on_tile=rewrite_once)
+    assert outcomes[0].status == "failed" and "the file changed while it was read" in outcomes[0].error
+    assert "fingerprint" in outcomes[0].error and not (tmp_path / "out" / "s").exists()
+
+
 def test_10_a_slide_overwritten_while_read_is_reported_as_changed(big_slide, tmp_path):
     from tseg.runtime.errors import SlideChangedError
     from tseg.runtime.execution.segmenter import Segmenter
@@ -340,3 +443,73 @@ def test_10_a_slide_cut_short_while_read_is_reported_as_changed_not_as_corrupt(b
     with pytest.raises(SlideChangedError, match="the file changed while it was read") as info:
         Segmenter(small_tiles).segment_slide(path, on_tile=truncate_once)
     assert isinstance(info.value.__cause__, Exception)  # what the reader said is kept as the cause
+
+
+def test_6_the_command_line_refuses_fast_and_info_says_why(claimed, model, slide, tmp_path):
+    import time
+
+    shutil.copy(slide, tmp_path / "s.tiff")
+    t0 = time.perf_counter()
+    r = cli("run", claimed["200k"], tmp_path / "s.tiff", "--engine", model, "--out", tmp_path / "out", "--no-progress")
+    assert r.returncode == 1, r.stderr
+    assert time.perf_counter() - t0 < 60, "refused before work, not after minutes of reading"
+    failed = [ln for ln in r.stderr.splitlines() if ln.startswith("failed")]
+    assert len(failed) == 1 and "huge.tiff" in failed[0] and "200.0 x 200.0 mm" in failed[0]
+    assert "--max-slide-mm" in failed[0] and (tmp_path / "out" / "s" / "summary.json").is_file()
+    r = cli("info", claimed["200k"], "--json")
+    assert r.returncode == 0, r.stderr
+    limits = json.loads(r.stdout)["limits"]
+    assert limits["size_mm"] == [200.0, 200.0] and limits["memory_needed_gb"] > 190
+    assert any("larger than any glass slide" in p for p in limits["problems"])
+    assert "would refuse it" in cli("info", claimed["200k"]).stderr
+    # Allowed in size, the memory it needs is still checked against the machine's.
+    from tseg.runtime.wsi.limits import machine_memory_bytes
+
+    if (machine_memory_bytes() or 0) > 200 * 10**9:
+        pytest.skip("this machine has more than 200 GB of memory")
+    r = cli("run", claimed["200k"], "--engine", model, "--out", tmp_path / "out", "--no-progress",
+            "--max-slide-mm", "250")
+    assert r.returncode == 1 and "GB of memory" in r.stderr and "more than the" in r.stderr, r.stderr
+
+
+# --- 8. slides CSV ----------------------------------------------------------------------------------
+
+
+def test_8_conflicting_rows_name_both_and_repeated_rows_are_one_slide(tmp_path, model, slide):
+    (tmp_path / "slides").mkdir()
+    shutil.copy(slide, tmp_path / "slides" / "s1.tif")
+    table = tmp_path / "list.csv"
+    table.write_text("path,mpp\nslides/s1.tif,1.0\n./slides/s1.tif,0.5\n")
+    r = cli("run", "--csv", table, "--engine", model, "--out", tmp_path / "out", "--no-progress")
+    assert r.returncode == 2, r.stderr
+    lines = error_lines(r)
+    assert len(lines) == 1 and "rows 2 and 3 name the same slide" in lines[0] and "mpp 1.0 / mpp 0.5" in lines[0]
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "slides" / "link.tif").symlink_to(tmp_path / "slides" / "s1.tif")
+    table.write_text("path,mpp\nslides/s1.tif,0.5\n\nslides/link.tif,0.5\n'-x,\n".replace("'-x,\n", ""))
+    r = cli("run", "--csv", table, "--engine", model, "--out", tmp_path / "out", "--no-progress")
+    assert r.returncode == 0 and "1 slide(s)" in r.stderr, r.stderr
+
+
+def test_8_a_large_list_is_streamed(tmp_path, model, slide):
+    """Rows naming one slide over and over cost no memory per row: the peak while reading 4,000
+    rows is that of reading 400 (with the Python objects of one row, a few KB, as the margin)."""
+    import tracemalloc
+
+    from tseg.runtime.cohort.slide_lists import collect_slides
+    from tseg.runtime.cohort.slides_csv import iter_slides_csv
+
+    (tmp_path / "slides").mkdir()
+    shutil.copy(slide, tmp_path / "slides" / "s1.tif")
+    peaks = []
+    for rows in (400, 4000):
+        table = tmp_path / f"list{rows}.csv"
+        table.write_text("path,low\n" + "slides/s1.tif,40\n./slides/s1.tif,40\n" * (rows // 2))
+        tracemalloc.start()
+        found, per_slide = collect_slides([], iter_slides_csv(table), source=str(table))
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert len(found) == 1 and list(per_slide.values()) == [{"low": 40}]
+    assert peaks[1] - peaks[0] < 64 * 1024, peaks
+
+
