@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
 import typer
 
@@ -21,75 +20,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 train_app = typer.Typer(no_args_is_help=True, help="Training (needs tseg-rt\\[train]).")
 app.add_typer(train_app, name="train")
 
-EXIT_FAILED_SLIDES = 1
-EXIT_ERROR = 2
-
-
-def _setup_logging(verbose: int) -> None:
-    """Rich log lines on a terminal; plain unwrapped lines in files and pipes (one format for
-    this process and its workers, whose records come through the batch's log queue)."""
-    from rich.console import Console
-    from rich.logging import RichHandler
-
-    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    console = Console(stderr=True)
-    handler: logging.Handler
-    if console.is_terminal:
-        handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
-        fmt = "%(message)s"
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        fmt = "[%(asctime)s] %(levelname)s %(message)s"
-    logging.basicConfig(level=level, format=fmt, datefmt="[%X]" if console.is_terminal else "%X",
-                        handlers=[handler], force=True)
-
-
-def _fail(message: str, code: int = EXIT_ERROR) -> None:
-    from rich.console import Console
-
-    from rich.markup import escape
-
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-@contextmanager
-def _reported() -> Iterator[None]:
-    """Turn a TsegError into its one-line message and exit status 2, and Ctrl-C into a line
-    that says what stopped and exit status 130."""
-    from tseg.runtime.errors import TsegError
-
-    try:
-        yield
-    except TsegError as exc:
-        _fail(exc.cli_message())
-    except KeyboardInterrupt:
-        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
-        _fail(f"interrupted: `tseg-rt {command}` stopped before it finished; nothing was left half-written. "
-              "Run it again to finish.", 130)
-
-
-def _mpp_option(mpp: Optional[str]):  # noqa: ANN202
-    if mpp is None:
-        return None
-    from tseg.runtime.cohort.batch import parse_mpp
-    from tseg.runtime.errors import TsegError
-
-    try:
-        return parse_mpp(mpp, "--mpp")
-    except TsegError as exc:
-        _fail(str(exc))
-    return None
-
-
-def _devices(devices: Optional[str]) -> list[int]:
-    if not devices:
-        return []
-    try:
-        return [int(d) for d in devices.split(",") if d.strip()]
-    except ValueError:
-        _fail(f"--devices takes GPU indices like 0,1,2, got {devices!r}")
-    return []
+# Shared by every command module (serve and watch too): messages, exit statuses, option parsing.
+from tseg.runtime.cli.common import EXIT_ERROR, EXIT_FAILED_SLIDES  # noqa: E402,F401
+from tseg.runtime.cli.common import fail as _fail  # noqa: E402
+from tseg.runtime.cli.common import parse_devices as _devices  # noqa: E402
+from tseg.runtime.cli.common import parse_mpp_option as _mpp_option  # noqa: E402
+from tseg.runtime.cli.common import reported as _reported  # noqa: E402
+from tseg.runtime.cli.common import setup_logging as _setup_logging  # noqa: E402
 
 
 @app.command()
@@ -132,6 +69,7 @@ def run(
     from rich.markup import escape
 
     from tseg.runtime.cohort.batch import BatchInterrupted, find_slides, read_slides_csv, run_batch
+    from tseg.runtime.cohort.options import SlideOptions
     from tseg.runtime.method.postprocess import check_thresholds
     from tseg.runtime.cohort.progress import BatchProgress
     from tseg.runtime.execution.segmenter import Segmenter
@@ -159,15 +97,15 @@ def run(
     if not slides and csv_table is None:
         _fail("give slides, folders or --csv SLIDES.csv")
     with _reported():
+        # One options object for the run's flags and each CSV row (shared with `serve` and `watch`).
+        options = SlideOptions(mpp=mpp_value, low=low, high=high, level_tolerance=level_tolerance,
+                               dct_scaling=dct_scaling).checked()
         if low is not None or high is not None:
             check_thresholds(low if low is not None else 0, high if high is not None else 255)
         table_rows = read_slides_csv(csv_table) if csv_table is not None else []
         for path, row in table_rows:
-            lo = row.get("low", low if low is not None else 85)
-            hi = row.get("high", high if high is not None else 229)
-            check_thresholds(lo, hi)
-    settings = {"low": low, "high": high, "mpp": mpp_value, "reader_threads": reader_threads,
-                "level_tolerance": level_tolerance, "dct_scaling": dct_scaling}
+            check_thresholds(*options.merged(row, f"{csv_table}: {path}").thresholds())
+    settings = {**options.segmenter_settings(), "reader_threads": reader_threads}
     with _reported():
         found = find_slides(slides, exclude=out) if slides else []
         known = {p.resolve() for p in found}
@@ -644,6 +582,13 @@ def build_engine_cmd(
     with _reported():
         manifest = build_engine(onnx_model, out, settings, overwrite=overwrite)
     typer.echo(json.dumps(manifest.to_dict(), indent=2))
+
+
+# Commands in their own modules (thin: they parse options and call the library).
+from tseg.runtime.cli import serve as _serve_cli, watch as _watch_cli  # noqa: E402
+
+app.command("serve")(_serve_cli.serve)
+app.command("watch")(_watch_cli.watch)
 
 
 def main() -> None:

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from tseg.runtime.errors import NoSlidesFoundError, OutputError, TsegError
+from tseg.runtime.cohort.options import parse_mpp  # noqa: F401 - re-exported (the CLI's --mpp)
 from tseg.runtime.outputs.files import repostprocess, write_outputs
 from tseg.runtime.cohort.resume import (  # noqa: F401 - SlideLock re-exported
     RESULT_MARKER,
@@ -147,29 +148,6 @@ def find_slides(inputs: Iterable[str | os.PathLike[str]], exclude: Path | None =
     return unique
 
 
-def parse_mpp(text: str | float, what: str = "--mpp") -> float | tuple[float, float]:
-    """A level-0 resolution given by a user: ``X`` or ``X,Y`` in µm/px, positive, finite and
-    plausible for a whole-slide image; InvalidArgumentError naming ``what`` otherwise."""
-    from tseg.runtime.errors import InvalidArgumentError
-    from tseg.runtime.wsi.slide import PLAUSIBLE_MPP
-
-    raw = str(text).strip()
-    try:
-        values = [float(v) for v in raw.split(",")]
-    except ValueError:
-        raise InvalidArgumentError(f"{what} takes a number or X,Y in µm per pixel, got {raw!r}") from None
-    if len(values) not in (1, 2):
-        raise InvalidArgumentError(f"{what} takes a number or X,Y in µm per pixel, got {raw!r}")
-    lo, hi = PLAUSIBLE_MPP
-    for v in values:
-        if not (v == v and v not in (float("inf"), float("-inf")) and v > 0):
-            raise InvalidArgumentError(f"{what} must be a positive number of µm per pixel, got {raw!r}")
-        if not lo <= v <= hi:
-            raise InvalidArgumentError(f"{what} {raw} µm/px is outside the plausible range {lo}-{hi} µm/px for the "
-                                       "level 0 of a whole-slide image (scanners write about 0.1-0.5)")
-    return values[0] if len(values) == 1 else (values[0], values[1])
-
-
 #: Columns a slides CSV may have besides ``path``, and how each is read.
 SLIDES_CSV_COLUMNS = ("mpp", "mpp_x", "mpp_y", "low", "high", "prune")
 
@@ -246,6 +224,7 @@ class SlideOutcome:
     holder: str = ""  # for ``locked``: the process holding the slide's lock
     error_cli: str | None = None  # the error as the command line shows it
     worker: str = ""  # which worker processed it (several processes or a cluster), for logs
+    error_type: str = ""  # for ``failed``: the exception's class name (e.g. MissingMppError), for callers' codes
 
     @property
     def ok(self) -> bool:
@@ -292,8 +271,9 @@ def _remove(path: Path) -> None:
 
 def _failed(slide: Path, name: str, exc: BaseException, t0: float) -> SlideOutcome:
     seconds = time.perf_counter() - t0
+    kind = type(exc).__name__
     if isinstance(exc, TsegError):
-        return SlideOutcome(str(slide), name, "failed", str(exc), seconds, error_cli=exc.cli_message())
+        return SlideOutcome(str(slide), name, "failed", str(exc), seconds, error_cli=exc.cli_message(), error_type=kind)
     if isinstance(exc, MemoryError):
         text = f"{slide}: out of memory"
     elif isinstance(exc, OSError):
@@ -301,7 +281,7 @@ def _failed(slide: Path, name: str, exc: BaseException, t0: float) -> SlideOutco
     else:  # a bug or a library error on an odd slide: report it, keep going
         log.error("unexpected error on %s", slide, exc_info=exc)
         text = f"{slide}: unexpected error: {exc!r}"
-    return SlideOutcome(str(slide), name, "failed", text, seconds, error_cli=text)
+    return SlideOutcome(str(slide), name, "failed", text, seconds, error_cli=text, error_type=kind)
 
 
 def _metadata_mpp(slide: Path) -> Callable[[], tuple[float, float] | None]:
