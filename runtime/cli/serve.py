@@ -48,6 +48,8 @@ def serve(
                                                         "taken (on NFS, above the mount's attribute cache time).")] = 30.0,
     poll: Annotated[float, typer.Option(min=0.1, help="Hot folder: seconds between scans.")] = 2.0,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Keep cohort.csv and report.html current.")] = True,
+    report_interval: Annotated[float, typer.Option(min=0.0, help="Write the report at most this often (seconds), when "
+                                                                 "the queue has drained.")] = 30.0,
     keep_days: Annotated[float, typer.Option(help="Forget finished jobs after this many days (0: never); results "
                                                   "stay.")] = 90.0,
     mpp: MppOption = None,
@@ -69,6 +71,6 @@ def serve(
 
         token = read_token_file(token_file) if token_file is not None else None
         config = engine_config(out, engine, devices, providers, reader_threads, options, report, keep_days,
-                               roots=tuple(root or ()),
+                               report_interval_s=report_interval, roots=tuple(root or ()),
                                hot_folders=tuple(HotFolderConfig(w, settle, poll) for w in watch or ()))
         run_service(config, host=host, port=port, token=token)

@@ -26,6 +26,8 @@ def watch(
     providers: Annotated[str, typer.Option(help="ONNX Runtime providers: auto, cpu, cuda or tensorrt.")] = "auto",
     reader_threads: Annotated[Optional[int], typer.Option(min=1, help="Threads reading slide blocks per worker.")] = None,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Keep cohort.csv and report.html current.")] = True,
+    report_interval: Annotated[float, typer.Option(min=0.0, help="Write the report at most this often (seconds), when "
+                                                                 "the queue has drained.")] = 30.0,
     keep_days: Annotated[float, typer.Option(help="Forget finished jobs after this many days (0: never).")] = 90.0,
     mpp: MppOption = None,
     low: LowOption = None,
@@ -42,7 +44,7 @@ def watch(
         from tseg.runtime.service.core import HotFolderConfig
         from tseg.runtime.service.server import watch as run_watch
 
-        config = engine_config(out, engine, devices, providers, reader_threads,
-                               options, report, keep_days, hot_folders=(HotFolderConfig(folder, settle, poll),),
+        config = engine_config(out, engine, devices, providers, reader_threads, options, report, keep_days,
+                               report_interval_s=report_interval, hot_folders=(HotFolderConfig(folder, settle, poll),),
                                retry_failed=retry_failed)
         run_watch(config)

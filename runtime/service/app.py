@@ -5,8 +5,9 @@ the same pydantic models (:mod:`~tseg.runtime.service.schemas`), so the publishe
 drift from what the service accepts; served by uvicorn (:mod:`~tseg.runtime.service.server`).
 
 The API is versioned in its paths (``/v1/...``); ``/metrics`` stays where Prometheus looks. The
-schema is at ``/v1/openapi.json`` (and in the repository at ``docs/openapi.json``); the
-interactive documentation pages are off because they load scripts from a CDN.
+schema is at ``/v1/openapi.json`` (behind the same access checks as every route; in the
+repository at ``docs/openapi.json``); the interactive documentation pages are off because they
+load scripts from a CDN.
 """
 
 from __future__ import annotations
@@ -92,13 +93,48 @@ def create_app(service: Any = None, token: str | None = None, max_body_bytes: in
     from tseg.runtime.service.routers.health import API_VERSION
 
     app = FastAPI(title=TITLE, description=DESCRIPTION, version=API_VERSION, docs_url=None, redoc_url=None,
-                  openapi_url="/v1/openapi.json", dependencies=[Depends(Access(token))], lifespan=lifespan)
+                  openapi_url=None, dependencies=[Depends(Access(token))], lifespan=lifespan)
     app.state.service = service
     for router in (jobs.router, results.router, health.router, metrics.router):
         app.include_router(router)
     install(app)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
+
+    def document() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _document(app)
+        return app.openapi_schema
+
+    app.openapi = document  # type: ignore[method-assign]
     return app
+
+
+def _document(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with what it cannot know: every error is problem+json (its default
+    422 model is not what the service sends), every route may answer 401/403 (the access
+    dependency), and bearer tokens are the security scheme."""
+    from fastapi.openapi.utils import get_openapi
+
+    doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}
+    for operations in doc.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            if "422" in responses:
+                responses["422"] = {"description": "Invalid request", "content": problem}
+            responses.setdefault("401", {"description": "Missing or wrong token (services started with --token-file)",
+                                         "content": problem})
+            responses.setdefault("403", {"description": "Host or Origin not allowed", "content": problem})
+            for code, response in responses.items():
+                if code[0] in "45" and "content" in response and "application/json" in response["content"]:
+                    response["content"] = problem
+            operation["security"] = [{"bearer": []}, {}]
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer", "description": (
+        "The token of the service's --token-file; required when it was started with one.")}}
+    return doc
 
 
 def openapi_schema() -> dict[str, Any]:

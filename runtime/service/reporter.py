@@ -62,6 +62,7 @@ class ReportWriter(threading.Thread):
     def stop(self) -> None:
         """Stop, writing the report once more if jobs finished since the last one."""
         self._halt.set()
-        self.join(30)
+        if self.ident is not None:
+            self.join(30)
         if self._due.is_set():
             self.write_now()

@@ -213,6 +213,8 @@ class JobRunner:
         self.wake()
         deadline = time.monotonic() + timeout_s
         for w in self.workers:
+            if w.ident is None:
+                continue  # never started
             w.join(max(0.0, deadline - time.monotonic()))
             if w.is_alive():
                 log.warning("%s did not stop within %.0f s; its job is requeued on the next start", w.label, timeout_s)

@@ -193,8 +193,11 @@ class JobStore:
             conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA synchronous = NORMAL")  # WAL: durable at checkpoints, never corrupt
-        except sqlite3.Error as exc:
+        except sqlite3.OperationalError as exc:
             raise StoreError(self.path, f"cannot open the job database: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self.path, f"not a usable job database ({exc}); move it away to start with an empty "
+                                        "queue") from exc
         self._local.conn = conn
         with self._lock:
             self._all.append(conn)

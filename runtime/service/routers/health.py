@@ -1,10 +1,11 @@
-"""``/v1/health/live``, ``/v1/health/ready`` and ``/v1/info`` (liveness and readiness apart, as Triton)."""
+"""``/v1/health/live``, ``/v1/health/ready`` (liveness and readiness apart, as Triton), ``/v1/info`` and
+``/v1/openapi.json``."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from tseg.runtime.service.core import Service
@@ -36,3 +37,9 @@ def ready(service: Annotated[Service, Depends(get_service)]):
 def info(service: Annotated[Service, Depends(get_service)]):
     """Versions, engine and devices, roots, defaults and job counts."""
     return {**service.info(), "api_version": API_VERSION}
+
+
+@router.get("/openapi.json", include_in_schema=False)
+def openapi(request: Request):
+    """This API's OpenAPI document (also docs/openapi.json in the repository)."""
+    return request.app.openapi()
