@@ -133,18 +133,19 @@ class Service:
         self.started_at = time.time()
         self.metrics = Metrics(self.versions.get("tseg-rt", ""))
         self.fatal: str | None = None
+        self._on_fatal_hooks: list[Any] = []
+        #: How many jobs have ended in this process: waiters (``GET /v1/jobs/{id}?wait=``) re-read
+        #: their job only when it changes, instead of asking the database over and over.
+        self.ended = 0
         self.reporter = ReportWriter(self.out, self._idle, config.report_interval_s) if config.report else None
         self.runner = JobRunner(self.store, self.out, EngineSpec(config.engine, config.providers, tuple(config.devices),
                                                                 config.reader_threads),
                                 roots=self.roots, metrics=self.metrics, on_job_done=self._job_done,
                                 on_fatal=self._on_fatal)
-        self.hot_folders = []
-        for hot in config.hot_folders:
-            from tseg.runtime.service.watch import HotFolder
+        from tseg.runtime.service.watch import HotFolder
 
-            self.hot_folders.append(HotFolder(hot.folder, self, settle_s=hot.settle_s, poll_s=hot.poll_s,
-                                              retry_failed=config.retry_failed))
-        self._on_fatal_hooks: list[Any] = []
+        self.hot_folders = [HotFolder(hot.folder, self, settle_s=hot.settle_s, poll_s=hot.poll_s,
+                                      retry_failed=config.retry_failed) for hot in config.hot_folders]
 
     # --- life cycle ------------------------------------------------------------------------------
 
@@ -187,6 +188,7 @@ class Service:
         return self.runner.idle()
 
     def _job_done(self, job: Job) -> None:
+        self.ended += 1
         if self.reporter is not None:
             self.reporter.poke()
 
@@ -238,12 +240,13 @@ class Service:
     def describe(self, job: Job) -> dict[str, Any]:
         """A job as clients see it (JSON-ready)."""
         live = self.runner.progress(job.id) if job.state == "running" else None
-        progress: dict[str, Any] = {"stage": job.stage, "tiles_done": job.tiles_done, "tiles_total": job.tiles_total}
-        if live:
-            progress.update({k: live[k] for k in ("stage", "tiles_done", "tiles_total")})
-        total, done = progress.get("tiles_total"), progress.get("tiles_done")
-        progress["fraction"] = (round(done / total, 4) if total else (1.0 if job.state == "success" else 0.0)
-                                if done is not None else None)
+        source = live or {"stage": job.stage, "tiles_done": job.tiles_done, "tiles_total": job.tiles_total}
+        progress: dict[str, Any] = {k: source[k] for k in ("stage", "tiles_done", "tiles_total")}
+        total, done = progress["tiles_total"], progress["tiles_done"]
+        if total:
+            progress["fraction"] = round((done or 0) / total, 4)
+        else:  # no tiles (yet, or a result post-processed again without the network)
+            progress["fraction"] = 1.0 if job.state == "success" else 0.0 if job.state == "running" else None
         first_tile = live["first_tile_s"] if live else job.first_tile_s
         data: dict[str, Any] = {
             "id": job.id, "state": job.state, "slide": job.slide, "options": job.options, "overwrite": job.overwrite,
@@ -259,7 +262,7 @@ class Service:
             data["error"] = {"code": job.error_code, "message": job.error_message}
         return data
 
-    def list(self, states: Sequence[str] = (), limit: int = 100, before: int | None = None) -> list[Job]:
+    def jobs(self, states: Sequence[str] = (), limit: int = 100, before: int | None = None) -> list[Job]:
         bad = [s for s in states if s not in STATES]
         if bad:
             raise InvalidArgumentError(f"unknown state(s) {', '.join(bad)}; states: {', '.join(STATES)}")
@@ -274,6 +277,8 @@ class Service:
         job = self.store.cancel(job_id) or job
         if job.state == "running":
             self.runner.cancel(job_id)
+        else:
+            self.ended += 1
         return job
 
     # --- results ---------------------------------------------------------------------------------

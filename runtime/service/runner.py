@@ -301,7 +301,10 @@ class JobRunner:
                 self._running.pop(job.id, None)
         if final is not None:
             self.metrics.job_finished(final.state, time.perf_counter() - r.t0)
-            log.info("job %s: %s%s", job.id, final.state, f" ({final.error_code})" if final.error_code else "")
+            if final.state == "failure":
+                log.warning("job %s: failed (%s): %s", job.id, final.error_code, final.error_message)
+            else:
+                log.info("job %s: %s%s", job.id, final.state, f" ({final.outcome})" if final.outcome else "")
             if self.on_job_done is not None:
                 self.on_job_done(final)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Annotated, Optional
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from tseg.runtime.service.core import Service
 from tseg.runtime.service.problems import Problem
@@ -58,7 +61,7 @@ def list_jobs(service: Annotated[Service, Depends(get_service)],
               limit: Annotated[int, Query(ge=1, le=1000)] = 100,
               before: Annotated[Optional[int], Query(ge=1, description="Page cursor from 'next'")] = None):
     """Jobs, newest first, in pages of ``limit``."""
-    jobs = service.list(state or (), limit + 1, before)
+    jobs = service.jobs(state or (), limit + 1, before)
     more = len(jobs) > limit
     jobs = jobs[:limit]
     nxt = None
@@ -69,9 +72,22 @@ def list_jobs(service: Annotated[Service, Depends(get_service)],
 
 
 @router.get("/{job_id}", response_model=Job, responses={404: PROBLEM})
-def get_job(job_id: str, service: Annotated[Service, Depends(get_service)]):
-    """A job's state, progress (stage, tiles done / total), result summary or error."""
-    return job_body(service, service.get(job_id))
+async def get_job(job_id: str, service: Annotated[Service, Depends(get_service)],
+                  wait: Annotated[float, Query(ge=0, le=60, description=(
+                      "Wait up to this many seconds for the job to end (long poll); 0: answer at once"))] = 0):
+    """A job's state, progress (stage, tiles done / total), result summary or error. With
+    ``wait``, the answer comes when the job ends (or the time is up), so a client needs no polling loop."""
+    job = await run_in_threadpool(service.get, job_id)
+    deadline = time.monotonic() + wait
+    seen = service.ended
+    while not job.final and time.monotonic() < deadline:
+        await asyncio.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
+        if service.ended != seen:
+            seen = service.ended
+            job = await run_in_threadpool(service.get, job_id)
+    if wait and not job.final:  # time is up: the progress as it is now
+        job = await run_in_threadpool(service.get, job_id)
+    return await run_in_threadpool(job_body, service, job)
 
 
 @router.post("/{job_id}/cancel", response_model=Job, responses={404: PROBLEM, 409: PROBLEM})

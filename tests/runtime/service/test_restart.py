@@ -47,6 +47,9 @@ def test_cancel_running_and_pending_jobs(service_factory, slow_model, root, tmp_
         b = c.post("/v1/jobs", json={"path": str(root / "b.tiff")}).json()
         running = wait_job(c, a["id"], until=running_with_tiles(2), timeout=60)
         assert running["progress"]["stage"] == "inference" and running["progress"]["tiles_total"] == 42
+        later = c.get(f"/v1/jobs/{a['id']}", params={"wait": 0.3}).json()  # a long poll that times out
+        assert later["state"] == "running" and later["progress"]["tiles_done"] >= running["progress"]["tiles_done"]
+        assert c.get(f"/v1/jobs/{a['id']}", params={"wait": 61}).status_code == 422
         pending = c.post(f"/v1/jobs/{b['id']}/cancel")
         assert pending.status_code == 200 and pending.json()["state"] == "cancelled"
         assert pending.json()["error"] == {"code": "cancelled", "message": "cancelled before it started"}

@@ -115,3 +115,20 @@ def test_not_ready_until_the_engine_is_warm(tmp_path):
             assert "tseg_ready 0" in c.get("/metrics").text
     finally:
         service.stop()
+
+
+def test_listening_socket():
+    """asyncio sets TCP_NODELAY only on connections of sockets whose protocol is IPPROTO_TCP;
+    without it each response waited ~40 ms for delayed ACKs (measured: 45 ms against 1 ms)."""
+    import socket
+
+    from tseg.runtime.errors import InvalidArgumentError
+    from tseg.runtime.service.server import bind
+
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP and sock.getsockname()[1] > 0
+        with pytest.raises(InvalidArgumentError, match="choose another --port"):
+            bind("127.0.0.1", sock.getsockname()[1])
+    finally:
+        sock.close()
