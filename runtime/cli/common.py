@@ -1,7 +1,7 @@
-"""What every command module shares: logging, one-line errors and exit statuses, option parsing,
-and the per-slide options (``--mpp``, ``--low``, ...) as typer declarations derived from
-:class:`tseg.runtime.cohort.options.SlideOptions`, so ``serve`` and ``watch`` take the same
-per-slide options with the same help texts.
+"""What every command of the command line shares: logging, exit statuses, errors as messages.
+
+Only the command line turns a :class:`~tseg.runtime.errors.TsegError` into a one-line message
+and a non-zero exit status (:data:`EXIT_CODES`); the library never exits.
 """
 
 from __future__ import annotations
@@ -9,14 +9,21 @@ from __future__ import annotations
 import logging
 import sys
 from contextlib import contextmanager
-from typing import Annotated, Iterator, Optional
+from typing import Iterator, NoReturn, Optional
 
 import typer
 
-from tseg.runtime.cohort.options import SlideOptions
-
+EXIT_OK = 0
 EXIT_FAILED_SLIDES = 1
 EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+#: The documented exit statuses (README, *Exit status*); tests/runtime/test_public_api.py lists them.
+EXIT_CODES = {
+    EXIT_OK: "everything asked for was done",
+    EXIT_FAILED_SLIDES: "some slides (or result folders) failed; the others were processed",
+    EXIT_ERROR: "bad options, models or output folders: stopped before any slide was read",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); nothing was left half-written",
+}
 
 
 def setup_logging(verbose: int) -> None:
@@ -38,9 +45,9 @@ def setup_logging(verbose: int) -> None:
                         handlers=[handler], force=True)
 
 
-def fail(message: str, code: int = EXIT_ERROR) -> None:
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with ``code``."""
     from rich.console import Console
-
     from rich.markup import escape
 
     Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
@@ -60,63 +67,40 @@ def reported() -> Iterator[None]:
     except KeyboardInterrupt:
         command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
         fail(f"interrupted: `tseg-rt {command}` stopped before it finished; nothing was left half-written. "
-              "Run it again to finish.", 130)
+             "Run it again to finish.", EXIT_INTERRUPTED)
 
 
-def parse_mpp_option(mpp: Optional[str]):  # noqa: ANN202
+def mpp_option(mpp: Optional[str]) -> float | tuple[float, float] | None:
+    """``--mpp X`` or ``X,Y`` checked (exit 2 with the reason), or None when not given."""
     if mpp is None:
         return None
-    from tseg.runtime.cohort.options import parse_mpp
     from tseg.runtime.errors import TsegError
+    from tseg.runtime.wsi.mpp import parse_mpp
 
     try:
         return parse_mpp(mpp, "--mpp")
     except TsegError as exc:
         fail(str(exc))
-    return None
 
 
-def parse_devices(devices: Optional[str]) -> list[int]:
+def devices_option(devices: Optional[str]) -> list[int]:
+    """``--devices 0,1`` as GPU indices (exit 2 when they are not integers)."""
     if not devices:
         return []
     try:
         return [int(d) for d in devices.split(",") if d.strip()]
     except ValueError:
         fail(f"--devices takes GPU indices like 0,1,2, got {devices!r}")
-    return []
 
 
-def _help(name: str) -> str:
-    meta = next(f for f in SlideOptions.describe_fields() if f["name"] == name)
-    return str(meta["help"]).replace("[X, Y]", "X,Y")
-
-
-# Per-slide options: the defaults of every job (a client or a slides CSV may override them).
-MppOption = Annotated[Optional[str], typer.Option("--mpp", help=_help("mpp"), rich_help_panel="Per-slide options")]
-LowOption = Annotated[Optional[int], typer.Option("--low", min=0, max=255, help=_help("low"),
-                                                  rich_help_panel="Per-slide options")]
-HighOption = Annotated[Optional[int], typer.Option("--high", min=0, max=255, help=_help("high"),
-                                                   rich_help_panel="Per-slide options")]
-PruneOption = Annotated[bool, typer.Option("--prune/--no-prune", help=_help("prune"),
-                                           rich_help_panel="Per-slide options")]
-LevelToleranceOption = Annotated[float, typer.Option("--level-tolerance", min=0.0, max=50.0,
-                                                     help=_help("level_tolerance"), rich_help_panel="Per-slide options")]
-DctScalingOption = Annotated[bool, typer.Option("--dct-scaling", help=_help("dct_scaling"),
-                                                rich_help_panel="Per-slide options")]
-
-
-def slide_options(mpp: Optional[str], low: Optional[int], high: Optional[int], prune: bool, level_tolerance: float,
-                  dct_scaling: bool) -> SlideOptions:
-    """The per-slide options of the command line, checked (exit 2 with the reason otherwise)."""
-    from tseg.runtime.errors import TsegError
-    from tseg.runtime.method.postprocess import check_thresholds
-
+def need_torch(extra: str = "train") -> None:
+    """Exit 2 saying which extra to install when PyTorch is missing."""
     try:
-        options = SlideOptions(mpp=parse_mpp_option(mpp), low=low, high=high, prune=prune,
-                               level_tolerance=level_tolerance, dct_scaling=dct_scaling).checked()
-        if low is not None or high is not None:
-            check_thresholds(low if low is not None else 0, high if high is not None else 255)
-    except TsegError as exc:
-        fail(exc.cli_message())
-        raise  # not reached: fail() exits
-    return options
+        import torch  # noqa: F401
+    except ModuleNotFoundError:
+        fail(f"this command needs PyTorch: pip install 'tseg-rt[{extra}]'")
+
+
+def num(value: Optional[float], digits: int = 3) -> str:
+    """A number for a one-line summary, ``n/a`` when undefined."""
+    return "n/a" if value is None else f"{value:.{digits}f}"

@@ -21,30 +21,13 @@ from typing import Any, Mapping
 
 from tseg.runtime.errors import InvalidArgumentError
 
-def parse_mpp(text: str | float, what: str = "--mpp") -> float | tuple[float, float]:
-    """A level-0 resolution given by a user: ``X`` or ``X,Y`` in µm/px, positive, finite and
-    plausible for a whole-slide image; InvalidArgumentError naming ``what`` otherwise."""
-    raw = str(text).strip()
-    try:
-        values = [float(v) for v in raw.split(",")]
-    except ValueError:
-        raise InvalidArgumentError(f"{what} takes a number or X,Y in µm per pixel, got {raw!r}") from None
-    if len(values) not in (1, 2):
-        raise InvalidArgumentError(f"{what} takes a number or X,Y in µm per pixel, got {raw!r}")
-    return _check_mpp(values, what, raw)
-
-
 def _check_mpp(values: list[float], what: str, raw: str) -> float | tuple[float, float]:
-    from tseg.runtime.wsi.slide import PLAUSIBLE_MPP
+    """Each value positive, finite and plausible (the rules of :func:`tseg.runtime.wsi.mpp.parse_mpp`)."""
+    from tseg.runtime.wsi.mpp import parse_mpp
 
-    lo, hi = PLAUSIBLE_MPP
-    for v in values:
-        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0):
-            raise InvalidArgumentError(f"{what} must be a positive number of µm per pixel, got {raw!r}")
-        if not lo <= v <= hi:
-            raise InvalidArgumentError(f"{what} {raw} µm/px is outside the plausible range {lo}-{hi} µm/px for the "
-                                       "level 0 of a whole-slide image (scanners write about 0.1-0.5)")
-    return float(values[0]) if len(values) == 1 else (float(values[0]), float(values[1]))
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise InvalidArgumentError(f"{what} must be a positive number of µm per pixel, got {raw!r}")
+    return parse_mpp(",".join(repr(float(v)) for v in values), what)
 
 
 def _meta(help: str, scope: str = "segmenter", low: float | None = None, high: float | None = None) -> dict[str, Any]:
@@ -106,6 +89,8 @@ class SlideOptions:
         values = dict(data)
         mpp = values.get("mpp")
         if isinstance(mpp, str):
+            from tseg.runtime.wsi.mpp import parse_mpp
+
             values["mpp"] = parse_mpp(mpp, f"{at}mpp")
         elif isinstance(mpp, (list, tuple)):
             values["mpp"] = tuple(mpp) if len(mpp) == 2 else mpp

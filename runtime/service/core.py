@@ -96,8 +96,8 @@ class Service:
     operations, then :meth:`stop`; or use it as a context manager."""
 
     def __init__(self, config: ServiceConfig, kind: str = "serve") -> None:
-        from tseg.runtime.cohort.batch import check_output_root
-        from tseg.runtime.cohort.resume import LockBusy, SlideLock, describe_holder
+        from tseg.runtime.cohort.runner import check_output_root
+        from tseg.runtime.cohort.locks import LockBusy, SlideLock, describe_holder
         from tseg.runtime.util.versions import versions
 
         self.config = config
@@ -285,7 +285,7 @@ class Service:
 
     def result_folder(self, job_id: str) -> tuple[Job, Path, dict[str, Any]]:
         """The job's result folder and its summary, when they are still this job's result."""
-        from tseg.runtime.cohort.resume import read_summary
+        from tseg.runtime.outputs.summary import read_summary
 
         job = self.get(job_id)
         if job.state != "success":

@@ -99,7 +99,7 @@ class Roots:
         return p
 
     def _check_kind(self, text: str, p: Path) -> None:
-        from tseg.runtime.cohort.batch import SLIDE_SUFFIXES
+        from tseg.runtime.cohort.slide_lists import SLIDE_SUFFIXES
         from tseg.runtime.wsi.dicom import is_dicom_candidate, is_dicom_slide_path
 
         if p.is_dir():

@@ -259,7 +259,7 @@ class JobRunner:
 
     def execute(self, worker: Worker, job: Job) -> None:
         """Run one claimed job to its next state (never raises: every error ends the job)."""
-        from tseg.runtime.cohort.batch import run_slide
+        from tseg.runtime.cohort.runner import run_slide
 
         r = Running(job, worker.label)
         with self._lock:
@@ -342,7 +342,7 @@ class JobRunner:
                                  first_tile_s=r.first_tile_s)
 
     def _saved_summary(self, name: str) -> dict[str, Any]:
-        from tseg.runtime.cohort.resume import read_summary
+        from tseg.runtime.outputs.summary import read_summary
 
         try:
             return read_summary(self.out / name) or {}

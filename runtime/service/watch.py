@@ -151,8 +151,8 @@ class HotFolder(threading.Thread):
 
     def scan(self) -> dict[str, Candidate]:
         """Every slide file and DICOM folder under the folder, with its signature."""
-        from tseg.runtime.cohort.batch import SLIDE_SUFFIXES
-        from tseg.runtime.cohort.resume import is_result_folder
+        from tseg.runtime.cohort.slide_lists import SLIDE_SUFFIXES
+        from tseg.runtime.cohort.identity import is_result_folder
 
         results = os.path.realpath(self.service.out)
         found: dict[str, Candidate] = {}

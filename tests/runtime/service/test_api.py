@@ -16,7 +16,7 @@ import pytest
 from helpers import REPO
 from service_process import ServiceProcess, no_temporary_outputs, wait_job
 from tseg.runtime.cohort.batch import run_batch
-from tseg.runtime.cohort.resume import RESULT_MARKER
+from tseg.runtime.cohort.identity import RESULT_MARKER
 from tseg.runtime.execution.segmenter import Segmenter
 from tseg.runtime.outputs.files import OUTPUT_FILES
 

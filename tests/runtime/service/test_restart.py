@@ -14,7 +14,7 @@ from helpers import make_colour_model, make_square_slide
 from service_process import no_temporary_outputs, wait_job
 from tseg.runtime.cohort.batch import run_batch
 from tseg.runtime.execution.segmenter import Segmenter
-from tseg.runtime.outputs.files import SUMMARY
+from tseg.runtime.outputs.summary import SUMMARY
 from tseg.runtime.service.store import JobStore
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from dicomwsi import square_slide_image, write_dicom_wsi
 from helpers import make_square_slide
-from tseg.runtime.cohort.resume import read_summary, slide_identity
+from tseg.runtime.cohort.identity import slide_identity
+from tseg.runtime.outputs.summary import read_summary
 from tseg.runtime.service.store import JobStore
 
 SETTLE_S = 1.5

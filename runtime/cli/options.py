@@ -1,0 +1,76 @@
+"""Options shared by the commands that segment slides, declared once.
+
+``run`` takes them, and so do ``serve`` and ``watch``: give a parameter one of these types and it
+gets the same flag, default, range and help. The per-slide ones become one
+:class:`~tseg.runtime.cohort.options.SlideOptions` (:func:`slide_options`: the object the service's
+jobs and request schema use too, so a per-slide option is added there once), and
+:func:`slide_settings` turns that into the keyword arguments of
+:class:`~tseg.runtime.execution.segmenter.Segmenter` (and of ``run_batch(settings=...)``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from tseg.runtime.cli.common import fail, mpp_option
+from tseg.runtime.cohort.options import SlideOptions
+
+# --- the model -------------------------------------------------------------------------------
+Engine = Annotated[Optional[Path], typer.Option(
+    "--engine", "-e",
+    help="Model: .onnx (ONNX Runtime) or .plan (TensorRT). Default: the bundled demonstration model.")]
+Providers = Annotated[str, typer.Option(help="ONNX Runtime providers: auto, cpu, cuda or tensorrt.")]
+Devices = Annotated[Optional[str], typer.Option(help="GPU indices for the workers, e.g. 0,1 (one worker per GPU).")]
+
+# --- per-slide settings (a slides CSV row may override mpp, low, high and prune) ----------------
+Mpp = Annotated[Optional[str], typer.Option(
+    help="Level-0 resolution (µm/px), X or X,Y, for every slide; overrides metadata (with a warning when "
+         "that was plausible).")]
+Low = Annotated[Optional[int], typer.Option(
+    min=0, max=255, help="Hysteresis low threshold, 0-255 (default: the model's, 85).")]
+High = Annotated[Optional[int], typer.Option(
+    min=0, max=255, help="Hysteresis high threshold, 0-255 (default: the model's, 229).")]
+ReaderThreads = Annotated[Optional[int], typer.Option(
+    min=1, help="Threads reading slide blocks (default: CPUs, max 4).")]
+LevelTolerance = Annotated[float, typer.Option(
+    min=0.0, max=50.0, help="Opt-in: read a pyramid level within this many percent of the target resolution and "
+                            "resize it slightly up (e.g. 2 for Aperio 40x slides). Default 0: the paper's rule.")]
+DctScaling = Annotated[bool, typer.Option(
+    "--dct-scaling", help="Opt-in: decode JPEG tiles at 1/2, 1/4 or 1/8 in the DCT domain when that is still at "
+                          "least the target resolution.")]
+Prune = Annotated[bool, typer.Option(
+    "--prune/--no-prune", help="Keep a region only if the 95th percentile of its smoothed probability exceeds the "
+                               "high threshold (the paper's pruning).")]
+
+# --- how a command reports -------------------------------------------------------------------
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True)]
+
+#: The settings :func:`slide_settings` gives: the per-slide options and the per-process reader threads.
+SLIDE_SETTINGS = (*(f["name"] for f in SlideOptions.describe_fields()), "reader_threads")
+
+
+def slide_options(*, mpp: Optional[str], low: Optional[int], high: Optional[int], level_tolerance: float,
+                  dct_scaling: bool, prune: bool = True) -> SlideOptions:
+    """The per-slide options as one checked :class:`SlideOptions` (exit 2 naming the problem)."""
+    from tseg.runtime.errors import TsegError
+
+    try:
+        return SlideOptions(mpp=mpp_option(mpp), low=low, high=high, prune=prune, level_tolerance=level_tolerance,
+                            dct_scaling=dct_scaling).checked()
+    except TsegError as exc:
+        fail(exc.cli_message())
+
+
+def slide_settings(*, mpp: Optional[str], low: Optional[int], high: Optional[int],
+                   reader_threads: Optional[int], level_tolerance: float,
+                   dct_scaling: bool) -> dict[str, Any]:
+    """The per-slide options as Segmenter keyword arguments, ``--mpp`` parsed and checked
+    (exit 2 naming the problem), plus the per-process ``reader_threads``. Thresholds are checked
+    against the model's defaults by the caller, which may also have per-slide ones (a slides
+    CSV) to check with them."""
+    options = slide_options(mpp=mpp, low=low, high=high, level_tolerance=level_tolerance, dct_scaling=dct_scaling)
+    return {**options.segmenter_settings(), "reader_threads": reader_threads}
