@@ -68,7 +68,8 @@ class SlideOptions:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255):
                 raise InvalidArgumentError(f"{at}{name} must be an integer 0-255, got {value!r}")
         if self.low is not None and self.high is not None and not self.low < self.high:
-            raise InvalidArgumentError(f"{at}low must be below high (8-bit levels), got low={self.low}, high={self.high}")
+            raise InvalidArgumentError(f"{at}thresholds must satisfy low < high (8-bit levels), got low={self.low}, "
+                                       f"high={self.high}")
         for name in ("prune", "dct_scaling"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidArgumentError(f"{at}{name} must be true or false, got {getattr(self, name)!r}")

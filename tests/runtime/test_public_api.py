@@ -50,6 +50,13 @@ COMMANDS = {
     "train stats": ["--index", "--out/-o"],
     "train fit": ["--config/-c", "--index", "--out/-o", "--device", "--resume|--no-resume", "--verbose/-v"],
     "train import": ["PUBLISHED", "--out/-o", "--trust"],
+    "serve": ["--out/-o", "--root", "--engine/-e", "--host", "--port", "--token-file", "--devices", "--providers",
+              "--reader-threads", "--watch", "--settle", "--poll", "--report|--no-report", "--report-interval",
+              "--keep-days", "--mpp", "--low", "--high", "--prune|--no-prune", "--level-tolerance", "--dct-scaling",
+              "--verbose/-v"],
+    "watch": ["FOLDER", "--out/-o", "--engine/-e", "--settle", "--poll", "--retry-failed", "--devices", "--providers",
+              "--reader-threads", "--report|--no-report", "--report-interval", "--keep-days", "--mpp", "--low",
+              "--high", "--prune|--no-prune", "--level-tolerance", "--dct-scaling", "--verbose/-v"],
 }
 
 #: The documented exit statuses (README, *Exit status*).

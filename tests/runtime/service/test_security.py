@@ -54,7 +54,7 @@ def test_refusals_before_listening(tmp_path):
     root = tmp_path / "slides"
     root.mkdir()
     for args, message in ((("--host", "0.0.0.0"), "reachable from other machines: give --token-file"),
-                          (("--low", "200", "--high", "100"), "low must be below high")):
+                          (("--low", "200", "--high", "100"), "low < high")):
         r = cli("serve", "--out", tmp_path / "out", "--port", "0", "--root", root, *args)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert message in " ".join(r.stderr.split()), (args, r.stderr)
