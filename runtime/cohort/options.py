@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 from tseg.runtime.errors import InvalidArgumentError
 
+
 def _check_mpp(values: list[float], what: str, raw: str) -> float | tuple[float, float]:
     """Each value positive, finite and plausible (the rules of :func:`tseg.runtime.wsi.mpp.parse_mpp`)."""
     from tseg.runtime.wsi.mpp import parse_mpp
