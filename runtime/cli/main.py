@@ -108,6 +108,11 @@ def run(
                                           "(e.g. 2 for Aperio 40x slides). Default 0: the paper's rule."),
     dct_scaling: bool = typer.Option(False, "--dct-scaling", help="Opt-in: decode JPEG tiles at 1/2, 1/4 or 1/8 "
                                      "in the DCT domain when that is still at least the target resolution."),
+    overlay_style: str = typer.Option("fill", "--overlay-style", metavar="fill|contour|heatmap",
+                                      help="overlay.png: the tumour mask as a translucent fill with its contour, the "
+                                           "contour alone, or the probability as a colour-blind-safe heat map with the contour."),
+    overlay_opacity: float = typer.Option(0.35, "--overlay-opacity", min=0.0, max=1.0,
+                                          help="Opacity of the overlay's fill or heat map, 0-1 (the tissue stays visible below it)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo slides that already have results."),
     workers: Optional[int] = typer.Option(None, min=1, help="Slides processed in parallel, each process with its own backend (default 1; with --ray: one per GPU, or one per 4 CPUs)."),
     devices: Optional[str] = typer.Option(None, help="GPU indices for the workers, e.g. 0,1 (one worker per GPU)."),
@@ -134,7 +139,7 @@ def run(
     from tseg.runtime.cohort.batch import BatchInterrupted, find_slides, read_slides_csv, run_batch
     from tseg.runtime.method.postprocess import check_thresholds
     from tseg.runtime.cohort.progress import BatchProgress
-    from tseg.runtime.execution.segmenter import Segmenter
+    from tseg.runtime.execution.segmenter import Segmenter, check_overlay
 
     console = Console(stderr=True)
     # Every option is checked before any slide or model is read (exit 2).
@@ -161,13 +166,15 @@ def run(
     with _reported():
         if low is not None or high is not None:
             check_thresholds(low if low is not None else 0, high if high is not None else 255)
+        check_overlay(overlay_style, overlay_opacity)
         table_rows = read_slides_csv(csv_table) if csv_table is not None else []
         for path, row in table_rows:
             lo = row.get("low", low if low is not None else 85)
             hi = row.get("high", high if high is not None else 229)
             check_thresholds(lo, hi)
     settings = {"low": low, "high": high, "mpp": mpp_value, "reader_threads": reader_threads,
-                "level_tolerance": level_tolerance, "dct_scaling": dct_scaling}
+                "level_tolerance": level_tolerance, "dct_scaling": dct_scaling, "overlay_style": overlay_style,
+                "overlay_opacity": overlay_opacity}
     with _reported():
         found = find_slides(slides, exclude=out) if slides else []
         known = {p.resolve() for p in found}
@@ -345,7 +352,7 @@ Tiles      : {tiles['tiles_run']} run, {tiles['tiles_skipped_background']} backg
 Tumour     : {areas['tumour_area_mm2']:.2f} mm² in {areas['regions']} region(s), of {areas['tissue_area_mm2']:.2f} mm² tissue
 DSC        : {score} against the known mask (background excluded)
 
-Look at  {result.folder / 'overlay.png'}  (heatmap and mask outline)
+Look at  {result.folder / 'overlay.png'}  (the tumour mask over the slide, with a legend)
 and open {result.folder / 'tumour.geojson'} in QuPath over {result.slide.name} (File > Import objects).
 Next: tseg-rt run --engine MODEL.onnx|MODEL.plan SLIDES/ --out results/""")
 
@@ -458,17 +465,24 @@ def postprocess(
     low: int = typer.Option(85, min=0, max=255, help="Hysteresis low threshold (0-255)."),
     high: int = typer.Option(229, min=0, max=255, help="Hysteresis high threshold (0-255); also the pruning threshold."),
     prune: bool = typer.Option(True, "--prune/--no-prune", help="Prune regions whose 95th percentile <= high."),
+    overlay_style: Optional[str] = typer.Option(None, "--overlay-style", metavar="fill|contour|heatmap",
+                                                help="Redraw overlay.png in this style (default: each result's own)."),
+    overlay_opacity: Optional[float] = typer.Option(None, "--overlay-opacity", min=0.0, max=1.0,
+                                                    help="Opacity of the fill or heat map, 0-1 (default: each result's own)."),
 ) -> None:
-    """Redo thresholds from saved probability maps, without the network.
+    """Redo thresholds from saved probability maps, without the network, and redraw the overlays.
 
     Every folder is tried; a bad one gets one line on stderr and the exit status 1."""
     from tseg.runtime.errors import TsegError
+    from tseg.runtime.execution.segmenter import DEFAULT_OVERLAY_OPACITY, DEFAULT_OVERLAY_STYLE, check_overlay
     from tseg.runtime.outputs.files import SUMMARY, repostprocess
     from tseg.runtime.method.postprocess import check_thresholds
     from tseg.runtime.cohort.resume import is_result_folder
 
     with _reported():
         check_thresholds(low, high)
+        check_overlay(overlay_style if overlay_style is not None else DEFAULT_OVERLAY_STYLE,
+                      overlay_opacity if overlay_opacity is not None else DEFAULT_OVERLAY_OPACITY)
     folders: list[Path] = []
     problems: list[str] = []
     for r in results:
@@ -491,7 +505,8 @@ def postprocess(
     failed = len(problems)
     for folder in folders:
         try:
-            summary = repostprocess(folder, low, high, prune)
+            summary = repostprocess(folder, low, high, prune, overlay_style=overlay_style,
+                                    overlay_opacity=overlay_opacity)
             typer.echo(f"{folder}: tumour {summary['areas']['tumour_area_mm2']:.3f} mm², "
                        f"{summary['areas']['regions']} region(s)")
         except TsegError as exc:

@@ -8,7 +8,7 @@
   so results are never taken for slides.
 * Each slide's outputs go to a result folder whose name depends on the slide alone, and a
   finished result is reused only when it is this slide's and was made with these settings;
-  otherwise it is post-processed again (only thresholds differ) or redone. The rules are in
+  otherwise it is post-processed again (only thresholds or the overlay differ) or redone. The rules are in
   :mod:`tseg.runtime.cohort.resume` (identity, names, decisions), shared with distributed runners.
 * A slide is processed under its result folder's lock (``OUT/.<name>.lock``, ``flock``): two
   processes never write the same result. A slide whose lock another live process holds is put
@@ -352,7 +352,8 @@ def process_slide(segmenter: Any, slide: Path, out: Path, overwrite: bool = Fals
             return SlideOutcome(str(slide), name, "skipped", detail=decision.reason)
         if decision.action == "postprocess":
             s = segmenter.settings
-            summary = repostprocess(final, segmenter.low, segmenter.high, s.prune)
+            summary = repostprocess(final, segmenter.low, segmenter.high, s.prune, overlay_style=s.overlay_style,
+                                    overlay_opacity=s.overlay_opacity)
             return SlideOutcome(str(slide), name, "postprocessed", seconds=time.perf_counter() - t0,
                                 summary=summary, detail=decision.reason)
         for stale in list(out.glob(f".{name}.tmp-*")) + list(out.glob(f".{name}.old-*")):

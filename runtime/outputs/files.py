@@ -7,9 +7,13 @@ In ``OUT/<slide name>/``:
 * ``foreground.png`` — the background segmentation (0/255), and ``overview.png`` — the slide at
   5 µm/px; with ``probability.png`` these let ``tseg-rt postprocess`` redo the thresholds
   without the network;
-* ``overlay.png`` — the heatmap over the slide, transparent at 0 to yellow at 255 (as the
-  paper's Fig. 1), with the mask's outline in blue;
-* ``tumour.geojson`` — tumour polygons (holes kept) in level-0 pixels, class "Tumor", for QuPath;
+* ``overlay.png`` — the picture to read: the tumour mask over the slide at 5 µm/px as a
+  translucent fill with a contour (or the contour alone, or a heat map of the probability),
+  background outside the tissue dimmed, and a legend below (slide name, scale bar, areas,
+  thresholds, pruning, model); :mod:`tseg.runtime.outputs.overlay` draws it, in the style and
+  opacity of the summary's settings (``overlay_style``, ``overlay_opacity``);
+* ``tumour.geojson`` — tumour polygons (holes kept) in level-0 pixels, class "Tumor" with the
+  overlay's tumour colour, for QuPath;
 * ``probability.tif`` — a pyramidal tiled TIFF of the probability map at the model's
   resolution (1 µm/px) with resolution tags;
 * ``summary.json`` — areas, tiles, timings, model contract, settings and versions; written
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +35,18 @@ import cv2
 import numpy as np
 
 from tseg.runtime.util.atomic import atomic_write
-from tseg.runtime.errors import OutputError
+from tseg.runtime.errors import InvalidArgumentError, OutputError
 from tseg.runtime.method.polygons import mask_to_geojson
 from tseg.runtime.method.postprocess import segment_smoothed, smooth_probability
-from tseg.runtime.execution.segmenter import Result, areas_mm2
+from tseg.runtime.execution.segmenter import (
+    DEFAULT_OVERLAY_OPACITY,
+    DEFAULT_OVERLAY_STYLE,
+    OVERLAY_STYLES,
+    Result,
+    areas_mm2,
+    check_overlay,
+)
+from tseg.runtime.outputs.overlay import OverlayLegend, render_overlay
 from tseg.runtime.wsi.slide import OVERVIEW_MPP
 from tseg.runtime.wsi.tiff import pyramid_from_array, write_pyramid
 
@@ -47,22 +60,66 @@ PROBABILITY_TIFF = "probability.tif"
 SUMMARY = "summary.json"
 OUTPUT_FILES = (PROBABILITY, MASK, FOREGROUND, OVERVIEW, OVERLAY, GEOJSON, PROBABILITY_TIFF, SUMMARY)
 
-YELLOW = np.array([255.0, 255.0, 0.0])
-OUTLINE = (0, 90, 255)
+
+@lru_cache(maxsize=1)
+def _bundled_model_sha256() -> str | None:
+    from tseg.runtime.execution.backends import file_sha256
+    from tseg.runtime.models import default_model_path
+
+    try:
+        return file_sha256(default_model_path())
+    except OSError:  # pragma: no cover - the model ships with the package
+        return None
 
 
-def overlay_image(overview: np.ndarray, probability: np.ndarray, mask: np.ndarray | None = None,
-                  outline_px: int = 2) -> np.ndarray:
-    """RGB overlay: yellow with opacity ``p / 255`` over the overview, plus the mask outline."""
-    alpha = (probability.astype(np.float32) / 255.0)[..., None]
-    out = overview.astype(np.float32) * (1.0 - alpha) + YELLOW * alpha
-    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
-    if mask is not None and mask.any():
-        m = mask.astype(np.uint8)
-        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
-        edge = m - cv2.erode(m, kernel, iterations=max(1, outline_px), borderType=cv2.BORDER_CONSTANT, borderValue=0)
-        out[edge > 0] = OUTLINE
-    return out
+def overlay_legend(summary: dict[str, Any]) -> OverlayLegend:
+    """The overlay's legend from a result's summary: slide name, thresholds, pruning, model."""
+    slide = summary.get("slide") if isinstance(summary.get("slide"), dict) else {}
+    settings = summary.get("settings") if isinstance(summary.get("settings"), dict) else {}
+    model = summary.get("model") if isinstance(summary.get("model"), dict) else {}
+    backend = model.get("backend") if isinstance(model.get("backend"), dict) else {}
+    title = slide.get("name") or (Path(slide["path"]).name if slide.get("path") else "")
+    if not title and slide.get("image_size"):
+        title = "image of {} x {} px".format(*slide["image_size"])
+    notes = []
+    if backend.get("path") or backend.get("sha256"):
+        kind = f" on {backend['kind']}" if backend.get("kind") else ""  # no date: reruns stay byte-identical
+        notes.append(f"Model {Path(str(backend.get('path', ''))).name or '?'} (sha256 "
+                     f"{str(backend.get('sha256') or '?')[:12]}){kind}.")
+        if backend.get("sha256") and backend.get("sha256") == _bundled_model_sha256():
+            notes.append("The bundled demonstration model: NOT a diagnostic model.")
+    low, high = settings.get("low"), settings.get("high")
+    return OverlayLegend(title=str(title), pixel_um=OVERVIEW_MPP,
+                         low=int(low) if isinstance(low, int) else None, high=int(high) if isinstance(high, int) else None,
+                         prune=settings.get("prune") if isinstance(settings.get("prune"), bool) else None,
+                         notes=tuple(notes))
+
+
+def overlay_settings(summary: dict[str, Any]) -> tuple[str, float]:
+    """The overlay style and opacity a summary records (the defaults for what it does not record,
+    or records wrongly: results of older versions)."""
+    settings = summary.get("settings") if isinstance(summary.get("settings"), dict) else {}
+    style = settings.get("overlay_style")
+    opacity = settings.get("overlay_opacity")
+    style = style if style in OVERLAY_STYLES else DEFAULT_OVERLAY_STYLE
+    try:
+        check_overlay(style, opacity)
+    except InvalidArgumentError:
+        opacity = DEFAULT_OVERLAY_OPACITY
+    return style, float(opacity)
+
+
+def overlay_for(summary: dict[str, Any], overview: np.ndarray, probability: np.ndarray, mask: np.ndarray,
+                foreground: np.ndarray | None) -> np.ndarray:
+    """``overlay.png``'s picture for a result, in the style its summary's settings name."""
+    style, opacity = overlay_settings(summary)
+    return render_overlay(overview, probability, mask, foreground, style=style, opacity=opacity,
+                          legend=overlay_legend(summary))
+
+
+def result_overlay(result: Result) -> np.ndarray:
+    """The picture ``write_outputs`` saves as ``overlay.png`` (in the style of the result's settings)."""
+    return overlay_for(result.summary, result.overview, result.probability, result.mask, result.foreground)
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
@@ -106,7 +163,7 @@ def write_outputs(result: Result, folder: str | os.PathLike[str], model_mpp: flo
                         (MASK, result.mask.astype(np.uint8) * 255),
                         (FOREGROUND, result.foreground.astype(np.uint8) * 255),
                         (OVERVIEW, result.overview),
-                        (OVERLAY, overlay_image(result.overview, result.probability, result.mask))):
+                        (OVERLAY, result_overlay(result))):
         write_png(folder / name, image)
         written.append(folder / name)
     write_json(folder / GEOJSON, result.geojson)
@@ -141,11 +198,13 @@ def _read_grey(path: Path) -> np.ndarray:
     return _read_image(path, cv2.IMREAD_UNCHANGED)
 
 
-def repostprocess(folder: str | os.PathLike[str], low: int, high: int, prune: bool = True) -> dict[str, Any]:
-    """Redo thresholds and pruning from a result folder's saved maps, without the network.
+def repostprocess(folder: str | os.PathLike[str], low: int, high: int, prune: bool = True, *,
+                  overlay_style: str | None = None, overlay_opacity: float | None = None) -> dict[str, Any]:
+    """Redo thresholds and pruning from a result folder's saved maps, without the network, and
+    redraw the overlay (``overlay_style`` / ``overlay_opacity``: None keeps the result's own).
 
     Rewrites ``mask.png``, ``overlay.png``, ``tumour.geojson`` and ``summary.json`` (areas and
-    settings); the result equals a fresh run with the new thresholds.
+    settings); the result equals a fresh run with the new thresholds and overlay settings.
     """
     from tseg.runtime.cohort.resume import read_summary
 
@@ -156,6 +215,10 @@ def repostprocess(folder: str | os.PathLike[str], low: int, high: int, prune: bo
         raise OutputError(folder, f"no {SUMMARY}: not a finished tseg-rt result folder")
     if not isinstance(summary.get("model"), dict) or not isinstance(summary.get("slide", {}), dict):
         raise OutputError(summary_path, "not a tseg-rt summary (no model / slide sections)")
+    made_style, made_opacity = overlay_settings(summary)
+    style = overlay_style if overlay_style is not None else made_style
+    opacity = float(overlay_opacity) if overlay_opacity is not None else made_opacity
+    check_overlay(style, opacity)
     probability = _read_grey(folder / PROBABILITY)
     foreground = _read_grey(folder / FOREGROUND) > 0
     overview = cv2.cvtColor(_read_image(folder / OVERVIEW, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
@@ -169,11 +232,12 @@ def repostprocess(folder: str | os.PathLike[str], low: int, high: int, prune: bo
     else:
         f = OVERVIEW_MPP / summary["model"]["contract"]["mpp"]
         scale = (f, f)
-    write_png(folder / MASK, mask.astype(np.uint8) * 255)
-    write_png(folder / OVERLAY, overlay_image(overview, probability, mask))
-    write_json(folder / GEOJSON, mask_to_geojson(mask, scale))
+    changes = {"low": low, "high": high, "prune": prune, "overlay_style": style, "overlay_opacity": opacity}
+    summary["settings"] = dict(summary.get("settings") or {}, **changes)
     summary["areas"] = areas_mm2(mask, foreground, (OVERVIEW_MPP, OVERVIEW_MPP))
-    summary["settings"] = dict(summary.get("settings", {}), low=low, high=high, prune=prune)
-    summary.setdefault("history", []).append({"postprocess": {"low": low, "high": high, "prune": prune}})
+    write_png(folder / MASK, mask.astype(np.uint8) * 255)
+    write_png(folder / OVERLAY, overlay_for(summary, overview, probability, mask, foreground))
+    write_json(folder / GEOJSON, mask_to_geojson(mask, scale))
+    summary.setdefault("history", []).append({"postprocess": changes})
     write_json(summary_path, summary)
     return summary
