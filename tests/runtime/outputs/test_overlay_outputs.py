@@ -136,7 +136,9 @@ def test_repostprocess_keeps_or_changes_the_overlay(setup, tmp_path):
     assert (folder / OVERLAY).read_bytes() == before  # checked before anything is written
 
 
-def test_the_api_takes_and_records_the_overlay_settings(setup):
+def test_the_api_takes_and_records_the_overlay_settings(setup, tmp_path):
+    from tseg.runtime import write_outputs
+
     d, model = setup
     with pytest.raises(InvalidArgumentError, match="overlay style must be one of"):
         Segmenter(model, overlay_style="opaque")
@@ -151,6 +153,8 @@ def test_the_api_takes_and_records_the_overlay_settings(setup):
     assert np.array_equal(picture[:h, :w], draw_map(result.overview, result.probability, result.mask, result.foreground,
                                                     style="contour"))
     assert picture.shape[0] > h
+    write_outputs(result, tmp_path / "image")  # the README's embedding example
+    assert np.array_equal(read_rgb(tmp_path / "image" / OVERLAY), picture)
 
 
 def cli(*args):
