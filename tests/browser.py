@@ -130,7 +130,8 @@ class Browser:
                 errors.append(f"console.{params['type']}: {args}")
             elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
                 entry = params["entry"]
-                errors.append(f"{entry.get('source', 'browser')}: {entry.get('text', '')} {entry.get('url', '')}".strip())
+                where = entry.get("url", "")
+                errors.append(f"{entry.get('source', 'browser')}: {entry.get('text', '')} {where}".strip())
         return errors
 
     def close(self) -> None:

@@ -398,17 +398,13 @@ def _overlay_change(settings: Mapping[str, Any], wanted: Wanted) -> str:
     if wanted.overlay_style is None:
         return ""
     style, opacity = settings.get("overlay_style"), settings.get("overlay_opacity")
-
-    def fmt(s: Any, o: Any) -> str:
-        return f"{s}" + (f" at {float(o):.0%} opacity" if s == "fill" or s == "heatmap" else "")
-
-    want = fmt(wanted.overlay_style, wanted.overlay_opacity)
+    want = f"{wanted.overlay_style} at {float(wanted.overlay_opacity or 0):.0%} opacity"
     if style is None:
         return f"made by an earlier tseg-rt without a legend, now {want}"
-    same_opacity = (isinstance(opacity, (int, float)) and wanted.overlay_opacity is not None
-                    and abs(float(opacity) - float(wanted.overlay_opacity)) < 1e-9)
-    if style != wanted.overlay_style or not same_opacity:
-        return f"overlay {fmt(style, opacity) if isinstance(opacity, (int, float)) else style}, now {want}"
+    if not isinstance(opacity, (int, float)) or isinstance(opacity, bool):
+        return f"overlay {style}, now {want}"
+    if style != wanted.overlay_style or abs(float(opacity) - float(wanted.overlay_opacity or 0)) > 1e-9:
+        return f"overlay {style} at {float(opacity):.0%} opacity, now {want}"
     return ""
 
 
@@ -461,8 +457,9 @@ def decide(folder: Path, identity: SlideIdentity, wanted: Wanted, overwrite: boo
     if made_t != want_t:
         def fmt(t: tuple[Any, Any, bool]) -> str:
             return f"low/high {t[0]}/{t[1]}" + ("" if t[2] else ", no pruning")
-        return Decision("postprocess", f"post-processed again: made with {fmt(made_t)}, now {fmt(want_t)}"
-                                       + (f"; {overlay}" if overlay else "") + " (from the saved maps, no network)", how)
+        also = f"; {overlay}" if overlay else ""
+        return Decision("postprocess", f"post-processed again: made with {fmt(made_t)}, now {fmt(want_t)}{also} "
+                                       "(from the saved maps, no network)", how)
     if overlay:
         return Decision("postprocess", f"overlay redrawn: {overlay} (from the saved maps, no network)", how)
     if how == "moved":

@@ -90,7 +90,8 @@ def overlay_legend(summary: dict[str, Any]) -> OverlayLegend:
             notes.append("The bundled demonstration model: NOT a diagnostic model.")
     low, high = settings.get("low"), settings.get("high")
     return OverlayLegend(title=str(title), pixel_um=OVERVIEW_MPP,
-                         low=int(low) if isinstance(low, int) else None, high=int(high) if isinstance(high, int) else None,
+                         low=int(low) if isinstance(low, int) else None,
+                         high=int(high) if isinstance(high, int) else None,
                          prune=settings.get("prune") if isinstance(settings.get("prune"), bool) else None,
                          notes=tuple(notes))
 

@@ -61,6 +61,7 @@ DIM_TO = 110.0
 TARGET_TEXT_PX = 18
 FIT_SCREEN = (1600, 1000)
 MIN_TEXT_PX = 12
+BAND_PIXELS = 1 << 20  # the map is shaded in bands of rows of about this many pixels
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
@@ -120,7 +121,8 @@ def _check_maps(overview: np.ndarray, probability: np.ndarray, mask: np.ndarray,
                 foreground: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     overview = np.asarray(overview)
     if overview.ndim != 3 or overview.shape[2] != 3 or overview.dtype != np.uint8:
-        raise InvalidArgumentError(f"overview must be an RGB uint8 (H, W, 3) array, got {overview.dtype} {overview.shape}")
+        raise InvalidArgumentError(f"overview must be an RGB uint8 (H, W, 3) array, got {overview.dtype} "
+                                   f"{overview.shape}")
     shape = overview.shape[:2]
     probability = np.asarray(probability)
     if probability.shape != shape or probability.dtype != np.uint8:
@@ -162,24 +164,36 @@ def _blend(under: np.ndarray, colour: np.ndarray, opacity: float) -> np.ndarray:
     return under * (1.0 - opacity) + colour * opacity
 
 
-def draw_map(overview: np.ndarray, probability: np.ndarray, mask: np.ndarray, foreground: np.ndarray | None = None,
-             style: str = DEFAULT_OVERLAY_STYLE, opacity: float = DEFAULT_OVERLAY_OPACITY,
-             contour_px: int | None = None) -> np.ndarray:
-    """The map alone, the overview's size: dimmed background, fill or heat map, contour."""
-    check_overlay(style, opacity)
-    overview, probability, mask, foreground = _check_maps(overview, probability, mask, foreground)
+def _shade(overview: np.ndarray, probability: np.ndarray, mask: np.ndarray, foreground: np.ndarray | None,
+           style: str, opacity: float) -> np.ndarray:
+    """Dimmed background and the fill or heat map of one band of rows (uint8 out)."""
     out = overview.astype(np.float32)
     if foreground is not None:
         background = ~foreground
         out[background] = _dim(out[background])
-    colour = np.array(TUMOUR_COLOUR, np.float32)
     if style == "fill":
-        out[mask] = _blend(out[mask], colour, opacity)
+        out[mask] = _blend(out[mask], np.array(TUMOUR_COLOUR, np.float32), opacity)
     elif style == "heatmap":
         lut = colour_lut().astype(np.float32)
         where = foreground if foreground is not None else np.ones(mask.shape, bool)
         out[where] = _blend(out[where], lut[probability[where]], opacity)
-    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def draw_map(overview: np.ndarray, probability: np.ndarray, mask: np.ndarray, foreground: np.ndarray | None = None,
+             style: str = DEFAULT_OVERLAY_STYLE, opacity: float = DEFAULT_OVERLAY_OPACITY,
+             contour_px: int | None = None) -> np.ndarray:
+    """The map alone, the overview's size: dimmed background, fill or heat map, contour.
+
+    Shaded in bands of rows (about a megapixel each), so memory stays near the picture's own size."""
+    check_overlay(style, opacity)
+    overview, probability, mask, foreground = _check_maps(overview, probability, mask, foreground)
+    out = np.empty_like(overview)
+    band = max(1, BAND_PIXELS // max(1, mask.shape[1]))
+    for y in range(0, mask.shape[0], band):
+        rows = slice(y, y + band)
+        out[rows] = _shade(overview[rows], probability[rows], mask[rows],
+                           foreground[rows] if foreground is not None else None, style, float(opacity))
     if mask.any():
         width = contour_px if contour_px is not None else _map_line_px(mask.shape)
         line, halo = contour_pixels(mask, width)
@@ -324,7 +338,8 @@ class _Legend:
             if level is None:
                 continue
             x = x0 + level / 255.0 * (length - 1)
-            self.draw.line([x, self.y - round(1.2 * self.px), x, self.y + round(0.2 * self.px)], fill=(0, 0, 0), width=2)
+            self.draw.line([x, self.y - round(1.2 * self.px), x, self.y + round(0.2 * self.px)], fill=(0, 0, 0),
+                           width=2)
             small = _font(max(MIN_TEXT_PX - 2, round(self.px * 0.8)))
             tw = self.draw.textlength(name, font=small)
             self.draw.text((x - tw / 2, self.y + round(0.2 * self.px)), name, fill=TEXT, font=small)
@@ -356,7 +371,8 @@ def render_overlay(overview: np.ndarray, probability: np.ndarray, mask: np.ndarr
     if legend is None:
         return image
     if not (isinstance(legend.pixel_um, (int, float)) and math.isfinite(legend.pixel_um) and legend.pixel_um > 0):
-        raise InvalidArgumentError(f"legend.pixel_um must be a positive number of µm per pixel, got {legend.pixel_um!r}")
+        raise InvalidArgumentError(f"legend.pixel_um must be a positive number of µm per pixel, got "
+                                   f"{legend.pixel_um!r}")
     h, w = mask.shape
     px = legend_font_px(w, h, _legend_rows(style, legend))
     lw = _map_line_px(mask.shape)
@@ -377,7 +393,8 @@ def render_overlay(overview: np.ndarray, probability: np.ndarray, mask: np.ndarr
     else:
         tumour_fill, tissue_fill = tissue_colour, tissue_colour
     px_mm2 = legend.pixel_um * legend.pixel_um / 1e6
-    tumour_mm2, regions = np.count_nonzero(mask) * px_mm2, cv2.connectedComponents(mask.view(np.uint8), connectivity=4)[0] - 1
+    tumour_mm2 = np.count_nonzero(mask) * px_mm2
+    regions = cv2.connectedComponents(np.ascontiguousarray(mask, dtype=np.uint8), connectivity=4)[0] - 1
     how = {"fill": f"filled at {opacity:.0%} opacity", "contour": "outlined",
            "heatmap": "outlined"}[style]
     entries: list[tuple[Sequence[float], bool, str]] = [

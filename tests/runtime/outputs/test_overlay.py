@@ -184,7 +184,8 @@ def test_legend_scale_bar_and_title_below_the_map(maps):
     length, row, end = longest_black_run(below)
     assert length == round(1000 / UM_PER_PX) and end > w - 40
     px = legend_font_px(w, h)
-    above = cv2.cvtColor(np.ascontiguousarray(below[max(0, row - 3 * px) : row, end - length : end]), cv2.COLOR_RGB2GRAY)
+    above = cv2.cvtColor(np.ascontiguousarray(below[max(0, row - 3 * px) : row, end - length : end]),
+                         cv2.COLOR_RGB2GRAY)
     scores = {label: max(cv2.matchTemplate(above, text_image(label, size), cv2.TM_CCOEFF_NORMED).max()
                          for size in range(px - 4, px + 5))  # the text size depends on the legend's length
               for label in ("0.5 mm", "1 mm", "2 mm", "5 mm")}

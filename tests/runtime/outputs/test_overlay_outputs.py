@@ -147,7 +147,8 @@ def test_the_api_takes_and_records_the_overlay_settings(setup, tmp_path):
     seg = Segmenter(model, overlay_style="contour", overlay_opacity=0.25)
     rgb = cv2.resize(read_rgb(d / "out" / "s" / OVERVIEW), None, fx=5, fy=5, interpolation=cv2.INTER_NEAREST)
     result = seg.segment_image(rgb)
-    assert (result.summary["settings"]["overlay_style"], result.summary["settings"]["overlay_opacity"]) == ("contour", 0.25)
+    made = result.summary["settings"]
+    assert (made["overlay_style"], made["overlay_opacity"]) == ("contour", 0.25)
     picture = result_overlay(result)
     h, w = result.mask.shape
     assert np.array_equal(picture[:h, :w], draw_map(result.overview, result.probability, result.mask, result.foreground,
