@@ -462,9 +462,12 @@ def escape_text(text: str) -> str:
 @app.command()
 def postprocess(
     results: List[Path] = typer.Argument(..., help="Result folders of `tseg-rt run` (OUT/<slide>) or OUT itself."),
-    low: int = typer.Option(85, min=0, max=255, help="Hysteresis low threshold (0-255)."),
-    high: int = typer.Option(229, min=0, max=255, help="Hysteresis high threshold (0-255); also the pruning threshold."),
-    prune: bool = typer.Option(True, "--prune/--no-prune", help="Prune regions whose 95th percentile <= high."),
+    low: Optional[int] = typer.Option(None, min=0, max=255,
+                                      help="Hysteresis low threshold (0-255; default: each result's own)."),
+    high: Optional[int] = typer.Option(None, min=0, max=255, help="Hysteresis high threshold (0-255; default: each "
+                                                                  "result's own); also the pruning threshold."),
+    prune: Optional[bool] = typer.Option(None, "--prune/--no-prune", help="Prune regions whose 95th percentile <= "
+                                                                         "high (default: as each result was)."),
     overlay_style: Optional[str] = typer.Option(None, "--overlay-style", metavar="fill|contour|heatmap",
                                                 help="Redraw overlay.png in this style (default: each result's own)."),
     overlay_opacity: Optional[float] = typer.Option(None, "--overlay-opacity", min=0.0, max=1.0,
@@ -472,7 +475,8 @@ def postprocess(
 ) -> None:
     """Redo thresholds from saved probability maps, without the network, and redraw the overlays.
 
-    Every folder is tried; a bad one gets one line on stderr and the exit status 1."""
+    What is not given stays as each result was made. Every folder is tried; a bad one gets one
+    line on stderr and the exit status 1."""
     from tseg.runtime.errors import TsegError
     from tseg.runtime.execution.segmenter import DEFAULT_OVERLAY_OPACITY, DEFAULT_OVERLAY_STYLE, check_overlay
     from tseg.runtime.outputs.files import SUMMARY, repostprocess
@@ -480,7 +484,7 @@ def postprocess(
     from tseg.runtime.cohort.resume import is_result_folder
 
     with _reported():
-        check_thresholds(low, high)
+        check_thresholds(low if low is not None else 0, high if high is not None else 255)
         check_overlay(overlay_style if overlay_style is not None else DEFAULT_OVERLAY_STYLE,
                       overlay_opacity if overlay_opacity is not None else DEFAULT_OVERLAY_OPACITY)
     folders: list[Path] = []

@@ -37,7 +37,13 @@ import numpy as np
 from tseg.runtime.util.atomic import atomic_write
 from tseg.runtime.errors import InvalidArgumentError, OutputError
 from tseg.runtime.method.polygons import mask_to_geojson
-from tseg.runtime.method.postprocess import segment_smoothed, smooth_probability
+from tseg.runtime.method.postprocess import (
+    DEFAULT_HIGH,
+    DEFAULT_LOW,
+    check_thresholds,
+    segment_smoothed,
+    smooth_probability,
+)
 from tseg.runtime.execution.segmenter import (
     DEFAULT_OVERLAY_OPACITY,
     DEFAULT_OVERLAY_STYLE,
@@ -199,10 +205,12 @@ def _read_grey(path: Path) -> np.ndarray:
     return _read_image(path, cv2.IMREAD_UNCHANGED)
 
 
-def repostprocess(folder: str | os.PathLike[str], low: int, high: int, prune: bool = True, *,
-                  overlay_style: str | None = None, overlay_opacity: float | None = None) -> dict[str, Any]:
+def repostprocess(folder: str | os.PathLike[str], low: int | None = None, high: int | None = None,
+                  prune: bool | None = None, *, overlay_style: str | None = None,
+                  overlay_opacity: float | None = None) -> dict[str, Any]:
     """Redo thresholds and pruning from a result folder's saved maps, without the network, and
-    redraw the overlay (``overlay_style`` / ``overlay_opacity``: None keeps the result's own).
+    redraw the overlay. Every argument left None keeps the result's own setting (thresholds
+    missing from an old summary: its model contract's, else the paper's 85 / 229).
 
     Rewrites ``mask.png``, ``overlay.png``, ``tumour.geojson`` and ``summary.json`` (areas and
     settings); the result equals a fresh run with the new thresholds and overlay settings.
@@ -216,6 +224,15 @@ def repostprocess(folder: str | os.PathLike[str], low: int, high: int, prune: bo
         raise OutputError(folder, f"no {SUMMARY}: not a finished tseg-rt result folder")
     if not isinstance(summary.get("model"), dict) or not isinstance(summary.get("slide", {}), dict):
         raise OutputError(summary_path, "not a tseg-rt summary (no model / slide sections)")
+    settings = summary.get("settings") if isinstance(summary.get("settings"), dict) else {}
+    contract = summary["model"].get("contract") if isinstance(summary["model"].get("contract"), dict) else {}
+    low = low if low is not None else settings.get("low", contract.get("low_threshold", DEFAULT_LOW))
+    high = high if high is not None else settings.get("high", contract.get("high_threshold", DEFAULT_HIGH))
+    prune = bool(prune if prune is not None else settings.get("prune", True))
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high)):
+        raise OutputError(summary_path, f"records no usable thresholds (low {low!r}, high {high!r}); give --low and "
+                                        "--high")
+    check_thresholds(low, high)
     made_style, made_opacity = overlay_settings(summary)
     style = overlay_style if overlay_style is not None else made_style
     opacity = float(overlay_opacity) if overlay_opacity is not None else made_opacity

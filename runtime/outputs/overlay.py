@@ -183,7 +183,8 @@ def _shade(overview: np.ndarray, probability: np.ndarray, mask: np.ndarray, fore
 def draw_map(overview: np.ndarray, probability: np.ndarray, mask: np.ndarray, foreground: np.ndarray | None = None,
              style: str = DEFAULT_OVERLAY_STYLE, opacity: float = DEFAULT_OVERLAY_OPACITY,
              contour_px: int | None = None) -> np.ndarray:
-    """The map alone, the overview's size: dimmed background, fill or heat map, contour.
+    """The map alone, the overview's size: dimmed background, fill or heat map, contour. Without
+    ``foreground`` nothing is dimmed and the heat map covers the whole map.
 
     Shaded in bands of rows (about a megapixel each), so memory stays near the picture's own size."""
     check_overlay(style, opacity)

@@ -166,20 +166,24 @@ def test_overlay_options_on_the_command_line(setup, tmp_path):
     d, model = setup
     out = tmp_path / "o"
     r = cli("run", d / "in", "--engine", model, "--out", out, "--no-progress", "--no-report",
-            "--overlay-style", "heatmap", "--overlay-opacity", "0.5")
+            "--overlay-style", "heatmap", "--overlay-opacity", "0.5", "--low", "60", "--high", "200")
     assert r.returncode == 0, r.stderr
     assert (settings(out / "s")["overlay_style"], settings(out / "s")["overlay_opacity"]) == ("heatmap", 0.5)
-    r = cli("postprocess", out, "--overlay-style", "contour")  # the opacity stays the result's own
+    mask = (out / "s" / MASK).read_bytes()
+    r = cli("postprocess", out, "--overlay-style", "contour")  # what is not given stays the result's own
     assert r.returncode == 0, r.stderr
-    assert (settings(out / "s")["overlay_style"], settings(out / "s")["overlay_opacity"]) == ("contour", 0.5)
+    made = settings(out / "s")
+    assert (made["overlay_style"], made["overlay_opacity"], made["low"], made["high"]) == ("contour", 0.5, 60, 200)
+    assert (out / "s" / MASK).read_bytes() == mask
     for command in (["run", d / "in", "--engine", model, "--out", tmp_path / "x"], ["postprocess", out]):
         bad = cli(*command, "--overlay-style", "opaque")
         assert bad.returncode == 2 and "fill, contour, heatmap" in bad.stderr and "Traceback" not in bad.stderr
         bad = cli(*command, "--overlay-opacity", "1.5")
         assert bad.returncode == 2 and "overlay-opacity" in bad.stderr
     assert not (tmp_path / "x").exists()
-    # A run without the options: the library's defaults, the overlay redrawn from the saved maps.
-    r = cli("run", d / "in", "--engine", model, "--out", out, "--no-progress", "--no-report")
+    # A run without the overlay options: the library's defaults, redrawn from the saved maps.
+    r = cli("run", d / "in", "--engine", model, "--out", out, "--no-progress", "--no-report", "--low", "60",
+            "--high", "200")
     assert r.returncode == 0 and "overlay redrawn" in r.stdout + r.stderr, r.stdout + r.stderr
     made = settings(out / "s")
     assert (made["overlay_style"], made["overlay_opacity"]) == (DEFAULT_OVERLAY_STYLE, DEFAULT_OVERLAY_OPACITY)
