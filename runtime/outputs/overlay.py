@@ -352,9 +352,11 @@ def _legend_rows(style: str, legend: OverlayLegend) -> int:
     return 4 + len(legend.notes) + (3 if style == "heatmap" else 0)
 
 
-def _legend_height(font_px: int, style: str, legend: OverlayLegend) -> int:
-    """Generous room for the legend's rows (the canvas is cropped to what was drawn)."""
-    rows = 12 + len(legend.notes) * 2 + (3 if style == "heatmap" else 0)
+def _legend_height(font_px: int, width: int, style: str, legend: OverlayLegend) -> int:
+    """Generous room for the legend's rows (the canvas is cropped to what was drawn): the fixed rows
+    plus the notes wrapped at no more than 0.7 em a character."""
+    per_line = max(1, int((width - 2 * font_px) / (0.7 * font_px)))
+    rows = 20 + (4 if style == "heatmap" else 0) + sum(-(-len(note) // per_line) + 1 for note in legend.notes)
     return rows * round(font_px * 1.5) + font_px * 2
 
 
@@ -368,6 +370,7 @@ def render_overlay(overview: np.ndarray, probability: np.ndarray, mask: np.ndarr
     all the same size (5 µm/px in tseg-rt's outputs)."""
     from PIL import Image
 
+    overview, probability, mask, foreground = _check_maps(overview, probability, mask, foreground)
     image = draw_map(overview, probability, mask, foreground, style, opacity)
     if legend is None:
         return image
@@ -378,11 +381,10 @@ def render_overlay(overview: np.ndarray, probability: np.ndarray, mask: np.ndarr
     px = legend_font_px(w, h, _legend_rows(style, legend))
     lw = _map_line_px(mask.shape)
     width = max(w, 30 * px)
-    canvas = Image.new("RGB", (width, h + _legend_height(px, style, legend)), PAPER)
+    canvas = Image.new("RGB", (width, h + _legend_height(px, width, style, legend)), PAPER)
     canvas.paste(Image.fromarray(image), (0, 0))
     box = _Legend(canvas, h, px)
     box.title_and_scale_bar(legend.title, legend.pixel_um)
-    mask = np.asarray(mask, dtype=bool)
     tissue_colour = _median_colour(overview, foreground, (230, 170, 205))
     glass = _median_colour(overview, ~foreground, GLASS) if foreground is not None else None
     colour = np.array(TUMOUR_COLOUR, np.float32)

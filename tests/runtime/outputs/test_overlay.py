@@ -232,6 +232,10 @@ def test_without_a_legend_the_picture_is_the_map_and_narrow_maps_widen(maps):
     assert picture.shape[1] > 200 and np.array_equal(picture[:600, :200],
                                                      draw_map(overview[narrow], probability[narrow], tumour[narrow],
                                                               tissue[narrow]))
+    long = render_overlay(overview[narrow], probability[narrow], tumour[narrow], tissue[narrow],
+                          legend=legend(notes=("a long note " * 40, "END")))  # wrapped, nothing cut off
+    lines = dark_rows(long[600:])
+    assert len(lines) >= len(dark_rows(picture[600:])) + 8 and long.shape[0] - 600 - lines[-1][1] < 40
     empty = np.zeros(tumour.shape, bool)  # no tumour: no contour, still a legend
     picture = render_overlay(overview, probability, empty, tissue, legend=legend())
     assert not is_colour(picture[: tumour.shape[0]], TUMOUR_COLOUR).any()
