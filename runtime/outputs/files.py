@@ -53,7 +53,8 @@ from tseg.runtime.execution.segmenter import (
     check_overlay,
 )
 from tseg.runtime.outputs.overlay import OverlayLegend, render_overlay
-from tseg.runtime.wsi.slide import OVERVIEW_MPP
+from tseg.runtime.outputs.summary import SUMMARY, read_summary
+from tseg.runtime.wsi.mpp import OVERVIEW_MPP
 from tseg.runtime.wsi.tiff import pyramid_from_array, write_pyramid
 
 PROBABILITY = "probability.png"
@@ -63,7 +64,6 @@ OVERVIEW = "overview.png"
 OVERLAY = "overlay.png"
 GEOJSON = "tumour.geojson"
 PROBABILITY_TIFF = "probability.tif"
-SUMMARY = "summary.json"
 OUTPUT_FILES = (PROBABILITY, MASK, FOREGROUND, OVERVIEW, OVERLAY, GEOJSON, PROBABILITY_TIFF, SUMMARY)
 
 
@@ -215,8 +215,6 @@ def repostprocess(folder: str | os.PathLike[str], low: int | None = None, high: 
     Rewrites ``mask.png``, ``overlay.png``, ``tumour.geojson`` and ``summary.json`` (areas and
     settings); the result equals a fresh run with the new thresholds and overlay settings.
     """
-    from tseg.runtime.cohort.resume import read_summary
-
     folder = Path(folder)
     summary_path = folder / SUMMARY
     summary = read_summary(folder)

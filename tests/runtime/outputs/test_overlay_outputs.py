@@ -187,3 +187,6 @@ def test_overlay_options_on_the_command_line(setup, tmp_path):
     assert r.returncode == 0 and "overlay redrawn" in r.stdout + r.stderr, r.stdout + r.stderr
     made = settings(out / "s")
     assert (made["overlay_style"], made["overlay_opacity"]) == (DEFAULT_OVERLAY_STYLE, DEFAULT_OVERLAY_OPACITY)
+    from tseg.runtime.cli.options import OVERLAY_OPACITY_DEFAULT, OVERLAY_STYLE_DEFAULT
+
+    assert (OVERLAY_STYLE_DEFAULT, OVERLAY_OPACITY_DEFAULT) == (DEFAULT_OVERLAY_STYLE, DEFAULT_OVERLAY_OPACITY)
