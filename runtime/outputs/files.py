@@ -36,7 +36,7 @@ import numpy as np
 
 from tseg.runtime.util.atomic import atomic_write
 from tseg.runtime.errors import InvalidArgumentError, OutputError
-from tseg.runtime.method.polygons import mask_to_geojson
+from tseg.runtime.method.polygons import TUMOUR_COLOUR, mask_to_geojson
 from tseg.runtime.method.postprocess import (
     DEFAULT_HIGH,
     DEFAULT_LOW,
@@ -52,7 +52,7 @@ from tseg.runtime.execution.segmenter import (
     areas_mm2,
     check_overlay,
 )
-from tseg.runtime.outputs.overlay import OverlayLegend, render_overlay
+from tseg.runtime.outputs.overlay import OverlayLegend, draw_map, render_overlay
 from tseg.runtime.outputs.summary import SUMMARY, read_summary
 from tseg.runtime.wsi.mpp import OVERVIEW_MPP
 from tseg.runtime.wsi.tiff import pyramid_from_array, write_pyramid
@@ -127,6 +127,18 @@ def overlay_for(summary: dict[str, Any], overview: np.ndarray, probability: np.n
 def result_overlay(result: Result) -> np.ndarray:
     """The picture ``write_outputs`` saves as ``overlay.png`` (in the style of the result's settings)."""
     return overlay_for(result.summary, result.overview, result.probability, result.mask, result.foreground)
+
+
+#: Deprecated (tseg-rt 0.1's ``tseg.runtime.outputs.OUTLINE``): the tumour contour's colour.
+OUTLINE = TUMOUR_COLOUR
+
+
+def overlay_image(overview: np.ndarray, probability: np.ndarray, mask: np.ndarray | None = None,
+                  outline_px: int = 2) -> np.ndarray:
+    """Deprecated (tseg-rt 0.1, for code that called it): the map of ``overlay.png`` without its
+    legend, the contour ``outline_px`` wide. Use :func:`tseg.runtime.outputs.overlay.render_overlay`."""
+    mask = np.zeros(np.asarray(probability).shape, bool) if mask is None else mask
+    return draw_map(overview, probability, mask, None, contour_px=max(1, int(outline_px)))
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
