@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
 import typer
+
+from tseg.runtime.cli.common import EXIT_ERROR, fail, reported, setup_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Pan-cancer tumour segmentation in H&E whole-slide images.")
@@ -22,51 +23,8 @@ train_app = typer.Typer(no_args_is_help=True, help="Training (needs tseg-rt\\[tr
 app.add_typer(train_app, name="train")
 
 EXIT_FAILED_SLIDES = 1
-EXIT_ERROR = 2
-
-
-def _setup_logging(verbose: int) -> None:
-    """Rich log lines on a terminal; plain unwrapped lines in files and pipes (one format for
-    this process and its workers, whose records come through the batch's log queue)."""
-    from rich.console import Console
-    from rich.logging import RichHandler
-
-    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    console = Console(stderr=True)
-    handler: logging.Handler
-    if console.is_terminal:
-        handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
-        fmt = "%(message)s"
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        fmt = "[%(asctime)s] %(levelname)s %(message)s"
-    logging.basicConfig(level=level, format=fmt, datefmt="[%X]" if console.is_terminal else "%X",
-                        handlers=[handler], force=True)
-
-
-def _fail(message: str, code: int = EXIT_ERROR) -> None:
-    from rich.console import Console
-
-    from rich.markup import escape
-
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-@contextmanager
-def _reported() -> Iterator[None]:
-    """Turn a TsegError into its one-line message and exit status 2, and Ctrl-C into a line
-    that says what stopped and exit status 130."""
-    from tseg.runtime.errors import TsegError
-
-    try:
-        yield
-    except TsegError as exc:
-        _fail(exc.cli_message())
-    except KeyboardInterrupt:
-        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
-        _fail(f"interrupted: `tseg-rt {command}` stopped before it finished; nothing was left half-written. "
-              "Run it again to finish.", 130)
+# Shared with the command modules (tseg.runtime.cli.common); the old private names stay for this module.
+_setup_logging, _fail, _reported = setup_logging, fail, reported
 
 
 def _mpp_option(mpp: Optional[str]):  # noqa: ANN202
@@ -644,6 +602,15 @@ def build_engine_cmd(
     with _reported():
         manifest = build_engine(onnx_model, out, settings, overwrite=overwrite)
     typer.echo(json.dumps(manifest.to_dict(), indent=2))
+
+
+def _register_bench() -> None:
+    from tseg.runtime.cli.bench import bench
+
+    app.command("bench")(bench)
+
+
+_register_bench()
 
 
 def main() -> None:
