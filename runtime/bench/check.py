@@ -79,7 +79,11 @@ def run_step(step: str, args: dict[str, Any], limit_s: float) -> dict[str, Any]:
         seconds = time.perf_counter() - t0
         tail = log_path.read_text(errors="replace")[-3000:]
         if code is None:
-            return {"error": f"did not finish within {limit_s:.0f} s (stopped)", "seconds": seconds, "log_tail": tail}
+            stopped = {"error": f"did not finish within {limit_s:.0f} s (stopped)", "seconds": seconds,
+                       "log_tail": tail}
+            if out.exists():  # a step that reports progress: keep what it measured
+                return dict(json.loads(out.read_text()), **stopped)
+            return stopped
         if not out.exists():
             return {"error": f"the step's process ended with exit status {code} and no result", "seconds": seconds,
                     "log_tail": tail}
@@ -114,8 +118,8 @@ def run_check(settings: CheckSettings = CheckSettings(),
         else:
             limit = min(STEP_LIMITS[step], left)
             step_args = dict(args[step])
-            if step == "pytorch":  # the compile runs inside the step: leave the step time to finish
-                step_args["compile_timeout"] = max(10.0, min(settings.compile_timeout_s, limit - 60.0))
+            if step == "pytorch":  # the compile runs inside the step: it gets what is left of the step
+                step_args["time_budget_s"] = limit
             if step == "engine":
                 step_args["time_limit_s"] = max(10.0, limit / 3)
             outcome = run_step(step, step_args, limit)

@@ -21,7 +21,7 @@ def _executor(**kw: Any) -> dict[str, Any]:
     return check_executor(**kw)
 
 
-def _pytorch(**kw: Any) -> dict[str, Any]:
+def _pytorch(progress: Callable[[dict[str, Any]], None] | None = None, **kw: Any) -> dict[str, Any]:
     missing = []
     for module, package in (("torch", "torch"), ("timm", "timm"),
                             ("segmentation_models_pytorch", "segmentation-models-pytorch")):
@@ -33,7 +33,7 @@ def _pytorch(**kw: Any) -> dict[str, Any]:
         return {"skipped": f"{', '.join(missing)} not installed: the PyTorch rows need pip install 'tseg-rt[export]'"}
     from tseg.runtime.bench.torch_network import network_rows
 
-    return network_rows(**kw)
+    return network_rows(on_progress=progress, **kw)
 
 
 def _engine(**kw: Any) -> dict[str, Any]:
@@ -51,8 +51,14 @@ def main(argv: list[str] | None = None) -> int:
 
     step, args, out = argv if argv is not None else sys.argv[1:]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    def progress(partial: dict[str, Any]) -> None:  # what the parent keeps if it must stop this step
+        write_text(out, json.dumps(dict(partial, partial=True), indent=1, default=str))
+
+    kwargs = json.loads(args)
+    if step == "pytorch":
+        kwargs["progress"] = progress
     try:
-        result = STEPS[step](**json.loads(args))
+        result = STEPS[step](**kwargs)
     except BackendUnavailableError as exc:
         result = {"skipped": str(exc)}
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which goes on with the next step

@@ -105,11 +105,28 @@ def reading_facts(path: Path, segmenter: Any) -> dict[str, Any]:
     return facts
 
 
+def warm_up(segmenter: Any, slide: Path) -> bool:
+    """Run one unmeasured tile of the shape the slide's first tile will have (a backend's first call
+    at a shape allocates); False if the slide cannot be opened (it will fail, reported)."""
+    from tseg.runtime.method.tiling import pad_to_divisor, plan_tiles
+    from tseg.runtime.wsi.slide import open_slide
+
+    c = segmenter.contract
+    try:
+        with open_slide(slide, segmenter.settings.mpp) as s:
+            width, height = s.size_at(c.mpp)
+    except TsegError:
+        return False
+    first = plan_tiles(width, height, c.tile_size, c.min_overlap).tiles[0]
+    segmenter.backend.infer(pad_to_divisor(np.zeros((first.height, first.width, 3), np.uint8), c.divisor)[None])
+    return True
+
+
 def bench_end_to_end(segmenter: Any, slides: Sequence[Path], work: Path | None = None, warm: bool = False,
                      on_slide: Callable[[Path, Any], None] | None = None) -> dict[str, Any]:
     """Segment ``slides`` one at a time into a temporary results folder under ``work`` (removed
     afterwards) and analyse the recorded stage times. ``warm``: the backend has already run a
-    tile of the model's size (else one unmeasured tile runs first)."""
+    tile of the model's size (else :func:`warm_up` runs first)."""
     from tseg.runtime.bench.machine import cpu_info
     from tseg.runtime.cohort.batch import process_slide
     from tseg.runtime.outputs.files import SUMMARY
@@ -118,8 +135,7 @@ def bench_end_to_end(segmenter: Any, slides: Sequence[Path], work: Path | None =
     if not slides:
         raise InvalidArgumentError("no slides to benchmark")
     if not warm:
-        side = -(-segmenter.contract.tile_size // segmenter.contract.divisor) * segmenter.contract.divisor
-        segmenter.backend.infer(np.zeros((1, side, side, 3), np.uint8))
+        next((s for s in slides if warm_up(segmenter, Path(s))), None)
     root = Path(tempfile.mkdtemp(prefix="tseg-bench-", dir=work))
     (root / "results").mkdir()
     per: list[dict[str, Any]] = []

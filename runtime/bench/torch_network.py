@@ -29,7 +29,7 @@ import multiprocessing as mp
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -37,6 +37,9 @@ ALL_MODES = ("fp32", "fp16", "bf16", "fp16-cl", "fp16-compile")
 CARRIED_TILES = "kather2016_1um.npz"  # benchmarks/gpu_carry.sh: the Kather tiles at 1 µm/px, no OpenCV needed
 PUBLISHED_MEAN = (0.8297992, 0.7106879, 0.8241846)
 PUBLISHED_STD = (0.1051075, 0.1543867, 0.09917571)
+#: With a time budget, the compile is given what is left less this margin, and skipped below the minimum.
+COMPILE_MARGIN_S = 20.0
+MIN_COMPILE_S = 30.0
 
 
 def model_config(config: str) -> Any:
@@ -168,9 +171,14 @@ def run_compiled(config: str, size: int, device: str, repeats: int, tflop: float
 
 
 def network_rows(size: int = 7680, config: str = "paper", device: str = "cuda", modes: tuple[str, ...] = ALL_MODES,
-                 repeats: int = 3, compile_timeout: float = 150.0) -> dict[str, Any]:
-    """Time the tile computation in each of ``modes`` (module docstring)."""
+                 repeats: int = 3, compile_timeout: float = 150.0, time_budget_s: float | None = None,
+                 on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Time the tile computation in each of ``modes`` (module docstring). With ``time_budget_s``,
+    the compile gets at most what is left of it (less a margin), or is skipped; ``on_progress``
+    receives the result after each mode (so a caller that must stop early keeps what was measured)."""
     import torch
+
+    started = time.monotonic()
 
     unknown = set(modes) - set(ALL_MODES)
     if unknown:
@@ -195,6 +203,8 @@ def network_rows(size: int = 7680, config: str = "paper", device: str = "cuda", 
     reference, stats = time_mode(model, x, "fp32", device, repeats if "fp32" in modes else 0, tflop)
     if "fp32" in modes:
         result["modes"]["fp32"] = stats
+    if on_progress:
+        on_progress(result)
     for mode in modes:
         if mode in ("fp32", "fp16-compile"):
             continue
@@ -203,14 +213,22 @@ def network_rows(size: int = 7680, config: str = "paper", device: str = "cuda", 
         stats["agreement_with_fp32"] = agreement(reference, out)
         result["modes"][mode] = stats
         model = model.to(memory_format=torch.contiguous_format)
+        if on_progress:
+            on_progress(result)
     if "fp16-compile" in modes:
         del model, x
         if device.startswith("cuda"):
             torch.cuda.empty_cache()  # the compile runs in another process: leave it the memory
-        out, stats = run_compiled(config, size, device, repeats, tflop, compile_timeout)
-        if out is not None:
-            stats["agreement_with_fp32"] = agreement(reference, out)
-        result["modes"]["fp16-compile"] = stats
+        limit = compile_timeout
+        if time_budget_s is not None:
+            limit = min(limit, time_budget_s - (time.monotonic() - started) - COMPILE_MARGIN_S)
+        if limit < MIN_COMPILE_S:
+            result["modes"]["fp16-compile"] = {"error": f"skipped: {max(limit, 0):.0f} s of the time budget left"}
+        else:
+            out, stats = run_compiled(config, size, device, repeats, tflop, limit)
+            if out is not None:
+                stats["agreement_with_fp32"] = agreement(reference, out)
+            result["modes"]["fp16-compile"] = stats
     timed = {k: v["seconds_per_tile"] for k, v in result["modes"].items() if v.get("seconds_per_tile")}
     if timed:
         best = min(timed, key=timed.get)
