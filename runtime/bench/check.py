@@ -164,7 +164,8 @@ def table_rows(result: dict[str, Any]) -> list[str]:
         vs = (f"vs ONNX Runtime CPU: max {parity['max_level_difference']} levels, median-split DSC "
               f"{parity['mask_dsc']:.4f}") if parity else ""
         name = Path(row.get("model", "")).name
-        rows.append(f"| {gpu} | {label} {row.get('tensorrt', '')} ({name}), {timing['tile'][0]}²"
+        what = " ".join(filter(None, (label, row.get("tensorrt"))))
+        rows.append(f"| {gpu} | {what} ({name}), {timing['tile'][0]}²"
                     f"{', streamed' if streamed else ''} | {seconds:.3f} | {tflops} | {vs} | {day}, "
                     "`tseg-rt bench --check` |")
     return rows
