@@ -32,9 +32,9 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...
 }
 
 install() {
+  local pipt="$PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/tseg-site"
   if ls "$CARRY"/wheels/*.whl >/dev/null 2>&1; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/tseg-site \
-      "$CARRY"/wheels/*.whl || return 1
+    $pipt "$CARRY"/wheels/*.whl || for w in "$CARRY"/wheels/*.whl; do $pipt "$w" || echo "could not install $w"; done
   fi
   if ! $PY -c "import tseg.runtime.bench" 2>/dev/null; then
     $PY -m pip install -q --no-deps --no-build-isolation --no-index -e . || echo "pip -e failed: the source tree is used"

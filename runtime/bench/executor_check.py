@@ -83,7 +83,7 @@ def overlap_failures(spans: dict[str, list[tuple[float, float]]], n: int) -> lis
     return failures
 
 
-def cupy_compute(n_in: int, n_out: int, compute_ms: float) -> tuple[Callable[..., None], int]:
+def cupy_compute(n_in: int, n_out: int, compute_ms: float, device: int = 0) -> tuple[Callable[..., None], int]:
     """The stand-in compute (CuPy kernels on the executor's stream) and its passes per tile,
     calibrated to about ``compute_ms``."""
     try:
@@ -91,6 +91,7 @@ def cupy_compute(n_in: int, n_out: int, compute_ms: float) -> tuple[Callable[...
     except Exception as exc:  # noqa: BLE001 - not installed, or no matching CUDA
         raise BackendUnavailableError(f"CuPy is not usable here ({exc}): the stand-in compute needs it "
                                       "(pip install cupy-cuda12x or cupy-cuda13x)") from None
+    cp.cuda.Device(device).use()
 
     def wrap(ptr: Any, size: int) -> Any:
         return cp.ndarray((size,), cp.uint8, cp.cuda.MemoryPointer(cp.cuda.UnownedMemory(int(ptr), size, None), 0))
@@ -127,7 +128,7 @@ def check_executor(side: int = 7680, tiles: int = 6, compute_ms: float = 150.0, 
         api = CudaDeviceAPI(device)
     passes = None
     if compute is None:
-        compute, passes = cupy_compute(n_in, n_out, compute_ms)
+        compute, passes = cupy_compute(n_in, n_out, compute_ms, device)
     timed = TimedAPI(api, api.create_timing_event, api.elapsed_ms)
     inner = compute
 

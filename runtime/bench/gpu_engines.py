@@ -97,4 +97,7 @@ def engine_rows(model: str, tile: int = 7680, device: int = 0, time_limit_s: flo
             rows["onnxruntime_cuda"] = {"skipped": str(exc)}
         except TsegError as exc:
             rows["onnxruntime_cuda"] = {"error": str(exc)}
+    # A backend that failed, or an engine whose streamed tiles differ from single ones, fails the check.
+    rows["ok"] = all("error" not in r and r.get("streamed_identical_to_one_at_a_time", True)
+                     for r in rows.values() if isinstance(r, dict))
     return rows
