@@ -31,7 +31,7 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...
   echo "== $name: exit $rc after $((SECONDS - t0)) s" | tee -a "$OUT/summary.txt"
 }
 
-install() {
+install_carried() {  # run through bash -c: timeout runs programs, not shell functions
   local pipt="$PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/tseg-site"
   if ls "$CARRY"/wheels/*.whl >/dev/null 2>&1; then
     $pipt "$CARRY"/wheels/*.whl || for w in "$CARRY"/wheels/*.whl; do $pipt "$w" || echo "could not install $w"; done
@@ -40,7 +40,9 @@ install() {
     $PY -m pip install -q --no-deps --no-build-isolation --no-index -e . || echo "pip -e failed: the source tree is used"
   fi
 }
-step install 60 install
+export PY CARRY
+export -f install_carried
+step install 60 bash -c install_carried
 [ -d /tmp/tseg-site ] && export PYTHONPATH="/tmp/tseg-site${PYTHONPATH:+:$PYTHONPATH}"
 [ -d "$CARRY/data" ] && export TSEG_SHARED_DATA="$PWD/$CARRY/data"
 if ! $PY -c "import tseg.runtime.bench" 2>/dev/null; then
