@@ -128,8 +128,8 @@ def bench_end_to_end(segmenter: Any, slides: Sequence[Path], work: Path | None =
     afterwards) and analyse the recorded stage times. ``warm``: the backend has already run a
     tile of the model's size (else :func:`warm_up` runs first)."""
     from tseg.runtime.bench.machine import cpu_info
-    from tseg.runtime.cohort.batch import process_slide
-    from tseg.runtime.outputs.files import SUMMARY
+    from tseg.runtime.cohort.runner import process_slide
+    from tseg.runtime.outputs.summary import SUMMARY
     from tseg.runtime.wsi.slide import default_reader_threads
 
     if not slides:

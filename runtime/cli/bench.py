@@ -80,7 +80,7 @@ def bench(
         from tseg.runtime.bench.report import format_result
         from tseg.runtime.bench.result import write_result
         from tseg.runtime.bench.run import run_bench
-        from tseg.runtime.cohort.batch import find_slides
+        from tseg.runtime.cohort.slide_lists import find_slides
 
         found = find_slides(slides) if slides else []
         settings = None if end_to_end_only else EngineSettings(tile=tile, tiles=tiles, warmup=warmup,
