@@ -105,9 +105,10 @@ def reading_facts(path: Path, segmenter: Any) -> dict[str, Any]:
     return facts
 
 
-def warm_up(segmenter: Any, slide: Path) -> bool:
+def warm_up(segmenter: Any, slide: Path, warm_side: int | None = None) -> bool:
     """Run one unmeasured tile of the shape the slide's first tile will have (a backend's first call
-    at a shape allocates); False if the slide cannot be opened (it will fail, reported)."""
+    at a shape allocates), unless it is ``warm_side``² (already run); False if the slide cannot be
+    opened (it will fail, reported)."""
     from tseg.runtime.method.tiling import pad_to_divisor, plan_tiles
     from tseg.runtime.wsi.slide import open_slide
 
@@ -118,15 +119,17 @@ def warm_up(segmenter: Any, slide: Path) -> bool:
     except TsegError:
         return False
     first = plan_tiles(width, height, c.tile_size, c.min_overlap).tiles[0]
-    segmenter.backend.infer(pad_to_divisor(np.zeros((first.height, first.width, 3), np.uint8), c.divisor)[None])
+    tile = pad_to_divisor(np.zeros((first.height, first.width, 3), np.uint8), c.divisor)
+    if tile.shape[:2] != (warm_side, warm_side):
+        segmenter.backend.infer(tile[None])
     return True
 
 
-def bench_end_to_end(segmenter: Any, slides: Sequence[Path], work: Path | None = None, warm: bool = False,
+def bench_end_to_end(segmenter: Any, slides: Sequence[Path], work: Path | None = None, warm_side: int | None = None,
                      on_slide: Callable[[Path, Any], None] | None = None) -> dict[str, Any]:
     """Segment ``slides`` one at a time into a temporary results folder under ``work`` (removed
-    afterwards) and analyse the recorded stage times. ``warm``: the backend has already run a
-    tile of the model's size (else :func:`warm_up` runs first)."""
+    afterwards) and analyse the recorded stage times, after :func:`warm_up` (``warm_side``: the
+    side of the square tiles the backend has run already)."""
     from tseg.runtime.bench.machine import cpu_info
     from tseg.runtime.cohort.runner import process_slide
     from tseg.runtime.outputs.summary import SUMMARY
@@ -134,8 +137,7 @@ def bench_end_to_end(segmenter: Any, slides: Sequence[Path], work: Path | None =
 
     if not slides:
         raise InvalidArgumentError("no slides to benchmark")
-    if not warm:
-        next((s for s in slides if warm_up(segmenter, Path(s))), None)
+    next((s for s in slides if warm_up(segmenter, Path(s), warm_side)), None)
     root = Path(tempfile.mkdtemp(prefix="tseg-bench-", dir=work))
     (root / "results").mkdir()
     per: list[dict[str, Any]] = []

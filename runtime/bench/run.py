@@ -65,8 +65,9 @@ def run_bench(model: str | os.PathLike[str] | None = None, slides: Sequence[Path
                 chosen = [generated_slide(mm[0], mm[1], mpp)]
                 result["generated_slide"] = {"path": str(chosen[0]), "size_mm": list(mm), "mpp": mpp}
             segmenter = Segmenter(backend, reader_threads=reader_threads, level_tolerance=level_tolerance)
-            warm = engine is not None and result["engine"]["tile"][0] >= backend.contract.tile_size
-            result["end_to_end"] = bench_end_to_end(segmenter, chosen, work=work, warm=warm, on_slide=on_slide)
+            warm_side = result["engine"]["tile"][0] if engine is not None else None
+            result["end_to_end"] = bench_end_to_end(segmenter, chosen, work=work, warm_side=warm_side,
+                                                    on_slide=on_slide)
     finally:
         if backend is not None:
             backend.close()
