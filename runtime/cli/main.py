@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,7 +95,7 @@ def _devices(devices: Optional[str]) -> list[int]:
 
 @app.command()
 def run(
-    slides: Optional[List[Path]] = typer.Argument(None, help="Slide files, DICOM series folders and/or folders (searched recursively)."),
+    slides: Optional[List[str]] = typer.Argument(None, help="Slide files, DICOM series folders, folders (searched recursively) and/or DICOMweb series URLs (https://HOST/ROOT/studies/UID/series/UID)."),
     out: Path = typer.Option(Path("results"), "--out", "-o", help="Output folder (one sub-folder per slide)."),
     engine: Optional[Path] = typer.Option(None, "--engine", "-e",
                                           help="Model: .onnx (ONNX Runtime) or .plan (TensorRT). Default: the bundled demonstration model."),
@@ -124,6 +125,18 @@ def run(
     wait_for_locks: bool = typer.Option(True, "--wait-for-locks/--no-wait-for-locks",
                                         help="Wait at the end for slides another process is working on."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    dicom_out: bool = typer.Option(False, "--dicom-out", help="Also write DICOM objects per slide (SEG of tumour and "
+                                   "tissue, probability SEG, bulk annotations) into RESULT/dicom/."),
+    dicom_wsi: bool = typer.Option(False, "--dicom-wsi", help="With --dicom-out: write non-DICOM slides as DICOM WSI "
+                                   "too (wsidicomizer), so that viewers and archives have the images."),
+    dicom_metadata: Optional[Path] = typer.Option(None, "--dicom-metadata", metavar="CSV",
+                                                  help="Patient, accession and specimen per non-DICOM slide: a CSV "
+                                                       "with a path column (see the README)."),
+    stow: Optional[str] = typer.Option(None, "--stow", metavar="URL", help="Store the DICOM objects on a DICOMweb "
+                                       "server (STOW-RS), e.g. https://pacs/dicom-web; implies --dicom-out."),
+    dicomweb_credentials: Optional[Path] = typer.Option(None, "--dicomweb-credentials", metavar="FILE",
+                                                        help="JSON file with DICOMweb credentials (token, or username "
+                                                             "and password, per server); or TSEG_DICOMWEB_* variables."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True),
 ) -> None:
     """Segment slides: masks, probability maps, polygons, overlays and a summary per slide."""
@@ -168,17 +181,33 @@ def run(
             check_thresholds(lo, hi)
     settings = {"low": low, "high": high, "mpp": mpp_value, "reader_threads": reader_threads,
                 "level_tolerance": level_tolerance, "dct_scaling": dct_scaling}
+    dicom_options = None
     with _reported():
+        if dicomweb_credentials is not None:
+            from tseg.runtime.util.http import CREDENTIALS_ENV, check_credentials_file
+
+            check_credentials_file(dicomweb_credentials)
+            os.environ[CREDENTIALS_ENV] = str(dicomweb_credentials.resolve())  # this process and its workers
+        if dicom_out or dicom_wsi or stow or dicom_metadata:
+            from tseg.runtime.outputs.dicom_export import make_options
+
+            if ray is not None:
+                _fail("--dicom-out, --dicom-wsi and --stow do not run on Ray yet: run without --ray (--workers N "
+                      "runs slides in parallel on this machine)")
+            dicom_options = make_options(convert_slide=dicom_wsi, stow_url=stow, metadata_file=dicom_metadata)
+    with _reported():
+        from tseg.runtime.wsi.locator import slide_key
+
         found = find_slides(slides, exclude=out) if slides else []
-        known = {p.resolve() for p in found}
+        known = {slide_key(p) for p in found}
         per_slide: dict[str, dict] = {}
         for path, row in table_rows:
             listed = find_slides([path], exclude=out)
             for p in listed:
-                if p.resolve() not in known:
+                if slide_key(p) not in known:
                     found.append(p)
-                    known.add(p.resolve())
-                per_slide[str(next(f for f in found if f.resolve() == p.resolve()))] = row
+                    known.add(slide_key(p))
+                per_slide[str(next(f for f in found if slide_key(f) == slide_key(p)))] = row
         if mpp_value is not None and per_slide and any("mpp" in r for r in per_slide.values()):
             console.print("[yellow]warning:[/] the slides CSV's mpp column overrides --mpp for its slides",
                           highlight=False)
@@ -223,7 +252,7 @@ def run(
                                      on_slide_start=bar.slide_started, on_slide_done=bar.slide_done,
                                      on_tile=bar.tile_done, on_plan=bar.tiles_planned, on_tiles=bar.tiles_done,
                                      slide_settings=per_slide, wait_for_locks=wait_for_locks,
-                                     quiet_worker_load=True, ray=ray)
+                                     quiet_worker_load=True, ray=ray, dicom=dicom_options)
         except BatchInterrupted as stop:
             console.print(f"[red]{escape(stop.message())}[/]", highlight=False, soft_wrap=True)
             raise typer.Exit(130)

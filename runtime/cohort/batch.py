@@ -46,7 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from tseg.runtime.errors import NoSlidesFoundError, OutputError, TsegError
+from tseg.runtime.errors import DicomWebError, InvalidArgumentError, NoSlidesFoundError, OutputError, TsegError
+from tseg.runtime.wsi.locator import SlideRef, as_slide, is_remote, slide_exists, slide_key
 from tseg.runtime.outputs.files import repostprocess, write_outputs
 from tseg.runtime.cohort.resume import (  # noqa: F401 - SlideLock re-exported
     RESULT_MARKER,
@@ -95,21 +96,26 @@ def _walk(root: Path, exclude: Path | None) -> Iterable[Path]:
                 yield here / f
 
 
-def find_slides(inputs: Iterable[str | os.PathLike[str]], exclude: Path | None = None) -> list[Path]:
+def find_slides(inputs: Iterable[str | os.PathLike[str]], exclude: Path | None = None) -> list[SlideRef]:
     """Slides among ``inputs`` (files as given; folders searched recursively), sorted.
 
     A DICOM series is one entry (its folder, or its first file when the folder holds several
     series); DICOM files that are not whole-slide images are skipped in folders and kept, to fail
-    with their reason, when named explicitly."""
+    with their reason, when named explicitly. A DICOMweb series URL is one slide, kept as its
+    canonical URL (a string; :mod:`tseg.runtime.wsi.locator`)."""
     from tseg.runtime.wsi.dicom import group_series, is_dicom_candidate
 
     found: list[Path] = []
+    remote: list[str] = []
     dicom_files: list[Path] = []
     explicit_dicom: set[Path] = set()
     missing = []
     inputs = list(inputs)
     exclude_resolved = exclude.resolve() if exclude is not None else None
     for item in inputs:
+        if is_remote(item):
+            remote.append(str(as_slide(item)))
+            continue
         p = Path(item)
         if p.is_file():
             if is_dicom_candidate(p):
@@ -138,7 +144,8 @@ def find_slides(inputs: Iterable[str | os.PathLike[str]], exclude: Path | None =
                 found.append(r.path)  # named explicitly: it fails with its reason
             else:
                 log.info("skipping %s: %s", r.path, r.error or f"not a whole-slide image (SOP class {r.sop_class})")
-    unique = sorted({f.resolve(): f for f in found}.values(), key=lambda f: str(f))
+    unique: list[SlideRef] = sorted({f.resolve(): f for f in found}.values(), key=lambda f: str(f))
+    unique += sorted(set(remote))
     if not unique:
         raise NoSlidesFoundError(
             "no slides found in " + ", ".join(str(i) for i in inputs)
@@ -174,7 +181,7 @@ def parse_mpp(text: str | float, what: str = "--mpp") -> float | tuple[float, fl
 SLIDES_CSV_COLUMNS = ("mpp", "mpp_x", "mpp_y", "low", "high", "prune")
 
 
-def read_slides_csv(path: str | os.PathLike[str]) -> list[tuple[Path, dict[str, Any]]]:
+def read_slides_csv(path: str | os.PathLike[str]) -> list[tuple[SlideRef, dict[str, Any]]]:
     """``(slide path, per-slide settings)`` rows of a slides CSV.
 
     Columns: ``path`` (relative paths are taken from the CSV's folder), and optionally ``mpp``
@@ -199,14 +206,17 @@ def read_slides_csv(path: str | os.PathLike[str]) -> list[tuple[Path, dict[str, 
     if unknown:
         raise InvalidArgumentError(f"{p}: unknown column(s) {', '.join(unknown)}; allowed: path, "
                                    + ", ".join(SLIDES_CSV_COLUMNS))
-    out: list[tuple[Path, dict[str, Any]]] = []
+    out: list[tuple[SlideRef, dict[str, Any]]] = []
     for n, raw in enumerate(rows, start=2):
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
         where = f"{p}, row {n}"
         if not row.get("path"):
             raise InvalidArgumentError(f"{where}: empty path")
-        slide = Path(row["path"]).expanduser()
-        slide = slide if slide.is_absolute() else p.parent / slide
+        if is_remote(row["path"]):
+            slide: SlideRef = as_slide(row["path"])
+        else:
+            slide = Path(row["path"]).expanduser()
+            slide = slide if slide.is_absolute() else p.parent / slide
         settings: dict[str, Any] = {}
         if row.get("mpp"):
             settings["mpp"] = parse_mpp(row["mpp"], f"{where}: mpp")
@@ -304,7 +314,7 @@ def _failed(slide: Path, name: str, exc: BaseException, t0: float) -> SlideOutco
     return SlideOutcome(str(slide), name, "failed", text, seconds, error_cli=text)
 
 
-def _metadata_mpp(slide: Path) -> Callable[[], tuple[float, float] | None]:
+def _metadata_mpp(slide: SlideRef) -> Callable[[], tuple[float, float] | None]:
     def read() -> tuple[float, float] | None:
         from tseg.runtime.wsi.slide import _open_source, _plausible
 
@@ -320,20 +330,23 @@ def _metadata_mpp(slide: Path) -> Callable[[], tuple[float, float] | None]:
     return read
 
 
-def process_slide(segmenter: Any, slide: Path, out: Path, overwrite: bool = False,
+def process_slide(segmenter: Any, slide: SlideRef, out: Path, overwrite: bool = False,
                   on_tile: Callable[[int, bool], None] | None = None,
                   on_plan: Callable[[int], None] | None = None, wait_for_lock: bool = False,
                   on_wait: Callable[[dict[str, Any] | None], None] | None = None,
-                  cancel: threading.Event | None = None) -> SlideOutcome:
+                  cancel: threading.Event | None = None, dicom: Any = None) -> SlideOutcome:
     """Segment one slide into its result folder in ``out``, atomically, under the folder's lock.
 
     The folder and whether a finished result is reused, post-processed again or redone follow
     :mod:`tseg.runtime.cohort.resume` (names depend on the slide alone). A lock
     held by another live process gives status ``locked`` (with ``wait_for_lock``: wait for it).
-    Setting ``cancel`` stops the tile loop: the slide fails and its partial outputs are removed."""
+    Setting ``cancel`` stops the tile loop: the slide fails and its partial outputs are removed.
+    ``dicom`` (:class:`~tseg.runtime.outputs.dicom_export.DicomOptions`): also make the result's
+    DICOM objects (and store them), for new, reused and post-processed results alike
+    (:func:`_with_dicom`)."""
     t0 = time.perf_counter()
-    slide = Path(slide)
-    name = result_stem(slide) if slide.exists() else slide_stem(slide)
+    slide = as_slide(slide)
+    name = result_stem(slide) if slide_exists(slide) else slide_stem(slide)
     try:
         identity = slide_identity(slide)
     except (TsegError, OSError) as exc:
@@ -349,12 +362,12 @@ def process_slide(segmenter: Any, slide: Path, out: Path, overwrite: bool = Fals
     try:
         decision = decide(final, identity, wanted_from(segmenter), overwrite, _metadata_mpp(slide))
         if decision.action == "skip":
-            return SlideOutcome(str(slide), name, "skipped", detail=decision.reason)
+            return _with_dicom(SlideOutcome(str(slide), name, "skipped", detail=decision.reason), final, dicom, t0)
         if decision.action == "postprocess":
             s = segmenter.settings
             summary = repostprocess(final, segmenter.low, segmenter.high, s.prune)
-            return SlideOutcome(str(slide), name, "postprocessed", seconds=time.perf_counter() - t0,
-                                summary=summary, detail=decision.reason)
+            return _with_dicom(SlideOutcome(str(slide), name, "postprocessed", seconds=time.perf_counter() - t0,
+                                            summary=summary, detail=decision.reason), final, dicom, t0)
         for stale in list(out.glob(f".{name}.tmp-*")) + list(out.glob(f".{name}.old-*")):
             log.info("removing %s left by an interrupted run", stale)
             _remove(stale)
@@ -377,24 +390,50 @@ def process_slide(segmenter: Any, slide: Path, out: Path, overwrite: bool = Fals
             _remove(tmp)
             raise
         detail = "" if decision.reason == "new" else decision.reason
-        return SlideOutcome(str(slide), name, "done", seconds=time.perf_counter() - t0, summary=result.summary,
-                            detail=detail)
+        return _with_dicom(SlideOutcome(str(slide), name, "done", seconds=time.perf_counter() - t0,
+                                        summary=result.summary, detail=detail), final, dicom, t0)
     except Exception as exc:
         return _failed(slide, name, exc, t0)
     finally:
         lock.release(remove=True)
 
 
-def run_slide(segmenter: Any, slide: Path, out: Path, overwrite: bool = False, wait_for_lock: bool = False,
+def _with_dicom(outcome: SlideOutcome, final: Path, dicom: Any, t0: float) -> SlideOutcome:
+    """``outcome`` after making (and storing) the result's DICOM objects, when asked. The result
+    folder is complete whatever happens here; a failure fails the slide with a message saying so,
+    and the next run makes or stores what is missing without running the network again."""
+    if dicom is None:
+        return outcome
+    from tseg.runtime.outputs.dicom_export import export_dicom
+
+    try:
+        entry = export_dicom(final, dicom)
+    except Exception as exc:
+        failed = _failed(outcome.slide, outcome.name, exc, t0)
+        note = (f"; the result in {final} is complete, but its DICOM objects could not be "
+                f"{'stored' if isinstance(exc, DicomWebError) else 'made'}: run the same command again to retry")
+        failed.error = (failed.error or "") + note
+        failed.error_cli = (failed.error_cli or "") + note
+        failed.summary = outcome.summary
+        return failed
+    outcome.summary = dict(outcome.summary, dicom=entry) if outcome.summary else outcome.summary
+    stored = (entry.get("stow") or {}).get("url")
+    outcome.detail = "; ".join(d for d in (outcome.detail, "DICOM stored at " + stored if stored else "") if d)
+    outcome.seconds = time.perf_counter() - t0
+    return outcome
+
+
+def run_slide(segmenter: Any, slide: SlideRef, out: Path, overwrite: bool = False, wait_for_lock: bool = False,
               overrides: Mapping[str, Any] | None = None, **callbacks: Any) -> SlideOutcome:
     """:func:`process_slide` with the slide's own settings (``overrides``: a slides CSV row) on
     ``segmenter``'s loaded model: what every worker runs, local or on a cluster."""
+    slide = as_slide(slide)
     if overrides:
         try:
             segmenter = segmenter.with_settings(**overrides)
         except TsegError as exc:
-            return _failed(Path(slide), slide_stem(Path(slide)), exc, time.perf_counter())
-    return process_slide(segmenter, Path(slide), Path(out), overwrite=overwrite, wait_for_lock=wait_for_lock,
+            return _failed(slide, slide_stem(slide), exc, time.perf_counter())
+    return process_slide(segmenter, slide, Path(out), overwrite=overwrite, wait_for_lock=wait_for_lock,
                          **callbacks)
 
 
@@ -402,7 +441,7 @@ def remove_abandoned(out: Path, slide: str | os.PathLike[str]) -> int:
     """Remove the temporary folders that dead workers left for ``slide`` in ``out`` (those whose
     marker names this slide and whose lock no live process holds), and their stale locks.
     Returns how many of this slide's temporary folders a live process still holds."""
-    target = str(Path(slide).resolve())
+    target = slide_key(slide)
     held = 0
     for tmp in out.glob(".*.tmp-*"):
         name = tmp.name[1 : tmp.name.rfind(".tmp-")]
@@ -522,8 +561,9 @@ def _worker_init(engine: str | None, providers: Any, devices: list[int], counter
 
 
 def _worker_run(slide: str, out: str, overwrite: bool, wait_for_lock: bool,
-                overrides: dict[str, Any] | None) -> SlideOutcome:
-    outcome = run_slide(_WORKER["segmenter"], Path(slide), Path(out), overwrite, wait_for_lock, overrides)
+                overrides: dict[str, Any] | None, dicom: Any = None) -> SlideOutcome:
+    outcome = run_slide(_WORKER["segmenter"], as_slide(slide), Path(out), overwrite, wait_for_lock, overrides,
+                        dicom=dicom)
     outcome.worker = f"pid {os.getpid()}"
     return outcome
 
@@ -537,7 +577,7 @@ def _interrupt_workers(pool: ProcessPoolExecutor) -> None:
             pass
 
 
-def run_batch(slides: Sequence[Path], out: Path, segmenter: Any = None, overwrite: bool = False,
+def run_batch(slides: Sequence[SlideRef], out: Path, segmenter: Any = None, overwrite: bool = False,
               workers: int | None = 1, engine: str | None = None, providers: Any = None,
               devices: Sequence[int] = (), settings: dict[str, Any] | None = None,
               on_slide_start: Callable[[Path, str], None] | None = None,
@@ -548,7 +588,7 @@ def run_batch(slides: Sequence[Path], out: Path, segmenter: Any = None, overwrit
               wait_for_locks: bool = True, quiet_worker_load: bool = False,
               on_lock_wait: Callable[[Path, str], None] | None = None,
               ray: str | None = None, on_tiles: Callable[[int], None] | None = None,
-              max_worker_deaths: int = 2) -> list[SlideOutcome]:
+              max_worker_deaths: int = 2, dicom: Any = None) -> list[SlideOutcome]:
     """Process ``slides`` into ``out``: in this process with ``segmenter``, in ``workers``
     processes each loading its own backend from ``engine`` (one per device in ``devices``), or,
     with ``ray`` (``"auto"`` or a cluster address), on a Ray cluster, one long-lived worker per
@@ -559,8 +599,13 @@ def run_batch(slides: Sequence[Path], out: Path, segmenter: Any = None, overwrit
     ``high``, ...) that override ``settings`` for that slide. Slides whose lock another process
     holds are waited for at the end (``wait_for_locks``), or reported as ``locked``.
     ``on_tiles(n)`` counts tiles finished anywhere (every runner); ``on_tile`` and ``on_plan``
-    follow the tiles of the slide being processed in this process.
+    follow the tiles of the slide being processed in this process. ``dicom``
+    (:class:`~tseg.runtime.outputs.dicom_export.DicomOptions`): make each result's DICOM objects
+    and store them where it says (not with ``ray`` yet).
     Raises :class:`BatchInterrupted` on Ctrl-C."""
+    if ray is not None and (dicom is not None or any(is_remote(s) for s in slides)):
+        raise InvalidArgumentError("DICOMweb slides and DICOM outputs do not run on Ray yet: run without --ray "
+                                   "(--workers N runs slides in parallel on this machine)")
     check_output_root(out)
     stale = remove_stale_locks(out)
     if stale:
@@ -602,11 +647,11 @@ def run_batch(slides: Sequence[Path], out: Path, segmenter: Any = None, overwrit
                 while queue:
                     slide = queue.pop(0)
                     if on_slide_start:
-                        on_slide_start(slide, result_stem(slide) if Path(slide).exists() else slide_stem(Path(slide)))
+                        on_slide_start(slide, result_stem(slide) if slide_exists(slide) else slide_stem(slide))
                     current[:] = [str(slide)]
                     outcome = run_slide(segmenter, slide, out, overwrite, wait_now, per_slide.get(str(slide)),
                                         on_tile=tile if (on_tile or on_tiles) else None, on_plan=on_plan,
-                                        on_wait=waiting(slide))
+                                        on_wait=waiting(slide), dicom=dicom)
                     current.clear()
                     if outcome.status == "locked" and not wait_now and wait_for_locks:
                         ledger.defer(slide, outcome)
@@ -641,7 +686,7 @@ def run_batch(slides: Sequence[Path], out: Path, segmenter: Any = None, overwrit
                     log.info("%s: waiting for the process that holds its lock", slide)
             for slide in batch:
                 future = pool.submit(_worker_run, str(slide), str(out), overwrite, wait_now,
-                                     per_slide.get(str(slide)))
+                                     per_slide.get(str(slide)), dicom)
                 running[future] = slide
             deferred = []
             while running:
@@ -652,7 +697,7 @@ def run_batch(slides: Sequence[Path], out: Path, segmenter: Any = None, overwrit
                         outcome = future.result()
                     except Exception as exc:  # a worker died or failed to load the engine
                         text = f"{slide}: worker failed: {exc}"
-                        outcome = SlideOutcome(str(slide), slide_stem(Path(slide)), "failed", text, error_cli=text)
+                        outcome = SlideOutcome(str(slide), slide_stem(slide), "failed", text, error_cli=text)
                     if outcome.status == "locked" and not wait_now and wait_for_locks:
                         ledger.defer(slide, outcome)
                         deferred.append(slide)

@@ -38,6 +38,7 @@ import threading
 from collections import OrderedDict
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -545,7 +546,7 @@ class Slide:
     Thread-safe for concurrent reads. Use as a context manager or call :meth:`close`.
     """
 
-    def __init__(self, path: Path, source: _Source, mpp: tuple[float, float], mpp_source: str,
+    def __init__(self, path: Path | str, source: _Source, mpp: tuple[float, float], mpp_source: str,
                  reader_threads: int | None = None, block_px: int = DEFAULT_BLOCK_PX,
                  level_tolerance: float = 0.0, dct_scaling: bool = False) -> None:
         self.path = path
@@ -605,8 +606,23 @@ class Slide:
 
     @property
     def decoder(self) -> str:
-        """What decodes the pixels: ``openslide`` or ``tifffile`` (direct TIFF tile decoding)."""
+        """What decodes the pixels: ``openslide``, ``tifffile`` (direct TIFF tile decoding) or, for a
+        source that says, its own decoder (``wsidicom`` for DICOMweb)."""
+        own = getattr(self._source, "decoder", None)
+        if isinstance(own, str):
+            return own
         return "tifffile" if isinstance(self._source, (_DirectTiffSource, _TiffFileSource)) else "openslide"
+
+    def origin(self) -> dict[str, Any]:
+        """Where the slide came from, for summaries: ``path``, ``name``, ``size_bytes``,
+        ``modified`` (a source may add more, e.g. the DICOMweb server and UIDs)."""
+        own = getattr(self._source, "origin", None)
+        if callable(own):
+            return own()
+        p = Path(self.path)
+        stat = p.stat()
+        return {"path": str(p.resolve()), "name": p.name, "size_bytes": stat.st_size,
+                "modified": datetime.fromtimestamp(stat.st_mtime, timezone.utc).isoformat()}
 
     def size_mm(self) -> tuple[float, float]:
         w0, h0 = self.dimensions
@@ -788,9 +804,17 @@ def _check_mpp(path: Path, mpp: tuple[float | None, float | None], origin: str) 
     return (float(mx), float(my))  # type: ignore[arg-type]
 
 
-def _open_source(p: Path, decoder: str = "auto") -> _Source:
-    """The reader for ``p``: DICOM series, OME-TIFF (tifffile), OpenSlide (its metadata, with
-    TIFF-family tiles decoded directly unless ``decoder="openslide"``), then tifffile."""
+def _open_source(p: Path | str, decoder: str = "auto") -> _Source:
+    """The reader for ``p``: a DICOMweb series (a URL), DICOM series, OME-TIFF (tifffile),
+    OpenSlide (its metadata, with TIFF-family tiles decoded directly unless
+    ``decoder="openslide"``), then tifffile."""
+    from tseg.runtime.wsi.dicomweb import is_dicomweb_url
+
+    if is_dicomweb_url(p):
+        from tseg.runtime.wsi.dicomweb import DicomWebSource
+
+        return DicomWebSource(str(p))
+    p = Path(p)
     if not p.exists():
         raise SlideNotFoundError(p, "no such file or folder")
     from tseg.runtime.wsi import dicom
@@ -831,6 +855,13 @@ def _open_source(p: Path, decoder: str = "auto") -> _Source:
     return source
 
 
+def _as_location(path: str | os.PathLike[str]) -> Path | str:
+    """A Path, or a DICOMweb URL kept as its canonical string."""
+    from tseg.runtime.wsi.dicomweb import DicomWebLocation, is_dicomweb_url
+
+    return DicomWebLocation.parse(str(path)).url if is_dicomweb_url(path) else Path(path)
+
+
 def _plausible(mpp: tuple[float | None, float | None]) -> tuple[float, float] | None:
     mx, my = mpp
     mx = mx if mx is not None else my
@@ -844,7 +875,9 @@ def _plausible(mpp: tuple[float | None, float | None]) -> tuple[float, float] | 
 def open_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | None = None,
                reader_threads: int | None = None, block_px: int = DEFAULT_BLOCK_PX,
                decoder: str = "auto", level_tolerance: float = 0.0, dct_scaling: bool = False) -> Slide:
-    """Open a whole-slide image (a file, or the folder of a DICOM series).
+    """Open a whole-slide image: a file, the folder of a DICOM series, or a DICOMweb series URL
+    (``https://HOST/ROOT/studies/S/series/T``, :mod:`tseg.runtime.wsi.dicomweb`; credentials from
+    ``TSEG_DICOMWEB_CREDENTIALS`` or the other variables of :mod:`tseg.runtime.util.http`).
 
     ``mpp`` overrides the level-0 resolution (one value for both axes, or ``(x, y)``); when it
     differs from plausible metadata, :attr:`Slide.warnings` says so (and a warning is logged).
@@ -859,7 +892,7 @@ def open_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | None
     :class:`~tseg.runtime.errors.MissingMppError` or
     :class:`~tseg.runtime.errors.ImplausibleMppError`, each naming the file and the fix.
     """
-    p = Path(path)
+    p = _as_location(path)
     if decoder not in DECODERS:
         raise InvalidArgumentError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
     source = _open_source(p, decoder)
@@ -896,7 +929,7 @@ def open_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | None
 def describe_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | None = None) -> dict[str, Any]:
     """What ``tseg-rt info`` shows: :meth:`Slide.info`, or, for a slide whose resolution is
     missing or implausible, its vendor, levels and sizes in pixels with the problem stated."""
-    p = Path(path)
+    p = _as_location(path)
     try:
         with open_slide(p, mpp) as slide:
             return slide.info()
