@@ -422,13 +422,24 @@ def eval_cmd(
 
 @app.command()
 def info(
-    path: Path = typer.Argument(..., help="A slide, a DICOM series folder, an .onnx model, a .plan engine or a folder of plans."),
+    path: str = typer.Argument(..., help="A slide, a DICOM series folder, a DICOMweb series URL, an .onnx model, a "
+                                         ".plan engine or a folder of plans."),
     mpp: Optional[str] = typer.Option(None, help="Override the slide's level-0 resolution (µm/px)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Describe a slide (vendor, levels, MPP, size in mm), a model (its contract, and whether
     TensorRT's ONNX parser will take it) or an engine (its manifest)."""
     mpp_value = _mpp_option(mpp)
+    from tseg.runtime.wsi.locator import is_remote
+
+    if is_remote(path):
+        from tseg.runtime.wsi.slide import describe_slide
+
+        with _reported():
+            data = describe_slide(path, mpp_value)
+        _show(data, as_json)
+        return
+    path = Path(path)
     if not path.exists():
         _fail(f"{path}: no such file or folder")
     with _reported():
@@ -463,6 +474,11 @@ def info(
             from tseg.runtime.wsi.slide import describe_slide
 
             data = describe_slide(path, mpp_value)
+    _show(data, as_json)
+
+
+def _show(data: dict, as_json: bool) -> None:
+    """Print what ``info`` found: JSON, or a readable tree."""
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return

@@ -129,12 +129,19 @@ def _made_from(folder: Path) -> dict[str, str]:
     return {name: _sha256(folder / name) for name in INPUTS}
 
 
+def _site_values(summary: Mapping[str, Any] | None, options: DicomOptions) -> dict[str, str]:
+    site = options.site_for(str(((summary or {}).get("slide") or {}).get("path", "")))
+    return dict(site.values) if site is not None else {}
+
+
 def is_current(folder: str | os.PathLike[str], options: DicomOptions) -> bool:
-    """Whether ``dicom/`` holds objects made from the folder's present files (and the slide's
-    conversion, when asked for)."""
+    """Whether ``dicom/`` holds objects made from the folder's present files, with the same site
+    metadata (and the slide's conversion, when asked for)."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     if manifest is None or manifest.get("made_from") != _made_from(folder):
+        return False
+    if manifest.get("site", {}) != _site_values(_read_json(folder / "summary.json"), options):
         return False
     kind = (manifest.get("source") or {}).get("kind")
     return not (options.convert_slide and kind == "stand-in")
@@ -153,10 +160,12 @@ def _source_images(summary: Mapping[str, Any], uids: dict[str, str], options: Di
             return SourceImages("dicomweb", src.volume_levels(series_datasets(connection), key))
         finally:
             connection.close()
-    from tseg.runtime.wsi.dicom import is_dicom_slide_path, series_for
+    from tseg.runtime.wsi.dicom import series_for
 
     path = Path(key)
-    if path.exists() and is_dicom_slide_path(path):
+    if slide.get("vendor") == "dicom":  # a DICOM series (OpenSlide's vendor name): its own study
+        if not path.exists():
+            raise OutputError(path, "the DICOM series is gone; its headers are needed to refer to it")
         return SourceImages("dicom", src.volume_levels(src.read_headers(series_for(path).files), key))
     site = options.site_for(key)
     notes = [] if site and site.values else [
@@ -165,7 +174,8 @@ def _source_images(summary: Mapping[str, Any], uids: dict[str, str], options: Di
     if options.convert_slide:
         old = previous / "slide" if previous is not None else None
         if old is not None and old.is_dir() and any(old.glob("*.dcm")):
-            shutil.move(str(old), str(build / "slide"))  # the slide has not changed: keep its conversion
+            # Same slide, same site metadata (else the UIDs are new): keep its conversion.
+            shutil.copytree(old, build / "slide", copy_function=_link_or_copy)
             files = sorted((build / "slide").glob("*.dcm"))
         else:
             if not path.is_file():
@@ -175,6 +185,13 @@ def _source_images(summary: Mapping[str, Any], uids: dict[str, str], options: Di
     size0 = tuple(int(v) for v in slide["dimensions_level0"])
     mpp0 = tuple(float(v) for v in slide["mpp_level0"])
     return SourceImages("stand-in", src.stand_in(size0, mpp0, uids, site), [], notes)  # type: ignore[arg-type]
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _save(obj: Any, path: Path) -> dict[str, Any]:
@@ -200,13 +217,16 @@ def write_dicom(folder: str | os.PathLike[str], options: DicomOptions) -> dict[s
     made_from = _made_from(folder)
     target = folder / DICOM_FOLDER
     previous = read_manifest(folder) or {}
+    site = _site_values(summary, options)
+    if previous.get("site", {}) != site:  # other patient or specimen: another study, never the same UIDs
+        previous = {}
     uids = dict(previous.get("uids") or {})
     for name in ("study", "frame", "slide_series", "pyramid", "specimen"):
         uids.setdefault(name, str(generate_uid()))
     build = folder / f".{DICOM_FOLDER}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     build.mkdir()
     try:
-        source = _source_images(summary, uids, options, build, target if target.is_dir() else None)
+        source = _source_images(summary, uids, options, build, target if target.is_dir() and previous else None)
         slide = summary["slide"]
         check_geometry(source, slide["dimensions_level0"], str(folder))
         warnings = list(source.warnings) + complete(source.volumes)
@@ -230,7 +250,7 @@ def write_dicom(folder: str | os.PathLike[str], options: DicomOptions) -> dict[s
             made.append(dict(_save(ann, build / "tumour-annotations.dcm"), kind="annotations"))
         level0 = source.level0
         manifest = {
-            "made_from": made_from, "uids": uids, "objects": made, "warnings": warnings,
+            "made_from": made_from, "site": site, "uids": uids, "objects": made, "warnings": warnings,
             "source": {"kind": source.kind, "study_instance_uid": str(level0.StudyInstanceUID),
                        "series_instance_uid": str(level0.SeriesInstanceUID),
                        "frame_of_reference_uid": str(level0.FrameOfReferenceUID),

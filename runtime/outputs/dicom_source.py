@@ -98,6 +98,7 @@ class SiteMetadata:
             keyword = SITE_FIELDS[column][0]
             if keyword not in ("SpecimenIdentifier", "SpecimenShortDescription"):
                 setattr(ds, keyword, text)
+        ds.ContainerIdentifier = self.values.get("container_id") or "unknown"  # type 1
         specimen = Dataset()
         specimen.SpecimenIdentifier = self.values.get("specimen_id") or self.values.get("container_id") or "unknown"
         specimen.SpecimenUID = specimen_uid

@@ -175,5 +175,6 @@ def repostprocess(folder: str | os.PathLike[str], low: int, high: int, prune: bo
     summary["areas"] = areas_mm2(mask, foreground, (OVERVIEW_MPP, OVERVIEW_MPP))
     summary["settings"] = dict(summary.get("settings", {}), low=low, high=high, prune=prune)
     summary.setdefault("history", []).append({"postprocess": {"low": low, "high": high, "prune": prune}})
+    summary.pop("dicom", None)  # the DICOM objects no longer match: a run with --dicom-out rebuilds them
     write_json(summary_path, summary)
     return summary

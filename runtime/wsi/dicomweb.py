@@ -200,6 +200,26 @@ def series_datasets(connection: Connection) -> list[Any]:
     return [Dataset.from_json(item, bulk_data_uri_handler=lambda *args: b"") for item in items]
 
 
+def _client_with_bulk_data(base: Any, connection: Connection) -> Any:
+    """wsidicom's web client, with the bulk data of instance metadata (ICC profiles, ...)
+    fetched from the server instead of dropped with a warning per instance."""
+
+    def bulk(tag: Any, vr: str, uri: str) -> Any:
+        parts = connection.call("reading bulk data", connection.client.retrieve_bulkdata, uri,
+                                media_types=("application/octet-stream",))
+        return bytes(parts[0]) if parts else None
+
+    class _Client(base):  # type: ignore[misc, valid-type]
+        def get_instance(self, study_uid: Any, series_uid: Any, instance_uid: Any) -> Any:
+            from pydicom import Dataset
+
+            item = connection.call("reading instance metadata", connection.client.retrieve_instance_metadata,
+                                   study_uid, series_uid, instance_uid)
+            return Dataset.from_json(item, bulk_data_uri_handler=bulk)
+
+    return _Client(connection.client)
+
+
 class DicomWebSource:
     """A DICOM WSI series on a DICOMweb server (see the module docstring). Implements the
     slide-source interface of :mod:`tseg.runtime.wsi.slide`; thread-safe reads."""
@@ -232,14 +252,14 @@ class DicomWebSource:
             raise UnsupportedSlideError(self.location.url, f"the series holds no VL Whole Slide Microscopy images "
                                                            f"(SOP classes: {', '.join(classes) or 'none'})")
         try:
-            self._wsi = WsiDicom.open_web(WsiDicomWebClient(self._connection.client), self.location.study,
-                                          self.location.series)
+            self._wsi = WsiDicom.open_web(_client_with_bulk_data(WsiDicomWebClient, self._connection),
+                                          self.location.study, self.location.series)
         except Exception as exc:
             import requests
 
             if isinstance(exc, requests.RequestException):
                 raise _fail(self.location, "opening the series", exc, self._connection.session) from exc
-            raise UnsupportedSlideError(self.location.url, f"wsidicom cannot open the series: {exc}") from exc
+            raise UnsupportedSlideError(self.location.url, f"wsidicom cannot open the series: {str(exc)[:300]}") from exc
         self._levels = sorted(self._wsi.pyramid, key=lambda lv: -lv.size.width * lv.size.height)
         self.level_dimensions = [(int(lv.size.width), int(lv.size.height)) for lv in self._levels]
         self.background = (255, 255, 255)

@@ -277,3 +277,18 @@ def test_bad_site_metadata_files_name_file_row_and_column(tmp_path):
             read_metadata_file(bad)
     with pytest.raises(InvalidArgumentError, match="http"):
         make_options(stow_url="pacs.example.org/dicom-web")
+
+
+def test_corrected_site_metadata_makes_a_new_study(tmp_path, dicom_wsi, model):
+    """Objects an archive may already hold under one patient are never re-sent under another."""
+    _, tiff = dicom_wsi
+    folder = tmp_path / "r"
+    _segment(tiff, folder, model)
+    table = tmp_path / "site.csv"
+    table.write_text(f"path,patient_id\n{tiff},WRONG\n")
+    first = export_dicom(folder, make_options(metadata_file=table))
+    table.write_text(f"path,patient_id\n{tiff},P-1\n")
+    second = export_dicom(folder, make_options(metadata_file=table))
+    assert _objects(folder, "seg")[0].PatientID == "P-1"
+    assert second["source"]["study_instance_uid"] != first["source"]["study_instance_uid"]
+    assert export_dicom(folder, make_options(metadata_file=table)) == second  # unchanged: nothing rebuilt

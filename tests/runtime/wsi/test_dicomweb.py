@@ -138,3 +138,21 @@ def test_a_server_that_stops_mid_read_fails_the_read(tmp_path_factory, dicom_wsi
     with pytest.raises(SlideReadError, match="cannot reach the server"):
         slide.read(1.0, (0, 0, 512, 512))
     slide.close()
+
+
+def test_urls_are_slides_of_batches_csvs_shards_and_result_folders(tmp_path):
+    from helpers import make_square_slide
+    from tseg.runtime.cohort.batch import find_slides, read_slides_csv
+    from tseg.runtime.cohort.resume import result_stem, slide_stem
+    from tseg.runtime.cohort.shard import shard_key
+    from tseg.runtime.wsi.locator import slide_key
+
+    url = f"dicomweb+http://pacs:8042/dicom-web/studies/{STUDY}/series/{SERIES}"
+    canonical = f"http://pacs:8042/dicom-web/studies/{STUDY}/series/{SERIES}"
+    make_square_slide(tmp_path / "s.tiff")
+    assert find_slides([url, tmp_path, canonical]) == [tmp_path / "s.tiff", canonical]
+    table = tmp_path / "slides.csv"
+    table.write_text(f"path,mpp\n{url},0.5\ns.tiff,\n")
+    assert read_slides_csv(table) == [(canonical, {"mpp": 0.5}), (tmp_path / "s.tiff", {})]
+    assert shard_key(url) == slide_key(url) == canonical
+    assert result_stem(canonical) == slide_stem(canonical) == SERIES  # not "1.2.826...498" (a suffix cut)
