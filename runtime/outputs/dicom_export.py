@@ -223,6 +223,8 @@ def write_dicom(folder: str | os.PathLike[str], options: DicomOptions) -> dict[s
     uids = dict(previous.get("uids") or {})
     for name in ("study", "frame", "slide_series", "pyramid", "specimen"):
         uids.setdefault(name, str(generate_uid()))
+    for stale in list(folder.glob(f".{DICOM_FOLDER}.tmp-*")) + list(folder.glob(f".{DICOM_FOLDER}.old-*")):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a killed run (the caller holds the slide's lock)
     build = folder / f".{DICOM_FOLDER}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     build.mkdir()
     try:
