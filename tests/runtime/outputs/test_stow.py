@@ -149,3 +149,30 @@ def test_bad_dicom_options_stop_before_any_slide(tmp_path, dicom_wsi, model):
     r = cli("run", tiff, "--engine", model, "--out", tmp_path / "o", "--dicom-out", "--ray", "auto")
     assert r.returncode == 2 and "Ray" in r.stderr
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_storing_where_credentials_are_needed(tmp_path_factory, run_from_dicomweb, stored_wsi, monkeypatch):
+    from orthanc import Orthanc
+    from tseg.runtime.errors import DicomWebError
+    from tseg.runtime.outputs.dicom_export import read_manifest
+    from tseg.runtime.outputs.stow import stow_folder
+    from tseg.runtime.util.http import CREDENTIALS_ENV, PASSWORD_ENV, TOKEN_ENV, USER_ENV
+    from tseg.runtime.wsi.dicomweb import DicomWebLocation
+
+    for name in (CREDENTIALS_ENV, TOKEN_ENV, USER_ENV, PASSWORD_ENV):
+        monkeypatch.delenv(name, raising=False)
+    out, _ = run_from_dicomweb
+    folder = out / DicomWebLocation.parse(stored_wsi).series
+    objects = read_manifest(folder)["objects"]
+    server = Orthanc(tmp_path_factory.mktemp("orthanc-store-auth"), users={"writer": "pw-store"})
+    try:
+        with pytest.raises(DicomWebError, match="refused to store \\(401") as refused:
+            stow_folder(folder / "dicom", objects, server.root)
+        assert "without credentials" in str(refused.value)
+        creds = tmp_path_factory.mktemp("creds") / "c.json"
+        creds.write_text(json.dumps({server.url: {"username": "writer", "password": "pw-store"}}))
+        creds.chmod(0o600)
+        record = stow_folder(folder / "dicom", objects, server.root, str(creds))
+        assert set(record["stored"]) == {o["sop_instance_uid"] for o in objects}
+    finally:
+        server.stop(graceful=False)
