@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,11 @@ def write_probability_tiff(path: Path, probability: np.ndarray, mpp: float) -> N
 
 
 def write_outputs(result: Result, folder: str | os.PathLike[str], model_mpp: float | None = None) -> list[Path]:
-    """Write every output of ``result`` into ``folder`` (created if needed); summary last."""
+    """Write every output of ``result`` into ``folder`` (created if needed); summary last.
+
+    The summary's ``timings_s.outputs_s`` records how long the other files took to write (the
+    pipeline's last stage, which ``tseg-rt bench`` reports beside the others)."""
+    t_start = time.perf_counter()
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -116,6 +121,7 @@ def write_outputs(result: Result, folder: str | os.PathLike[str], model_mpp: flo
         write_probability_tiff(folder / PROBABILITY_TIFF, result.probability_full, mpp)
         written.append(folder / PROBABILITY_TIFF)
     summary = dict(result.summary)
+    summary["timings_s"] = dict(summary.get("timings_s", {}), outputs_s=round(time.perf_counter() - t_start, 4))
     summary["outputs"] = sorted(p.name for p in written) + [SUMMARY]
     write_json(folder / SUMMARY, summary)
     written.append(folder / SUMMARY)

@@ -50,6 +50,9 @@ COMMANDS = {
     "train stats": ["--index", "--out/-o"],
     "train fit": ["--config/-c", "--index", "--out/-o", "--device", "--resume|--no-resume", "--verbose/-v"],
     "train import": ["PUBLISHED", "--out/-o", "--trust"],
+    "bench": ["SLIDES", "--engine/-e", "--providers", "--device", "--tile", "--tiles", "--warmup", "--time-limit",
+              "--onnx", "--engine-only", "--end-to-end-only", "--generate", "--generated-mpp", "--reader-threads",
+              "--level-tolerance", "--json", "--check", "--check-time-limit", "--compare", "--verbose/-v"],
 }
 
 #: The documented exit statuses (README, *Exit status*).
