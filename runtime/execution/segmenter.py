@@ -192,12 +192,11 @@ class Segmenter:
     def segment_slide(self, path: str | os.PathLike[str], on_tile: Callable[[int, bool], None] | None = None,
                       cancel: threading.Event | None = None,
                       on_plan: Callable[[int], None] | None = None) -> Result:
-        """Segment a whole-slide image file."""
+        """Segment a whole-slide image: a file, a DICOM series folder or a DICOMweb series URL."""
         c = self.contract
         timings: dict[str, float] = {}
         t_start = t0 = time.perf_counter()
-        p = Path(path)
-        with open_slide(p, self.settings.mpp, reader_threads=self.settings.reader_threads,
+        with open_slide(path, self.settings.mpp, reader_threads=self.settings.reader_threads,
                         level_tolerance=self.settings.level_tolerance,
                         dct_scaling=self.settings.dct_scaling) as slide:
             timings["open_s"] = time.perf_counter() - t0
@@ -208,7 +207,7 @@ class Segmenter:
             foreground = foreground_mask(overview)
             timings["background_s"] = time.perf_counter() - t0
             if not foreground.any():
-                log.warning("%s: no tissue found by the background segmentation; no tile will be run", p)
+                log.warning("%s: no tissue found by the background segmentation; no tile will be run", slide.path)
             width, height = slide.size_at(c.mpp)
             prob_full, stats = self._tiles(width, height, foreground, lambda t: slide.read(c.mpp, t.box),
                                            on_tile, cancel, on_plan)
@@ -220,12 +219,8 @@ class Segmenter:
             scale = slide.factors(OVERVIEW_MPP)
             geojson = mask_to_geojson(post.mask, scale)
             timings["polygons_s"] = time.perf_counter() - t0
-            stat = p.stat()
             slide_info = {
-                "path": str(p.resolve()),
-                "name": p.name,
-                "size_bytes": stat.st_size,
-                "modified": datetime.fromtimestamp(stat.st_mtime, timezone.utc).isoformat(),
+                **slide.origin(),
                 "vendor": slide.vendor,
                 "dimensions_level0": list(slide.dimensions),
                 "mpp_level0": list(slide.mpp),

@@ -273,5 +273,6 @@ def repostprocess(folder: str | os.PathLike[str], low: int | None = None, high: 
     write_png(folder / OVERLAY, overlay_for(summary, overview, probability, mask, foreground))
     write_json(folder / GEOJSON, mask_to_geojson(mask, scale))
     summary.setdefault("history", []).append({"postprocess": changes})
+    summary.pop("dicom", None)  # the DICOM objects no longer match: a run with --dicom-out rebuilds them
     write_json(summary_path, summary)
     return summary

@@ -37,7 +37,7 @@ COMMANDS = {
     "run": ["SLIDES", "--out/-o", "--engine/-e", "--mpp", "--csv", "--low", "--high", "--reader-threads",
             "--level-tolerance", "--dct-scaling", "--overlay-style", "--overlay-opacity", "--overwrite", "--workers", "--devices", "--providers", "--ray",
             "--shard", "--report|--no-report", "--wait-for-locks|--no-wait-for-locks", "--progress|--no-progress",
-            "--verbose/-v"],
+            "--dicom-out", "--dicom-wsi", "--dicom-metadata", "--stow", "--dicomweb-credentials", "--verbose/-v"],
     "info": ["PATH", "--mpp", "--json"],
     "postprocess": ["RESULTS", "--low", "--high", "--prune|--no-prune", "--overlay-style", "--overlay-opacity"],
     "report": ["RESULTS", "--review-margin", "--thumbnails|--no-thumbnails", "--title"],
