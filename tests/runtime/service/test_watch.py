@@ -112,3 +112,22 @@ def test_dicom_series_waits_until_its_instances_are_whole(service_factory, tmp_p
     job = wait_for(lambda: next((j for j in jobs(out) if j.final), None), 120, "the series' job")
     assert job.state == "success" and Path(job.slide) == series.resolve(), job
     assert len(jobs(out)) == 1 and (out / "case-7" / "summary.json").is_file()
+
+
+def test_serve_with_a_hot_folder(service_factory, tmp_path):
+    """`serve --watch IN`: the hot folder's slides become jobs of the HTTP API, and IN counts as a root."""
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    svc = service_factory("serve", tmp_path / "out", "--watch", inbox, "--settle", 0.5, "--poll", POLL_S,
+                          "--report-interval", "0")
+    make_square_slide(tmp_path / "y.tiff")
+    shutil.copy(tmp_path / "y.tiff", inbox / "y.tiff")
+    with svc.client() as c:
+        listed = wait_for(lambda: c.get("/v1/jobs").json()["jobs"], 30, "the hot folder's job")
+        job = c.get(f"/v1/jobs/{listed[0]['id']}", params={"wait": 60}).json()
+        assert job["source"] == "watch" and job["state"] == "success" and job["slide"] == str((inbox / "y.tiff").resolve())
+        again = c.post("/v1/jobs", json={"path": str(inbox / "y.tiff")})
+        assert again.status_code == 202 and c.get(f"/v1/jobs/{again.json()['id']}", params={"wait": 60}).json()[
+            "result"]["outcome"] == "skipped"
+        assert c.post("/v1/jobs", json={"path": str(tmp_path / "y.tiff")}).json()["code"] == "outside_roots"
+        assert c.get("/v1/info").json()["hot_folders"] == [str(inbox)]
