@@ -110,13 +110,22 @@ def _concrete(model: Any, shape: Sequence[int]) -> None:
         d.dim_value = int(value)
 
 
+#: What ONNX Runtime's symbolic shape inference saves into the *current directory* when it cannot
+#: infer every shape (before it raises); removed again so that counting never leaves files behind.
+SYMBOLIC_LEFTOVERS = ("sym_shape_infer_temp.onnx", "sym_shape_infer_temp.onnx.data")
+
+
 def _infer(model: Any) -> Any:
+    leftovers = [Path(name) for name in SYMBOLIC_LEFTOVERS if not Path(name).exists()]
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
         return SymbolicShapeInference.infer_shapes(model, auto_merge=True)
     except Exception as exc:  # noqa: BLE001 - an op it does not know: ONNX's inference may still do
         log.debug("symbolic shape inference failed (%s); using onnx.shape_inference", exc)
+    finally:
+        for path in leftovers:
+            path.unlink(missing_ok=True)
     import onnx
 
     return onnx.shape_inference.infer_shapes(model, data_prop=True)
