@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -111,12 +113,21 @@ def _concrete(model: Any, shape: Sequence[int]) -> None:
 
 
 #: What ONNX Runtime's symbolic shape inference saves into the *current directory* when it cannot
-#: infer every shape (before it raises); removed again so that counting never leaves files behind.
-SYMBOLIC_LEFTOVERS = ("sym_shape_infer_temp.onnx", "sym_shape_infer_temp.onnx.data")
+#: infer every shape (before it raises): the graph, and its weights as external data under a random
+#: UUID name. Files of these names that appear during the call are removed, so that counting never
+#: leaves files behind.
+SYMBOLIC_LEFTOVER = re.compile(r"sym_shape_infer_temp\.onnx|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.data")
+
+
+def _leftover_names() -> set[str]:
+    try:
+        return {name for name in os.listdir(".") if SYMBOLIC_LEFTOVER.fullmatch(name)}
+    except OSError:
+        return set()
 
 
 def _infer(model: Any) -> Any:
-    leftovers = [Path(name) for name in SYMBOLIC_LEFTOVERS if not Path(name).exists()]
+    before = _leftover_names()
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
@@ -124,8 +135,8 @@ def _infer(model: Any) -> Any:
     except Exception as exc:  # noqa: BLE001 - an op it does not know: ONNX's inference may still do
         log.debug("symbolic shape inference failed (%s); using onnx.shape_inference", exc)
     finally:
-        for path in leftovers:
-            path.unlink(missing_ok=True)
+        for name in _leftover_names() - before:
+            Path(name).unlink(missing_ok=True)
     import onnx
 
     return onnx.shape_inference.infer_shapes(model, data_prop=True)

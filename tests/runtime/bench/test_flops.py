@@ -93,3 +93,24 @@ def test_an_operator_of_unknown_cost_is_listed_not_guessed():
     model.graph.node.append(helper.make_node("Det", ["y"], ["d"]))
     c = count_model_flops(model, (1, 32, 48, 3))
     assert c.uncounted_ops == ("Det",) and c.macs == count_model_flops(small_graph(), (1, 32, 48, 3)).macs
+
+
+def test_counting_leaves_no_file_of_onnxruntimes_failed_inference_behind(tmp_path, monkeypatch):
+    """ONNX Runtime's symbolic shape inference saves the graph (sym_shape_infer_temp.onnx) and its
+    weights (<uuid>.data) into the current directory before it raises on shapes it cannot infer
+    (seen with onnxruntime 1.30 on the bundled model at 7680²). The count falls back to ONNX's own
+    inference and removes exactly those new files, nothing that was there before."""
+    from onnxruntime.tools import symbolic_shape_infer
+
+    def failing(model, **kwargs):
+        (tmp_path / "sym_shape_infer_temp.onnx").write_bytes(b"graph")
+        (tmp_path / "0b3c6a52-f008-11f1-87ca-02fc00000001.data").write_bytes(b"weights")
+        raise Exception("Incomplete symbolic shape inference")
+
+    monkeypatch.chdir(tmp_path)
+    kept = tmp_path / "11111111-2222-3333-4444-555555555555.data"  # the user's, present before
+    kept.write_bytes(b"mine")
+    monkeypatch.setattr(symbolic_shape_infer.SymbolicShapeInference, "infer_shapes", staticmethod(failing))
+    c = count_model_flops(small_graph(), (1, 32, 48, 3))
+    assert c.by_op["Conv"] == 2 * 6 * 16 * 24 * 3 * 3  # ONNX's inference counted the same graph
+    assert sorted(p.name for p in tmp_path.iterdir()) == [kept.name]
