@@ -55,18 +55,19 @@ def _fail(message: str, code: int = EXIT_ERROR) -> None:
 
 @contextmanager
 def _reported() -> Iterator[None]:
-    """Turn a TsegError into its one-line message and exit status 2, and Ctrl-C into a line
-    that says what stopped and exit status 130."""
+    """Turn a TsegError into its one-line message and exit status 2, and Ctrl-C (SIGTERM) into
+    a line that says what stopped and exit status 130 (143)."""
     from tseg.runtime.errors import TsegError
+    from tseg.runtime.util.signals import describe_signal, exit_status
 
     try:
         yield
     except TsegError as exc:
         _fail(exc.cli_message())
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
-        _fail(f"interrupted: `tseg-rt {command}` stopped before it finished; nothing was left half-written. "
-              "Run it again to finish.", 130)
+        _fail(f"{describe_signal(stop)}: `tseg-rt {command}` stopped before it finished; nothing was left "
+              "half-written. Run it again to finish.", exit_status(stop))
 
 
 def _mpp_option(mpp: Optional[str]):  # noqa: ANN202
@@ -131,7 +132,8 @@ def run(
     from rich.console import Console
     from rich.markup import escape
 
-    from tseg.runtime.cohort.batch import BatchInterrupted, find_slides, read_slides_csv, run_batch
+    from tseg.runtime.cohort.batch import BatchInterrupted, read_slides_csv, run_batch
+    from tseg.runtime.cohort.members import gather_slides
     from tseg.runtime.method.postprocess import check_thresholds
     from tseg.runtime.cohort.progress import BatchProgress
     from tseg.runtime.execution.segmenter import Segmenter
@@ -169,16 +171,8 @@ def run(
     settings = {"low": low, "high": high, "mpp": mpp_value, "reader_threads": reader_threads,
                 "level_tolerance": level_tolerance, "dct_scaling": dct_scaling}
     with _reported():
-        found = find_slides(slides, exclude=out) if slides else []
-        known = {p.resolve() for p in found}
-        per_slide: dict[str, dict] = {}
-        for path, row in table_rows:
-            listed = find_slides([path], exclude=out)
-            for p in listed:
-                if p.resolve() not in known:
-                    found.append(p)
-                    known.add(p.resolve())
-                per_slide[str(next(f for f in found if f.resolve() == p.resolve()))] = row
+        cohort = gather_slides(slides, table_rows, out)
+        found, per_slide = cohort.slides, cohort.per_slide
         if mpp_value is not None and per_slide and any("mpp" in r for r in per_slide.values()):
             console.print("[yellow]warning:[/] the slides CSV's mpp column overrides --mpp for its slides",
                           highlight=False)
@@ -209,7 +203,7 @@ def run(
         console.print(escape(f"{len(found)} slide(s){shard_note} -> {out}   model: {backend_info['path']} "
                              f"[{backend_info['kind']} {', '.join(backend_info.get('providers', []))}]"
                              + (f"   on {where}" if where else "")),
-                      highlight=False)
+                      highlight=False, soft_wrap=True)  # one line in a log file: paths stay whole
         try:
             with BatchProgress(len(found), enabled=progress, console=console,
                                per_slide_tiles=ray is None and local_workers <= 1) as bar:
@@ -225,14 +219,17 @@ def run(
                                      slide_settings=per_slide, wait_for_locks=wait_for_locks,
                                      quiet_worker_load=True, ray=ray)
         except BatchInterrupted as stop:
+            from tseg.runtime.util.signals import exit_status
+
             console.print(f"[red]{escape(stop.message())}[/]", highlight=False, soft_wrap=True)
-            raise typer.Exit(130)
+            raise typer.Exit(exit_status(stop))
         finally:
             if segmenter is not None:
                 segmenter.close()
-    if report:
-        _write_report(out, console)
-    _report_outcomes(outcomes, console)
+    with _reported():  # a signal while the report or the table is written: exit 130 / 143 too
+        if report:
+            _write_report(out, console)
+        _report_outcomes(outcomes, console)
 
 
 def _write_report(out: Path, console) -> None:  # noqa: ANN001
@@ -254,25 +251,60 @@ def _write_report(out: Path, console) -> None:  # noqa: ANN001
 
 def _report_counts(totals: dict) -> str:
     failed = totals["failed"] + totals["unreadable"]
-    return (f"{totals['slides']} slide(s): {totals['done']} finished, {failed} failed, "
-            f"{totals['review']} to review first")
+    unfinished = (f"{totals['not_run']} not run, {totals['running']} running, " if totals.get("cohort") else "")
+    outside = (f" ({totals['outside']} other result(s) in the folder, not in this cohort, not listed)"
+               if totals.get("outside") else "")
+    return (f"{totals['slides']} slide(s): {totals['done']} finished, {failed} failed, {unfinished}"
+            f"{totals['review']} to review first{outside}")
 
 
 @app.command("report")
 def report_cmd(
     results: Path = typer.Argument(..., help="The --out folder of `tseg-rt run` (of every run and shard)."),
+    slides: Optional[List[Path]] = typer.Option(None, "--slides", help="The cohort, as given to `run`: slide files, "
+                                                "DICOM series folders or folders (searched the same way); repeat for "
+                                                "several. Every slide gets a row, 'not run' or 'running' without a result."),
+    csv_table: Optional[Path] = typer.Option(None, "--csv", help="The cohort as a slides CSV (its path column), as given to `run`."),
+    shards: Optional[int] = typer.Option(None, "--shards", min=1, help="The N of `run --shard K/N`: name the shard "
+                                         "(array task) of every slide that did not finish, to resubmit those tasks."),
     review_margin: float = typer.Option(0.01, min=0.0, max=0.49,
                                         help="Flag for review tumour fractions within this margin of 0 or 1."),
     thumbnails: bool = typer.Option(True, "--thumbnails/--no-thumbnails", help="Thumbnails of the overlays."),
     title: Optional[str] = typer.Option(None, help="Title of the page."),
 ) -> None:
-    """Write cohort.csv (one row per slide) and report.html (one static page) for a results folder."""
-    from tseg.runtime.cohort.report import write_report
+    """Write cohort.csv (one row per slide) and report.html (one static page) for a results folder.
 
+    Exit status: 0 every slide finished; 1 some failed (or a result is unreadable); 3 none failed
+    but some were not run or are still running (only with --slides or --csv); 2 bad options."""
+    from tseg.runtime.cohort.report import UNFINISHED, exit_status, write_report
+
+    if shards is not None and not slides and csv_table is None:
+        _fail("--shards needs the cohort (--slides or --csv): the folder alone does not know the slides that did not run")
     with _reported():
-        made = write_report(results, review_margin=review_margin, title=title, thumbnails=thumbnails)
-    typer.echo(f"{made.html}\n{made.csv}\n{_report_counts(made.totals)}; {made.thumbnails} thumbnail(s), "
-               f"{made.seconds:.1f} s")
+        cohort = None
+        if slides or csv_table is not None:
+            from tseg.runtime.cohort.batch import read_slides_csv
+            from tseg.runtime.cohort.members import gather_slides
+
+            table_rows = read_slides_csv(csv_table) if csv_table is not None else []
+            cohort = gather_slides(slides, table_rows, results).slides
+        made = write_report(results, review_margin=review_margin, title=title, thumbnails=thumbnails, cohort=cohort,
+                            shards=shards)
+        typer.echo(f"{made.html}\n{made.csv}\n{_report_counts(made.totals)}; {made.thumbnails} thumbnail(s), "
+                   f"{made.seconds:.1f} s")
+        unfinished = [r for r in made.rows if r["status"] in UNFINISHED]
+        for r in unfinished[:20]:
+            who, why = str(r["slide"] or r["name"]), str(r["failure_reason"] or "")
+            typer.echo(f"{r['status']}: " + (why if why.startswith(who) else f"{who}: {why}" if why else who), err=True)
+        if len(unfinished) > 20:
+            typer.echo(f"... and {len(unfinished) - 20} more (cohort.csv lists them all)", err=True)
+        if shards and unfinished:
+            from tseg.runtime.cohort.shard import shard_index
+
+            tasks = sorted({shard_index(r["slide"], shards) for r in unfinished if r["slide"]})
+            typer.echo(f"to run them again: sbatch --array={','.join(map(str, tasks))} with SHARDS={shards} "
+                       "(the same job script and arguments)", err=True)
+    raise typer.Exit(exit_status(made.totals))
 
 
 def _report_outcomes(outcomes: list, console) -> None:  # noqa: ANN001
@@ -647,12 +679,16 @@ def build_engine_cmd(
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. SIGTERM (scancel, a time limit) stops a command as Ctrl-C
+    does, with exit status 143 (:mod:`tseg.runtime.util.signals`)."""
+    from tseg.runtime.util.signals import describe_signal, exit_status, terminate_as_interrupt
+
     try:
-        app()
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        sys.exit(130)
+        with terminate_as_interrupt():
+            app()
+    except KeyboardInterrupt as stop:
+        sys.stderr.write(describe_signal(stop) + "\n")
+        sys.exit(exit_status(stop))
 
 
 if __name__ == "__main__":

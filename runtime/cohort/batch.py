@@ -21,7 +21,9 @@
   a kill writes byte-identical files (``summary.json`` aside, which records timings).
 * One bad slide never stops the batch: its error is recorded and the next slide runs.
 * Ctrl-C (SIGINT) raises :class:`BatchInterrupted`, which says which slides were being processed
-  (their partial outputs are removed), which finished, and which were not started.
+  (their partial outputs are removed), which finished, and which were not started; so does
+  SIGTERM where the command line turned it into :class:`~tseg.runtime.util.signals.Terminated`
+  (``scancel``, a time limit; worker processes handle both).
 * Where the slides run is the caller's choice: in this process, in ``workers`` local processes,
   or on a Ray cluster (``ray=``, :mod:`tseg.runtime.cohort.ray_batch`); every worker runs
   :func:`process_slide` (the same folders, locks and resume decisions), and this process keeps
@@ -48,6 +50,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from tseg.runtime.errors import NoSlidesFoundError, OutputError, TsegError
 from tseg.runtime.outputs.files import repostprocess, write_outputs
+from tseg.runtime.cohort.worker import describe_worker
+from tseg.runtime.util.signals import install_sigterm_handler
 from tseg.runtime.cohort.resume import (  # noqa: F401 - SlideLock re-exported
     RESULT_MARKER,
     SlideLock,
@@ -253,20 +257,25 @@ class SlideOutcome:
 
 
 class BatchInterrupted(KeyboardInterrupt):
-    """SIGINT during a batch: what was finished, what was being processed, what was left."""
+    """SIGINT (or SIGTERM, ``signum``) during a batch: what was finished, what was being
+    processed, what was left."""
 
-    def __init__(self, outcomes: list[SlideOutcome], in_progress: list[str], not_started: list[str]) -> None:
+    def __init__(self, outcomes: list[SlideOutcome], in_progress: list[str], not_started: list[str],
+                 signum: int = signal.SIGINT) -> None:
         self.outcomes = outcomes
         self.in_progress = in_progress
         self.not_started = not_started
+        self.signum = int(signum)
         super().__init__(self.message())
 
     def message(self) -> str:
+        from tseg.runtime.util.signals import describe_signal
+
         done = sum(o.ok for o in self.outcomes)
         failed = len(self.outcomes) - done
         current = (f"while processing {', '.join(self.in_progress)} (its partial outputs were removed)"
                    if self.in_progress else "between slides")
-        return (f"interrupted {current}; {done} slide(s) finished, {failed} failed, "
+        return (f"{describe_signal(self)} {current}; {done} slide(s) finished, {failed} failed, "
                 f"{len(self.in_progress) + len(self.not_started)} left"
                 + (f" ({len(self.not_started)} not started)" if self.not_started else "")
                 + ". Run the same command again to continue: finished slides are skipped.")
@@ -365,6 +374,7 @@ def process_slide(segmenter: Any, slide: Path, out: Path, overwrite: bool = Fals
             result = segmenter.segment_slide(slide, on_tile=on_tile, on_plan=on_plan, cancel=cancel)
             result.summary["slide"].update(path=identity.path, fingerprint=identity.fingerprint,
                                            size_bytes=identity.size_bytes, result_folder=name)
+            result.summary["worker"] = describe_worker()  # host, pid, Slurm job: for the report
             write_outputs(result, tmp, segmenter.contract.mpp)
             if final.exists() or final.is_symlink():
                 old = out / f".{name}.old-{os.getpid()}"
@@ -466,10 +476,15 @@ class _Ledger:
     def sorted(self) -> list[SlideOutcome]:
         return sorted(self.outcomes, key=lambda o: self.order.get(o.slide, len(self.order)))
 
-    def interrupted(self, slides: Sequence[Path], in_progress: Sequence[str]) -> BatchInterrupted:
+    def interrupted(self, slides: Sequence[Path], in_progress: Sequence[str],
+                    cause: BaseException | None = None) -> BatchInterrupted:
+        """What to raise after Ctrl-C or SIGTERM (``cause``: the KeyboardInterrupt caught)."""
+        from tseg.runtime.util.signals import signal_of
+
         done = self.finished()
         left = [str(s) for s in slides if str(s) not in done and str(s) not in in_progress]
-        return BatchInterrupted(self.sorted(), list(in_progress), left)
+        signum = signal_of(cause) if cause is not None else signal.SIGINT
+        return BatchInterrupted(self.sorted(), list(in_progress), left, signum)
 
 
 # --- several processes ------------------------------------------------------------------------
@@ -503,6 +518,12 @@ class _ToMainHandlers(logging.Handler):
 
 def _worker_init(engine: str | None, providers: Any, devices: list[int], counter: Any,
                  settings: dict[str, Any], log_level: int, log_queue: Any, quiet_load: bool) -> None:
+    # Ctrl-C reaches the workers from the main process (_interrupt_workers), SIGTERM from a
+    # scheduler that signals every process of a job: both stop the slide and remove its partial
+    # outputs. SIGINT is restored explicitly: a process started in the background of a shell
+    # script inherits it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    install_sigterm_handler()
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(log_queue)]
     root.setLevel(log_level)
@@ -524,7 +545,7 @@ def _worker_init(engine: str | None, providers: Any, devices: list[int], counter
 def _worker_run(slide: str, out: str, overwrite: bool, wait_for_lock: bool,
                 overrides: dict[str, Any] | None) -> SlideOutcome:
     outcome = run_slide(_WORKER["segmenter"], Path(slide), Path(out), overwrite, wait_for_lock, overrides)
-    outcome.worker = f"pid {os.getpid()}"
+    outcome.worker = describe_worker()
     return outcome
 
 
@@ -608,6 +629,7 @@ def run_batch(slides: Sequence[Path], out: Path, segmenter: Any = None, overwrit
                                         on_tile=tile if (on_tile or on_tiles) else None, on_plan=on_plan,
                                         on_wait=waiting(slide))
                     current.clear()
+                    outcome.worker = describe_worker()
                     if outcome.status == "locked" and not wait_now and wait_for_locks:
                         ledger.defer(slide, outcome)
                         deferred.append(slide)
@@ -615,8 +637,8 @@ def run_batch(slides: Sequence[Path], out: Path, segmenter: Any = None, overwrit
                     ledger.finish(outcome)
                 if not wait_for_locks:
                     break
-        except KeyboardInterrupt:
-            raise ledger.interrupted(slides, list(current)) from None
+        except KeyboardInterrupt as stop:
+            raise ledger.interrupted(slides, list(current), stop) from None
         return ledger.sorted()
 
     import multiprocessing as mp
@@ -662,11 +684,11 @@ def run_batch(slides: Sequence[Path], out: Path, segmenter: Any = None, overwrit
                     ledger.finish(outcome)
             if not wait_for_locks or not deferred:
                 break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         _interrupt_workers(pool)
         pool.shutdown(wait=True, cancel_futures=True)
         in_progress = [str(s) for f, s in running.items() if f.running() or f.done()]
-        raise ledger.interrupted(slides, in_progress) from None
+        raise ledger.interrupted(slides, in_progress, stop) from None
     finally:
         pool.shutdown(wait=True)
         listener.stop()

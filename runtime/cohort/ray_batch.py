@@ -589,7 +589,7 @@ def run_on_ray(slides: Sequence[Path], out: Path, ledger: Any, *, address: str |
             if refusals and ever_ready:
                 for reason, who in refusals.items():
                     log.warning("%d Ray worker(s) refused (%s): %s", len(who), ", ".join(who), reason)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             running = in_progress()
             _stop(ray, busy, RayError, finish, out)
             for w in list(alive) + list(starting.values()):
@@ -598,7 +598,7 @@ def run_on_ray(slides: Sequence[Path], out: Path, ledger: Any, *, address: str |
             running = [s for s in running if s not in finished]
             for job in busy.values():  # killed before they stopped: what they left is removed
                 _remove_left(out, job.slide)
-            raise ledger.interrupted(slides, running) from None
+            raise ledger.interrupted(slides, running, stop) from None
         finally:
             for w in list(alive) + list(starting.values()):
                 kill(w)

@@ -44,7 +44,6 @@ import json
 import logging
 import math
 import os
-import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -226,7 +225,8 @@ class LockBusy(Exception):
 def describe_holder(holder: Mapping[str, Any] | None) -> str:
     if not holder:
         return "another tseg-rt process"
-    return f"tseg-rt process {holder.get('pid', '?')} on {holder.get('host', '?')}"
+    job = f" (slurm {holder['slurm']})" if holder.get("slurm") else ""
+    return f"tseg-rt process {holder.get('pid', '?')} on {holder.get('host', '?')}{job}"
 
 
 def read_holder(path: Path, tries: int = 10, pause_s: float = 0.05) -> dict[str, Any] | None:
@@ -288,7 +288,9 @@ class SlideLock:
                 continue
             break
         self._fd: int | None = fd
-        info = {"pid": os.getpid(), "host": socket.gethostname(), **dict(holder or {})}
+        from tseg.runtime.cohort.worker import worker_info
+
+        info = {**worker_info(), **dict(holder or {})}
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
