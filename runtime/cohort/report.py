@@ -266,6 +266,7 @@ def cohort_rows(out: Path, rows: list[dict[str, Any]], slides: Sequence[Path],
         if state.row is not None:
             used.add(state.row)
             row = dict(rows[state.row])
+            row["slide"] = row["slide"] or state.slide  # an unreadable result: now known to be this slide's
             if state.reason and row["status"] != "done":  # (a moved slide's reason is not a failure)
                 row["failure_reason"] = state.reason
         else:
