@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Iterable
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
-CLIENTS = ("sbatch", "squeue", "scancel", "sinfo", "munge")
+CLIENTS = ("sbatch", "squeue", "scancel", "scontrol", "sinfo", "munge")
 
 
 def _find(name: str) -> str | None:
@@ -236,6 +236,12 @@ class SlurmCluster:
 
     def scancel(self, job: str) -> None:
         subprocess.run(["scancel", job], check=True, capture_output=True, env=self.env(), timeout=30)
+
+    def requeue(self, job: str) -> None:
+        """``scontrol requeue`` (as preemption does), then start it now: Slurm holds a requeued
+        job back for about two minutes before it is eligible again."""
+        for args in (["requeue", job], ["update", f"JobId={job}", "StartTime=now"]):
+            subprocess.run(["scontrol", *args], check=True, capture_output=True, env=self.env(), timeout=30)
 
     def finished(self) -> dict[str, dict[str, str]]:
         """Finished jobs from the jobcomp file, keyed ``ARRAYJOB_TASK`` for array tasks, else the job ID:

@@ -24,7 +24,6 @@ counts as finished here. Rows for slides outside the cohort are counted, not pla
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,6 @@ from tseg.runtime.cohort.resume import (
 )
 from tseg.runtime.errors import OutputError, TsegError
 
-log = logging.getLogger(__name__)
 
 RUNNING = "running"
 NOT_RUN = "not run"

@@ -7,9 +7,11 @@ a test-only model that is the colour model plus work that changes nothing (outpu
 so that the large slide is still running when its task is cancelled. Then: the cancelled task
 stopped mid-slide and cleaned up (SIGTERM), the report job named the slide not run and its shard
 and exited 3, the resubmitted task (``SHARDS=3 sbatch --array=K``, venv active) finished it and
-skipped the rest of its shard, every slide ran to completion exactly once, byte-identical to a
-local run, and ``tseg-rt report --slides`` finds the cohort complete (exit 0) with each slide's
-Slurm task and host in the ``worker`` column.
+skipped the rest of its shard, a finished task requeued (as preemption does) appended to its log
+and skipped its slide, every slide ran to completion exactly once, byte-identical to a local run,
+and ``tseg-rt report --slides`` finds the cohort complete (exit 0) with each slide's Slurm task
+and host in the ``worker`` column. A second test: the two mistakes a user makes first (a partial
+array without ``SHARDS``, no tseg-rt to be found) stop each task at once with the fix in its log.
 
 The script's own resource lines are used as written, except where this machine is smaller than
 them (fewer than 2 CPUs or 12 GB): then ``--cpus-per-task`` / ``--mem`` are given on the sbatch
@@ -194,7 +196,17 @@ def test_an_array_job_cancelled_mid_slide_and_resubmitted_runs_every_slide_once(
     skipped = next(p.stem for p in cohort["found"] if p != big and shard_index(p, SHARDS) == task)
     assert rows == [(skipped, "skipped"), ("big", "done")], again_log
 
-    # 5. Every slide once, finished, byte-identical to a local run, made by the task of its shard:
+    # 5. A finished task requeued (as preemption would): its log is appended to, not truncated,
+    # and the second attempt skips what the first finished.
+    requeued = next(k for k in range(SHARDS) if k != task)
+    log_before = (submit / f"tseg-rt-{job}_{requeued}.log").read_text()
+    slurm.requeue(f"{job}_{requeued}")
+    slurm.wait([job], timeout_s=120)
+    log_after = (submit / f"tseg-rt-{job}_{requeued}.log").read_text()
+    assert log_after.startswith(log_before) and "attempt 1;" in log_before and "attempt 2;" in log_after, log_after
+    assert table(log_after[len(log_before):]) == [(n, "skipped") for n, _ in table(log_before)], log_after
+
+    # 6. Every slide once, finished, byte-identical to a local run, made by the task of its shard:
     # the tables of the tasks that ended (the cancelled task printed none: it finished `skipped`
     # before it was cancelled, and its result records that task).
     logs = [p.read_text() for p in sorted(submit.glob("tseg-rt-*.log"))]
@@ -209,7 +221,7 @@ def test_an_array_job_cancelled_mid_slide_and_resubmitted_runs_every_slide_once(
         first = again if slide == big else job  # the skipped slide: still the first task's result
         assert worker.split()[1] == f"{first}_{shard_index(slide, SHARDS)}", worker
 
-    # 6. The cohort's report, from the command line: complete, exit 0, the Slurm task of each slide.
+    # 7. The cohort's report, from the command line: complete, exit 0, the Slurm task of each slide.
     r = subprocess.run([str(TSEG_RT), "report", str(results), "--slides", str(slides), "--shards", str(SHARDS)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
