@@ -41,6 +41,7 @@ from tseg.runtime.cohort.resume import (
 from tseg.runtime.errors import OutputError, TsegError
 
 
+#: Statuses of a cohort's slides without a result (the others are the folder's rows' own).
 RUNNING = "running"
 NOT_RUN = "not run"
 

@@ -53,6 +53,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from tseg.runtime.cohort.coverage import NOT_RUN, RUNNING, locate
 from tseg.runtime.util.atomic import atomic_write, write_csv, write_text
 from tseg.runtime.errors import InvalidArgumentError, OutputError
 
@@ -66,8 +67,6 @@ THUMBS_DIR = "thumbs"
 THUMBNAIL_PX = 160
 THUMBNAIL_QUALITY = 80
 REVIEW_MARGIN = 0.01
-#: Statuses of a cohort's slides without a result (only when the cohort is given).
-RUNNING, NOT_RUN = "running", "not run"
 #: Statuses of slides that did not finish: the report's exit status is non-zero.
 UNFINISHED = ("failed", "unreadable", RUNNING, NOT_RUN)
 
@@ -257,7 +256,6 @@ def cohort_rows(out: Path, rows: list[dict[str, Any]], slides: Sequence[Path],
     """The rows of a given cohort, one per slide in its order (see the module docstring), and
     how many of the folder's rows are for other slides. With ``shards`` (the N of ``run
     --shard K/N``), a slide that did not finish says which shard runs it."""
-    from tseg.runtime.cohort.coverage import locate
     from tseg.runtime.cohort.shard import shard_index
 
     listed: list[dict[str, Any]] = []
