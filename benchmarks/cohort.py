@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import ray
 
-    from tseg.runtime.cohort.ray_batch import route_ray_logs
+    from tseg.runtime.cohort.ray_cluster import route_ray_logs
 
     route_ray_logs(logging.ERROR)
     count = args.slides or (3 if args.quick else 12)

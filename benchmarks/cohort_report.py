@@ -29,7 +29,8 @@ from benchmarks.common import cached_slide, peak_rss_mb, write_json
 
 
 def make_cohort(out: Path, count: int) -> None:
-    from tseg.runtime.cohort.batch import SlideOutcome, run_batch
+    from tseg.runtime.cohort.batch import run_batch
+    from tseg.runtime.cohort.outcomes import SlideOutcome
     from tseg.runtime.cohort.report import record_outcome
     from tseg.runtime.execution.segmenter import Segmenter
 

@@ -289,7 +289,8 @@ def _decode_limit_worker(path: str, tile: int, threads_list: list[int], seconds:
     import openslide
     from tifffile.tifffile import jpeg_decode_colorspace
 
-    from tseg.runtime.wsi.slide import _rgba_to_rgb, open_slide
+    from tseg.runtime.wsi.slide import open_slide
+    from tseg.runtime.wsi.source import rgba_to_rgb
 
     s = open_slide(path)
     w1, h1 = s.size_at(1.0)
@@ -297,7 +298,7 @@ def _decode_limit_worker(path: str, tile: int, threads_list: list[int], seconds:
     box = ((w1 - size) // 2, (h1 - size) // 2, size, size)
     fx, fy = s.factors(1.0)
     assert s.level_for(1.0) == 0 and s.decoder == "tifffile"
-    level = s._source._levels[0]
+    level = s.source.tiff_levels[0]
     page = level.page
     sx0, sy0 = int(box[0] * fx), int(box[1] * fy)
     sx1, sy1 = int(np.ceil((box[0] + size) * fx)), int(np.ceil((box[1] + size) * fy))
@@ -368,7 +369,7 @@ def _decode_limit_worker(path: str, tile: int, threads_list: list[int], seconds:
             t0 = time.perf_counter()
             rgba = np.asarray(osr.read_region((bx, by), 0, (min(2048, sx1 - bx), min(2048, sy1 - by))))
             t1 = time.perf_counter()
-            _rgba_to_rgb(rgba, (255, 255, 255))
+            rgba_to_rgb(rgba, (255, 255, 255))
             t_rgb += time.perf_counter() - t1
             t_region += t1 - t0
     osr.close()

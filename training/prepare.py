@@ -37,7 +37,7 @@ import numpy as np
 from tseg.runtime.evaluation.annotations import read_annotation
 from tseg.runtime.util.atomic import atomic_write, write_csv
 from tseg.runtime.method.background import foreground_mask, mask_on_box
-from tseg.runtime.cohort.batch import slide_stem
+from tseg.runtime.cohort.identity import slide_stem
 from tseg.runtime.errors import InvalidArgumentError, TsegError
 from tseg.runtime.wsi.slide import open_slide
 from tseg.runtime.method.tiling import TRAINING_MIN_OVERLAP, TRAINING_TILE, plan_tiles

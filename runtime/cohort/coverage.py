@@ -2,7 +2,7 @@
 
 A results folder alone cannot say which slides are missing: a task that was cancelled, timed out
 or never started leaves nothing behind. Given the cohort (the slides ``run`` was given, listed by
-:mod:`tseg.runtime.cohort.members` the same way), :func:`locate` places every slide:
+the same :func:`tseg.runtime.cohort.slide_lists.collect_slides`), :func:`locate` places every slide:
 
 * **its result** — a row of the folder (:func:`tseg.runtime.cohort.report.collect_rows`) whose
   recorded slide is this slide's resolved path (``done``, or ``failed`` with its reason); where
@@ -23,21 +23,14 @@ counts as finished here. Rows for slides outside the cohort are counted, not pla
 
 from __future__ import annotations
 
-import fcntl
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from tseg.runtime.cohort.resume import (
-    SlideIdentity,
-    describe_holder,
-    fingerprint,
-    read_holder,
-    read_summary,
-    result_stem,
-    slide_stem,
-)
+from tseg.runtime.cohort.identity import SlideIdentity, fingerprint, result_stem, slide_stem
+from tseg.runtime.cohort.locks import describe_holder, live_holder
+from tseg.runtime.outputs.summary import read_summary
 from tseg.runtime.errors import OutputError, TsegError
 
 
@@ -56,29 +49,6 @@ class SlideState:
     name: str
     row: int | None = None
     reason: str = ""
-
-
-def live_holder(path: Path) -> tuple[bool, dict[str, Any] | None]:
-    """Whether a live process holds the lock file ``path``, and what it wrote into it.
-
-    Read-only: the file is never created or removed. The check takes a shared lock for an
-    instant, so a process that tries to lock the slide at that very instant finds it busy and
-    comes back to it (as it does for any other holder)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False, None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True, read_holder(path, tries=3)
-        except OSError:
-            return False, None
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False, None
-    finally:
-        os.close(fd)
 
 
 def _names(slide: Path, resolved: str) -> tuple[str, str]:

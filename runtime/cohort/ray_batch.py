@@ -1,7 +1,9 @@
 """Batches on a Ray cluster: ``tseg-rt run SLIDES --out RESULTS --ray [auto | ADDRESS]``.
 
-Ray (``pip install 'tseg-rt[ray]'``, ``ray>=2.40``) is imported here only, and only when a batch
-asks for it; the rest of the runtime never needs it.
+Ray (``pip install 'tseg-rt[ray]'``, ``ray>=2.40``) is imported only by this driver and its two
+helpers, :mod:`~tseg.runtime.cohort.ray_cluster` (connecting) and
+:mod:`~tseg.runtime.cohort.ray_worker` (the actor), and only when a batch asks for it; the rest of
+the runtime never needs it.
 
 * **Connecting.** ``auto`` joins the cluster that ``RAY_ADDRESS`` names or that ``ray start``
   started on this machine, and otherwise starts a local Ray instance for this batch (stopped at
@@ -13,7 +15,7 @@ asks for it; the rest of the runtime never needs it.
   otherwise one actor per CPU worker (by default one per :data:`CPUS_PER_CPU_WORKER` cluster
   CPUs, spread over the nodes: ONNX Runtime uses several threads per worker). ``workers`` caps or
   sets the number. Each actor loads the backend once, in its constructor, and processes slides
-  one at a time with :func:`tseg.runtime.cohort.batch.run_slide`: the same result folders, locks,
+  one at a time with :func:`tseg.runtime.cohort.runner.run_slide`: the same result folders, locks,
   temporary folders and resume decisions as a local run, so results are byte-identical and the
   table and exit status the same. Slides and results must be on storage that every node sees
   at the same paths (NFS, Lustre mounted with ``flock``, a mounted bucket); a worker reads its
@@ -30,7 +32,7 @@ asks for it; the rest of the runtime never needs it.
   finished (they were never renamed into place).
 * **Ctrl-C.** The running slides are asked to stop (each worker removes its partial outputs and
   releases its lock) for up to :data:`CANCEL_GRACE_S`, then the actors are killed, and
-  :class:`~tseg.runtime.cohort.batch.BatchInterrupted` says what finished and what was left.
+  :class:`~tseg.runtime.cohort.outcomes.BatchInterrupted` says what finished and what was left.
 * **Progress and logs.** The driver polls each busy actor for its tile count about once a
   second (``on_tiles``); each actor returns the log records of its work with the outcome, and
   the driver logs them (each distinct message once), as local workers' records are forwarded.
@@ -39,22 +41,35 @@ asks for it; the rest of the runtime never needs it.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import socket
-import threading
 import time
 from collections import deque
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from tseg.runtime.errors import BackendUnavailableError, ClusterError, InvalidArgumentError, TsegError
+from tseg.runtime.cohort.outcomes import Ledger, SlideOutcome
+from tseg.runtime.cohort.ray_cluster import (
+    CONNECT_TIMEOUT_S,
+    LOCAL_OBJECT_STORE_BYTES,
+    MIN_RAY,
+    import_ray,
+    ray_session,
+    route_ray_logs,
+    unreachable,
+)
+from tseg.runtime.cohort.ray_worker import CONTROL, SlideWorker, check_model, uses_gpus, worker_class
+from tseg.runtime.cohort.resume import slide_stem
+from tseg.runtime.cohort.runner import remove_abandoned
+from tseg.runtime.errors import ClusterError, InvalidArgumentError
+
+__all__ = ["CANCEL_GRACE_S", "CONNECT_TIMEOUT_S", "CPUS_PER_CPU_WORKER", "LOCAL_OBJECT_STORE_BYTES", "MIN_RAY",
+           "PROGRESS_POLL_S", "START_TIMEOUT_S", "SlideWorker",
+           "check_model", "import_ray", "ray_session", "route_ray_logs", "run_on_ray", "unreachable", "uses_gpus",
+           "worker_class"]
 
 log = logging.getLogger(__name__)
 
-MIN_RAY = (2, 40)
 #: Cluster CPUs per CPU worker when ``workers`` is not given.
 CPUS_PER_CPU_WORKER = 4
 #: How long the running slides get to stop after Ctrl-C before their workers are killed.
@@ -62,279 +77,6 @@ CANCEL_GRACE_S = 60.0
 #: How long to wait for a first worker before giving up (the cluster has no room for one).
 START_TIMEOUT_S = 600.0
 PROGRESS_POLL_S = 1.0
-#: Object store of a local instance started for a batch: outcomes are small.
-LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024
-CONTROL = "control"  # the actors' concurrency group for progress and cancel calls
-
-
-def import_ray() -> Any:
-    """The ``ray`` module, or BackendUnavailableError saying how to install it."""
-    try:
-        import ray
-    except ImportError as exc:
-        raise BackendUnavailableError(f"--ray needs Ray: pip install 'tseg-rt[ray]' ({exc})") from None
-    version = tuple(int(p) for p in re.findall(r"\d+", str(getattr(ray, "__version__", "0")))[:2])
-    if version < MIN_RAY:
-        raise BackendUnavailableError(f"Ray {ray.__version__} is too old for tseg-rt (needs >= "
-                                      f"{'.'.join(map(str, MIN_RAY))}): pip install -U 'tseg-rt[ray]'")
-    return ray
-
-
-def route_ray_logs(level: int) -> None:
-    """Send Ray's own log messages through this process's logging (the command line's format) at
-    ``level`` and above; Ray installs a handler of its own at import. For the command line."""
-    import_ray()
-    logger = logging.getLogger("ray")
-    logger.handlers[:] = []
-    logger.propagate = True
-    logger.setLevel(level)
-
-
-#: How long to wait for a TCP connection to a cluster's address before saying nothing answers
-#: (Ray itself retries a dead address for minutes).
-CONNECT_TIMEOUT_S = 10.0
-
-
-def unreachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str | None:
-    """Why nothing answers at ``address`` (``HOST:PORT`` or ``ray://HOST:PORT``), or None when a
-    TCP connection opens (or the address is not of that form: Ray judges it)."""
-    host, _, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
-    if not host or not port.isdigit():
-        return None
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
-            return None
-    except OSError as exc:
-        return exc.strerror or str(exc) or type(exc).__name__
-
-
-def _recorded_cluster() -> str | None:
-    """The cluster ``ray start`` recorded on this machine (Ray's own record), if any."""
-    try:
-        from ray._private.services import find_bootstrap_address
-
-        return find_bootstrap_address(None) or None
-    except Exception:  # a Ray without this helper: no record
-        return None
-
-
-@contextmanager
-def ray_session(address: str | None) -> Iterator[Any]:
-    """Ray, connected as the module docstring says; disconnects (or stops the local instance it
-    started) on exit, and only then. An address where nothing answers is refused within
-    :data:`CONNECT_TIMEOUT_S` (:class:`~tseg.runtime.errors.ClusterError`)."""
-    ray = import_ray()
-    if ray.is_initialized():
-        yield ray
-        return
-    common = dict(configure_logging=False, log_to_driver=False)
-    target = (address or "auto").strip()
-    fix = ("Start one with `ray start --head`, give its address (HOST:6379 or ray://HOST:10001), or use --ray auto "
-           "(without RAY_ADDRESS) for a local instance")
-    if target == "auto":
-        env = os.environ.get("RAY_ADDRESS", "").strip()
-        join = env or _recorded_cluster()
-        if join:
-            why = unreachable(join)
-            if why and env:
-                raise ClusterError(f"cannot connect to the Ray cluster at {env} (RAY_ADDRESS): {why}. {fix}")
-            if why:
-                log.warning("the Ray cluster `ray start` recorded on this machine (%s) does not answer (%s); "
-                            "starting a local instance", join, why)
-                join = None
-    else:
-        why = unreachable(target)
-        if why:
-            raise ClusterError(f"cannot connect to the Ray cluster at {target}: {why}. {fix}")
-        join = target
-    try:
-        if join:
-            ray.init(address=join, **common)
-            log.info("joined the Ray cluster at %s", join)
-        else:
-            ray.init(address="local", include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES, **common)
-            log.info("started a local Ray instance (%s CPUs, %s GPUs)",
-                     int(ray.cluster_resources().get("CPU", 0)), int(ray.cluster_resources().get("GPU", 0)))
-    except Exception as exc:  # Ray's own errors vary by version: one line, the fix
-        raise ClusterError(f"cannot connect to the Ray cluster at {join or 'a new local instance'}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. {fix}") from None
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-
-
-def check_model(engine: str | None, providers: Any, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Check, on the driver, what the workers will load, before any slide runs: an ONNX model is
-    loaded on the CPU with the settings (then closed); a plan or a folder of plans, which need a
-    GPU the driver may not have, by their manifests. Returns what the model line shows."""
-    from tseg.runtime.execution.backends import ENGINE_SUFFIXES
-    from tseg.runtime.method.postprocess import check_thresholds
-
-    p = Path(engine) if engine is not None else None
-    if p is not None and (p.suffix.lower() in ENGINE_SUFFIXES or p.is_dir()):
-        from tseg.engines.manifest import read_manifest
-
-        from tseg.runtime.execution.backends.tensorrt import plans_in
-        from tseg.runtime.errors import ModelError, ModelNotFoundError
-
-        if not p.exists():
-            raise ModelNotFoundError(p, "no such engine file or folder")
-        if p.is_dir():
-            plans = plans_in(p)
-            if not plans:
-                raise ModelError(p, "is a folder without .plan engines; give an .onnx model, a .plan engine, or a "
-                                    "folder of plans of one model built for several GPU types")
-            manifests = [read_manifest(q, verify=False) for q in plans]
-            models = {str((m.onnx or {}).get("sha256")) for m in manifests}
-            if len(models) > 1:
-                raise ModelError(p, "the plans come from different ONNX models: keep the plans of one model in a "
-                                    "folder, so every GPU runs the same model")
-        else:
-            manifests = [read_manifest(p)]
-        contract = manifests[0].model_contract
-        check_thresholds(settings.get("low") if settings.get("low") is not None else contract.low_threshold,
-                         settings.get("high") if settings.get("high") is not None else contract.high_threshold)
-        gpus = sorted({f"{m.gpu.get('name')} ({m.gpu.get('compute_capability')})" for m in manifests})
-        return {"kind": "tensorrt", "path": str(p), "providers": gpus}
-    from tseg.runtime.execution.segmenter import Segmenter
-
-    with Segmenter(engine, providers="cpu", **dict(settings)) as segmenter:
-        info = segmenter.backend.describe()
-    info["providers"] = [str(providers)] if isinstance(providers, str) else [str(x) for x in providers or []]
-    return info
-
-
-# --- the worker (a Ray actor; plain class, wrapped with ray.remote by the driver) -----------------
-
-
-class _Capture(logging.Handler):
-    """Keeps the records logged in an actor, to return them to the driver with each answer."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[tuple[str, int, str]] = []
-        self._lock2 = threading.Lock()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            text = record.getMessage()
-        except Exception:  # a bad format string in some library: keep going
-            text = str(record.msg)
-        with self._lock2:
-            self.records.append((record.name, record.levelno, text))
-
-    def drain(self) -> list[tuple[str, int, str]]:
-        with self._lock2:
-            out, self.records = self.records, []
-        return out
-
-
-class SlideWorker:
-    """One worker of a Ray batch: a loaded backend, and slides processed one at a time."""
-
-    def __init__(self, engine: str | None, providers: Any, settings: Mapping[str, Any], log_level: int,
-                 index: int, quiet_load: bool = False) -> None:
-        from tseg.runtime.execution.segmenter import Segmenter
-
-        self.index = index
-        self.backend_loads = 0
-        self.slides = 0
-        self._tiles = 0
-        self._current: str | None = None
-        self._cancel = threading.Event()
-        self._capture = _Capture()
-        root = logging.getLogger()
-        root.addHandler(self._capture)
-        root.setLevel(log_level)
-        self.error: str | None = None
-        self.segmenter: Any = None
-        if quiet_load:  # the driver checked the same model and reported its warnings already
-            root.setLevel(logging.ERROR)
-        try:
-            self.segmenter = Segmenter(engine, providers=providers, device_id=0, **dict(settings))
-            self.backend_loads += 1
-        except TsegError as exc:
-            self.error = exc.cli_message()
-        except Exception as exc:  # a library error on this node: report it, the driver decides
-            logging.getLogger(__name__).error("worker %s could not load %s", self.label(), engine, exc_info=exc)
-            self.error = f"{engine}: cannot load the model: {exc!r}"
-        finally:
-            root.setLevel(log_level)
-
-    def label(self) -> str:
-        try:
-            import ray
-
-            gpus = [str(g) for g in ray.get_gpu_ids()]
-        except Exception:
-            gpus = []
-        return f"{socket.gethostname()} pid {os.getpid()}" + (f" GPU {','.join(gpus)}" if gpus else "")
-
-    def ready(self) -> dict[str, Any]:
-        """Who this worker is, what it loaded, or why it refused."""
-        backend = self.segmenter.backend.describe() if self.segmenter is not None else None
-        return {"label": self.label(), "error": self.error, "backend": backend, "logs": self._capture.drain()}
-
-    def process(self, slide: str, out: str, overwrite: bool, wait_for_lock: bool,
-                overrides: Mapping[str, Any] | None) -> tuple[Any, list[tuple[str, int, str]]]:
-        from tseg.runtime.cohort.batch import run_slide
-
-        self._cancel.clear()
-        self._current = slide
-
-        def tile(index: int, was_run: bool) -> None:
-            self._tiles += 1
-
-        try:
-            outcome = run_slide(self.segmenter, Path(slide), Path(out), overwrite, wait_for_lock,
-                                dict(overrides) if overrides else None, on_tile=tile, cancel=self._cancel)
-        finally:
-            self._current = None
-        outcome.worker = self.label()
-        self.slides += 1
-        return outcome, self._capture.drain()
-
-    def progress(self) -> dict[str, Any]:
-        """Tiles finished since this worker started, and the slide it is on (control group)."""
-        return {"tiles": self._tiles, "slide": self._current}
-
-    def cancel(self) -> None:
-        """Stop the slide being processed (control group): its partial outputs are removed."""
-        self._cancel.set()
-
-    def stats(self) -> dict[str, Any]:
-        """How many times the backend was loaded and how many slides this worker processed."""
-        return {"backend_loads": self.backend_loads, "slides": self.slides, "pid": os.getpid(),
-                "label": self.label()}
-
-
-def worker_class(ray: Any) -> Any:
-    """:class:`SlideWorker` as a Ray actor class (progress and cancel in their own group)."""
-    return ray.remote(concurrency_groups={CONTROL: 2}, max_restarts=0, max_task_retries=0)(SlideWorker)
-
-
-def uses_gpus(engine: str | None, providers: Any, cluster_gpus: float) -> bool:
-    """Whether workers take one GPU each: TensorRT plans (a file or a folder of plans), CUDA or
-    TensorRT providers of ONNX Runtime, or ``auto`` providers on a cluster that has GPUs."""
-    from tseg.runtime.execution.backends import ENGINE_SUFFIXES
-
-    if engine is not None:
-        p = Path(engine)
-        if p.suffix.lower() in ENGINE_SUFFIXES or (p.is_dir() and any(q.suffix.lower() in ENGINE_SUFFIXES
-                                                                      for q in p.iterdir())):
-            return True
-    names = [providers] if isinstance(providers, str) or providers is None else list(providers)
-    names = [str(n).lower() for n in names if n is not None]
-    if any(n in ("cuda", "tensorrt") or n.startswith(("cudaexecution", "tensorrtexecution")) for n in names):
-        return True
-    if any(n == "cpu" or n.startswith("cpuexecution") for n in names):
-        return False
-    return cluster_gpus > 0
-
-
-# --- the driver -----------------------------------------------------------------------------------
-
 
 @dataclass(eq=False)
 class _Worker:
@@ -368,15 +110,13 @@ def _death_reason(exc: BaseException) -> str:
     return f"{first}" + (f" ({extra})" if extra else "")
 
 
-def run_on_ray(slides: Sequence[Path], out: Path, ledger: Any, *, address: str | None, engine: str | None,
+def run_on_ray(slides: Sequence[Path], out: Path, ledger: Ledger, *, address: str | None, engine: str | None,
                providers: Any, settings: Mapping[str, Any], per_slide: Mapping[str, Mapping[str, Any]],
                overwrite: bool, workers: int | None, wait_for_locks: bool,
                on_slide_start: Callable[[Path, str], None] | None = None,
                on_tiles: Callable[[int], None] | None = None, max_worker_deaths: int = 2,
                quiet_load: bool = False) -> None:
-    """Process ``slides`` on Ray workers; outcomes go to ``ledger`` (:class:`tseg.runtime.cohort.batch._Ledger`)."""
-    from tseg.runtime.cohort.batch import SlideOutcome, slide_stem
-
+    """Process ``slides`` on Ray workers; outcomes go to ``ledger`` (:class:`tseg.runtime.cohort.outcomes.Ledger`)."""
     if workers is not None and workers < 1:
         raise InvalidArgumentError(f"workers must be at least 1, got {workers}")
     if max_worker_deaths < 1:
@@ -606,8 +346,6 @@ def run_on_ray(slides: Sequence[Path], out: Path, ledger: Any, *, address: str |
 
 def _remove_left(out: Path, slide: Path, tries: int = 20) -> None:
     """Remove a killed worker's temporary folder once its lock is free (the kill is asynchronous)."""
-    from tseg.runtime.cohort.batch import remove_abandoned
-
     for _ in range(tries):
         try:
             if remove_abandoned(out, slide) == 0:

@@ -104,7 +104,7 @@ def _record_file(out: Path, slide: str | os.PathLike[str]) -> Path:
 
 def record_outcome(out: str | os.PathLike[str], outcome: Any) -> None:
     """Keep a failed slide's reason in ``out`` for the report; forget it once the slide is
-    finished (``outcome`` is a :class:`~tseg.runtime.cohort.batch.SlideOutcome`). Other statuses
+    finished (``outcome`` is a :class:`~tseg.runtime.cohort.outcomes.SlideOutcome`). Other statuses
     (``locked``) change nothing."""
     out = Path(out)
     path = _record_file(out, outcome.slide)
@@ -203,7 +203,7 @@ def _empty_row(**values: Any) -> dict[str, Any]:
 
 
 def _result_folders(out: Path) -> Iterable[Path]:
-    from tseg.runtime.cohort.resume import is_result_folder
+    from tseg.runtime.cohort.identity import is_result_folder
 
     for entry in sorted(out.iterdir(), key=lambda p: p.name):
         if entry.name.startswith(".") or not entry.is_dir():
@@ -214,7 +214,7 @@ def _result_folders(out: Path) -> Iterable[Path]:
 
 def collect_rows(out: str | os.PathLike[str], review_margin: float = REVIEW_MARGIN) -> list[dict[str, Any]]:
     """One row per slide in ``out`` (result folders and recorded failures), sorted by name."""
-    from tseg.runtime.cohort.resume import read_summary
+    from tseg.runtime.outputs.summary import read_summary
 
     out = Path(out)
     if not 0 <= review_margin < 0.5:

@@ -55,7 +55,7 @@ from tseg.runtime.evaluation.metrics import (SECONDARY_STATISTICS, confusion_cou
                       summarise)
 from tseg.runtime.outputs.files import FOREGROUND, MASK, PROBABILITY, SUMMARY
 from tseg.runtime.method.postprocess import label_regions, smooth_probability
-from tseg.runtime.wsi.slide import OVERVIEW_MPP
+from tseg.runtime.wsi.mpp import OVERVIEW_MPP
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ from tseg.runtime.errors import InvalidArgumentError
 from tseg.runtime.execution.pipeline import run_tiles
 from tseg.runtime.method.polygons import mask_to_geojson
 from tseg.runtime.method.postprocess import check_thresholds, label_regions, postprocess
-from tseg.runtime.wsi.slide import OVERVIEW_MPP, open_slide
+from tseg.runtime.wsi.mpp import OVERVIEW_MPP
+from tseg.runtime.wsi.slide import open_slide
 from tseg.runtime.method.tiling import plan_tiles
 from tseg.runtime.util.versions import versions
 

@@ -34,7 +34,8 @@ from tseg.runtime.errors import OutputError
 from tseg.runtime.method.polygons import mask_to_geojson
 from tseg.runtime.method.postprocess import segment_smoothed, smooth_probability
 from tseg.runtime.execution.segmenter import Result, areas_mm2
-from tseg.runtime.wsi.slide import OVERVIEW_MPP
+from tseg.runtime.outputs.summary import SUMMARY, read_summary
+from tseg.runtime.wsi.mpp import OVERVIEW_MPP
 from tseg.runtime.wsi.tiff import pyramid_from_array, write_pyramid
 
 PROBABILITY = "probability.png"
@@ -44,7 +45,6 @@ OVERVIEW = "overview.png"
 OVERLAY = "overlay.png"
 GEOJSON = "tumour.geojson"
 PROBABILITY_TIFF = "probability.tif"
-SUMMARY = "summary.json"
 OUTPUT_FILES = (PROBABILITY, MASK, FOREGROUND, OVERVIEW, OVERLAY, GEOJSON, PROBABILITY_TIFF, SUMMARY)
 
 YELLOW = np.array([255.0, 255.0, 0.0])
@@ -147,8 +147,6 @@ def repostprocess(folder: str | os.PathLike[str], low: int, high: int, prune: bo
     Rewrites ``mask.png``, ``overlay.png``, ``tumour.geojson`` and ``summary.json`` (areas and
     settings); the result equals a fresh run with the new thresholds.
     """
-    from tseg.runtime.cohort.resume import read_summary
-
     folder = Path(folder)
     summary_path = folder / SUMMARY
     summary = read_summary(folder)

@@ -11,8 +11,10 @@ killed by SIGTERM.
 
 Only the first SIGTERM raises: later ones (a scheduler that signals every process of the job,
 then the job script forwarding the same signal) are logged and ignored, so the clean-up they
-would interrupt finishes. The handler is installed by the command line (and by its worker
-processes), never by the library: an application embedding tseg-rt keeps its own handlers.
+would interrupt finishes. A worker process (:func:`stop_once` for both signals) gets SIGTERM from
+the scheduler and SIGINT from its main process passing the stop on: the first of the two raises,
+the other is ignored. The handlers are installed by the command line and its worker processes,
+never by the library: an application embedding tseg-rt keeps its own.
 """
 
 from __future__ import annotations
@@ -54,21 +56,21 @@ def describe_signal(exc: BaseException) -> str:
     return "interrupted"
 
 
-def install_sigterm_handler() -> Any:
-    """Make SIGTERM raise :class:`Terminated` in the main thread, once; returns the previous
-    handler. Call only in the main thread of a process that owns its signals (a command, a
-    worker process)."""
+def stop_once(signums: tuple[int, ...] = (signal.SIGTERM,)) -> dict[int, Any]:
+    """Make the first of ``signums`` raise in the main thread (SIGTERM: :class:`Terminated`,
+    SIGINT: KeyboardInterrupt) and ignore the rest; returns the previous handlers. Call only in
+    the main thread of a process that owns its signals (a command, a worker process)."""
     raised = False
 
     def handler(signum: int, frame: Any) -> None:
         nonlocal raised
         if raised:
-            log.warning("SIGTERM again: already stopping (removing partial outputs)")
+            log.warning("%s again: already stopping (removing partial outputs)", signal.Signals(signum).name)
             return
         raised = True
-        raise Terminated()
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
-    return signal.signal(signal.SIGTERM, handler)
+    return {s: signal.signal(s, handler) for s in signums}
 
 
 @contextmanager
@@ -79,8 +81,8 @@ def terminate_as_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = install_sigterm_handler()
+    previous = stop_once((signal.SIGTERM,))
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous[signal.SIGTERM])

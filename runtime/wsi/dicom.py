@@ -28,7 +28,6 @@ in a folder. Here:
 from __future__ import annotations
 
 import logging
-import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from tseg.runtime.errors import UnsupportedSlideError
+from tseg.runtime.wsi.mpp import openslide_mpp
+from tseg.runtime.wsi.source import background_colour, rgba_to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ def series_for(path: str | Path) -> DicomSeries:
 # --- the colour space of JPEG frames -------------------------------------------------------------
 
 
-def _first_fragment(path: Path, limit: int = _HEADER_BYTES) -> bytes | None:
+def first_fragment(path: Path, limit: int = _HEADER_BYTES) -> bytes | None:
     """The first ``limit`` bytes of the first fragment of encapsulated pixel data."""
     import pydicom
 
@@ -255,7 +256,7 @@ def mislabelled_ycbcr(header: DicomFile) -> bool:
     if header.photometric != "RGB" or header.transfer_syntax not in JPEG_8BIT:
         return False
     try:
-        frame = _first_fragment(header.path)
+        frame = first_fragment(header.path)
     except Exception as exc:  # unreadable pixel data: OpenSlide will report it when reading
         log.debug("%s: cannot read the first frame (%s)", header.path, exc)
         return False
@@ -275,12 +276,10 @@ def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
 
 class DicomSource:
     """A DICOM WSI series read through OpenSlide, with mislabelled YCbCr levels converted back
-    to RGB. Implements the slide-source interface of :mod:`tseg.runtime.wsi.slide`."""
+    to RGB. Implements :class:`tseg.runtime.wsi.source.SlideSource`."""
 
     def __init__(self, path: Path) -> None:
         import openslide
-
-        from tseg.runtime.wsi.slide import DEFAULT_BACKGROUND, _as_float
 
         self.series = series_for(path)
         first = self.series.files[0]
@@ -292,11 +291,8 @@ class DicomSource:
         self.vendor = self.properties.get("openslide.vendor", "dicom")
         self.level_dimensions = [tuple(map(int, d)) for d in self._slide.level_dimensions]
         self._downsamples = list(self._slide.level_downsamples)
-        colour = self.properties.get("openslide.background-color")
-        self.background = (tuple(int(colour[i : i + 2], 16) for i in (0, 2, 4))
-                           if colour and re.fullmatch(r"[0-9A-Fa-f]{6}", colour) else DEFAULT_BACKGROUND)
-        self._mpp = (_as_float(self.properties.get("openslide.mpp-x")),
-                     _as_float(self.properties.get("openslide.mpp-y")))
+        self.background = background_colour(self.properties)
+        self._mpp = openslide_mpp(self.properties)
         headers = [read_header(f) for f in self.series.files]
         volumes = [h for h in headers if h.flavour == "VOLUME"]
         self._convert = [any(mislabelled_ycbcr(h) for h in volumes if h.total_size == tuple(dims))
@@ -315,15 +311,17 @@ class DicomSource:
     def mpp(self) -> tuple[float | None, float | None]:
         return self._mpp
 
-    def read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
-        from tseg.runtime.wsi.slide import _rgba_to_rgb
+    def dct_scales(self, level: int) -> tuple[int, ...]:
+        """No DCT-scaled decoding: OpenSlide decodes the frames."""
+        return ()
 
+    def read_level(self, level: int, x: int, y: int, width: int, height: int, scale: int = 1) -> np.ndarray:
         ds = self._downsamples[level]
         location = (int(round(x * ds)), int(round(y * ds)))
         rgba = np.asarray(self._slide.read_region(location, level, (int(width), int(height))))
         if self._convert[level]:
             rgba = np.concatenate([ycbcr_to_rgb(rgba[..., :3]), rgba[..., 3:]], axis=-1)
-        return _rgba_to_rgb(rgba, self.background)
+        return rgba_to_rgb(rgba, self.background)
 
     def associated_images(self) -> list[str]:
         return sorted(self._slide.associated_images)

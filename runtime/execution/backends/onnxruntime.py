@@ -22,7 +22,7 @@ import numpy as np
 
 from tseg.runtime.execution.contract import METADATA_KEY, PAPER, ModelContract, layout_problem
 from tseg.runtime.errors import BackendUnavailableError, ContractError, ModelError
-from tseg.runtime.execution.backends import Backend
+from tseg.runtime.execution.backends.base import Backend
 
 log = logging.getLogger(__name__)
 

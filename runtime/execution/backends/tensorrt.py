@@ -33,14 +33,14 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 
 from tseg.runtime.errors import BackendUnavailableError, DeviceError, EngineMismatchError, InvalidArgumentError, ModelError
-from tseg.runtime.execution.backends import Backend
+from tseg.runtime.execution.backends.base import Backend
 
 log = logging.getLogger(__name__)
 
 
 def plans_in(folder: Path) -> list[Path]:
     """The engine files (``.plan``, ``.engine``, ``.trt``) directly in ``folder``, sorted."""
-    from tseg.runtime.execution.backends import ENGINE_SUFFIXES
+    from tseg.runtime.execution.backends.base import ENGINE_SUFFIXES
 
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in ENGINE_SUFFIXES)
 

@@ -15,7 +15,9 @@ import pytest
 
 from helpers import make_colour_model, make_square_slide
 from tseg.runtime.outputs import files as outputs
-from tseg.runtime.cohort.batch import SlideLock, find_slides, run_batch
+from tseg.runtime.cohort.batch import run_batch
+from tseg.runtime.cohort.locks import SlideLock
+from tseg.runtime.cohort.slide_lists import find_slides
 from tseg.runtime.cohort.resume import result_stem
 from tseg.runtime.errors import NoSlidesFoundError, OutputError
 from tseg.runtime.outputs.files import OUTPUT_FILES, SUMMARY

@@ -16,7 +16,7 @@ import pytest
 
 from helpers import make_colour_model, make_square_slide
 from tseg.runtime.cohort.batch import run_batch
-from tseg.runtime.cohort.members import gather_slides
+from tseg.runtime.cohort.slide_lists import collect_slides
 from tseg.runtime.cohort.report import COHORT_CSV, REPORT_HTML, exit_status, write_report
 from tseg.runtime.cohort.resume import SlideIdentity
 from tseg.runtime.cohort.shard import shard_index
@@ -68,7 +68,7 @@ def results(tmp_path_factory):
 
 
 def cohort_of(*inputs: Path, out: Path) -> list[Path]:
-    return gather_slides(list(inputs), [], out).slides
+    return collect_slides(list(inputs), [], exclude=out)[0]
 
 
 def by_name(rows):

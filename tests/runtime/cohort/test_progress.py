@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tseg.runtime.cohort.batch import SlideOutcome
+from tseg.runtime.cohort.outcomes import SlideOutcome
 from tseg.runtime.cohort.progress import BatchProgress
 
 

@@ -92,7 +92,7 @@ def test_same_results_as_a_local_run_and_one_backend_per_worker(cluster, data, t
 
 
 def test_an_actor_loads_its_backend_once_for_many_slides(cluster, data, tmp_path):
-    from tseg.runtime.cohort.ray_batch import worker_class
+    from tseg.runtime.cohort.ray_worker import worker_class
 
     actor = worker_class(ray).options(num_cpus=1).remote(str(data["model"]), "cpu", {}, 30, 0)
     (tmp_path / "out").mkdir()

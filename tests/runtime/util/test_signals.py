@@ -15,7 +15,7 @@ import pytest
 
 from helpers import make_slow_model, make_square_slide
 from tseg.runtime.cohort.batch import BatchInterrupted
-from tseg.runtime.util.signals import EXIT_TERMINATED, Terminated, exit_status, terminate_as_interrupt
+from tseg.runtime.util.signals import EXIT_TERMINATED, Terminated, exit_status, stop_once, terminate_as_interrupt
 
 
 def test_sigterm_raises_once_then_the_clean_up_is_left_alone():
@@ -35,6 +35,26 @@ def test_sigterm_raises_once_then_the_clean_up_is_left_alone():
     assert signal.getsignal(signal.SIGTERM) is before  # restored
     stop = BatchInterrupted([], ["/s/x.svs"], ["/s/y.svs"], signal.SIGTERM)
     assert stop.message().startswith("terminated (SIGTERM: scancel, a time limit") and "/s/x.svs" in stop.message()
+
+
+def test_a_worker_stops_on_the_first_of_sigint_and_sigterm_and_ignores_the_other():
+    """Slurm signals the worker (SIGTERM) and its main process passes the stop on (SIGINT)."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    cleaned = False
+    try:
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            stop_once((signal.SIGINT, signal.SIGTERM))
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)
+            finally:
+                os.kill(os.getpid(), signal.SIGTERM)  # arrives during the clean-up: ignored
+                time.sleep(0.05)
+                cleaned = True
+        assert cleaned and not isinstance(stopped.value, Terminated)
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from dicomwsi import square_slide_image, write_dicom_wsi
-from tseg.runtime.cohort.batch import find_slides
-from tseg.runtime.wsi.dicom import _first_fragment, frame_colour_space, group_series, ycbcr_to_rgb
+from tseg.runtime.cohort.slide_lists import find_slides
+from tseg.runtime.wsi.dicom import first_fragment, frame_colour_space, group_series, ycbcr_to_rgb
 from tseg.runtime.errors import UnsupportedSlideError
 from tseg.runtime.wsi.slide import describe_slide, open_slide
 
@@ -96,6 +96,15 @@ def test_every_form_reads_true_rgb(series, colour):
     assert np.all(np.abs(glass - 244) < 3)  # near-white glass, not salmon
 
 
+def test_dct_scaling_is_a_no_op_on_dicom_series(series):
+    """OpenSlide decodes DICOM frames, so the opt-in DCT scaling has nothing to scale: the same
+    pixels as without it (it used to fail: the DICOM source lacked ``dct_scales``)."""
+    root, _ = series
+    with open_slide(root / "rgb") as plain, open_slide(root / "rgb", dct_scaling=True) as scaled:
+        assert scaled.read_plan(2.0).scale == 1
+        np.testing.assert_array_equal(scaled.read(2.0), plain.read(2.0))
+
+
 def test_openslide_returns_ycbcr_for_the_mislabelled_form(series):
     """The bug this guards against: OpenSlide itself returns the YCbCr samples."""
     import openslide
@@ -104,7 +113,7 @@ def test_openslide_returns_ycbcr_for_the_mislabelled_form(series):
     with openslide.OpenSlide(str(sorted((root / "mislabelled").glob("*.dcm"))[0])) as raw:
         glass = np.asarray(raw.read_region((10, 10), 0, (20, 20)))[..., :3].reshape(-1, 3).mean(axis=0)
     assert glass[1] < 140 and glass[2] < 140  # Cb, Cr near 128: "salmon and teal"
-    frame = _first_fragment(sorted((root / "mislabelled").glob("*.dcm"))[0])
+    frame = first_fragment(sorted((root / "mislabelled").glob("*.dcm"))[0])
     assert frame is not None and frame_colour_space(frame) == "YCbCr"
 
 

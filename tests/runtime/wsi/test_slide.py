@@ -276,13 +276,13 @@ def test_direct_decoding_of_real_aperio_slides_is_identical(shared_data):
             assert direct.decoder == "tifffile" and osl.decoder == "openslide"
             w, h = direct.dimensions
             box = (w // 3, h // 4, min(900, w - w // 3), min(700, h - h // 4))
-            np.testing.assert_array_equal(direct._source.read_level(0, *box), osl._source.read_level(0, *box))
+            np.testing.assert_array_equal(direct.source.read_level(0, *box), osl.source.read_level(0, *box))
             # Levels above 0 agree where OpenSlide's level-0 location maps back to a whole level
             # pixel; elsewhere OpenSlide shifts a level with a non-whole downsample (2.0005 here)
             # by a fraction of a pixel, while the direct reader reads the level's own pixels.
             for level, (lw, lh) in enumerate(direct.level_dimensions[1:], start=1):
-                np.testing.assert_array_equal(direct._source.read_level(level, 0, 0, min(lw, 600), min(lh, 500)),
-                                              osl._source.read_level(level, 0, 0, min(lw, 600), min(lh, 500)))
+                np.testing.assert_array_equal(direct.source.read_level(level, 0, 0, min(lw, 600), min(lh, 500)),
+                                              osl.source.read_level(level, 0, 0, min(lw, 600), min(lh, 500)))
         with open_slide(path, mpp=mpp and 0.6, block_px=700) as direct, \
                 open_slide(path, mpp=mpp and 0.6, decoder="openslide", block_px=700) as osl:
             assert direct.level_for(1.0) == 0

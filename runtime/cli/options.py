@@ -1,0 +1,58 @@
+"""Options shared by the commands that segment slides, declared once.
+
+``run`` takes them, and so does any command that segments slides another way (a service, a
+watched folder): give a parameter one of these types and it gets the same flag, default, range
+and help. :func:`slide_settings` turns the per-slide ones into the keyword arguments of
+:class:`~tseg.runtime.execution.segmenter.Segmenter` (and of ``run_batch(settings=...)``), in
+the same way for every command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from tseg.runtime.cli.common import mpp_option
+
+# --- the model -------------------------------------------------------------------------------
+Engine = Annotated[Optional[Path], typer.Option(
+    "--engine", "-e",
+    help="Model: .onnx (ONNX Runtime) or .plan (TensorRT). Default: the bundled demonstration model.")]
+Providers = Annotated[str, typer.Option(help="ONNX Runtime providers: auto, cpu, cuda or tensorrt.")]
+Devices = Annotated[Optional[str], typer.Option(help="GPU indices for the workers, e.g. 0,1 (one worker per GPU).")]
+
+# --- per-slide settings (a slides CSV row may override mpp, low, high and prune) ----------------
+Mpp = Annotated[Optional[str], typer.Option(
+    help="Level-0 resolution (µm/px), X or X,Y, for every slide; overrides metadata (with a warning when "
+         "that was plausible).")]
+Low = Annotated[Optional[int], typer.Option(
+    min=0, max=255, help="Hysteresis low threshold, 0-255 (default: the model's, 85).")]
+High = Annotated[Optional[int], typer.Option(
+    min=0, max=255, help="Hysteresis high threshold, 0-255 (default: the model's, 229).")]
+ReaderThreads = Annotated[Optional[int], typer.Option(
+    min=1, help="Threads reading slide blocks (default: CPUs, max 4).")]
+LevelTolerance = Annotated[float, typer.Option(
+    min=0.0, max=50.0, help="Opt-in: read a pyramid level within this many percent of the target resolution and "
+                            "resize it slightly up (e.g. 2 for Aperio 40x slides). Default 0: the paper's rule.")]
+DctScaling = Annotated[bool, typer.Option(
+    "--dct-scaling", help="Opt-in: decode JPEG tiles at 1/2, 1/4 or 1/8 in the DCT domain when that is still at "
+                          "least the target resolution.")]
+
+# --- how a command reports -------------------------------------------------------------------
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True)]
+
+#: The per-slide settings, in the order of Segmenter's keyword arguments.
+SLIDE_SETTINGS = ("low", "high", "mpp", "reader_threads", "level_tolerance", "dct_scaling")
+
+
+def slide_settings(*, mpp: Optional[str], low: Optional[int], high: Optional[int],
+                   reader_threads: Optional[int], level_tolerance: float,
+                   dct_scaling: bool) -> dict[str, Any]:
+    """The per-slide options as Segmenter keyword arguments, ``--mpp`` parsed and checked
+    (exit 2 naming the problem). Thresholds are checked by the caller, which may also have
+    per-slide ones (a slides CSV) to check with them."""
+    return {"low": low, "high": high, "mpp": mpp_option(mpp), "reader_threads": reader_threads,
+            "level_tolerance": level_tolerance, "dct_scaling": dct_scaling}

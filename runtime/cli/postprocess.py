@@ -1,0 +1,59 @@
+"""``tseg-rt postprocess``: other thresholds from saved probability maps, without the network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import typer
+
+from tseg.runtime.cli.common import EXIT_ERROR, EXIT_FAILED_SLIDES, reported
+
+
+def postprocess(
+    results: List[Path] = typer.Argument(..., help="Result folders of `tseg-rt run` (OUT/<slide>) or OUT itself."),
+    low: int = typer.Option(85, min=0, max=255, help="Hysteresis low threshold (0-255)."),
+    high: int = typer.Option(229, min=0, max=255, help="Hysteresis high threshold (0-255); also the pruning threshold."),
+    prune: bool = typer.Option(True, "--prune/--no-prune", help="Prune regions whose 95th percentile <= high."),
+) -> None:
+    """Redo thresholds from saved probability maps, without the network.
+
+    Every folder is tried; a bad one gets one line on stderr and the exit status 1."""
+    from tseg.runtime.errors import TsegError
+    from tseg.runtime.outputs.files import SUMMARY, repostprocess
+    from tseg.runtime.method.postprocess import check_thresholds
+    from tseg.runtime.cohort.resume import is_result_folder
+
+    with reported():
+        check_thresholds(low, high)
+    folders: list[Path] = []
+    problems: list[str] = []
+    for r in results:
+        if not r.exists():
+            problems.append(f"{r}: no such file or folder")
+        elif (r / SUMMARY).exists() or is_result_folder(r):
+            folders.append(r)
+        elif r.is_dir():
+            inside = sorted(p for p in r.iterdir() if p.is_dir() and not p.name.startswith(".")
+                            and ((p / SUMMARY).exists() or is_result_folder(p)))
+            if not inside:
+                problems.append(f"{r}: no tseg-rt result folders (with {SUMMARY}) in it")
+            folders.extend(inside)
+        else:
+            problems.append(f"{r}: not a result folder of `tseg-rt run`")
+    for text in problems:
+        typer.echo(f"error: {text}", err=True)
+    if not folders:
+        raise typer.Exit(EXIT_ERROR)
+    failed = len(problems)
+    for folder in folders:
+        try:
+            summary = repostprocess(folder, low, high, prune)
+            typer.echo(f"{folder}: tumour {summary['areas']['tumour_area_mm2']:.3f} mm², "
+                       f"{summary['areas']['regions']} region(s)")
+        except TsegError as exc:
+            failed += 1
+            typer.echo(f"failed: {exc.cli_message()}", err=True)
+    if failed:
+        typer.echo(f"{failed} folder(s) not post-processed", err=True)
+        raise typer.Exit(EXIT_FAILED_SLIDES)

@@ -1,0 +1,161 @@
+"""Who a slide is and where its result goes: identity, fingerprints, result-folder names.
+
+**Identity.** A slide is its resolved path (for a DICOM series: its folder, or its first file
+when the folder holds several series) plus a content fingerprint: SHA-256 over the size and the
+first and last MiB of the file (the header, the first tiles and, for TIFFs written back to front,
+the directories at the end); for a DICOM series over each file's name, size, first and last
+64 KiB; for MIRAX, the ``.mrxs`` file and its ``Slidedat.ini``. Reading 2 MiB costs nothing
+next to segmenting the slide; a rescanned or replaced file changes it.
+
+**Result folder.** ``OUT/<stem>`` — the file name without its extension (a DICOM series: its
+folder's name) — unless that folder holds, or a live process is making, the result of another
+slide; then ``OUT/<stem>-<first 8 hex digits of SHA-1 of the resolved path>`` (chosen under the
+folder's lock: :func:`tseg.runtime.cohort.locks.claim_result_folder`).
+
+**The same slide** (:func:`match_slide`): a recorded result is this slide's when its path is
+this slide's path (``same``; ``changed`` when the fingerprint differs: the file was replaced),
+or when its fingerprint is this slide's and its recorded path no longer exists (``moved``).
+Anything else is another slide's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from tseg.runtime.errors import OutputError
+from tseg.runtime.outputs.summary import SUMMARY, read_summary
+
+FINGERPRINT_BYTES = 1 << 20
+DICOM_FINGERPRINT_BYTES = 1 << 16
+#: Hidden file that marks a folder as a tseg-rt result folder (written first, with the identity).
+RESULT_MARKER = ".tseg-rt-result"
+_MULTI_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.btf")
+
+
+def slide_stem(path: Path) -> str:
+    """A slide file's name without its extension (``x.ome.tiff`` -> ``x``)."""
+    name = path.name
+    for multi in _MULTI_SUFFIXES:
+        if name.lower().endswith(multi):
+            return name[: -len(multi)]
+    return path.stem
+
+
+def _is_dicom(path: Path) -> bool:
+    from tseg.runtime.wsi.dicom import is_dicom_slide_path
+
+    return is_dicom_slide_path(path)
+
+
+def result_stem(path: Path) -> str:
+    """The plain result-folder name of a slide: its stem; for a DICOM series, its folder's name."""
+    if _is_dicom(path):
+        return (path if path.is_dir() else path.parent).resolve().name or "dicom"
+    return slide_stem(path)
+
+
+def _hash_file(h: Any, path: Path, edge: int) -> None:
+    size = path.stat().st_size
+    h.update(f"{path.name}\0{size}\0".encode())
+    with open(path, "rb") as fh:
+        h.update(fh.read(edge))
+        if size > edge:
+            fh.seek(max(edge, size - edge))
+            h.update(fh.read(edge))
+
+
+def fingerprint(path: Path) -> tuple[str, int]:
+    """``("sha256:<hex>", size in bytes)`` of a slide's content (see the module docstring)."""
+    h = hashlib.sha256()
+    if _is_dicom(path):
+        from tseg.runtime.wsi.dicom import series_for
+
+        series = series_for(path)
+        h.update(f"dicom\0{series.uid}\0".encode())
+        files = list(series.files)
+        for f in files:
+            _hash_file(h, f, DICOM_FINGERPRINT_BYTES)
+        return "sha256:" + h.hexdigest(), sum(f.stat().st_size for f in files)
+    _hash_file(h, path, FINGERPRINT_BYTES)
+    size = path.stat().st_size
+    if path.suffix.lower() == ".mrxs":
+        ini = path.with_suffix("") / "Slidedat.ini"
+        if ini.is_file():
+            _hash_file(h, ini, FINGERPRINT_BYTES)
+    return "sha256:" + h.hexdigest(), size
+
+
+@dataclass(frozen=True)
+class SlideIdentity:
+    """Who a slide is: resolved path, content fingerprint, size, and its result-folder stem."""
+
+    path: str
+    fingerprint: str
+    size_bytes: int
+    stem: str
+
+    @property
+    def path_hash(self) -> str:
+        return hashlib.sha1(self.path.encode()).hexdigest()[:8]
+
+    @property
+    def hashed_name(self) -> str:
+        return f"{self.stem}-{self.path_hash}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def slide_identity(path: str | os.PathLike[str]) -> SlideIdentity:
+    """The identity of a slide path; raises OSError (or a SlideError for DICOM) if unreadable."""
+    p = Path(path)
+    fp, size = fingerprint(p)
+    return SlideIdentity(str(p.resolve()), fp, size, result_stem(p))
+
+
+def write_marker(folder: Path, identity: SlideIdentity) -> None:
+    """Mark ``folder`` as a tseg-rt result folder of ``identity`` (first file written)."""
+    from tseg.runtime.util.atomic import write_text
+
+    write_text(folder / RESULT_MARKER, json.dumps({"tseg_rt_result": 1, "slide": identity.to_dict()}, indent=2) + "\n")
+
+
+def is_result_folder(folder: Path) -> bool:
+    """A tseg-rt result folder: it has the marker, or (older results) a summary.json beside a
+    probability map."""
+    return (folder / RESULT_MARKER).is_file() or (
+        (folder / SUMMARY).is_file() and ((folder / "probability.png").exists() or (folder / "probability.tif").exists()))
+
+
+def recorded_slide(folder: Path) -> dict[str, Any] | None:
+    """The identity a result folder records (summary first, then the marker), or None."""
+    try:
+        summary = read_summary(folder)
+    except OutputError:
+        summary = None
+    if summary and isinstance(summary.get("slide"), dict) and summary["slide"].get("path"):
+        return summary["slide"]
+    try:
+        marker = json.loads((folder / RESULT_MARKER).read_text(encoding="utf-8"))
+        return marker["slide"] if isinstance(marker.get("slide"), dict) else None
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None
+
+
+def match_slide(recorded: Mapping[str, Any], identity: SlideIdentity) -> str:
+    """``same``, ``changed`` (same path, other content), ``moved`` (same content, the recorded
+    path is gone) or ``other``."""
+    rec_path = str(recorded.get("path", ""))
+    rec_fp = recorded.get("fingerprint")
+    if rec_path == identity.path:
+        if rec_fp is None:  # a result from before fingerprints: compare sizes
+            return "same" if recorded.get("size_bytes") in (None, identity.size_bytes) else "changed"
+        return "same" if rec_fp == identity.fingerprint else "changed"
+    if rec_fp == identity.fingerprint and not Path(rec_path).exists():
+        return "moved"
+    return "other"

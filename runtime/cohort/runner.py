@@ -1,0 +1,166 @@
+"""One slide into its result folder, atomically, under the folder's lock: what every worker runs.
+
+The folder and whether a finished result is reused, post-processed again or redone follow
+:mod:`tseg.runtime.cohort.resume`. Outputs are built in a hidden temporary folder and renamed
+into place when complete; a run killed at any point (SIGKILL included) leaves no folder that
+looks finished, and stale temporary folders are removed by the next run. One bad slide never
+stops a batch: its error becomes a ``failed`` outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from tseg.runtime.cohort.outcomes import SlideOutcome, failed_outcome
+from tseg.runtime.cohort.worker import describe_worker
+from tseg.runtime.cohort.resume import (
+    RESULT_MARKER,
+    LockBusy,
+    SlideLock,
+    claim_result_folder,
+    decide,
+    describe_holder,
+    result_stem,
+    slide_identity,
+    slide_stem,
+    wanted_from,
+    write_marker,
+)
+from tseg.runtime.errors import OutputError, TsegError
+from tseg.runtime.outputs.files import repostprocess, write_outputs
+from tseg.runtime.wsi.sources import stored_mpp
+
+log = logging.getLogger(__name__)
+
+
+def check_output_root(out: Path) -> None:
+    """Create ``out`` and prove it writable, or raise OutputError naming it."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".tseg-write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(out, f"the output folder is not writable ({exc.strerror or exc}); choose another --out") from exc
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, link or folder tree if it is there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def process_slide(segmenter: Any, slide: Path, out: Path, overwrite: bool = False,
+                  on_tile: Callable[[int, bool], None] | None = None,
+                  on_plan: Callable[[int], None] | None = None, wait_for_lock: bool = False,
+                  on_wait: Callable[[dict[str, Any] | None], None] | None = None,
+                  cancel: threading.Event | None = None) -> SlideOutcome:
+    """Segment one slide into its result folder in ``out``, atomically, under the folder's lock.
+
+    The folder and whether a finished result is reused, post-processed again or redone follow
+    :mod:`tseg.runtime.cohort.resume` (names depend on the slide alone). A lock
+    held by another live process gives status ``locked`` (with ``wait_for_lock``: wait for it).
+    Setting ``cancel`` stops the tile loop: the slide fails and its partial outputs are removed."""
+    t0 = time.perf_counter()
+    slide = Path(slide)
+    name = result_stem(slide) if slide.exists() else slide_stem(slide)
+    try:
+        identity = slide_identity(slide)
+    except (TsegError, OSError) as exc:
+        return failed_outcome(slide, name, exc, t0)
+    try:
+        name, lock = claim_result_folder(out, identity, wait=wait_for_lock, on_wait=on_wait)
+    except LockBusy as busy:
+        who = describe_holder(busy.holder)
+        return SlideOutcome(str(slide), identity.stem, "locked", detail=f"being processed by {who}", holder=who)
+    except TsegError as exc:
+        return failed_outcome(slide, identity.stem, exc, t0)
+    final = out / name
+    try:
+        decision = decide(final, identity, wanted_from(segmenter), overwrite, lambda: stored_mpp(slide))
+        if decision.action == "skip":
+            return SlideOutcome(str(slide), name, "skipped", detail=decision.reason)
+        if decision.action == "postprocess":
+            s = segmenter.settings
+            summary = repostprocess(final, segmenter.low, segmenter.high, s.prune)
+            return SlideOutcome(str(slide), name, "postprocessed", seconds=time.perf_counter() - t0,
+                                summary=summary, detail=decision.reason)
+        for stale in list(out.glob(f".{name}.tmp-*")) + list(out.glob(f".{name}.old-*")):
+            log.info("removing %s left by an interrupted run", stale)
+            remove_path(stale)
+        tmp = out / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            tmp.mkdir(parents=True)
+            write_marker(tmp, identity)
+            result = segmenter.segment_slide(slide, on_tile=on_tile, on_plan=on_plan, cancel=cancel)
+            result.summary["slide"].update(path=identity.path, fingerprint=identity.fingerprint,
+                                           size_bytes=identity.size_bytes, result_folder=name)
+            result.summary["worker"] = describe_worker()  # host, pid, Slurm task: for the report
+            write_outputs(result, tmp, segmenter.contract.mpp)
+            if final.exists() or final.is_symlink():
+                old = out / f".{name}.old-{os.getpid()}"
+                os.rename(final, old)
+                os.rename(tmp, final)
+                remove_path(old)
+            else:
+                os.rename(tmp, final)
+        except BaseException:
+            remove_path(tmp)
+            raise
+        detail = "" if decision.reason == "new" else decision.reason
+        return SlideOutcome(str(slide), name, "done", seconds=time.perf_counter() - t0, summary=result.summary,
+                            detail=detail)
+    except Exception as exc:
+        return failed_outcome(slide, name, exc, t0)
+    finally:
+        lock.release(remove=True)
+
+
+def run_slide(segmenter: Any, slide: Path, out: Path, overwrite: bool = False, wait_for_lock: bool = False,
+              overrides: Mapping[str, Any] | None = None, **callbacks: Any) -> SlideOutcome:
+    """:func:`process_slide` with the slide's own settings (``overrides``: a slides CSV row) on
+    ``segmenter``'s loaded model: what every worker runs, local or on a cluster."""
+    if overrides:
+        try:
+            segmenter = segmenter.with_settings(**overrides)
+        except TsegError as exc:
+            return failed_outcome(Path(slide), slide_stem(Path(slide)), exc, time.perf_counter())
+    return process_slide(segmenter, Path(slide), Path(out), overwrite=overwrite, wait_for_lock=wait_for_lock,
+                         **callbacks)
+
+
+def remove_abandoned(out: Path, slide: str | os.PathLike[str]) -> int:
+    """Remove the temporary folders that dead workers left for ``slide`` in ``out`` (those whose
+    marker names this slide and whose lock no live process holds), and their stale locks.
+    Returns how many of this slide's temporary folders a live process still holds."""
+    target = str(Path(slide).resolve())
+    held = 0
+    for tmp in out.glob(".*.tmp-*"):
+        name = tmp.name[1 : tmp.name.rfind(".tmp-")]
+        try:
+            marker = json.loads((tmp / RESULT_MARKER).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(marker, dict) or (marker.get("slide") or {}).get("path") != target:
+            continue
+        try:
+            lock = SlideLock(out / f".{name}.lock")
+        except (LockBusy, TsegError):
+            held += 1  # a live process works on it
+            continue
+        try:
+            log.info("removing %s, left by a worker that died", tmp)
+            remove_path(tmp)
+        finally:
+            lock.release(remove=True)
+    return held

@@ -1,0 +1,32 @@
+"""A result folder's ``summary.json``: its name and how it is read back (by resume decisions,
+re-post-processing and the cohort report)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tseg.runtime.errors import OutputError
+
+SUMMARY = "summary.json"
+
+
+def read_summary(folder: Path) -> dict[str, Any] | None:
+    """The folder's ``summary.json``, or None when absent; OutputError when unreadable."""
+    path = folder / SUMMARY
+    if not path.exists():
+        return None
+    redo = "rerun `tseg-rt run --overwrite` for its slide"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise OutputError(path, f"corrupt (not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}); "
+                                f"{redo}") from exc
+    except UnicodeDecodeError as exc:
+        raise OutputError(path, f"corrupt (not UTF-8 text); {redo}") from exc
+    except OSError as exc:
+        raise OutputError(path, f"unreadable ({exc.strerror or exc})") from exc
+    if not isinstance(data, dict):
+        raise OutputError(path, f"corrupt (not a JSON object); {redo}")
+    return data

@@ -1,0 +1,70 @@
+"""Which kind of source reads a path: a DICOM series, OME-TIFF, OpenSlide (with TIFF-family
+tiles decoded directly), then tifffile for TIFFs OpenSlide refuses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tseg.runtime.errors import SlideNotFoundError, TsegError, UnsupportedSlideError
+from tseg.runtime.wsi import dicom
+from tseg.runtime.wsi.mpp import plausible_mpp
+from tseg.runtime.wsi.openslide_source import OpenSlideSource
+from tseg.runtime.wsi.source import SlideSource
+from tseg.runtime.wsi.tifffile_source import DirectTiffSource, TiffFileSource, is_ome_tiff
+
+#: ``decoder=`` choices of :func:`tseg.runtime.wsi.slide.open_slide` (see there).
+DECODERS = ("auto", "openslide", "tifffile")
+
+
+def open_source(p: Path, decoder: str = "auto") -> SlideSource:
+    """The reader for ``p``: DICOM series, OME-TIFF (tifffile), OpenSlide (its metadata, with
+    TIFF-family tiles decoded directly unless ``decoder="openslide"``), then tifffile."""
+    if not p.exists():
+        raise SlideNotFoundError(p, "no such file or folder")
+    if dicom.is_dicom_slide_path(p):
+        return dicom.DicomSource(p)
+    if p.is_dir():
+        raise UnsupportedSlideError(p, "is a folder; give a slide file, a DICOM series folder, or use "
+                                       "`tseg-rt run FOLDER` to search it")
+    source: SlideSource | None = None
+    errors: list[str] = []
+    if is_ome_tiff(p):
+        return TiffFileSource(p)
+    import openslide
+
+    try:
+        source = OpenSlideSource(p)
+        if decoder in ("auto", "tifffile"):
+            source = DirectTiffSource.wrap(p, source)
+    except openslide.OpenSlideUnsupportedFormatError:
+        errors.append("OpenSlide: unsupported or missing image file")
+    except openslide.OpenSlideError as exc:
+        errors.append(f"OpenSlide: {exc}")
+    if source is None:
+        try:
+            source = TiffFileSource(p)
+        except UnsupportedSlideError as exc:
+            errors.append(str(exc).split(": ", 1)[-1])
+        except Exception as exc:
+            errors.append(f"tifffile: {exc}")
+    if source is None:
+        raise UnsupportedSlideError(
+            p,
+            "not a slide format tseg-rt can read (" + "; ".join(errors) + "). Supported: the "
+            "formats OpenSlide reads (Aperio .svs, Hamamatsu .ndpi, generic tiled TIFF, MIRAX, "
+            "Philips, Leica, Ventana, DICOM series, ...) and OME-TIFF. Is the file complete?",
+        )
+    return source
+
+
+def stored_mpp(p: Path) -> tuple[float, float] | None:
+    """The slide's own plausible level-0 resolution, or None (missing, implausible, or the slide
+    cannot be opened): what a run without ``--mpp`` would use (for resume decisions)."""
+    try:
+        source = open_source(p)
+    except TsegError:
+        return None
+    try:
+        return plausible_mpp(source.mpp())
+    finally:
+        source.close()

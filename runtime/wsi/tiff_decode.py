@@ -1,0 +1,202 @@
+"""Region reads straight from the tiles (or strips) of a TIFF page, by tifffile + imagecodecs.
+
+Used for OME-TIFF and TIFFs OpenSlide refuses, and for the TIFF-family slides OpenSlide opens
+(Aperio SVS, generic tiled TIFF), whose tiles decode here several times faster than through
+OpenSlide, in parallel, with identical pixels (:mod:`tseg.runtime.wsi.tifffile_source`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tseg.runtime.errors import SlideReadError, UnsupportedSlideError
+
+#: Decoded TIFF tiles kept per open slide, so that neighbouring blocks, which share the tiles
+#: on their edges, decode each tile once (about one row of blocks of a 7680 px tile).
+TILE_CACHE_BYTES = 96 * 2**20
+JPEG = 7  # TIFF compression code of (new-style) JPEG
+
+
+class TileCache:
+    """A bounded, thread-safe LRU of decoded tiles keyed by ``(level, index, scale)``."""
+
+    def __init__(self, capacity: int = TILE_CACHE_BYTES) -> None:
+        self._items: "OrderedDict[tuple[int, int, int], np.ndarray]" = OrderedDict()
+        self._bytes = 0
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[int, int, int]) -> np.ndarray | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: tuple[int, int, int], value: np.ndarray) -> None:
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = value
+            self._bytes += value.nbytes
+            while self._bytes > self._capacity and len(self._items) > 1:
+                _, old = self._items.popitem(last=False)
+                self._bytes -= old.nbytes
+
+
+class TiffLevel:
+    """Region reads from one tiled or stripped TIFF page (contig or planar RGB(A), uint8).
+
+    Chunks are read with ``os.pread`` on the slide's own file descriptor (no lock; thread-safe)
+    and decoded by tifffile's codecs (imagecodecs: libjpeg-turbo, OpenJPEG, zlib ...), which
+    release the GIL, so reader threads decode in parallel.
+    """
+
+    def __init__(self, page: Any, fd: int, path: Path, level: int, cache: TileCache) -> None:
+        self.page = page
+        self._fd = fd
+        self._path = path
+        self._level = level
+        self._cache = cache
+        if page.dtype is None or np.dtype(page.dtype) != np.uint8:
+            raise UnsupportedSlideError(path, f"pixel type {page.dtype} is not 8-bit")
+        samples = int(page.samplesperpixel)
+        if samples not in (3, 4):
+            raise UnsupportedSlideError(path, f"{samples} samples per pixel; RGB(A) is required")
+        self.samples = samples
+        self.separate = int(page.planarconfig) == 2
+        self.width = int(page.imagewidth)
+        self.height = int(page.imagelength)
+        if page.is_tiled:
+            self.chunk_w, self.chunk_h = int(page.tilewidth), int(page.tilelength)
+        else:
+            self.chunk_w, self.chunk_h = self.width, int(page.rowsperstrip or self.height)
+        self.chunk_h = min(self.chunk_h, self.height) if not page.is_tiled else self.chunk_h
+        self.across = -(-self.width // self.chunk_w)
+        self.down = -(-self.height // self.chunk_h)
+        self.compression = int(page.compression)
+        self.photometric = int(page.photometric)
+        # JPEG tiles inside a block are decoded by imagecodecs straight into a per-thread buffer
+        # (no allocation, no cache: only tiles on block edges are shared between blocks), with
+        # the colour spaces tifffile would use, so the pixels are the same as tifffile's.
+        self._direct_jpeg: tuple[Any, Any] | None = None
+        if self.compression == JPEG and not self.separate and page.is_tiled and int(page.bitspersample) == 8:
+            try:
+                from tifffile.tifffile import jpeg_decode_colorspace
+
+                self._direct_jpeg = jpeg_decode_colorspace(
+                    page.photometric, page.planarconfig, page.extrasamples, page.is_jfif)
+            except Exception:  # an older tifffile: decode through page.decode
+                self._direct_jpeg = None
+        self._scratch = threading.local()
+
+    def dct_scales(self) -> tuple[int, ...]:
+        """Power-of-two reductions libjpeg can decode in the DCT domain for this level."""
+        if self.compression != JPEG or self.separate or not self.page.is_tiled:
+            return ()
+        return tuple(s for s in (2, 4, 8) if self.chunk_w % s == 0 and self.chunk_h % s == 0)
+
+    def _raw(self, index: int) -> bytes:
+        offset, count = int(self.page.dataoffsets[index]), int(self.page.databytecounts[index])
+        data = os.pread(self._fd, count, offset)
+        if len(data) != count or count == 0:
+            raise SlideReadError(self._path, f"TIFF chunk {index} of level {self._level} is truncated")
+        return data
+
+    def _decode_scaled(self, data: bytes, scale: int) -> np.ndarray:
+        """libjpeg-turbo's DCT-domain scaled decoding (via Pillow's ``draft``) of one JPEG tile."""
+        from PIL import Image
+
+        tables = self.page.jpegtables
+        stream = bytes(tables[:-2]) + data[2:] if tables else data
+        image = Image.open(io.BytesIO(stream))
+        image.draft("RGB", (self.chunk_w // scale, self.chunk_h // scale))
+        if self.photometric == 2:  # RGB stored as is (Aperio): no YCbCr conversion
+            tile = image.tile[0]
+            image.tile = [tile._replace(args=(tile.args[0], "RGB"))]
+        array = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
+        if array.shape[:2] != (self.chunk_h // scale, self.chunk_w // scale):
+            raise SlideReadError(self._path, f"JPEG tile decoded at 1/{scale} as {array.shape}")
+        return array
+
+    def _chunk(self, index: int, scale: int = 1) -> np.ndarray:
+        key = (self._level, index, scale)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        data = self._raw(index)
+        try:
+            if scale > 1:
+                chunk = self._decode_scaled(data, scale)
+            else:
+                segment, _, _ = self.page.decode(data, index, jpegtables=self.page.jpegtables)
+                if segment is None:
+                    raise SlideReadError(self._path, f"TIFF chunk {index} is empty or corrupt")
+                chunk = np.asarray(segment).reshape(segment.shape[-3], segment.shape[-2], -1)
+        except SlideReadError:
+            raise
+        except Exception as exc:  # codec errors on corrupt data
+            raise SlideReadError(self._path, f"decoding TIFF chunk {index} of level {self._level} "
+                                 f"failed: {exc}") from exc
+        self._cache.put(key, chunk)
+        return chunk
+
+    def _decode_jpeg_into_scratch(self, index: int) -> np.ndarray:
+        import imagecodecs
+
+        scratch = getattr(self._scratch, "tile", None)
+        if scratch is None:
+            scratch = self._scratch.tile = np.empty((self.chunk_h, self.chunk_w, self.samples), np.uint8)
+        colorspace, outcolorspace = self._direct_jpeg  # type: ignore[misc]
+        try:
+            imagecodecs.jpeg_decode(self._raw(index), bitspersample=8, tables=self.page.jpegtables,
+                                    colorspace=colorspace, outcolorspace=outcolorspace,
+                                    shape=(self.chunk_h, self.chunk_w), out=scratch)
+        except SlideReadError:
+            raise
+        except Exception as exc:
+            raise SlideReadError(self._path, f"decoding TIFF chunk {index} of level {self._level} "
+                                 f"failed: {exc}") from exc
+        return scratch
+
+    def read(self, x: int, y: int, width: int, height: int, scale: int = 1) -> np.ndarray:
+        """Pixels of the region in level coordinates divided by ``scale`` (DCT scaling)."""
+        out = np.empty((height, width, 3), dtype=np.uint8)
+        cw, ch = self.chunk_w // scale, self.chunk_h // scale
+        lw, lh = -(-self.width // scale), -(-self.height // scale)
+        c0, c1 = x // cw, (x + width - 1) // cw
+        r0, r1 = y // ch, (y + height - 1) // ch
+        per_plane = self.across * self.down
+        for r in range(r0, r1 + 1):
+            for c in range(c0, c1 + 1):
+                cx, cy = c * cw, r * ch
+                ix0, iy0 = max(x, cx), max(y, cy)
+                ix1 = min(x + width, cx + cw, lw)
+                iy1 = min(y + height, cy + ch, lh)
+                inside = cx >= x and cy >= y and cx + cw <= x + width and cy + ch <= y + height
+                if self.separate:
+                    planes = [self._chunk(s * per_plane + r * self.across + c)[..., 0] for s in range(3)]
+                    chunk = np.stack(planes, axis=-1)
+                elif inside and scale == 1 and self._direct_jpeg is not None:
+                    chunk = self._decode_jpeg_into_scratch(r * self.across + c)
+                else:
+                    chunk = self._chunk(r * self.across + c, scale)
+                out[iy0 - y : iy1 - y, ix0 - x : ix1 - x] = chunk[
+                    iy0 - cy : iy1 - cy, ix0 - cx : ix1 - cx, :3
+                ]
+        return out
+
+
+def tiff_levels(tif: Any, fd: int, path: Path) -> list[TiffLevel]:
+    """The levels of the first series (its pyramid) of an open TIFF, sharing one tile cache."""
+    series = tif.series[0]
+    levels = getattr(series, "levels", None) or [series]
+    cache = TileCache()
+    return [TiffLevel(level.keyframe, fd, path, i, cache) for i, level in enumerate(levels)]

@@ -1,0 +1,255 @@
+"""The layout of ``tseg.runtime`` (docs/architecture.md), checked from the modules' own imports.
+
+Every import counts, the ones inside functions included (a lazy import is still a dependency):
+no cycles between modules; imports go down the layers of :data:`LAYERS` only; no ``_private``
+name is imported from another module; no module reaches 500 lines. Read with ``ast``, so nothing
+is imported and the test takes well under a second.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import tseg.runtime
+
+PACKAGE = "tseg.runtime"
+ROOT = Path(tseg.runtime.__file__).parent
+REPO = Path(__file__).resolve().parents[2]
+MAX_LINES = 500
+
+#: Bottom layer first. A module may import from its own subpackage and from lower layers only;
+#: two subpackages of one layer never import each other. A new subpackage must be placed here.
+LAYERS: list[tuple[str, ...]] = [
+    ("errors", "compat"),  # the exception root; the table of old module paths (imports nothing)
+    ("util",),  # atomic writes, parallel jobs, versions, signals
+    ("wsi", "method", "models"),  # reading slides; the paper's steps as array functions; the bundled model
+    ("execution",),  # contract, backends, executor, pipeline, Segmenter
+    ("outputs",),  # per-slide result files
+    ("cohort",),  # batches, resume, locks, Ray, shards, the cohort report
+    ("evaluation",),  # metrics, references, synthetic slides, the demo
+    ("service",),  # the HTTP service and hot folder (issue 21)
+    ("bench",),  # throughput benchmarks (issue 23)
+    ("cli",),  # the command line: may use everything
+]
+RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+
+
+@dataclass(frozen=True)
+class Import:
+    source: str  # importing module
+    target: str  # imported module (the longest prefix that is a module of the package)
+    names: tuple[str, ...]  # names taken from it with ``from ... import``
+    line: int
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join([PACKAGE, *parts])
+
+
+MODULES = {module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
+
+
+def resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    base = module.split(".") if is_package else module.split(".")[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def owning_module(name: str) -> str | None:
+    """``name`` if it is a module of the package, else its closest enclosing module."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def imports_of(module: str, path: Path) -> list[Import]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith(PACKAGE + ".") and owning_module(alias.name):
+                    found.append(Import(module, owning_module(alias.name), (), node.lineno))
+        elif isinstance(node, ast.ImportFrom):
+            base = resolve(module, path.name == "__init__.py", node)
+            if base != PACKAGE and not base.startswith(PACKAGE + "."):
+                continue
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                if full in MODULES:  # ``from tseg.runtime.wsi import dicom``: the submodule
+                    found.append(Import(module, full, (), node.lineno))
+                elif owning_module(base):
+                    found.append(Import(module, owning_module(base), (alias.name,), node.lineno))
+    return [i for i in found if i.target != module]
+
+
+IMPORTS = [i for m, p in MODULES.items() for i in imports_of(m, p)]
+
+
+def layer_of(module: str) -> str:
+    """The subpackage (or root module) of ``tseg.runtime.<name>...``; ``""`` for the package itself."""
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 else ""
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    counter = 0
+    for start in sorted(edges):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(edges[start])))]
+        index[start] = low[start] = counter
+        counter += 1
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(edges.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_the_import_graph_is_read():
+    """The checks below see the package: its modules and their imports, lazy ones included."""
+    assert len(MODULES) > 40
+    pairs = {(i.source, i.target) for i in IMPORTS}
+    assert ("tseg.runtime.wsi.slide", "tseg.runtime.wsi.sources") in pairs
+    assert ("tseg.runtime.cohort.batch", "tseg.runtime.cohort.ray_batch") in pairs  # inside run_batch
+    assert ("tseg.runtime.wsi.sources", "tseg.runtime.wsi.dicom") in pairs  # ``from ... import dicom``
+
+
+def test_cycle_finder_finds_cycles():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles():
+    edges: dict[str, set[str]] = defaultdict(set)
+    for i in IMPORTS:
+        edges[i.source].add(i.target)
+        edges.setdefault(i.target, set())
+    found = cycles(edges)
+    detail = [" <-> ".join(c) + ": " + "; ".join(f"{i.source}:{i.line} imports {i.target}" for i in IMPORTS
+                                                 if i.source in c and i.target in c) for c in found]
+    assert not found, "import cycles in tseg.runtime:\n" + "\n".join(detail)
+
+
+def test_every_subpackage_has_a_layer():
+    unplaced = sorted({layer_of(m) for m in MODULES} - set(RANK) - {""})
+    assert not unplaced, f"place {unplaced} in LAYERS (tests/runtime/test_layout.py) and docs/architecture.md"
+
+
+def layer_violation(i: Import) -> str | None:
+    """Why ``i`` goes against the layers, or None."""
+    src, dst = layer_of(i.source), layer_of(i.target)
+    if src == "" or dst == "" or src == dst:  # the package's lazy facade; within one subpackage
+        return None
+    if src not in RANK or dst not in RANK or RANK[dst] >= RANK[src]:
+        return f"{i.source}:{i.line} imports {i.target} ({src} may only use the layers below it)"
+    return None
+
+
+def test_the_layer_rule():
+    """Down is allowed; up and sideways (two subpackages of one layer) are not."""
+    down = Import("tseg.runtime.cohort.runner", "tseg.runtime.outputs.files", ("write_outputs",), 1)
+    inside = Import("tseg.runtime.cohort.batch", "tseg.runtime.cohort.ray_batch", ("run_on_ray",), 1)
+    up = Import("tseg.runtime.outputs.files", "tseg.runtime.cohort.resume", ("read_summary",), 1)
+    side = Import("tseg.runtime.method.merge", "tseg.runtime.wsi.slide", ("open_slide",), 1)
+    assert layer_violation(down) is None and layer_violation(inside) is None
+    assert layer_violation(up) and layer_violation(side)
+
+
+def test_imports_go_down_the_layers():
+    wrong = [why for why in map(layer_violation, IMPORTS) if why]
+    assert not wrong, "imports against the layers of docs/architecture.md:\n" + "\n".join(wrong)
+
+
+def private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def private_imports(paths: dict[str, Path]) -> list[str]:
+    """``from tseg... import _name``, and ``module._name`` on a tseg module imported by name."""
+    found = []
+    for module, path in paths.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        modules_here: set[str] = set()  # local names bound to tseg modules
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules_here.update(a.asname for a in node.names if a.asname and a.name.startswith("tseg"))
+            elif isinstance(node, ast.ImportFrom):
+                base = resolve(module, path.name == "__init__.py", node)
+                if not base.startswith("tseg"):
+                    continue
+                for alias in node.names:
+                    if private(alias.name):
+                        found.append(f"{path.relative_to(REPO)}:{node.lineno} imports {alias.name} from {base}")
+                    elif f"{base}.{alias.name}" in MODULES:
+                        modules_here.add(alias.asname or alias.name)
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id in modules_here and private(node.attr)):
+                found.append(f"{path.relative_to(REPO)}:{node.lineno} uses {node.value.id}.{node.attr}")
+    return found
+
+
+def test_no_private_names_imported_from_another_module():
+    """In the runtime, and in whatever else of the project uses it (tests and benchmarks included):
+    a name another module needs is made public or moved."""
+    others = {}
+    for folder in ("training", "engines", "export", "benchmarks", "tests"):
+        for p in sorted((REPO / folder).rglob("*.py")) if (REPO / folder).is_dir() else []:
+            others[f"{folder}.{p.stem}"] = p
+    found = private_imports(MODULES) + private_imports(others)
+    assert not found, "\n".join(found)
+
+
+def test_no_module_over_500_lines():
+    sizes = {m: len(p.read_text(encoding="utf-8").splitlines()) for m, p in MODULES.items()}
+    big = {m: n for m, n in sizes.items() if n >= MAX_LINES}
+    assert not big, f"split these along their seams (STYLE: < ~450 lines, hard limit {MAX_LINES}): {big}"
+
+
+@pytest.mark.parametrize("package", sorted({layer_of(m) for m in MODULES if m.count(".") >= 3}))
+def test_tests_mirror_the_package(package):
+    """Each subpackage has its tests in tests/runtime/<subpackage>/ (models is data only)."""
+    if package == "models":
+        pytest.skip("the bundled model is data; it is tested through execution and evaluation")
+    assert sorted((REPO / "tests" / "runtime" / package).glob("test_*.py")), f"no tests/runtime/{package}/test_*.py"
