@@ -40,6 +40,19 @@ DctScaling = Annotated[bool, typer.Option(
     "--dct-scaling", help="Opt-in: decode JPEG tiles at 1/2, 1/4 or 1/8 in the DCT domain when that is still at "
                           "least the target resolution.")]
 
+# --- the overlay (overlay.png only: never the maps, the mask or the polygons) --------------------
+OverlayStyle = Annotated[str, typer.Option(
+    "--overlay-style", metavar="fill|contour|heatmap",
+    help="overlay.png: the tumour mask as a translucent fill with its contour, the contour alone, or the "
+         "probability as a colour-blind-safe heat map with the contour.")]
+OverlayOpacity = Annotated[float, typer.Option(
+    "--overlay-opacity", min=0.0, max=1.0,
+    help="Opacity of the overlay's fill or heat map, 0-1 (the tissue stays visible below it).")]
+#: Their defaults: the library's (tested against DEFAULT_OVERLAY_* of execution.segmenter, which is
+#: not imported here so that --help stays fast).
+OVERLAY_STYLE_DEFAULT = "fill"
+OVERLAY_OPACITY_DEFAULT = 0.35
+
 # --- how a command reports -------------------------------------------------------------------
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True)]
@@ -56,3 +69,13 @@ def slide_settings(*, mpp: Optional[str], low: Optional[int], high: Optional[int
     per-slide ones (a slides CSV) to check with them."""
     return {"low": low, "high": high, "mpp": mpp_option(mpp), "reader_threads": reader_threads,
             "level_tolerance": level_tolerance, "dct_scaling": dct_scaling}
+
+
+def overlay_settings(*, overlay_style: str, overlay_opacity: float) -> dict[str, Any]:
+    """The overlay options as Segmenter keyword arguments, checked (exit 2 naming the problem)."""
+    from tseg.runtime.cli.common import reported
+    from tseg.runtime.execution.segmenter import check_overlay
+
+    with reported():
+        check_overlay(overlay_style, overlay_opacity)
+    return {"overlay_style": overlay_style, "overlay_opacity": overlay_opacity}

@@ -23,10 +23,15 @@ from tseg.runtime.cli.options import (
     LevelTolerance,
     Low,
     Mpp,
+    OVERLAY_OPACITY_DEFAULT,
+    OVERLAY_STYLE_DEFAULT,
+    OverlayOpacity,
+    OverlayStyle,
     Progress,
     Providers,
     ReaderThreads,
     Verbose,
+    overlay_settings,
     slide_settings,
 )
 from tseg.runtime.cli.report import write_report_after_run
@@ -43,6 +48,8 @@ def run(
     reader_threads: ReaderThreads = None,
     level_tolerance: LevelTolerance = 0.0,
     dct_scaling: DctScaling = False,
+    overlay_style: OverlayStyle = OVERLAY_STYLE_DEFAULT,
+    overlay_opacity: OverlayOpacity = OVERLAY_OPACITY_DEFAULT,
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo slides that already have results."),
     workers: Optional[int] = typer.Option(None, min=1, help="Slides processed in parallel, each process with its own backend (default 1; with --ray: one per GPU, or one per 4 CPUs)."),
     devices: Devices = None,
@@ -91,6 +98,7 @@ def run(
             shard_k_n = parse_shard(shard)
     settings = slide_settings(mpp=mpp, low=low, high=high, reader_threads=reader_threads,
                               level_tolerance=level_tolerance, dct_scaling=dct_scaling)
+    settings.update(overlay_settings(overlay_style=overlay_style, overlay_opacity=overlay_opacity))
     if not slides and csv_table is None:
         fail("give slides, folders or --csv SLIDES.csv")
     with reported():

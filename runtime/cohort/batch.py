@@ -4,7 +4,7 @@
   recursively for slides and DICOM series, never into result folders; slides CSV lists).
 * Each slide's outputs go to a result folder whose name depends on the slide alone, and a
   finished result is reused only when it is this slide's and was made with these settings;
-  otherwise it is post-processed again (only thresholds differ) or redone. The rules are in
+  otherwise it is post-processed again (only thresholds or the overlay differ) or redone. The rules are in
   :mod:`tseg.runtime.cohort.resume` (identity, names, decisions), shared with distributed runners.
   One slide is processed by :func:`tseg.runtime.cohort.runner.run_slide`.
 * A slide is processed under its result folder's lock (``OUT/.<name>.lock``, ``flock``): two

@@ -92,7 +92,8 @@ def process_slide(segmenter: Any, slide: Path, out: Path, overwrite: bool = Fals
             return SlideOutcome(str(slide), name, "skipped", detail=decision.reason)
         if decision.action == "postprocess":
             s = segmenter.settings
-            summary = repostprocess(final, segmenter.low, segmenter.high, s.prune)
+            summary = repostprocess(final, segmenter.low, segmenter.high, s.prune, overlay_style=s.overlay_style,
+                                    overlay_opacity=s.overlay_opacity)
             return SlideOutcome(str(slide), name, "postprocessed", seconds=time.perf_counter() - t0,
                                 summary=summary, detail=decision.reason)
         for stale in list(out.glob(f".{name}.tmp-*")) + list(out.glob(f".{name}.old-*")):

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, make_colour_model, make_slow_model, make_square_slide
+from helpers import REPO, make_slow_model, make_square_slide
 from slurm import SlurmCluster, unavailable
 from tseg.runtime.cohort.batch import run_batch
 from tseg.runtime.cohort.resume import read_holder
@@ -91,10 +91,10 @@ def cohort(tmp_path_factory):
         make_square_slide(slides / f"{name}.tiff", square_um=square, seed=seed)
     reference = root / "reference"
     found = sorted(slides.iterdir())
-    local = run_batch(found, reference, Segmenter(make_colour_model(root / "colour.onnx")))
+    slow = make_slow_model(root / "slow.onnx")  # the same model as the jobs: the overlay's legend names it
+    local = run_batch(found, reference, Segmenter(slow, providers="cpu"))
     assert all(o.status == "done" for o in local)
-    return {"root": root, "slides": slides, "found": found, "reference": reference,
-            "slow": make_slow_model(root / "slow.onnx")}
+    return {"root": root, "slides": slides, "found": found, "reference": reference, "slow": slow}
 
 
 def user_env(venv_active: bool, **extra: str) -> dict[str, str]:
