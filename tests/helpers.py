@@ -96,10 +96,11 @@ def make_colour_model(path: Path, tile: int = 256, overlap: int = 32, divisor: i
 
 
 def make_slow_model(path: Path, products: int = 12) -> Path:
-    """The colour model plus work that changes nothing: ``products`` 768 x 768 matrix products on
-    each 256 px tile (~0.3 GFLOP each), whose result enters the output as Relu(-|x|) = 0 (outputs
-    identical to the colour model's). Slides then take long enough on any machine that a signal or
-    a cancel sent mid-slide cannot arrive after it has finished."""
+    """The colour model plus work that changes nothing: ``products`` 256 x 768 by 768 x 768 matrix
+    products on each 256 px tile (0.3 GFLOP each), whose result enters the output as
+    Relu(-|x|) = 0 (outputs identical to the colour model's). A large slide then takes long
+    enough on any machine that a signal sent once it has started cannot arrive after it finished."""
+    import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 

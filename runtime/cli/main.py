@@ -8,7 +8,8 @@ options shared with ``run`` from :mod:`tseg.runtime.cli.options`) and add one li
 Heavy modules are imported inside the commands so that ``--help`` is fast and the runtime
 commands never import PyTorch. TsegError becomes a one-line message and a non-zero exit status
 (:data:`tseg.runtime.cli.common.EXIT_CODES`): 1 when some slides failed, 2 for errors that stop
-the command before any slide runs, 130 after Ctrl-C.
+the command before any slide runs, 130 after Ctrl-C, 143 after SIGTERM (``report`` of a cohort:
+3 when slides were not run).
 """
 
 from __future__ import annotations
@@ -36,12 +37,16 @@ app.command("watch")(watch.watch)
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. SIGTERM (scancel, a time limit) stops a command as Ctrl-C
+    does, with exit status 143 (:mod:`tseg.runtime.util.signals`)."""
+    from tseg.runtime.util.signals import describe_signal, exit_status, terminate_as_interrupt
+
     try:
-        app()
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        sys.exit(130)
+        with terminate_as_interrupt():
+            app()
+    except KeyboardInterrupt as stop:
+        sys.stderr.write(describe_signal(stop) + "\n")
+        sys.exit(exit_status(stop))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 A thin shell over :func:`tseg.runtime.cohort.batch.run_batch`: every option is checked before
 any slide or model is read (exit 2), slides are listed (folders searched, a slides CSV, a
 shard), the model is loaded once here (or checked for the workers), and the outcomes become a
-table and an exit status (1 when a slide failed, 130 after Ctrl-C).
+table and an exit status (1 when a slide failed, 130 after Ctrl-C, 143 after SIGTERM).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from tseg.runtime.cli.common import EXIT_FAILED_SLIDES, EXIT_INTERRUPTED, devices_option, fail, reported, setup_logging
+from tseg.runtime.cli.common import EXIT_FAILED_SLIDES, devices_option, fail, reported, setup_logging
 from tseg.runtime.cli.options import (
     DctScaling,
     Devices,
@@ -140,7 +140,7 @@ def run(
         console.print(escape(f"{len(found)} slide(s){shard_note} -> {out}   model: {backend_info['path']} "
                              f"[{backend_info['kind']} {', '.join(backend_info.get('providers', []))}]"
                              + (f"   on {where}" if where else "")),
-                      highlight=False)
+                      highlight=False, soft_wrap=True)  # one line in a log file: paths stay whole
         try:
             with BatchProgress(len(found), enabled=progress, console=console,
                                per_slide_tiles=ray is None and local_workers <= 1) as bar:
@@ -156,14 +156,17 @@ def run(
                                      slide_settings=per_slide, wait_for_locks=wait_for_locks,
                                      quiet_worker_load=True, ray=ray, dicom=dicom)
         except BatchInterrupted as stop:
+            from tseg.runtime.util.signals import exit_status
+
             console.print(f"[red]{escape(stop.message())}[/]", highlight=False, soft_wrap=True)
-            raise typer.Exit(EXIT_INTERRUPTED)
+            raise typer.Exit(exit_status(stop))  # 130 after Ctrl-C, 143 after SIGTERM
         finally:
             if segmenter is not None:
                 segmenter.close()
-    if report:
-        write_report_after_run(out, console)
-    print_outcomes(outcomes, console)
+    with reported():  # a signal while the report or the table is written: exit 130 / 143 too
+        if report:
+            write_report_after_run(out, console)
+        print_outcomes(outcomes, console)
 
 
 def _checked_table(csv_table: Optional[Path], low: Optional[int], high: Optional[int]) -> list[tuple[Any, dict]]:

@@ -3,9 +3,11 @@ worker processes, each loading its own backend (one per GPU with ``devices``).
 
 Both run :func:`tseg.runtime.cohort.runner.run_slide` and record every outcome in the batch's
 :class:`~tseg.runtime.cohort.outcomes.Ledger`; a slide whose lock another live process holds is
-put back and waited for at the end (``wait_for_locks``). Ctrl-C raises
-:class:`~tseg.runtime.cohort.outcomes.BatchInterrupted` (workers are passed the signal, so they
-remove their partial outputs).
+put back and waited for at the end (``wait_for_locks``). Ctrl-C, and SIGTERM where the command
+line turned it into :class:`~tseg.runtime.util.signals.Terminated`, raise
+:class:`~tseg.runtime.cohort.outcomes.BatchInterrupted` (workers are passed the signal, or get
+it from a scheduler that signals every process of a job, and remove their partial outputs).
+Each outcome names its worker (:func:`tseg.runtime.cohort.worker.describe_worker`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from tseg.runtime.cohort.outcomes import Ledger, SlideOutcome
 from tseg.runtime.cohort.resume import describe_holder, result_stem, slide_stem
 from tseg.runtime.cohort.runner import run_slide
 from tseg.runtime.wsi.locator import as_slide, slide_exists
+from tseg.runtime.cohort.worker import describe_worker
+from tseg.runtime.util.signals import stop_once
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,7 @@ def run_here(slides: Sequence[Path], out: Path, ledger: Ledger, segmenter: Any, 
                                     on_tile=tile if (on_tile or on_tiles) else None, on_plan=on_plan,
                                     on_wait=waiting(slide), dicom=dicom)
                 current.clear()
+                outcome.worker = describe_worker()
                 if outcome.status == "locked" and not wait_now and wait_for_locks:
                     ledger.defer(slide, outcome)
                     deferred.append(slide)
@@ -72,8 +77,8 @@ def run_here(slides: Sequence[Path], out: Path, ledger: Ledger, segmenter: Any, 
                 ledger.finish(outcome)
             if not wait_for_locks:
                 break
-    except KeyboardInterrupt:
-        raise ledger.interrupted(slides, list(current)) from None
+    except KeyboardInterrupt as stop:
+        raise ledger.interrupted(slides, list(current), stop) from None
 
 
 # --- several processes ------------------------------------------------------------------------
@@ -107,6 +112,11 @@ class _ToMainHandlers(logging.Handler):
 
 def _worker_init(engine: str | None, providers: Any, devices: list[int], counter: Any,
                  settings: dict[str, Any], log_level: int, log_queue: Any, quiet_load: bool) -> None:
+    # Ctrl-C reaches the workers from the main process (_interrupt_workers), SIGTERM from a
+    # scheduler that signals every process of a job, often both: the first stops the slide, the
+    # other is ignored while its partial outputs are removed. (Set explicitly: a process started
+    # in the background of a shell script inherits SIGINT ignored.)
+    stop_once((signal.SIGINT, signal.SIGTERM))
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(log_queue)]
     root.setLevel(log_level)
@@ -129,7 +139,7 @@ def _worker_run(slide: str, out: str, overwrite: bool, wait_for_lock: bool,
                 overrides: dict[str, Any] | None, dicom: Any = None) -> SlideOutcome:
     outcome = run_slide(_WORKER["segmenter"], as_slide(slide), Path(out), overwrite, wait_for_lock, overrides,
                         dicom=dicom)
-    outcome.worker = f"pid {os.getpid()}"
+    outcome.worker = describe_worker()
     return outcome
 
 
@@ -193,11 +203,11 @@ def run_in_processes(slides: Sequence[Path], out: Path, ledger: Ledger, *, worke
                     ledger.finish(outcome)
             if not wait_for_locks or not deferred:
                 break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         _interrupt_workers(pool)
         pool.shutdown(wait=True, cancel_futures=True)
         in_progress = [str(s) for f, s in running.items() if f.running() or f.done()]
-        raise ledger.interrupted(slides, in_progress) from None
+        raise ledger.interrupted(slides, in_progress, stop) from None
     finally:
         pool.shutdown(wait=True)
         listener.stop()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from tseg.runtime.cohort.outcomes import SlideOutcome, failed_outcome
+from tseg.runtime.cohort.worker import describe_worker
 from tseg.runtime.cohort.resume import (
     RESULT_MARKER,
     LockBusy,
@@ -110,6 +111,7 @@ def process_slide(segmenter: Any, slide: SlideRef, out: Path, overwrite: bool = 
             result = segmenter.segment_slide(slide, on_tile=on_tile, on_plan=on_plan, cancel=cancel)
             result.summary["slide"].update(path=identity.path, fingerprint=identity.fingerprint,
                                            size_bytes=identity.size_bytes, result_folder=name)
+            result.summary["worker"] = describe_worker()  # host, pid, Slurm task: for the report
             write_outputs(result, tmp, segmenter.contract.mpp)
             if final.exists() or final.is_symlink():
                 old = out / f".{name}.old-{os.getpid()}"

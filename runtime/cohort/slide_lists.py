@@ -178,12 +178,13 @@ def collect_slides(inputs: Sequence[str | os.PathLike[str]], rows: Sequence[tupl
     (:func:`read_slides_csv`), each once; and each row's settings by the slide's path as listed
     (the form ``run_batch(slide_settings=...)`` takes)."""
     found = find_slides(inputs, exclude=exclude) if inputs else []
-    known = {slide_key(p) for p in found}
+    known = {slide_key(p): p for p in found}  # slide key -> the slide as listed (10,000 rows: no rescans)
     per_slide: dict[str, dict[str, Any]] = {}
     for path, row in rows:
         for p in find_slides([path], exclude=exclude):
-            if slide_key(p) not in known:
+            key = slide_key(p)
+            if key not in known:
                 found.append(p)
-                known.add(slide_key(p))
-            per_slide[str(next(f for f in found if slide_key(f) == slide_key(p)))] = row
+                known[key] = p
+            per_slide[str(known[key])] = row
     return found, per_slide

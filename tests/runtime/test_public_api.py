@@ -40,7 +40,7 @@ COMMANDS = {
             "--dicom-out", "--dicom-wsi", "--dicom-metadata", "--stow", "--dicomweb-credentials", "--verbose/-v"],
     "info": ["PATH", "--mpp", "--json"],
     "postprocess": ["RESULTS", "--low", "--high", "--prune|--no-prune", "--overlay-style", "--overlay-opacity"],
-    "report": ["RESULTS", "--review-margin", "--thumbnails|--no-thumbnails", "--title"],
+    "report": ["RESULTS", "--slides", "--csv", "--shards", "--review-margin", "--thumbnails|--no-thumbnails", "--title"],
     "eval": ["--pred", "--ref", "--out/-o", "--cohorts", "--classes", "--sweep", "--repair-annotations"],
     "demo": ["--out/-o", "--engine/-e", "--progress|--no-progress", "--verbose/-v"],
     "export": ["CHECKPOINT", "--out/-o", "--precision", "--traced-size", "--tile-size", "--min-overlap", "--low",
@@ -66,7 +66,7 @@ COMMANDS = {
 }
 
 #: The documented exit statuses (README, *Exit status*).
-EXIT_STATUSES = {0, 1, 2, 130}
+EXIT_STATUSES = {0, 1, 2, 3, 130, 143}
 
 
 def command_table() -> dict[str, list[str]]:

@@ -183,8 +183,9 @@ def test_the_page_is_self_contained_and_holds_every_row(cohort):
 def test_report_command(cohort, tmp_path):
     r = subprocess.run([sys.executable, "-m", "tseg.runtime.cli", "report", str(cohort["out"])],
                        capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr  # a slide failed: a dependent job can tell
     assert str(cohort["out"] / REPORT_HTML) in r.stdout and f"{7 + COPIES} slide(s)" in r.stdout
+    assert "failed: " in r.stderr and "broken.svs" in r.stderr
     r = subprocess.run([sys.executable, "-m", "tseg.runtime.cli", "report", str(tmp_path / "nowhere")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "no such results folder" in r.stderr and "Traceback" not in r.stderr
