@@ -1,7 +1,7 @@
 """The ``tseg-rt`` command line: a thin front end; each command calls one library function.
 
 One module per command group (``run``, ``info``, ``postprocess``, ``report``, ``eval``,
-``demo``, ``export``/``build-engine``, ``train``); this module only registers them. To add a
+``demo``, ``export``/``build-engine``, ``train``, ``bench``); this module only registers them. To add a
 command: write ``tseg/runtime/cli/<name>.py`` with a typer function (heavy imports inside it,
 options shared with ``run`` from :mod:`tseg.runtime.cli.options`) and add one line below.
 
@@ -17,7 +17,7 @@ import sys
 
 import typer
 
-from tseg.runtime.cli import demo, evaluate, export, info, postprocess, report, run, train
+from tseg.runtime.cli import bench, demo, evaluate, export, info, postprocess, report, run, train
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Pan-cancer tumour segmentation in H&E whole-slide images.")
@@ -30,6 +30,7 @@ app.command("info")(info.info)
 app.command("postprocess")(postprocess.postprocess)
 app.command("export")(export.export)
 app.command("build-engine")(export.build_engine)
+app.command("bench")(bench.bench)
 
 
 def main() -> None:

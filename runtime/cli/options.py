@@ -40,6 +40,36 @@ DctScaling = Annotated[bool, typer.Option(
     "--dct-scaling", help="Opt-in: decode JPEG tiles at 1/2, 1/4 or 1/8 in the DCT domain when that is still at "
                           "least the target resolution.")]
 
+# --- the overlay (overlay.png only: never the maps, the mask or the polygons) --------------------
+OverlayStyle = Annotated[str, typer.Option(
+    "--overlay-style", metavar="fill|contour|heatmap",
+    help="overlay.png: the tumour mask as a translucent fill with its contour, the contour alone, or the "
+         "probability as a colour-blind-safe heat map with the contour.")]
+OverlayOpacity = Annotated[float, typer.Option(
+    "--overlay-opacity", min=0.0, max=1.0,
+    help="Opacity of the overlay's fill or heat map, 0-1 (the tissue stays visible below it).")]
+#: Their defaults: the library's (tested against DEFAULT_OVERLAY_* of execution.segmenter, which is
+#: not imported here so that --help stays fast).
+OVERLAY_STYLE_DEFAULT = "fill"
+OVERLAY_OPACITY_DEFAULT = 0.35
+
+# --- DICOM results and DICOMweb (per run; the site metadata file gives per-slide values) ---------
+DicomOut = Annotated[bool, typer.Option(
+    "--dicom-out", help="Also write DICOM objects per slide (SEG of tumour and tissue, probability SEG, bulk "
+                        "annotations) into RESULT/dicom/.")]
+DicomWsi = Annotated[bool, typer.Option(
+    "--dicom-wsi", help="With --dicom-out: write non-DICOM slides as DICOM WSI too (wsidicomizer), so that viewers "
+                        "and archives have the images.")]
+DicomMetadata = Annotated[Optional[Path], typer.Option(
+    "--dicom-metadata", metavar="CSV", help="Patient, accession and specimen per non-DICOM slide: a CSV with a path "
+                                            "column (see the README).")]
+Stow = Annotated[Optional[str], typer.Option(
+    "--stow", metavar="URL", help="Store the DICOM objects on a DICOMweb server (STOW-RS), e.g. "
+                                  "https://pacs/dicom-web; implies --dicom-out.")]
+DicomwebCredentials = Annotated[Optional[Path], typer.Option(
+    "--dicomweb-credentials", metavar="FILE", help="JSON file with DICOMweb credentials (a token, or a username and "
+                                                   "password, per server); or the TSEG_DICOMWEB_* variables.")]
+
 # --- how a command reports -------------------------------------------------------------------
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True)]
@@ -56,3 +86,33 @@ def slide_settings(*, mpp: Optional[str], low: Optional[int], high: Optional[int
     per-slide ones (a slides CSV) to check with them."""
     return {"low": low, "high": high, "mpp": mpp_option(mpp), "reader_threads": reader_threads,
             "level_tolerance": level_tolerance, "dct_scaling": dct_scaling}
+
+
+def overlay_settings(*, overlay_style: str, overlay_opacity: float) -> dict[str, Any]:
+    """The overlay options as Segmenter keyword arguments, checked (exit 2 naming the problem)."""
+    from tseg.runtime.cli.common import reported
+    from tseg.runtime.execution.segmenter import check_overlay
+
+    with reported():
+        check_overlay(overlay_style, overlay_opacity)
+    return {"overlay_style": overlay_style, "overlay_opacity": overlay_opacity}
+
+def dicom_options(*, dicom_out: bool, dicom_wsi: bool, dicom_metadata: Optional[Path], stow: Optional[str],
+                  dicomweb_credentials: Optional[Path]) -> Any:
+    """The run's :class:`~tseg.runtime.outputs.dicom_export.DicomOptions` (None without DICOM
+    outputs), every problem raised as a TsegError before any slide is read. A credentials file is
+    checked and named to this process and its workers by ``TSEG_DICOMWEB_CREDENTIALS`` (its path,
+    never its content), for reading DICOMweb slides and for storing."""
+    import os
+
+    if dicomweb_credentials is not None:
+        from tseg.runtime.util.http import CREDENTIALS_ENV, check_credentials_file
+
+        check_credentials_file(dicomweb_credentials)
+        os.environ[CREDENTIALS_ENV] = str(dicomweb_credentials.resolve())
+    if not (dicom_out or dicom_wsi or stow or dicom_metadata):
+        return None
+    from tseg.runtime.outputs.dicom_export import make_options
+
+    return make_options(convert_slide=dicom_wsi, stow_url=stow, metadata_file=dicom_metadata,
+                        credentials_file=str(dicomweb_credentials.resolve()) if dicomweb_credentials else None)

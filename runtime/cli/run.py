@@ -18,22 +18,35 @@ from tseg.runtime.cli.common import EXIT_FAILED_SLIDES, EXIT_INTERRUPTED, device
 from tseg.runtime.cli.options import (
     DctScaling,
     Devices,
+    DicomMetadata,
+    DicomOut,
+    DicomwebCredentials,
+    DicomWsi,
     Engine,
     High,
     LevelTolerance,
     Low,
     Mpp,
+    OVERLAY_OPACITY_DEFAULT,
+    OVERLAY_STYLE_DEFAULT,
+    OverlayOpacity,
+    OverlayStyle,
     Progress,
     Providers,
     ReaderThreads,
+    Stow,
     Verbose,
+    overlay_settings,
+    dicom_options,
     slide_settings,
 )
 from tseg.runtime.cli.report import write_report_after_run
 
 
 def run(
-    slides: Optional[List[Path]] = typer.Argument(None, help="Slide files, DICOM series folders and/or folders (searched recursively)."),
+    slides: Optional[List[str]] = typer.Argument(None, help="Slide files, DICOM series folders, folders (searched "
+                                                 "recursively) and/or DICOMweb series URLs (https://HOST/ROOT/studies/"
+                                                 "UID/series/UID)."),
     out: Path = typer.Option(Path("results"), "--out", "-o", help="Output folder (one sub-folder per slide)."),
     engine: Engine = None,
     mpp: Mpp = None,
@@ -43,6 +56,8 @@ def run(
     reader_threads: ReaderThreads = None,
     level_tolerance: LevelTolerance = 0.0,
     dct_scaling: DctScaling = False,
+    overlay_style: OverlayStyle = OVERLAY_STYLE_DEFAULT,
+    overlay_opacity: OverlayOpacity = OVERLAY_OPACITY_DEFAULT,
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo slides that already have results."),
     workers: Optional[int] = typer.Option(None, min=1, help="Slides processed in parallel, each process with its own backend (default 1; with --ray: one per GPU, or one per 4 CPUs)."),
     devices: Devices = None,
@@ -59,6 +74,11 @@ def run(
     wait_for_locks: bool = typer.Option(True, "--wait-for-locks/--no-wait-for-locks",
                                         help="Wait at the end for slides another process is working on."),
     progress: Progress = True,
+    dicom_out: DicomOut = False,
+    dicom_wsi: DicomWsi = False,
+    dicom_metadata: DicomMetadata = None,
+    stow: Stow = None,
+    dicomweb_credentials: DicomwebCredentials = None,
     verbose: Verbose = 0,
 ) -> None:
     """Segment slides: masks, probability maps, polygons, overlays and a summary per slide."""
@@ -91,10 +111,16 @@ def run(
             shard_k_n = parse_shard(shard)
     settings = slide_settings(mpp=mpp, low=low, high=high, reader_threads=reader_threads,
                               level_tolerance=level_tolerance, dct_scaling=dct_scaling)
+    settings.update(overlay_settings(overlay_style=overlay_style, overlay_opacity=overlay_opacity))
     if not slides and csv_table is None:
         fail("give slides, folders or --csv SLIDES.csv")
     with reported():
         table_rows = _checked_table(csv_table, low, high)
+        dicom = dicom_options(dicom_out=dicom_out, dicom_wsi=dicom_wsi, dicom_metadata=dicom_metadata, stow=stow,
+                              dicomweb_credentials=dicomweb_credentials)
+    if dicom is not None and ray is not None:
+        fail("--dicom-out, --dicom-wsi and --stow do not run on Ray yet: run without --ray (--workers N runs slides "
+             "in parallel on this machine)")
     with reported():
         found, per_slide = collect_slides(slides or [], table_rows, exclude=out)
         if settings["mpp"] is not None and per_slide and any("mpp" in r for r in per_slide.values()):
@@ -128,7 +154,7 @@ def run(
                                      on_slide_start=bar.slide_started, on_slide_done=bar.slide_done,
                                      on_tile=bar.tile_done, on_plan=bar.tiles_planned, on_tiles=bar.tiles_done,
                                      slide_settings=per_slide, wait_for_locks=wait_for_locks,
-                                     quiet_worker_load=True, ray=ray)
+                                     quiet_worker_load=True, ray=ray, dicom=dicom)
         except BatchInterrupted as stop:
             console.print(f"[red]{escape(stop.message())}[/]", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_INTERRUPTED)
@@ -140,7 +166,7 @@ def run(
     print_outcomes(outcomes, console)
 
 
-def _checked_table(csv_table: Optional[Path], low: Optional[int], high: Optional[int]) -> list[tuple[Path, dict]]:
+def _checked_table(csv_table: Optional[Path], low: Optional[int], high: Optional[int]) -> list[tuple[Any, dict]]:
     """The slides CSV's rows, with the run's and every row's thresholds checked."""
     from tseg.runtime.cohort.slide_lists import read_slides_csv
     from tseg.runtime.method.postprocess import check_thresholds

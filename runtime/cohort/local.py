@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 from tseg.runtime.cohort.outcomes import Ledger, SlideOutcome
 from tseg.runtime.cohort.resume import describe_holder, result_stem, slide_stem
 from tseg.runtime.cohort.runner import run_slide
+from tseg.runtime.wsi.locator import as_slide, slide_exists
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def run_here(slides: Sequence[Path], out: Path, ledger: Ledger, segmenter: Any, 
              on_tile: Callable[[int, bool], None] | None = None,
              on_plan: Callable[[int], None] | None = None,
              on_tiles: Callable[[int], None] | None = None,
-             on_lock_wait: Callable[[Path, str], None] | None = None) -> None:
+             on_lock_wait: Callable[[Path, str], None] | None = None, dicom: Any = None) -> None:
     """Process ``slides`` one after another in this process with ``segmenter``."""
 
     def waiting(slide: Path) -> Callable[[dict[str, Any] | None], None]:
@@ -58,11 +59,11 @@ def run_here(slides: Sequence[Path], out: Path, ledger: Ledger, segmenter: Any, 
             while queue:
                 slide = queue.pop(0)
                 if on_slide_start:
-                    on_slide_start(slide, result_stem(slide) if Path(slide).exists() else slide_stem(Path(slide)))
+                    on_slide_start(slide, result_stem(slide) if slide_exists(slide) else slide_stem(slide))
                 current[:] = [str(slide)]
                 outcome = run_slide(segmenter, slide, out, overwrite, wait_now, per_slide.get(str(slide)),
                                     on_tile=tile if (on_tile or on_tiles) else None, on_plan=on_plan,
-                                    on_wait=waiting(slide))
+                                    on_wait=waiting(slide), dicom=dicom)
                 current.clear()
                 if outcome.status == "locked" and not wait_now and wait_for_locks:
                     ledger.defer(slide, outcome)
@@ -125,8 +126,9 @@ def _worker_init(engine: str | None, providers: Any, devices: list[int], counter
 
 
 def _worker_run(slide: str, out: str, overwrite: bool, wait_for_lock: bool,
-                overrides: dict[str, Any] | None) -> SlideOutcome:
-    outcome = run_slide(_WORKER["segmenter"], Path(slide), Path(out), overwrite, wait_for_lock, overrides)
+                overrides: dict[str, Any] | None, dicom: Any = None) -> SlideOutcome:
+    outcome = run_slide(_WORKER["segmenter"], as_slide(slide), Path(out), overwrite, wait_for_lock, overrides,
+                        dicom=dicom)
     outcome.worker = f"pid {os.getpid()}"
     return outcome
 
@@ -143,7 +145,8 @@ def _interrupt_workers(pool: ProcessPoolExecutor) -> None:
 def run_in_processes(slides: Sequence[Path], out: Path, ledger: Ledger, *, workers: int, engine: str | None,
                      providers: Any, devices: Sequence[int], settings: Mapping[str, Any],
                      per_slide: Mapping[str, Mapping[str, Any]], overwrite: bool, wait_for_locks: bool,
-                     quiet_worker_load: bool = False, on_tiles: Callable[[int], None] | None = None) -> None:
+                     quiet_worker_load: bool = False, on_tiles: Callable[[int], None] | None = None,
+                     dicom: Any = None) -> None:
     """Process ``slides`` in ``workers`` spawned processes, each loading its own backend from
     ``engine`` (device ``devices[i % len(devices)]``); their log records come back to this
     process's handlers, each distinct message once."""
@@ -169,7 +172,7 @@ def run_in_processes(slides: Sequence[Path], out: Path, ledger: Ledger, *, worke
                     log.info("%s: waiting for the process that holds its lock", slide)
             for slide in batch:
                 future = pool.submit(_worker_run, str(slide), str(out), overwrite, wait_now,
-                                     per_slide.get(str(slide)))
+                                     per_slide.get(str(slide)), dicom)
                 running[future] = slide
             deferred = []
             while running:
@@ -180,7 +183,7 @@ def run_in_processes(slides: Sequence[Path], out: Path, ledger: Ledger, *, worke
                         outcome = future.result()
                     except Exception as exc:  # a worker died or failed to load the engine
                         text = f"{slide}: worker failed: {exc}"
-                        outcome = SlideOutcome(str(slide), slide_stem(Path(slide)), "failed", text, error_cli=text)
+                        outcome = SlideOutcome(str(slide), slide_stem(slide), "failed", text, error_cli=text)
                     if outcome.status == "locked" and not wait_now and wait_for_locks:
                         ledger.defer(slide, outcome)
                         deferred.append(slide)

@@ -46,6 +46,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from tseg.runtime.wsi.locator import slide_key
 from tseg.runtime.util.atomic import atomic_write, write_csv, write_text
 from tseg.runtime.errors import InvalidArgumentError, OutputError
 
@@ -88,7 +89,7 @@ REVIEW_TEXT = {
 
 
 def _record_file(out: Path, slide: str | os.PathLike[str]) -> Path:
-    key = hashlib.sha1(str(Path(slide).resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    key = hashlib.sha1(slide_key(slide).encode("utf-8", "surrogateescape")).hexdigest()[:16]
     return out / REPORT_DIR / FAILED_DIR / f"{key}.json"
 
 
@@ -103,7 +104,7 @@ def record_outcome(out: str | os.PathLike[str], outcome: Any) -> None:
         return
     if outcome.status != "failed":
         return
-    record = {"tseg_rt_failure": 1, "slide": str(Path(outcome.slide).resolve()), "name": outcome.name,
+    record = {"tseg_rt_failure": 1, "slide": slide_key(outcome.slide), "name": outcome.name,
               "error": outcome.error_cli or outcome.error or outcome.detail, "worker": outcome.worker,
               "host": socket.gethostname(), "failed_at": datetime.now(timezone.utc).isoformat()}
     try:

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from tseg.runtime.wsi.locator import SlideRef, as_slide, is_remote, slide_key
 from tseg.runtime.cohort.identity import is_result_folder
 from tseg.runtime.errors import NoSlidesFoundError
 from tseg.runtime.wsi.mpp import parse_mpp
@@ -46,21 +47,26 @@ def _walk(root: Path, exclude: Path | None) -> Iterable[Path]:
                 yield here / f
 
 
-def find_slides(inputs: Iterable[str | os.PathLike[str]], exclude: Path | None = None) -> list[Path]:
+def find_slides(inputs: Iterable[str | os.PathLike[str]], exclude: Path | None = None) -> list[SlideRef]:
     """Slides among ``inputs`` (files as given; folders searched recursively), sorted.
 
     A DICOM series is one entry (its folder, or its first file when the folder holds several
     series); DICOM files that are not whole-slide images are skipped in folders and kept, to fail
-    with their reason, when named explicitly."""
+    with their reason, when named explicitly. A DICOMweb series URL is one slide, kept as its
+    canonical URL (a string, after the local slides; :mod:`tseg.runtime.wsi.locator`)."""
     from tseg.runtime.wsi.dicom import group_series, is_dicom_candidate
 
     found: list[Path] = []
+    remote: set[str] = set()
     dicom_files: list[Path] = []
     explicit_dicom: set[Path] = set()
     missing = []
     inputs = list(inputs)
     exclude_resolved = exclude.resolve() if exclude is not None else None
     for item in inputs:
+        if is_remote(item):
+            remote.add(str(as_slide(item)))
+            continue
         p = Path(item)
         if p.is_file():
             if is_dicom_candidate(p):
@@ -89,7 +95,8 @@ def find_slides(inputs: Iterable[str | os.PathLike[str]], exclude: Path | None =
                 found.append(r.path)  # named explicitly: it fails with its reason
             else:
                 log.info("skipping %s: %s", r.path, r.error or f"not a whole-slide image (SOP class {r.sop_class})")
-    unique = sorted({f.resolve(): f for f in found}.values(), key=lambda f: str(f))
+    unique: list[SlideRef] = sorted({f.resolve(): f for f in found}.values(), key=lambda f: str(f))
+    unique += sorted(remote)
     if not unique:
         raise NoSlidesFoundError(
             "no slides found in " + ", ".join(str(i) for i in inputs)
@@ -102,7 +109,7 @@ def find_slides(inputs: Iterable[str | os.PathLike[str]], exclude: Path | None =
 SLIDES_CSV_COLUMNS = ("mpp", "mpp_x", "mpp_y", "low", "high", "prune")
 
 
-def read_slides_csv(path: str | os.PathLike[str]) -> list[tuple[Path, dict[str, Any]]]:
+def read_slides_csv(path: str | os.PathLike[str]) -> list[tuple[SlideRef, dict[str, Any]]]:
     """``(slide path, per-slide settings)`` rows of a slides CSV.
 
     Columns: ``path`` (relative paths are taken from the CSV's folder), and optionally ``mpp``
@@ -127,14 +134,17 @@ def read_slides_csv(path: str | os.PathLike[str]) -> list[tuple[Path, dict[str, 
     if unknown:
         raise InvalidArgumentError(f"{p}: unknown column(s) {', '.join(unknown)}; allowed: path, "
                                    + ", ".join(SLIDES_CSV_COLUMNS))
-    out: list[tuple[Path, dict[str, Any]]] = []
+    out: list[tuple[SlideRef, dict[str, Any]]] = []
     for n, raw in enumerate(rows, start=2):
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
         where = f"{p}, row {n}"
         if not row.get("path"):
             raise InvalidArgumentError(f"{where}: empty path")
-        slide = Path(row["path"]).expanduser()
-        slide = slide if slide.is_absolute() else p.parent / slide
+        if is_remote(row["path"]):  # a DICOMweb series URL
+            slide: SlideRef = as_slide(row["path"])
+        else:
+            slide = Path(row["path"]).expanduser()
+            slide = slide if slide.is_absolute() else p.parent / slide
         settings: dict[str, Any] = {}
         if row.get("mpp"):
             settings["mpp"] = parse_mpp(row["mpp"], f"{where}: mpp")
@@ -162,18 +172,18 @@ def read_slides_csv(path: str | os.PathLike[str]) -> list[tuple[Path, dict[str, 
     return out
 
 
-def collect_slides(inputs: Sequence[str | os.PathLike[str]], rows: Sequence[tuple[Path, dict[str, Any]]],
-                   exclude: Path | None = None) -> tuple[list[Path], dict[str, dict[str, Any]]]:
+def collect_slides(inputs: Sequence[str | os.PathLike[str]], rows: Sequence[tuple[SlideRef, dict[str, Any]]],
+                   exclude: Path | None = None) -> tuple[list[SlideRef], dict[str, dict[str, Any]]]:
     """The slides named or found in ``inputs``, then those of a slides CSV's ``rows``
     (:func:`read_slides_csv`), each once; and each row's settings by the slide's path as listed
     (the form ``run_batch(slide_settings=...)`` takes)."""
     found = find_slides(inputs, exclude=exclude) if inputs else []
-    known = {p.resolve() for p in found}
+    known = {slide_key(p) for p in found}
     per_slide: dict[str, dict[str, Any]] = {}
     for path, row in rows:
         for p in find_slides([path], exclude=exclude):
-            if p.resolve() not in known:
+            if slide_key(p) not in known:
                 found.append(p)
-                known.add(p.resolve())
-            per_slide[str(next(f for f in found if f.resolve() == p.resolve()))] = row
+                known.add(slide_key(p))
+            per_slide[str(next(f for f in found if slide_key(f) == slide_key(p)))] = row
     return found, per_slide

@@ -38,6 +38,23 @@ from tseg.runtime.util.versions import versions
 
 log = logging.getLogger(__name__)
 
+#: How ``overlay.png`` shows the tumour (drawn by :mod:`tseg.runtime.outputs.overlay`): a
+#: translucent fill with a contour, the contour alone, or the probability as a heat map with the
+#: contour. Settings of the outputs, kept here with the run's other settings so that they travel
+#: (CLI, workers, the summary, resume) as the thresholds do; they never change the maps.
+OVERLAY_STYLES = ("fill", "contour", "heatmap")
+DEFAULT_OVERLAY_STYLE = "fill"
+DEFAULT_OVERLAY_OPACITY = 0.35  # "about a third": the tissue keeps 65 % of its contrast under the fill
+
+
+def check_overlay(style: Any, opacity: Any) -> None:
+    """Raise :class:`InvalidArgumentError` unless ``style`` is one of :data:`OVERLAY_STYLES` and
+    ``opacity`` a number in [0, 1]."""
+    if style not in OVERLAY_STYLES:
+        raise InvalidArgumentError(f"overlay style must be one of {', '.join(OVERLAY_STYLES)}, got {style!r}")
+    if isinstance(opacity, bool) or not isinstance(opacity, (int, float)) or not 0.0 <= float(opacity) <= 1.0:
+        raise InvalidArgumentError(f"overlay opacity must be a number from 0 (invisible) to 1 (opaque), got {opacity!r}")
+
 
 @dataclass
 class Result:
@@ -72,6 +89,8 @@ class Settings:
     prefetch: int = 2
     skip_background: bool = True
     keep_full_probability: bool = True
+    overlay_style: str = DEFAULT_OVERLAY_STYLE  # outputs only: see OVERLAY_STYLES
+    overlay_opacity: float = DEFAULT_OVERLAY_OPACITY
 
 
 def _overview_size(width: int, height: int, model_mpp: float) -> tuple[int, int]:
@@ -116,6 +135,7 @@ class Segmenter:
     def _check_settings(self) -> None:
         s = self.settings
         check_thresholds(self.low, self.high)
+        check_overlay(s.overlay_style, s.overlay_opacity)
         if s.prefetch < 1:
             raise InvalidArgumentError(f"prefetch must be >= 1, got {s.prefetch}")
         if s.reader_threads is not None and (not isinstance(s.reader_threads, int) or s.reader_threads < 1):
@@ -153,7 +173,8 @@ class Segmenter:
         return {"low": self.low, "high": self.high, "prune": s.prune, "mpp_override": s.mpp,
                 "reader_threads": s.reader_threads, "prefetch": s.prefetch,
                 "level_tolerance_percent": s.level_tolerance, "dct_scaling": s.dct_scaling,
-                "skip_background": s.skip_background}
+                "skip_background": s.skip_background, "overlay_style": s.overlay_style,
+                "overlay_opacity": float(s.overlay_opacity)}
 
     def _tiles(self, width: int, height: int, foreground: np.ndarray,
                read: Callable[[Any], np.ndarray], on_tile: Callable[[int, bool], None] | None,
@@ -171,12 +192,11 @@ class Segmenter:
     def segment_slide(self, path: str | os.PathLike[str], on_tile: Callable[[int, bool], None] | None = None,
                       cancel: threading.Event | None = None,
                       on_plan: Callable[[int], None] | None = None) -> Result:
-        """Segment a whole-slide image file."""
+        """Segment a whole-slide image: a file, a DICOM series folder or a DICOMweb series URL."""
         c = self.contract
         timings: dict[str, float] = {}
         t_start = t0 = time.perf_counter()
-        p = Path(path)
-        with open_slide(p, self.settings.mpp, reader_threads=self.settings.reader_threads,
+        with open_slide(path, self.settings.mpp, reader_threads=self.settings.reader_threads,
                         level_tolerance=self.settings.level_tolerance,
                         dct_scaling=self.settings.dct_scaling) as slide:
             timings["open_s"] = time.perf_counter() - t0
@@ -187,7 +207,7 @@ class Segmenter:
             foreground = foreground_mask(overview)
             timings["background_s"] = time.perf_counter() - t0
             if not foreground.any():
-                log.warning("%s: no tissue found by the background segmentation; no tile will be run", p)
+                log.warning("%s: no tissue found by the background segmentation; no tile will be run", slide.path)
             width, height = slide.size_at(c.mpp)
             prob_full, stats = self._tiles(width, height, foreground, lambda t: slide.read(c.mpp, t.box),
                                            on_tile, cancel, on_plan)
@@ -199,12 +219,8 @@ class Segmenter:
             scale = slide.factors(OVERVIEW_MPP)
             geojson = mask_to_geojson(post.mask, scale)
             timings["polygons_s"] = time.perf_counter() - t0
-            stat = p.stat()
             slide_info = {
-                "path": str(p.resolve()),
-                "name": p.name,
-                "size_bytes": stat.st_size,
-                "modified": datetime.fromtimestamp(stat.st_mtime, timezone.utc).isoformat(),
+                **slide.origin(),
                 "vendor": slide.vendor,
                 "dimensions_level0": list(slide.dimensions),
                 "mpp_level0": list(slide.mpp),

@@ -34,6 +34,7 @@ def test_runtime_runs_without_torch(tmp_path):
         from tseg.runtime.cohort.batch import run_batch
         from tseg.runtime.cli.main import app
         from pathlib import Path
+        import tseg.runtime.bench.run, tseg.runtime.bench.check, tseg.runtime.bench.child  # the bench too
         outcome = run_batch([Path({str(slide)!r})], Path({str(tmp_path / 'out')!r}), Segmenter({str(model)!r}))[0]
         assert outcome.status == "done", outcome.error
         assert abs(outcome.summary["areas"]["tumour_area_mm2"] - 0.2) < 1e-6
