@@ -74,10 +74,6 @@ DicomwebCredentials = Annotated[Optional[Path], typer.Option(
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True)]
 
-#: The per-slide settings, in the order of Segmenter's keyword arguments.
-SLIDE_SETTINGS = ("low", "high", "mpp", "reader_threads", "level_tolerance", "dct_scaling")
-
-
 def slide_settings(*, mpp: Optional[str], low: Optional[int], high: Optional[int],
                    reader_threads: Optional[int], level_tolerance: float,
                    dct_scaling: bool) -> dict[str, Any]:
@@ -96,6 +92,7 @@ def overlay_settings(*, overlay_style: str, overlay_opacity: float) -> dict[str,
     with reported():
         check_overlay(overlay_style, overlay_opacity)
     return {"overlay_style": overlay_style, "overlay_opacity": overlay_opacity}
+
 
 def dicom_options(*, dicom_out: bool, dicom_wsi: bool, dicom_metadata: Optional[Path], stow: Optional[str],
                   dicomweb_credentials: Optional[Path]) -> Any:
