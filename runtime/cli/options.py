@@ -79,10 +79,6 @@ DicomwebCredentials = Annotated[Optional[Path], typer.Option(
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True)]
 
-#: The settings :func:`slide_settings` gives: the per-slide options and the per-process reader threads.
-SLIDE_SETTINGS = (*(f["name"] for f in SlideOptions.describe_fields()), "reader_threads")
-
-
 def slide_options(*, mpp: Optional[str], low: Optional[int], high: Optional[int], level_tolerance: float,
                   dct_scaling: bool, prune: bool = True) -> SlideOptions:
     """The per-slide options as one checked :class:`SlideOptions` (exit 2 naming the problem)."""

@@ -133,9 +133,8 @@ def run(
             everything = len(found)
             found = select_shard(found, *shard_k_n)
             shard_note = f" (shard {shard_k_n[0]}/{shard_k_n[1]}: {len(found)} of {everything})"
-        engine_path = str(engine) if engine else None
-        segmenter, backend_info, engine_path = _load_model(engine, engine_path, providers, device_list, settings,
-                                                           ray, local_workers, verbose)
+        segmenter, backend_info, engine_path = _load_model(engine, providers, device_list, settings, ray,
+                                                           local_workers, verbose)
         where = f"Ray {ray}" if ray is not None else ""
         console.print(escape(f"{len(found)} slide(s){shard_note} -> {out}   model: {backend_info['path']} "
                              f"[{backend_info['kind']} {', '.join(backend_info.get('providers', []))}]"
@@ -184,11 +183,11 @@ def _checked_table(csv_table: Optional[Path], low: Optional[int], high: Optional
     return table_rows
 
 
-def _load_model(engine: Optional[Path], engine_path: Optional[str], providers: str, device_list: list[int],
-                settings: dict[str, Any], ray: Optional[str], local_workers: int,
-                verbose: int) -> tuple[Any, dict[str, Any], Optional[str]]:
+def _load_model(engine: Optional[Path], providers: str, device_list: list[int], settings: dict[str, Any],
+                ray: Optional[str], local_workers: int, verbose: int) -> tuple[Any, dict[str, Any], Optional[str]]:
     """``(segmenter or None, what the model line shows, the engine the workers load)``: the model
     loaded here, or, for Ray, checked for the workers (they load it where they run)."""
+    engine_path = str(engine) if engine else None
     if ray is not None:
         from tseg.runtime.cohort.ray_batch import check_model, route_ray_logs
 
