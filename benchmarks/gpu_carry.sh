@@ -1,25 +1,36 @@
 #!/usr/bin/env bash
-# Prepare, on a machine with internet (this project's dev machine), what benchmarks/gpu_check.sh
-# needs on a lent GPU machine that has PyTorch, CuPy, cuda-bindings, timm and onnx but no
-# internet: the pure-Python wheels it lacks and the H&E tiles, in build/gpu-carry (about 1 MB).
-# Then pass `carry: ["build/gpu-carry"]` to the device tool (benchmarks/README.md).
+# Prepare, on a machine with PyPI (this project's dev machine), what benchmarks/gpu_check.sh needs on
+# a lent GPU machine that has PyTorch, CuPy, cuda-bindings, timm, onnx, onnxruntime, OpenCV, SciPy,
+# tifffile, typer and rich but no internet (Python 3.12, x86-64): the wheels of tseg-rt's other
+# dependencies it lacks (OpenSlide and its library, imagecodecs, pydicom, shapely) and of
+# segmentation-models-pytorch (the paper's network for the PyTorch rows), at the versions of this
+# venv, and the Kather H&E tiles at 1 µm/px as an .npz (about 35 MB in all), in .whl/gpu-carry
+# (git-ignored). Then pass `carry: [".whl/gpu-carry"]` to the device tool (benchmarks/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CARRY=${TSEG_CARRY:-build/gpu-carry}
+CARRY=${TSEG_CARRY:-.whl/gpu-carry}
 PY=${PYTHON:-.venv/bin/python}
+TARGET_PY=${TARGET_PYTHON_VERSION:-3.12}
 rm -rf "$CARRY"
 mkdir -p "$CARRY/wheels" "$CARRY/data"
-smp=$($PY -c "import importlib.metadata as m; print(m.version('segmentation-models-pytorch'))")
-$PY -m pip download -q --no-deps --only-binary :all: -d "$CARRY/wheels" \
-  "segmentation-models-pytorch==$smp" pytest pluggy iniconfig pytest-timeout 2>&1 | grep -v "^WARNING: Location" || true
+pins=()
+for dist in openslide-python openslide-bin imagecodecs pydicom shapely segmentation-models-pytorch; do
+  pins+=("$dist==$($PY -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$dist")")
+done
+platforms=()
+for p in manylinux_2_34 manylinux_2_31 manylinux_2_28 manylinux_2_27 manylinux_2_24 manylinux_2_17 manylinux2014 manylinux1 manylinux_2_5; do
+  platforms+=(--platform "${p}_x86_64")
+done
+$PY -m pip download -q --no-deps --only-binary=:all: --python-version "$TARGET_PY" --implementation cp \
+  "${platforms[@]}" -d "$CARRY/wheels" "${pins[@]}" 2>&1 | grep -v "^WARNING: Location" || true
 $PY - "$CARRY/data" <<'PY'
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.network_gpu import CARRIED_TILES
 from tseg.export.parity import kather_dir, kather_tiles
+from tseg.runtime.bench.torch_network import CARRIED_TILES
 
 directory = kather_dir()
 if directory is None:

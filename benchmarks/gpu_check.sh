@@ -1,57 +1,63 @@
 #!/usr/bin/env bash
-# The GPU check: one command for a lent CUDA machine, under 8 minutes (each step has a time limit
-# that adds up to 480 s). Procedure and what to carry: benchmarks/README.md. Results go to
-# ${OUT:-gpu-check}/ (one .txt per step, JSON where a step writes one).
-#   1. device, driver, CUDA status as tseg-rt sees it                         (limit  30 s)
-#   2. the tests marked `gpu` (CUDA executor at 7680² with a CuPy compute)    (limit  90 s)
-#   3. the executor benchmark at 7680² (pipelined vs one tile at a time)      (limit  60 s)
-#   4. the paper's network in PyTorch at 7680²: fp32, fp16, bf16, channels-
-#      last, torch.compile (bounded): s/tile, TFLOP/s, fp16-vs-fp32 agreement (limit 300 s)
-#   5. where TensorRT is installed: engine build, parity, time per tile       (no limit; not on the lent H200)
-# Wheels the machine lacks travel in $TSEG_CARRY/wheels (benchmarks/gpu_carry.sh makes them) and
-# are installed into $TSEG_CARRY/site with --no-deps; H&E test data in $TSEG_CARRY/data.
+# The GPU check on a lent machine: one command, at most about 7 minutes (the steps' limits add up to
+# 425 s), from the repository root. Procedure, carry and what comes back: benchmarks/README.md.
+#   1. install the carried wheels ($TSEG_CARRY/wheels, benchmarks/gpu_carry.sh) into /tmp/tseg-site,
+#      and tseg-rt itself without internet (pip -e, or the source tree on PYTHONPATH)   (limit 60 s)
+#   2. the device as tseg-rt sees it (nvidia-smi, `tseg-rt bench` machine info)          (limit 15 s)
+#   3. tseg-rt bench --check: the CUDA executor at 7680² (overlap, bit-identity), the paper's
+#      network in PyTorch (fp32/fp16/bf16/channels-last/compile), TensorRT or ONNX Runtime CUDA
+#      engine rows where installed (not on the lent H200)                                 (limit 260 s)
+#   4. tseg-rt bench: the bundled model alone at 7680² and a generated 6 x 5 mm slide end to end,
+#      on ONNX Runtime (CPU here: the lent machine has no onnxruntime-gpu): the 16-core host's
+#      reading, merging and output rates, stage shares and advice                        (limit 90 s)
+# Results in ${OUT:-gpu-check}/: gpu_check.log (everything), summary.txt (each step's exit status and
+# time), check.json, bench.json, machine.json. Without a GPU the GPU parts are skipped with the reason.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-check}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
-CARRY=${TSEG_CARRY:-build/gpu-carry}
-if [ -d "$CARRY/wheels" ] && ls "$CARRY"/wheels/*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-deps --no-index --target "$CARRY/site" "$CARRY"/wheels/*.whl 2>&1 | tail -3
-  export PYTHONPATH="$PWD/$CARRY/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-[ -d "$CARRY/data" ] && export TSEG_SHARED_DATA="$PWD/$CARRY/data"
-if ! $PY -c "import tseg.runtime" 2>/dev/null; then
-  # No install here: import the package from the source tree (the checks need only numpy, torch,
-  # timm, segmentation-models-pytorch, CuPy and cuda-bindings).
-  shim=$(mktemp -d)
-  mkdir -p "$shim/tseg"
-  for part in runtime export engines training; do ln -s "$PWD/$part" "$shim/tseg/$part"; done
-  export PYTHONPATH="$shim:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-fi
+CARRY=${TSEG_CARRY:-.whl/gpu-carry}
 export PYTHONUNBUFFERED=1
+exec > >(tee -a "$OUT/gpu_check.log") 2>&1
 
 step() {  # step NAME LIMIT_SECONDS COMMAND...
   local name=$1 limit=$2
   shift 2
   echo "== $name (limit ${limit} s)"
   local t0=$SECONDS
-  timeout --kill-after=10 "$limit" "$@" > "$OUT/$name.txt" 2>&1
+  timeout --kill-after=10 "$limit" "$@"
   local rc=$?
-  tail -n 40 "$OUT/$name.txt"
   echo "== $name: exit $rc after $((SECONDS - t0)) s" | tee -a "$OUT/summary.txt"
 }
 
-step device 30 bash -c "nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total --format=csv; \
-  $PY -c 'from tseg.runtime.execution.cuda import cuda_status, device_properties, bindings_version; \
-print(cuda_status()); print(device_properties(0)); print(\"cuda-bindings\", bindings_version())'; \
-  $PY -c 'import torch, cupy; print(\"torch\", torch.__version__, torch.version.cuda, \"cupy\", cupy.__version__)'"
-step tests 90 $PY -m pytest -q -rs -p no:cacheprovider -m gpu tests/runtime/execution/test_executor.py
-step executor 60 $PY -m benchmarks.executor --size 7680 --tiles 8 --json "$OUT/executor.json"
-step network 300 $PY -m benchmarks.network_gpu --size 7680 --compile-timeout 150 --json "$OUT/network.json"
-if $PY -c "import tensorrt" 2>/dev/null; then
-  echo "== TensorRT engine, parity and time per tile"
-  $PY -m benchmarks.trt_check ${TSEG_ONNX:+--onnx "$TSEG_ONNX"} --json "$OUT/trt.json" 2>&1 | tee "$OUT/trt.txt"
-else
-  echo "== TensorRT is not installed here: engine build, parity and timing skipped" | tee "$OUT/trt.txt"
+install_carried() {  # run through bash -c: timeout runs programs, not shell functions
+  local pipt="$PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/tseg-site"
+  if ls "$CARRY"/wheels/*.whl >/dev/null 2>&1; then
+    $pipt "$CARRY"/wheels/*.whl || for w in "$CARRY"/wheels/*.whl; do $pipt "$w" || echo "could not install $w"; done
+  fi
+  if ! $PY -c "import tseg.runtime.bench" 2>/dev/null; then
+    $PY -m pip install -q --no-deps --no-build-isolation --no-index -e . || echo "pip -e failed: the source tree is used"
+  fi
+}
+export PY CARRY
+export -f install_carried
+step install 60 bash -c install_carried
+[ -d /tmp/tseg-site ] && export PYTHONPATH="/tmp/tseg-site${PYTHONPATH:+:$PYTHONPATH}"
+[ -d "$CARRY/data" ] && export TSEG_SHARED_DATA="$PWD/$CARRY/data"
+if ! $PY -c "import tseg.runtime.bench" 2>/dev/null; then
+  shim=$(mktemp -d)
+  mkdir -p "$shim/tseg"
+  for part in runtime export engines training; do ln -s "$PWD/$part" "$shim/tseg/$part"; done
+  export PYTHONPATH="$shim${PYTHONPATH:+:$PYTHONPATH}"
 fi
+export TSEG_BENCH_CACHE=${TSEG_BENCH_CACHE:-/tmp/tseg-bench-cache}
+TSEG="$PY -m tseg.runtime.cli"
+
+step device 15 bash -c "nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total --format=csv; \
+  $PY -c 'import json; from tseg.runtime.bench.machine import machine_info; print(json.dumps(machine_info(), indent=1))' \
+  | tee '$OUT/machine.json'"
+step check 260 $TSEG bench --check --check-time-limit 240 --json "$OUT/check.json"
+step bench "${TSEG_BENCH_LIMIT:-90}" $TSEG bench --providers auto --tiles 3 --warmup 1 --time-limit 40 --generate 6x5 --generated-mpp 0.5 \
+  --json "$OUT/bench.json"
+echo "== done in $SECONDS s"

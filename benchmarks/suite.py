@@ -12,9 +12,9 @@ line gives megapixels/s (and tiles/s where tiles are the unit), the baseline's f
 ratio, and peak memory; then the same work side by side with the peers (:mod:`benchmarks.peers`:
 MONAI, TIAToolbox, plain OpenSlide) and, in full mode, whether the CPU feeds a GPU
 (:mod:`benchmarks.gpu_feed`) and the opt-in reading speed-ups on real slides
-(:mod:`benchmarks.read_options`). ``--gpu`` measures a TensorRT engine instead: time per 7680² tile,
-end-to-end tiles/s, the GPU busy fraction and achieved TFLOP/s (the paper's network is 42 TFLOP
-per 7680² tile). Figures are measurements of this machine in this run, nothing else.
+(:mod:`benchmarks.read_options`). ``--gpu`` runs the installed ``tseg-rt bench`` on an engine instead
+(:func:`run_gpu`) with a generated 20 x 15 mm slide. Figures are measurements of this machine in this
+run, nothing else.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import numpy as np
 
 from benchmarks.common import cached_slide, in_fresh_process, peak_rss_mb, write_json
 
-PAPER_TFLOP_PER_TILE = 42.0
 TISSUE_AREA_MM2 = 20.0 * 15.0
 
 
@@ -251,33 +250,19 @@ def run_cpu(quick: bool) -> dict[str, Any]:
 
 
 def run_gpu(engine: str, quick: bool) -> dict[str, Any]:
-    from tseg.runtime.execution.backends import load_backend
+    """``tseg-rt bench`` (installed: :mod:`tseg.runtime.bench`) on a GPU engine, with the suite's slide:
+    the engine alone (s/tile, streamed s/tile, TFLOP/s from the graph, memory, copy rates), then the
+    slide end to end (slides/hour, stage shares, backend busy, limiting stage and advice)."""
+    from tseg.runtime.bench.engine import EngineSettings
+    from tseg.runtime.bench.run import run_bench
     from tseg.runtime.execution.cuda import device_count
 
     if device_count() == 0:
         raise SystemExit("--gpu needs a CUDA GPU (cudaGetDeviceCount reports none)")
-    backend = load_backend(engine)
-    tile = int(backend.describe()["profile"]["max"][1])
-    x = np.random.default_rng(0).integers(0, 256, (1, tile, tile, 3), dtype=np.uint8)
-    backend.infer(x)
-    seconds, _ = timed(lambda: backend.infer(x), 3)
-    n = 4 if quick else 12
-    t0 = time.perf_counter()
-    list(backend.infer_many((i, x) for i in range(n)))
-    streamed = (time.perf_counter() - t0) / n
-    encoder = backend.contract.model.get("encoder", "")
-    slide = str(cached_slide("gpu", seed=22, width_mm=20.0 if not quick else 8.0,
-                             height_mm=15.0 if not quick else 8.0, mpp=0.25, n_sections=2, n_tumours=3))
-    e2e = bench_end_to_end(slide, engine)
-    busy = (e2e["tiles_run"] * streamed) / e2e["slide_s"] if e2e["slide_s"] else None
-    result = {"benchmark": "suite-gpu", "engine": backend.describe(), "tile_px": tile,
-              "seconds_per_tile_single": seconds, "seconds_per_tile_streamed": streamed,
-              "end_to_end": e2e, "gpu_busy_fraction_end_to_end": busy, "peak_rss_mb": peak_rss_mb()}
-    if encoder == "tu-eca_nfnet_l3" and tile == 7680:
-        result["achieved_tflops"] = PAPER_TFLOP_PER_TILE / streamed
-    else:
-        result["achieved_tflops"] = None
-        result["tflops_note"] = "42 TFLOP per tile holds for the paper's network at 7680²; not computed for this engine"
+    slide = cached_slide("gpu", seed=22, width_mm=20.0 if not quick else 8.0, height_mm=15.0 if not quick else 8.0,
+                         mpp=0.25, n_sections=2, n_tumours=3)
+    result = run_bench(engine, [slide], engine=EngineSettings(tiles=4 if quick else 12))
+    result["benchmark"] = "suite-gpu"
     return result
 
 

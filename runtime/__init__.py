@@ -23,6 +23,9 @@ _EXPORTS = {
     "load_backend": ".execution.backends",
     "run_batch": ".cohort.batch",
     "write_report": ".cohort.report",
+    "write_outputs": ".outputs.files",
+    "render_overlay": ".outputs.overlay",
+    "OverlayLegend": ".outputs.overlay",
 }
 
 __all__ = sorted(_EXPORTS)

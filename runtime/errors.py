@@ -11,6 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def _location(path: "str | Path") -> "str | Path":
+    """A slide's location: a Path, or a URL kept as text (``Path`` would fold its ``//``)."""
+    if isinstance(path, str) and "://" in path:
+        return path
+    return Path(path)
+
+
 class TsegError(Exception):
     """Root of all tseg-rt errors."""
 
@@ -34,7 +41,7 @@ class SlideError(TsegError):
     """
 
     def __init__(self, path: str | Path, message: str, fix: dict[str, str] | None = None) -> None:
-        self.path = Path(path)
+        self.path = _location(path)
         self.message = message
         self.fix = dict(fix or {})
         api = f" {self.fix['api']}" if "api" in self.fix else ""
@@ -145,3 +152,15 @@ class NoSlidesFoundError(TsegError, FileNotFoundError):
 
 class ClusterError(TsegError):
     """A distributed run cannot start or go on (no cluster, no worker could load the model)."""
+
+
+class DicomWebError(TsegError):
+    """A DICOMweb server could not be reached, refused a request or answered with an error.
+
+    ``url`` names the resource (never with credentials), ``status`` the HTTP status if any."""
+
+    def __init__(self, url: str, message: str, status: int | None = None) -> None:
+        self.url = url
+        self.status = status
+        self.message = message
+        super().__init__(f"{url}: {message}")

@@ -477,6 +477,26 @@ def run_cuda(real_rt: Any, work: Path) -> dict[str, Any]:
         ex.close()
         data["leaks"] = sim.leaks()
 
+    def bench_device(data: dict) -> None:
+        """``tseg-rt bench``: copy rates (pinned and pageable), device memory, and the executor check's
+        timing events around real copies and a simulated compute."""
+        from tseg.runtime.bench.device import copy_rates, device_memory
+        from tseg.runtime.bench.executor_check import check_executor
+
+        sim = h.device()
+        data["memory"] = device_memory(0)
+        data["rates"] = copy_rates(0, nbytes=3 * 64 * 64, repeats=2)
+        api = CudaDeviceAPI(0)
+        data["memory_during"] = api.memory_info()
+
+        def compute(slot: int, dev_in: Any, dev_out: Any, shape: tuple, stream: Any) -> None:
+            sim.kernel_255_minus_red(stream, dev_in, dev_out, shape)
+
+        check = check_executor(side=64, tiles=5, api=api, compute=compute)
+        data["check"] = {k: check[k] for k in ("ok", "overlap_ok", "identical_to_tile_alone", "identical_to_numpy",
+                                               "compute_ms_per_tile")}
+        data["leaks"] = sim.leaks()
+
     def canary(data: dict) -> None:
         """Wrong calls made on purpose through the checked runtime: each must be reported."""
         h.device()
@@ -517,6 +537,7 @@ def run_cuda(real_rt: Any, work: Path) -> dict[str, Any]:
     h.run("executor_copy_fails_midway", copy_fails_midway)
     h.run("executor_abandoned_generator", abandoned_generator)
     h.run("executor_other_thread", other_thread)
+    h.run("bench_device", bench_device)
     shutil.rmtree(work, ignore_errors=True)
     return h.report()
 

@@ -3,7 +3,9 @@
 ``--remote-debugging-pipe`` makes Chromium read protocol messages (JSON, NUL-terminated) on file
 descriptor 3 and answer on 4, so no port, no websocket library and no network are needed. Tests
 load a page, run JavaScript in it (``evaluate``), and read what the browser requested
-(``requests``: every URL the page asked for, from the Network domain's events).
+(``requests``: every URL the page asked for, from the Network domain's events) and what went wrong
+(``console_errors``: uncaught exceptions, ``console.error`` calls, and the browser's own error
+messages, such as a resource that failed to load or a Content-Security-Policy violation).
 
 Chromium is found as ``$TSEG_CHROMIUM``, ``chromium``, ``chromium-browser``, ``google-chrome`` or
 ``google-chrome-stable``; :func:`chromium_path` returns None when there is none (tests skip).
@@ -60,6 +62,7 @@ class Browser:
         self.send("Network.enable", session=True)
         self.send("Page.enable", session=True)
         self.send("Runtime.enable", session=True)
+        self.send("Log.enable", session=True)
 
     def _read(self) -> dict[str, Any]:
         deadline = time.monotonic() + self.timeout_s
@@ -111,6 +114,25 @@ class Browser:
         """Every URL the page asked for so far."""
         self.evaluate("1")  # drain pending events
         return [e["params"]["request"]["url"] for e in self.events if e.get("method") == "Network.requestWillBeSent"]
+
+    def console_errors(self) -> list[str]:
+        """Every error the pages reported so far: uncaught exceptions, ``console.error`` /
+        ``console.assert`` calls, and the browser's error messages (failed loads, CSP violations)."""
+        self.evaluate("1")  # drain pending events
+        errors = []
+        for event in self.events:
+            method, params = event.get("method"), event.get("params", {})
+            if method == "Runtime.exceptionThrown":
+                details = params.get("exceptionDetails", {})
+                errors.append(f"exception: {details.get('exception', {}).get('description') or details.get('text')}")
+            elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+                args = " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
+                errors.append(f"console.{params['type']}: {args}")
+            elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
+                entry = params["entry"]
+                where = entry.get("url", "")
+                errors.append(f"{entry.get('source', 'browser')}: {entry.get('text', '')} {where}".strip())
+        return errors
 
     def close(self) -> None:
         try:

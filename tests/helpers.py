@@ -95,6 +95,37 @@ def make_colour_model(path: Path, tile: int = 256, overlap: int = 32, divisor: i
     return path
 
 
+def make_slow_model(path: Path, products: int = 12) -> Path:
+    """The colour model plus work that changes nothing: ``products`` 256 x 768 by 768 x 768 matrix
+    products on each 256 px tile (0.3 GFLOP each), whose result enters the output as
+    Relu(-|x|) = 0 (outputs identical to the colour model's). A large slide then takes long
+    enough on any machine that a signal sent once it has started cannot arrive after it finished."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(make_colour_model(path)))
+    g = model.graph
+    weight = numpy_helper.from_array(np.full((768, 768), 1.0 / 768, np.float32), "slow_w")
+    g.initializer.extend([weight, helper.make_tensor("slow_shape", TensorProto.INT64, [2], [-1, 768])])
+    nodes = [helper.make_node("Reshape", ["xf", "slow_shape"], ["slow0"])]
+    for i in range(products):
+        nodes.append(helper.make_node("MatMul", [f"slow{i}", "slow_w"], [f"slow{i + 1}"]))
+    nodes += [helper.make_node("ReduceMax", [f"slow{products}"], ["slow_max"], keepdims=0),
+              helper.make_node("Abs", ["slow_max"], ["slow_abs"]),
+              helper.make_node("Neg", ["slow_abs"], ["slow_neg"]),
+              helper.make_node("Relu", ["slow_neg"], ["slow_zero"])]
+    producer = next(n for n in g.node if "prob" in n.output)
+    producer.output[0] = "prob_fast"
+    nodes.append(helper.make_node("Add", ["prob_fast", "slow_zero"], ["prob"]))
+    index = list(g.node).index(producer) + 1
+    for k, node in enumerate(nodes):
+        g.node.insert(index + k, node)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
 def make_square_slide(path: Path, width_um: int = 1600, height_um: int = 1200, mpp: float = 0.5,
                       square_um: tuple[int, int, int, int] = (600, 400, 500, 400),
                       tissue_um: tuple[int, int, int, int] | None = (150, 100, 1300, 1000),

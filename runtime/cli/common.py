@@ -14,16 +14,21 @@ from typing import Iterator, NoReturn, Optional
 
 import typer
 
+from tseg.runtime.util.signals import EXIT_INTERRUPTED, EXIT_TERMINATED
+
 EXIT_OK = 0
 EXIT_FAILED_SLIDES = 1
 EXIT_ERROR = 2
-EXIT_INTERRUPTED = 130
+EXIT_NOT_FINISHED = 3
+# EXIT_INTERRUPTED = 130 and EXIT_TERMINATED = 143: 128 + the signal, as a shell reports it
 #: The documented exit statuses (README, *Exit status*); tests/runtime/test_public_api.py lists them.
 EXIT_CODES = {
     EXIT_OK: "everything asked for was done",
     EXIT_FAILED_SLIDES: "some slides (or result folders) failed; the others were processed",
     EXIT_ERROR: "bad options, models or output folders: stopped before any slide was read",
+    EXIT_NOT_FINISHED: "`report` of a cohort: none failed, but some slides were not run or are still running",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); nothing was left half-written",
+    EXIT_TERMINATED: "terminated (SIGTERM: scancel, a time limit, preemption); nothing was left half-written",
 }
 
 
@@ -91,18 +96,19 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
 
 @contextmanager
 def reported() -> Iterator[None]:
-    """Turn a TsegError into its one-line message and exit status 2, and Ctrl-C into a line
-    that says what stopped and exit status 130."""
+    """Turn a TsegError into its one-line message and exit status 2, and Ctrl-C (SIGTERM) into
+    a line that says what stopped and exit status 130 (143)."""
     from tseg.runtime.errors import TsegError
+    from tseg.runtime.util.signals import describe_signal, exit_status
 
     try:
         yield
     except TsegError as exc:
         fail(exc.cli_message())
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
-        fail(f"interrupted: `tseg-rt {command}` stopped before it finished; nothing was left half-written. "
-             "Run it again to finish.", EXIT_INTERRUPTED)
+        fail(f"{describe_signal(stop)}: `tseg-rt {command}` stopped before it finished; nothing was left "
+             "half-written. Run it again to finish.", exit_status(stop))
 
 
 def mpp_option(mpp: Optional[str]) -> float | tuple[float, float] | None:

@@ -39,6 +39,6 @@ Tiles      : {tiles['tiles_run']} run, {tiles['tiles_skipped_background']} backg
 Tumour     : {areas['tumour_area_mm2']:.2f} mm² in {areas['regions']} region(s), of {areas['tissue_area_mm2']:.2f} mm² tissue
 DSC        : {score} against the known mask (background excluded)
 
-Look at  {result.folder / 'overlay.png'}  (heatmap and mask outline)
+Look at  {result.folder / 'overlay.png'}  (the tumour mask over the slide, with a legend)
 and open {result.folder / 'tumour.geojson'} in QuPath over {result.slide.name} (File > Import objects).
 Next: tseg-rt run --engine MODEL.onnx|MODEL.plan SLIDES/ --out results/""")

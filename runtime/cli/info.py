@@ -14,7 +14,8 @@ from tseg.runtime.wsi.limits import MAX_SLIDE_MM
 
 
 def info(
-    path: Path = typer.Argument(..., help="A slide, a DICOM series folder, an .onnx model, a .plan engine or a folder of plans."),
+    path: str = typer.Argument(..., help="A slide, a DICOM series folder, a DICOMweb series URL, an .onnx model, a "
+                                         ".plan engine or a folder of plans."),
     mpp: Optional[str] = typer.Option(None, help="Override the slide's level-0 resolution (µm/px)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     max_slide_mm: MaxSlideMm = MAX_SLIDE_MM,
@@ -22,6 +23,16 @@ def info(
     """Describe a slide (vendor, levels, MPP, size in mm), a model (its contract, and whether
     TensorRT's ONNX parser will take it) or an engine (its manifest)."""
     mpp_value = mpp_option(mpp)
+    from tseg.runtime.wsi.locator import is_remote
+
+    if is_remote(path):
+        from tseg.runtime.wsi.slide import describe_slide
+
+        with reported():
+            data = describe_slide(path, mpp_value, max_slide_mm)
+        _show(data, as_json)
+        return
+    path = Path(path)
     if not path.exists():
         fail(f"{path}: no such file or folder")
     with reported():
@@ -56,6 +67,11 @@ def info(
             from tseg.runtime.wsi.slide import describe_slide
 
             data = describe_slide(path, mpp_value, max_slide_mm)
+    _show(data, as_json)
+
+
+def _show(data: dict, as_json: bool) -> None:
+    """Print what ``info`` found: JSON, or a readable tree (and what ``run`` would refuse)."""
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return

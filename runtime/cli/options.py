@@ -1,10 +1,11 @@
 """Options shared by the commands that segment slides, declared once.
 
-``run`` takes them, and so does any command that segments slides another way (a service, a
-watched folder): give a parameter one of these types and it gets the same flag, default, range
-and help. :func:`slide_settings` turns the per-slide ones into the keyword arguments of
-:class:`~tseg.runtime.execution.segmenter.Segmenter` (and of ``run_batch(settings=...)``), in
-the same way for every command.
+``run`` takes them, and so do ``serve`` and ``watch``: give a parameter one of these types and it
+gets the same flag, default, range and help. The per-slide ones become one
+:class:`~tseg.runtime.cohort.options.SlideOptions` (:func:`slide_options`: the object the service's
+jobs and request schema use too, so a per-slide option is added there once), and
+:func:`slide_settings` turns that into the keyword arguments of
+:class:`~tseg.runtime.execution.segmenter.Segmenter` (and of ``run_batch(settings=...)``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from tseg.runtime.cli.common import mpp_option
+from tseg.runtime.cli.common import fail, mpp_option
+from tseg.runtime.cohort.options import SlideOptions
 
 # --- the model -------------------------------------------------------------------------------
 Engine = Annotated[Optional[Path], typer.Option(
@@ -39,6 +41,39 @@ LevelTolerance = Annotated[float, typer.Option(
 DctScaling = Annotated[bool, typer.Option(
     "--dct-scaling", help="Opt-in: decode JPEG tiles at 1/2, 1/4 or 1/8 in the DCT domain when that is still at "
                           "least the target resolution.")]
+Prune = Annotated[bool, typer.Option(
+    "--prune/--no-prune", help="Keep a region only if the 95th percentile of its smoothed probability exceeds the "
+                               "high threshold (the paper's pruning).")]
+
+# --- the overlay (overlay.png only: never the maps, the mask or the polygons) --------------------
+OverlayStyle = Annotated[str, typer.Option(
+    "--overlay-style", metavar="fill|contour|heatmap",
+    help="overlay.png: the tumour mask as a translucent fill with its contour, the contour alone, or the "
+         "probability as a colour-blind-safe heat map with the contour.")]
+OverlayOpacity = Annotated[float, typer.Option(
+    "--overlay-opacity", min=0.0, max=1.0,
+    help="Opacity of the overlay's fill or heat map, 0-1 (the tissue stays visible below it).")]
+#: Their defaults: the library's (tested against DEFAULT_OVERLAY_* of execution.segmenter, which is
+#: not imported here so that --help stays fast).
+OVERLAY_STYLE_DEFAULT = "fill"
+OVERLAY_OPACITY_DEFAULT = 0.35
+
+# --- DICOM results and DICOMweb (per run; the site metadata file gives per-slide values) ---------
+DicomOut = Annotated[bool, typer.Option(
+    "--dicom-out", help="Also write DICOM objects per slide (SEG of tumour and tissue, probability SEG, bulk "
+                        "annotations) into RESULT/dicom/.")]
+DicomWsi = Annotated[bool, typer.Option(
+    "--dicom-wsi", help="With --dicom-out: write non-DICOM slides as DICOM WSI too (wsidicomizer), so that viewers "
+                        "and archives have the images.")]
+DicomMetadata = Annotated[Optional[Path], typer.Option(
+    "--dicom-metadata", metavar="CSV", help="Patient, accession and specimen per non-DICOM slide: a CSV with a path "
+                                            "column (see the README).")]
+Stow = Annotated[Optional[str], typer.Option(
+    "--stow", metavar="URL", help="Store the DICOM objects on a DICOMweb server (STOW-RS), e.g. "
+                                  "https://pacs/dicom-web; implies --dicom-out.")]
+DicomwebCredentials = Annotated[Optional[Path], typer.Option(
+    "--dicomweb-credentials", metavar="FILE", help="JSON file with DICOMweb credentials (a token, or a username and "
+                                                   "password, per server); or the TSEG_DICOMWEB_* variables.")]
 
 MaxSlideMm = Annotated[float, typer.Option(
     "--max-slide-mm", min=1.0, help="Refuse, before reading pixels, slides whose metadata claims a side longer than "
@@ -49,15 +84,55 @@ MaxSlideMm = Annotated[float, typer.Option(
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True)]
 
-#: The per-slide settings, in the order of Segmenter's keyword arguments.
-SLIDE_SETTINGS = ("low", "high", "mpp", "reader_threads", "level_tolerance", "dct_scaling", "max_slide_mm")
+def slide_options(*, mpp: Optional[str], low: Optional[int], high: Optional[int], level_tolerance: float,
+                  dct_scaling: bool, prune: bool = True) -> SlideOptions:
+    """The per-slide options as one checked :class:`SlideOptions` (exit 2 naming the problem)."""
+    from tseg.runtime.errors import TsegError
+
+    try:
+        return SlideOptions(mpp=mpp_option(mpp), low=low, high=high, prune=prune, level_tolerance=level_tolerance,
+                            dct_scaling=dct_scaling).checked()
+    except TsegError as exc:
+        fail(exc.cli_message())
 
 
 def slide_settings(*, mpp: Optional[str], low: Optional[int], high: Optional[int],
                    reader_threads: Optional[int], level_tolerance: float,
                    dct_scaling: bool, max_slide_mm: float = 100.0) -> dict[str, Any]:
     """The per-slide options as Segmenter keyword arguments, ``--mpp`` parsed and checked
-    (exit 2 naming the problem). Thresholds are checked by the caller, which may also have
-    per-slide ones (a slides CSV) to check with them."""
-    return {"low": low, "high": high, "mpp": mpp_option(mpp), "reader_threads": reader_threads,
-            "level_tolerance": level_tolerance, "dct_scaling": dct_scaling, "max_slide_mm": max_slide_mm}
+    (exit 2 naming the problem), plus the per-process ``reader_threads`` and ``max_slide_mm``.
+    Thresholds are checked against the model's defaults by the caller, which may also have per-slide ones (a slides
+    CSV) to check with them."""
+    options = slide_options(mpp=mpp, low=low, high=high, level_tolerance=level_tolerance, dct_scaling=dct_scaling)
+    return {**options.segmenter_settings(), "reader_threads": reader_threads, "max_slide_mm": max_slide_mm}
+
+
+def overlay_settings(*, overlay_style: str, overlay_opacity: float) -> dict[str, Any]:
+    """The overlay options as Segmenter keyword arguments, checked (exit 2 naming the problem)."""
+    from tseg.runtime.cli.common import reported
+    from tseg.runtime.execution.segmenter import check_overlay
+
+    with reported():
+        check_overlay(overlay_style, overlay_opacity)
+    return {"overlay_style": overlay_style, "overlay_opacity": overlay_opacity}
+
+
+def dicom_options(*, dicom_out: bool, dicom_wsi: bool, dicom_metadata: Optional[Path], stow: Optional[str],
+                  dicomweb_credentials: Optional[Path]) -> Any:
+    """The run's :class:`~tseg.runtime.outputs.dicom_export.DicomOptions` (None without DICOM
+    outputs), every problem raised as a TsegError before any slide is read. A credentials file is
+    checked and named to this process and its workers by ``TSEG_DICOMWEB_CREDENTIALS`` (its path,
+    never its content), for reading DICOMweb slides and for storing."""
+    import os
+
+    if dicomweb_credentials is not None:
+        from tseg.runtime.util.http import CREDENTIALS_ENV, check_credentials_file
+
+        check_credentials_file(dicomweb_credentials)
+        os.environ[CREDENTIALS_ENV] = str(dicomweb_credentials.resolve())
+    if not (dicom_out or dicom_wsi or stow or dicom_metadata):
+        return None
+    from tseg.runtime.outputs.dicom_export import make_options
+
+    return make_options(convert_slide=dicom_wsi, stow_url=stow, metadata_file=dicom_metadata,
+                        credentials_file=str(dicomweb_credentials.resolve()) if dicomweb_credentials else None)

@@ -3,7 +3,7 @@
 A thin shell over :func:`tseg.runtime.cohort.batch.run_batch`: every option is checked before
 any slide or model is read (exit 2), slides are listed (folders searched, a slides CSV, a
 shard), the model is loaded once here (or checked for the workers), and the outcomes become a
-table and an exit status (1 when a slide failed, 130 after Ctrl-C).
+table and an exit status (1 when a slide failed, 130 after Ctrl-C, 143 after SIGTERM).
 """
 
 from __future__ import annotations
@@ -14,28 +14,31 @@ from typing import Any, Iterator, List, Optional
 
 import typer
 
-from tseg.runtime.cli.common import (
-    EXIT_FAILED_SLIDES,
-    EXIT_INTERRUPTED,
-    devices_option,
-    fail,
-    printable,
-    reported,
-    setup_logging,
-)
+from tseg.runtime.cli.common import EXIT_FAILED_SLIDES, devices_option, fail, printable, reported, setup_logging
 from tseg.runtime.cli.options import (
     DctScaling,
     Devices,
+    DicomMetadata,
+    DicomOut,
+    DicomwebCredentials,
+    DicomWsi,
     Engine,
     High,
     LevelTolerance,
     Low,
     MaxSlideMm,
     Mpp,
+    OVERLAY_OPACITY_DEFAULT,
+    OVERLAY_STYLE_DEFAULT,
+    OverlayOpacity,
+    OverlayStyle,
     Progress,
     Providers,
     ReaderThreads,
+    Stow,
     Verbose,
+    overlay_settings,
+    dicom_options,
     slide_settings,
 )
 from tseg.runtime.cli.report import write_report_after_run
@@ -43,7 +46,9 @@ from tseg.runtime.wsi.limits import MAX_SLIDE_MM
 
 
 def run(
-    slides: Optional[List[Path]] = typer.Argument(None, help="Slide files, DICOM series folders and/or folders (searched recursively)."),
+    slides: Optional[List[str]] = typer.Argument(None, help="Slide files, DICOM series folders, folders (searched "
+                                                 "recursively) and/or DICOMweb series URLs (https://HOST/ROOT/studies/"
+                                                 "UID/series/UID)."),
     out: Path = typer.Option(Path("results"), "--out", "-o", help="Output folder (one sub-folder per slide)."),
     engine: Engine = None,
     mpp: Mpp = None,
@@ -54,6 +59,8 @@ def run(
     level_tolerance: LevelTolerance = 0.0,
     dct_scaling: DctScaling = False,
     max_slide_mm: MaxSlideMm = MAX_SLIDE_MM,
+    overlay_style: OverlayStyle = OVERLAY_STYLE_DEFAULT,
+    overlay_opacity: OverlayOpacity = OVERLAY_OPACITY_DEFAULT,
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo slides that already have results."),
     workers: Optional[int] = typer.Option(None, min=1, help="Slides processed in parallel, each process with its own backend (default 1; with --ray: one per GPU, or one per 4 CPUs)."),
     devices: Devices = None,
@@ -70,6 +77,11 @@ def run(
     wait_for_locks: bool = typer.Option(True, "--wait-for-locks/--no-wait-for-locks",
                                         help="Wait at the end for slides another process is working on."),
     progress: Progress = True,
+    dicom_out: DicomOut = False,
+    dicom_wsi: DicomWsi = False,
+    dicom_metadata: DicomMetadata = None,
+    stow: Stow = None,
+    dicomweb_credentials: DicomwebCredentials = None,
     verbose: Verbose = 0,
 ) -> None:
     """Segment slides: masks, probability maps, polygons, overlays and a summary per slide."""
@@ -102,10 +114,16 @@ def run(
             shard_k_n = parse_shard(shard)
     settings = slide_settings(mpp=mpp, low=low, high=high, reader_threads=reader_threads,
                               level_tolerance=level_tolerance, dct_scaling=dct_scaling, max_slide_mm=max_slide_mm)
+    settings.update(overlay_settings(overlay_style=overlay_style, overlay_opacity=overlay_opacity))
     if not slides and csv_table is None:
         fail("give slides, folders or --csv SLIDES.csv")
     with reported():
         table_rows = _checked_rows(csv_table, low, high)
+        dicom = dicom_options(dicom_out=dicom_out, dicom_wsi=dicom_wsi, dicom_metadata=dicom_metadata, stow=stow,
+                              dicomweb_credentials=dicomweb_credentials)
+    if dicom is not None and ray is not None:
+        fail("--dicom-out, --dicom-wsi and --stow do not run on Ray yet: run without --ray (--workers N runs slides "
+             "in parallel on this machine)")
     with reported():
         found, per_slide = collect_slides(slides or [], table_rows, exclude=out, source=str(csv_table))
         if settings["mpp"] is not None and per_slide and any("mpp" in r for r in per_slide.values()):
@@ -118,14 +136,13 @@ def run(
             everything = len(found)
             found = select_shard(found, *shard_k_n)
             shard_note = f" (shard {shard_k_n[0]}/{shard_k_n[1]}: {len(found)} of {everything})"
-        engine_path = str(engine) if engine else None
-        segmenter, backend_info, engine_path = _load_model(engine, engine_path, providers, device_list, settings,
-                                                           ray, local_workers, verbose)
+        segmenter, backend_info, engine_path = _load_model(engine, providers, device_list, settings, ray,
+                                                           local_workers, verbose)
         where = f"Ray {ray}" if ray is not None else ""
         console.print(escape(printable(f"{len(found)} slide(s){shard_note} -> {out}   model: {backend_info['path']} "
                                        f"[{backend_info['kind']} {', '.join(backend_info.get('providers', []))}]"
                                        + (f"   on {where}" if where else ""))),
-                      highlight=False)
+                      highlight=False, soft_wrap=True)  # one line in a log file: paths stay whole
         try:
             with BatchProgress(len(found), enabled=progress, console=console,
                                per_slide_tiles=ray is None and local_workers <= 1) as bar:
@@ -139,16 +156,19 @@ def run(
                                      on_slide_start=bar.slide_started, on_slide_done=bar.slide_done,
                                      on_tile=bar.tile_done, on_plan=bar.tiles_planned, on_tiles=bar.tiles_done,
                                      slide_settings=per_slide, wait_for_locks=wait_for_locks,
-                                     quiet_worker_load=True, ray=ray)
+                                     quiet_worker_load=True, ray=ray, dicom=dicom)
         except BatchInterrupted as stop:
+            from tseg.runtime.util.signals import exit_status
+
             console.print(f"[red]{escape(printable(stop.message()))}[/]", highlight=False, soft_wrap=True)
-            raise typer.Exit(EXIT_INTERRUPTED)
+            raise typer.Exit(exit_status(stop))  # 130 after Ctrl-C, 143 after SIGTERM
         finally:
             if segmenter is not None:
                 segmenter.close()
-    if report:
-        write_report_after_run(out, console)
-    print_outcomes(outcomes, console)
+    with reported():  # a signal while the report or the table is written: exit 130 / 143 too
+        if report:
+            write_report_after_run(out, console)
+        print_outcomes(outcomes, console)
 
 
 def _checked_rows(csv_table: Optional[Path], low: Optional[int], high: Optional[int]) -> Iterator[Any]:
@@ -175,11 +195,11 @@ def _checked_rows(csv_table: Optional[Path], low: Optional[int], high: Optional[
     return rows()
 
 
-def _load_model(engine: Optional[Path], engine_path: Optional[str], providers: str, device_list: list[int],
-                settings: dict[str, Any], ray: Optional[str], local_workers: int,
-                verbose: int) -> tuple[Any, dict[str, Any], Optional[str]]:
+def _load_model(engine: Optional[Path], providers: str, device_list: list[int], settings: dict[str, Any],
+                ray: Optional[str], local_workers: int, verbose: int) -> tuple[Any, dict[str, Any], Optional[str]]:
     """``(segmenter or None, what the model line shows, the engine the workers load)``: the model
     loaded here, or, for Ray, checked for the workers (they load it where they run)."""
+    engine_path = str(engine) if engine else None
     if ray is not None:
         from tseg.runtime.cohort.ray_batch import check_model, route_ray_logs
 

@@ -4,7 +4,7 @@
   recursively for slides and DICOM series, never into result folders; slides CSV lists).
 * Each slide's outputs go to a result folder whose name depends on the slide alone, and a
   finished result is reused only when it is this slide's and was made with these settings;
-  otherwise it is post-processed again (only thresholds differ) or redone. The rules are in
+  otherwise it is post-processed again (only thresholds or the overlay differ) or redone. The rules are in
   :mod:`tseg.runtime.cohort.resume` (identity, names, decisions), shared with distributed runners.
   One slide is processed by :func:`tseg.runtime.cohort.runner.run_slide`.
 * A slide is processed under its result folder's lock (``OUT/.<name>.lock``, ``flock``): two
@@ -48,6 +48,8 @@ from tseg.runtime.cohort.slide_lists import (
     find_slides,
     read_slides_csv,
 )
+from tseg.runtime.errors import InvalidArgumentError
+from tseg.runtime.wsi.locator import SlideRef, is_remote
 from tseg.runtime.wsi.mpp import parse_mpp
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,7 @@ __all__ = ["BatchInterrupted", "DICOM_SUFFIXES", "RESULT_MARKER", "SLIDES_CSV_CO
            "read_slides_csv", "remove_abandoned", "run_batch", "run_slide", "slide_stem"]
 
 
-def run_batch(slides: Sequence[Path], out: Path, segmenter: Any = None, overwrite: bool = False,
+def run_batch(slides: Sequence[SlideRef], out: Path, segmenter: Any = None, overwrite: bool = False,
               workers: int | None = 1, engine: str | None = None, providers: Any = None,
               devices: Sequence[int] = (), settings: dict[str, Any] | None = None,
               on_slide_start: Callable[[Path, str], None] | None = None,
@@ -69,7 +71,7 @@ def run_batch(slides: Sequence[Path], out: Path, segmenter: Any = None, overwrit
               wait_for_locks: bool = True, quiet_worker_load: bool = False,
               on_lock_wait: Callable[[Path, str], None] | None = None,
               ray: str | None = None, on_tiles: Callable[[int], None] | None = None,
-              max_worker_deaths: int = 2) -> list[SlideOutcome]:
+              max_worker_deaths: int = 2, dicom: Any = None) -> list[SlideOutcome]:
     """Process ``slides`` into ``out``: in this process with ``segmenter``, in ``workers``
     processes each loading its own backend from ``engine`` (one per device in ``devices``), or,
     with ``ray`` (``"auto"`` or a cluster address), on a Ray cluster, one long-lived worker per
@@ -80,8 +82,13 @@ def run_batch(slides: Sequence[Path], out: Path, segmenter: Any = None, overwrit
     ``high``, ...) that override ``settings`` for that slide. Slides whose lock another process
     holds are waited for at the end (``wait_for_locks``), or reported as ``locked``.
     ``on_tiles(n)`` counts tiles finished anywhere (every runner); ``on_tile`` and ``on_plan``
-    follow the tiles of the slide being processed in this process.
+    follow the tiles of the slide being processed in this process. ``dicom``
+    (:class:`~tseg.runtime.outputs.dicom_export.DicomOptions`): make each result's DICOM objects
+    and store them where it says (not with ``ray`` yet). Slides may be DICOMweb series URLs.
     Raises :class:`BatchInterrupted` on Ctrl-C."""
+    if ray is not None and (dicom is not None or any(is_remote(s) for s in slides)):
+        raise InvalidArgumentError("DICOMweb slides and DICOM outputs do not run on Ray yet: run without --ray "
+                                   "(--workers N runs slides in parallel on this machine)")
     check_output_root(out)
     stale = remove_stale_locks(out)
     if stale:
@@ -98,9 +105,10 @@ def run_batch(slides: Sequence[Path], out: Path, segmenter: Any = None, overwrit
     elif workers is None or workers <= 1:
         run_here(slides, out, ledger, segmenter, per_slide=per_slide, overwrite=overwrite,
                  wait_for_locks=wait_for_locks, on_slide_start=on_slide_start, on_tile=on_tile, on_plan=on_plan,
-                 on_tiles=on_tiles, on_lock_wait=on_lock_wait)
+                 on_tiles=on_tiles, on_lock_wait=on_lock_wait, dicom=dicom)
     else:
         run_in_processes(slides, out, ledger, workers=workers, engine=engine, providers=providers, devices=devices,
                          settings=settings or {}, per_slide=per_slide, overwrite=overwrite,
-                         wait_for_locks=wait_for_locks, quiet_worker_load=quiet_worker_load, on_tiles=on_tiles)
+                         wait_for_locks=wait_for_locks, quiet_worker_load=quiet_worker_load, on_tiles=on_tiles,
+                         dicom=dicom)
     return ledger.sorted()

@@ -33,6 +33,8 @@ from typing import Any, Mapping
 from tseg.runtime.errors import OutputError
 from tseg.runtime.util.safeio import open_regular, read_json
 from tseg.runtime.outputs.summary import SUMMARY, read_summary
+from tseg.runtime.wsi.dicomweb import DicomWebLocation
+from tseg.runtime.wsi.locator import is_remote
 
 FINGERPRINT_BYTES = 1 << 20
 DICOM_FINGERPRINT_BYTES = 1 << 16
@@ -74,8 +76,12 @@ def fit_name(name: str, budget: int = NAME_BYTES) -> str:
     return f"{prefix}~{hashlib.sha1(data).hexdigest()[:8]}"
 
 
-def slide_stem(path: Path) -> str:
-    """A slide file's name without its extension (``x.ome.tiff`` -> ``x``)."""
+def slide_stem(path: Path | str) -> str:
+    """A slide file's name without its extension (``x.ome.tiff`` -> ``x``); for a DICOMweb
+    series URL, its Series Instance UID."""
+    if is_remote(path):
+        return DicomWebLocation.parse(str(path)).series
+    path = Path(path)
     name = path.name
     for multi in _MULTI_SUFFIXES:
         if name.lower().endswith(multi):
@@ -89,8 +95,12 @@ def _is_dicom(path: Path) -> bool:
     return is_dicom_slide_path(path)
 
 
-def result_stem(path: Path) -> str:
-    """The plain result-folder name of a slide: its stem; for a DICOM series, its folder's name."""
+def result_stem(path: Path | str) -> str:
+    """The plain result-folder name of a slide: its stem; for a DICOM series, its folder's name;
+    for a DICOMweb series, its Series Instance UID."""
+    if is_remote(path):
+        return slide_stem(path)
+    path = Path(path)
     if _is_dicom(path):
         return (path if path.is_dir() else path.parent).resolve().name or "dicom"
     return slide_stem(path)
@@ -154,7 +164,18 @@ class SlideIdentity:
 
 
 def slide_identity(path: str | os.PathLike[str]) -> SlideIdentity:
-    """The identity of a slide path; raises OSError (or a SlideError for DICOM) if unreadable."""
+    """The identity of a slide path; raises OSError (or a SlideError for DICOM) if unreadable.
+    A DICOMweb series is its canonical URL and :func:`tseg.runtime.wsi.dicomweb.fingerprint`
+    (size unknown: 0); asking the server, it fails as opening the slide would."""
+    if is_remote(path):
+        from tseg.runtime.wsi.dicomweb import connect, fingerprint as series_fingerprint
+
+        location = DicomWebLocation.parse(str(path))
+        connection = connect(location)
+        try:
+            return SlideIdentity(location.url, series_fingerprint(connection), 0, location.series)
+        finally:
+            connection.close()
     p = Path(path)
     fp, size = fingerprint(p)
     return SlideIdentity(str(p.resolve()), fp, size, result_stem(p))

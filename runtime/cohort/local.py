@@ -3,9 +3,11 @@ worker processes, each loading its own backend (one per GPU with ``devices``).
 
 Both run :func:`tseg.runtime.cohort.runner.run_slide` and record every outcome in the batch's
 :class:`~tseg.runtime.cohort.outcomes.Ledger`; a slide whose lock another live process holds is
-put back and waited for at the end (``wait_for_locks``). Ctrl-C raises
-:class:`~tseg.runtime.cohort.outcomes.BatchInterrupted` (workers are passed the signal, so they
-remove their partial outputs).
+put back and waited for at the end (``wait_for_locks``). Ctrl-C, and SIGTERM where the command
+line turned it into :class:`~tseg.runtime.util.signals.Terminated`, raise
+:class:`~tseg.runtime.cohort.outcomes.BatchInterrupted` (workers are passed the signal, or get
+it from a scheduler that signals every process of a job, and remove their partial outputs).
+Each outcome names its worker (:func:`tseg.runtime.cohort.worker.describe_worker`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from typing import Any, Callable, Mapping, Sequence
 from tseg.runtime.cohort.outcomes import Ledger, SlideOutcome
 from tseg.runtime.cohort.resume import describe_holder, result_stem, slide_stem
 from tseg.runtime.cohort.runner import run_slide
+from tseg.runtime.wsi.locator import as_slide, slide_exists
+from tseg.runtime.cohort.worker import describe_worker
+from tseg.runtime.util.signals import stop_once
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +36,7 @@ def run_here(slides: Sequence[Path], out: Path, ledger: Ledger, segmenter: Any, 
              on_tile: Callable[[int, bool], None] | None = None,
              on_plan: Callable[[int], None] | None = None,
              on_tiles: Callable[[int], None] | None = None,
-             on_lock_wait: Callable[[Path, str], None] | None = None) -> None:
+             on_lock_wait: Callable[[Path, str], None] | None = None, dicom: Any = None) -> None:
     """Process ``slides`` one after another in this process with ``segmenter``."""
 
     def waiting(slide: Path) -> Callable[[dict[str, Any] | None], None]:
@@ -58,12 +63,13 @@ def run_here(slides: Sequence[Path], out: Path, ledger: Ledger, segmenter: Any, 
             while queue:
                 slide = queue.pop(0)
                 if on_slide_start:
-                    on_slide_start(slide, result_stem(slide) if Path(slide).exists() else slide_stem(Path(slide)))
+                    on_slide_start(slide, result_stem(slide) if slide_exists(slide) else slide_stem(slide))
                 current[:] = [str(slide)]
                 outcome = run_slide(segmenter, slide, out, overwrite, wait_now, per_slide.get(str(slide)),
                                     on_tile=tile if (on_tile or on_tiles) else None, on_plan=on_plan,
-                                    on_wait=waiting(slide))
+                                    on_wait=waiting(slide), dicom=dicom)
                 current.clear()
+                outcome.worker = describe_worker()
                 if outcome.status == "locked" and not wait_now and wait_for_locks:
                     ledger.defer(slide, outcome)
                     deferred.append(slide)
@@ -71,8 +77,8 @@ def run_here(slides: Sequence[Path], out: Path, ledger: Ledger, segmenter: Any, 
                 ledger.finish(outcome)
             if not wait_for_locks:
                 break
-    except KeyboardInterrupt:
-        raise ledger.interrupted(slides, list(current)) from None
+    except KeyboardInterrupt as stop:
+        raise ledger.interrupted(slides, list(current), stop) from None
 
 
 # --- several processes ------------------------------------------------------------------------
@@ -106,6 +112,11 @@ class _ToMainHandlers(logging.Handler):
 
 def _worker_init(engine: str | None, providers: Any, devices: list[int], counter: Any,
                  settings: dict[str, Any], log_level: int, log_queue: Any, quiet_load: bool) -> None:
+    # Ctrl-C reaches the workers from the main process (_interrupt_workers), SIGTERM from a
+    # scheduler that signals every process of a job, often both: the first stops the slide, the
+    # other is ignored while its partial outputs are removed. (Set explicitly: a process started
+    # in the background of a shell script inherits SIGINT ignored.)
+    stop_once((signal.SIGINT, signal.SIGTERM))
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(log_queue)]
     root.setLevel(log_level)
@@ -125,9 +136,10 @@ def _worker_init(engine: str | None, providers: Any, devices: list[int], counter
 
 
 def _worker_run(slide: str, out: str, overwrite: bool, wait_for_lock: bool,
-                overrides: dict[str, Any] | None) -> SlideOutcome:
-    outcome = run_slide(_WORKER["segmenter"], Path(slide), Path(out), overwrite, wait_for_lock, overrides)
-    outcome.worker = f"pid {os.getpid()}"
+                overrides: dict[str, Any] | None, dicom: Any = None) -> SlideOutcome:
+    outcome = run_slide(_WORKER["segmenter"], as_slide(slide), Path(out), overwrite, wait_for_lock, overrides,
+                        dicom=dicom)
+    outcome.worker = describe_worker()
     return outcome
 
 
@@ -143,7 +155,8 @@ def _interrupt_workers(pool: ProcessPoolExecutor) -> None:
 def run_in_processes(slides: Sequence[Path], out: Path, ledger: Ledger, *, workers: int, engine: str | None,
                      providers: Any, devices: Sequence[int], settings: Mapping[str, Any],
                      per_slide: Mapping[str, Mapping[str, Any]], overwrite: bool, wait_for_locks: bool,
-                     quiet_worker_load: bool = False, on_tiles: Callable[[int], None] | None = None) -> None:
+                     quiet_worker_load: bool = False, on_tiles: Callable[[int], None] | None = None,
+                     dicom: Any = None) -> None:
     """Process ``slides`` in ``workers`` spawned processes, each loading its own backend from
     ``engine`` (device ``devices[i % len(devices)]``); their log records come back to this
     process's handlers, each distinct message once."""
@@ -169,7 +182,7 @@ def run_in_processes(slides: Sequence[Path], out: Path, ledger: Ledger, *, worke
                     log.info("%s: waiting for the process that holds its lock", slide)
             for slide in batch:
                 future = pool.submit(_worker_run, str(slide), str(out), overwrite, wait_now,
-                                     per_slide.get(str(slide)))
+                                     per_slide.get(str(slide)), dicom)
                 running[future] = slide
             deferred = []
             while running:
@@ -180,7 +193,7 @@ def run_in_processes(slides: Sequence[Path], out: Path, ledger: Ledger, *, worke
                         outcome = future.result()
                     except Exception as exc:  # a worker died or failed to load the engine
                         text = f"{slide}: worker failed: {exc}"
-                        outcome = SlideOutcome(str(slide), slide_stem(Path(slide)), "failed", text, error_cli=text)
+                        outcome = SlideOutcome(str(slide), slide_stem(slide), "failed", text, error_cli=text)
                     if outcome.status == "locked" and not wait_now and wait_for_locks:
                         ledger.defer(slide, outcome)
                         deferred.append(slide)
@@ -190,11 +203,11 @@ def run_in_processes(slides: Sequence[Path], out: Path, ledger: Ledger, *, worke
                     ledger.finish(outcome)
             if not wait_for_locks or not deferred:
                 break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         _interrupt_workers(pool)
         pool.shutdown(wait=True, cancel_futures=True)
         in_progress = [str(s) for f, s in running.items() if f.running() or f.done()]
-        raise ledger.interrupted(slides, in_progress) from None
+        raise ledger.interrupted(slides, in_progress, stop) from None
     finally:
         pool.shutdown(wait=True)
         listener.stop()

@@ -1,7 +1,7 @@
 """Per-result-folder locks: two processes (or nodes sharing storage) never write one result.
 
 A lock is ``OUT/.<name>.lock``, held with ``flock`` (so a killed process releases it), holding
-who holds it (pid, host, slide). The result-folder name of a slide is chosen under its lock
+who holds it (pid, host, Slurm task, slide). The result-folder name of a slide is chosen under its lock
 (:func:`claim_result_folder`), so that two processes never pick the same name for two slides.
 """
 
@@ -12,13 +12,13 @@ import fcntl
 import json
 import logging
 import os
-import socket
 import stat
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from tseg.runtime.cohort.identity import SlideIdentity, match_slide, name_budget, recorded_slide
+from tseg.runtime.cohort.worker import worker_info
 from tseg.runtime.errors import OutputError
 from tseg.runtime.util.safeio import UnsafeFileError, kind_of, open_fd, read_json
 
@@ -40,7 +40,8 @@ class LockBusy(Exception):
 def describe_holder(holder: Mapping[str, Any] | None) -> str:
     if not holder:
         return "another tseg-rt process"
-    return f"tseg-rt process {holder.get('pid', '?')} on {holder.get('host', '?')}"
+    job = f" (slurm {holder['slurm']})" if holder.get("slurm") else ""
+    return f"tseg-rt process {holder.get('pid', '?')} on {holder.get('host', '?')}{job}"
 
 
 def read_holder(path: Path, tries: int = 10, pause_s: float = 0.05) -> dict[str, Any] | None:
@@ -106,7 +107,7 @@ class SlideLock:
                 continue
             break
         self._fd: int | None = fd
-        info = {"pid": os.getpid(), "host": socket.gethostname(), **dict(holder or {})}
+        info = {**worker_info(), **dict(holder or {})}  # pid, host, Slurm task
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
@@ -182,3 +183,26 @@ def claim_result_folder(out: Path, identity: SlideIdentity, wait: bool = False,
         return stem, plain
     plain.release(remove=True)
     return hashed, lock(hashed)
+
+
+def live_holder(path: Path) -> tuple[bool, dict[str, Any] | None]:
+    """Whether a live process holds the lock file ``path``, and what it wrote into it.
+
+    Read-only: the file is never created or removed. The check takes a shared lock for an
+    instant, so a process that tries to lock the slide at that very instant finds it busy and
+    comes back to it (as it does for any other holder)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False, None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True, read_holder(path, tries=3)
+        except OSError:
+            return False, None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False, None
+    finally:
+        os.close(fd)

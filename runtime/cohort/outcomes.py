@@ -8,12 +8,14 @@ the table, the cohort report's failure list and the exit status are the same whe
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tseg.runtime.errors import TsegError
+from tseg.runtime.util.signals import describe_signal, signal_of
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ class SlideOutcome:
     holder: str = ""  # for ``locked``: the process holding the slide's lock
     error_cli: str | None = None  # the error as the command line shows it
     worker: str = ""  # which worker processed it (several processes or a cluster), for logs
+    error_type: str = ""  # for ``failed``: the exception's class name (e.g. MissingMppError), for callers' codes
 
     @property
     def ok(self) -> bool:
@@ -39,12 +42,15 @@ class SlideOutcome:
 
 
 class BatchInterrupted(KeyboardInterrupt):
-    """SIGINT during a batch: what was finished, what was being processed, what was left."""
+    """SIGINT (or SIGTERM, ``signum``: :mod:`tseg.runtime.util.signals`) during a batch: what
+    was finished, what was being processed, what was left."""
 
-    def __init__(self, outcomes: list[SlideOutcome], in_progress: list[str], not_started: list[str]) -> None:
+    def __init__(self, outcomes: list[SlideOutcome], in_progress: list[str], not_started: list[str],
+                 signum: int = signal.SIGINT) -> None:
         self.outcomes = outcomes
         self.in_progress = in_progress
         self.not_started = not_started
+        self.signum = int(signum)
         super().__init__(self.message())
 
     def message(self) -> str:
@@ -52,7 +58,7 @@ class BatchInterrupted(KeyboardInterrupt):
         failed = len(self.outcomes) - done
         current = (f"while processing {', '.join(self.in_progress)} (its partial outputs were removed)"
                    if self.in_progress else "between slides")
-        return (f"interrupted {current}; {done} slide(s) finished, {failed} failed, "
+        return (f"{describe_signal(self)} {current}; {done} slide(s) finished, {failed} failed, "
                 f"{len(self.in_progress) + len(self.not_started)} left"
                 + (f" ({len(self.not_started)} not started)" if self.not_started else "")
                 + ". Run the same command again to continue: finished slides are skipped.")
@@ -62,8 +68,9 @@ def failed_outcome(slide: Path, name: str, exc: BaseException, t0: float) -> Sli
     """The outcome of a slide that failed with ``exc`` (a TsegError's own message; memory, OS
     and unexpected errors in one line, the unexpected ones logged with their traceback)."""
     seconds = time.perf_counter() - t0
+    kind = type(exc).__name__
     if isinstance(exc, TsegError):
-        return SlideOutcome(str(slide), name, "failed", str(exc), seconds, error_cli=exc.cli_message())
+        return SlideOutcome(str(slide), name, "failed", str(exc), seconds, error_cli=exc.cli_message(), error_type=kind)
     if isinstance(exc, MemoryError):
         text = f"{slide}: out of memory"
     elif isinstance(exc, OSError):
@@ -71,7 +78,7 @@ def failed_outcome(slide: Path, name: str, exc: BaseException, t0: float) -> Sli
     else:  # a bug or a library error on an odd slide: report it, keep going
         log.error("unexpected error on %s", slide, exc_info=exc)
         text = f"{slide}: unexpected error: {exc!r}"
-    return SlideOutcome(str(slide), name, "failed", text, seconds, error_cli=text)
+    return SlideOutcome(str(slide), name, "failed", text, seconds, error_cli=text, error_type=kind)
 
 
 class Ledger:
@@ -115,7 +122,10 @@ class Ledger:
     def sorted(self) -> list[SlideOutcome]:
         return sorted(self.outcomes, key=lambda o: self.order.get(o.slide, len(self.order)))
 
-    def interrupted(self, slides: Sequence[Path], in_progress: Sequence[str]) -> BatchInterrupted:
+    def interrupted(self, slides: Sequence[Path], in_progress: Sequence[str],
+                    cause: BaseException | None = None) -> BatchInterrupted:
+        """What to raise after Ctrl-C or SIGTERM (``cause``: the KeyboardInterrupt caught)."""
         done = self.finished()
         left = [str(s) for s in slides if str(s) not in done and str(s) not in in_progress]
-        return BatchInterrupted(self.sorted(), list(in_progress), left)
+        signum = signal_of(cause) if cause is not None else signal.SIGINT
+        return BatchInterrupted(self.sorted(), list(in_progress), left, signum)

@@ -329,7 +329,7 @@ def run_on_ray(slides: Sequence[Path], out: Path, ledger: Ledger, *, address: st
             if refusals and ever_ready:
                 for reason, who in refusals.items():
                     log.warning("%d Ray worker(s) refused (%s): %s", len(who), ", ".join(who), reason)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             running = in_progress()
             _stop(ray, busy, RayError, finish, out)
             for w in list(alive) + list(starting.values()):
@@ -338,7 +338,7 @@ def run_on_ray(slides: Sequence[Path], out: Path, ledger: Ledger, *, address: st
             running = [s for s in running if s not in finished]
             for job in busy.values():  # killed before they stopped: what they left is removed
                 _remove_left(out, job.slide)
-            raise ledger.interrupted(slides, running) from None
+            raise ledger.interrupted(slides, running, stop) from None
         finally:
             for w in list(alive) + list(starting.values()):
                 kill(w)

@@ -15,6 +15,13 @@ whichever machines and runs made it:
   hide failures because a slide was taken out of the cohort);
 * a folder that looks like a result but whose summary cannot be read is a row ``unreadable``.
 
+Given the cohort (``tseg-rt report RESULTS --slides ... | --csv ...``, the inputs ``run`` takes),
+the report lists exactly its slides, each once (:mod:`tseg.runtime.cohort.coverage`): those with
+a result as above, and those without one as ``running`` (a live lock names the process, host and
+Slurm job) or ``not run``, so a cancelled, timed-out or never-started task cannot hide its slides;
+results in the folder for slides outside the cohort are counted (``outside``), not listed.
+:data:`UNFINISHED` statuses make :func:`exit_status` non-zero.
+
 ``report.html`` is one static page: no server, no network (a Content-Security-Policy forbids
 any fetch), inline CSS and JavaScript, the rows as JSON inside the page. Thumbnails are small
 JPEG files (at most :data:`THUMBNAIL_PX` px a side) in ``RESULTS/.tseg-report/thumbs/``, made
@@ -45,8 +52,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
+from tseg.runtime.cohort.coverage import NOT_RUN, RUNNING, locate
+from tseg.runtime.wsi.locator import slide_key
 from tseg.runtime.util.atomic import atomic_write, write_csv, write_text
 from tseg.runtime.util.safeio import check_regular, ensure_folder, open_regular, read_json
 from tseg.runtime.errors import InvalidArgumentError, OutputError
@@ -61,6 +70,8 @@ THUMBS_DIR = "thumbs"
 THUMBNAIL_PX = 160
 THUMBNAIL_QUALITY = 80
 REVIEW_MARGIN = 0.01
+#: Statuses of slides that did not finish: the report's exit status is non-zero.
+UNFINISHED = ("failed", "unreadable", RUNNING, NOT_RUN)
 
 #: Per-stage timings of a summary, in the order of the data flow.
 STAGES = ("open_s", "overview_s", "background_s", "read_s", "infer_s", "merge_s", "wall_s", "postprocess_s",
@@ -90,7 +101,7 @@ REVIEW_TEXT = {
 
 
 def _record_file(out: Path, slide: str | os.PathLike[str]) -> Path:
-    key = hashlib.sha1(str(Path(slide).resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    key = hashlib.sha1(slide_key(slide).encode("utf-8", "surrogateescape")).hexdigest()[:16]
     return out / REPORT_DIR / FAILED_DIR / f"{key}.json"
 
 
@@ -106,7 +117,7 @@ def record_outcome(out: str | os.PathLike[str], outcome: Any) -> None:
         return
     if outcome.status != "failed":
         return
-    record = {"tseg_rt_failure": 1, "slide": str(Path(outcome.slide).resolve()), "name": outcome.name,
+    record = {"tseg_rt_failure": 1, "slide": slide_key(outcome.slide), "name": outcome.name,
               "error": outcome.error_cli or outcome.error or outcome.detail, "worker": outcome.worker,
               "host": socket.gethostname(), "failed_at": datetime.now(timezone.utc).isoformat()}
     try:
@@ -190,7 +201,7 @@ def row_from_summary(name: str, summary: Mapping[str, Any]) -> dict[str, Any]:
         "mpp_source": slide.get("mpp_source", ""), "colour_correction": slide.get("colour_correction") or "",
         "warnings": " | ".join(str(w) for w in warnings), "vendor": slide.get("vendor", ""),
         "width_mm": size[0] if len(size) > 0 else None, "height_mm": size[1] if len(size) > 1 else None,
-        "created": summary.get("created", ""), "worker": "", "folder": name,
+        "created": summary.get("created", ""), "worker": str(summary.get("worker") or ""), "folder": name,
     }
     return row
 
@@ -253,6 +264,39 @@ def collect_rows(out: str | os.PathLike[str], review_margin: float = REVIEW_MARG
     return rows
 
 
+def cohort_rows(out: Path, rows: list[dict[str, Any]], slides: Sequence[Path],
+                shards: int | None = None) -> tuple[list[dict[str, Any]], int]:
+    """The rows of a given cohort, one per slide in its order (see the module docstring), and
+    how many of the folder's rows are for other slides. With ``shards`` (the N of ``run
+    --shard K/N``), a slide that did not finish says which shard runs it."""
+    from tseg.runtime.cohort.shard import shard_index
+
+    listed: list[dict[str, Any]] = []
+    used: set[int] = set()
+    for state in locate(slides, out, rows):
+        if state.row is not None:
+            used.add(state.row)
+            row = dict(rows[state.row])
+            row["slide"] = row["slide"] or state.slide  # an unreadable result: now known to be this slide's
+            if state.reason and row["status"] != "done":  # (a moved slide's reason is not a failure)
+                row["failure_reason"] = state.reason
+        else:
+            row = _empty_row(name=state.name, slide=state.slide, status=state.status, failure_reason=state.reason)
+        if shards and row["status"] in UNFINISHED:
+            row["failure_reason"] = (f"{row['failure_reason']}; " if row["failure_reason"] else "") + \
+                f"shard {shard_index(state.slide, shards)} of {shards}"
+        listed.append(row)
+    return listed, len(rows) - len(used)
+
+
+def exit_status(totals: Mapping[str, Any]) -> int:
+    """The report command's exit status: 0 when every slide finished, 1 when some failed (or
+    their result is unreadable), 3 when none failed but some are running or were not run."""
+    if totals["failed"] or totals["unreadable"]:
+        return 1
+    return 3 if totals.get("running") or totals.get("not_run") else 0
+
+
 def cohort_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The cohort's totals: counts, areas, tiles, compute time, models and settings used."""
     done = [r for r in rows if r["status"] == "done"]
@@ -269,6 +313,7 @@ def cohort_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "slides": len(rows), "done": len(done), "failed": sum(r["status"] == "failed" for r in rows),
         "unreadable": sum(r["status"] == "unreadable" for r in rows),
+        "running": sum(r["status"] == RUNNING for r in rows), "not_run": sum(r["status"] == NOT_RUN for r in rows),
         "review": sum(bool(r["review"]) for r in rows),
         "tissue_area_mm2": round(tissue, 4), "tumour_area_mm2": round(tumour, 4),
         "tumour_fraction_pooled": round(tumour / tissue, 6) if tissue > 0 else None,
@@ -361,6 +406,7 @@ class CohortReport:
     seconds: float = 0.0
     thumbnails: int = 0
     notes: list[str] = field(default_factory=list)
+    outside: int = 0  # results in the folder for slides outside the given cohort (not listed)
 
 
 def _csv_value(value: Any) -> Any:
@@ -372,8 +418,11 @@ def _csv_value(value: Any) -> Any:
 
 
 def write_report(out: str | os.PathLike[str], review_margin: float = REVIEW_MARGIN,
-                 title: str | None = None, thumbnails: bool = True) -> CohortReport:
-    """Write ``out/cohort.csv`` and ``out/report.html`` for every slide ``out`` holds."""
+                 title: str | None = None, thumbnails: bool = True, cohort: Sequence[Path] | None = None,
+                 shards: int | None = None) -> CohortReport:
+    """Write ``out/cohort.csv`` and ``out/report.html`` for every slide ``out`` holds, or, given
+    the ``cohort``'s slides, for exactly those (see the module docstring; ``shards``: say which
+    shard of N runs each slide that did not finish)."""
     from tseg.runtime.cohort.report_page import render_page
 
     t0 = time.perf_counter()
@@ -381,7 +430,11 @@ def write_report(out: str | os.PathLike[str], review_margin: float = REVIEW_MARG
     if not out.is_dir():
         raise OutputError(out, "no such results folder; give the --out folder of `tseg-rt run`")
     rows = collect_rows(out, review_margin)
+    outside = 0
+    if cohort is not None:
+        rows, outside = cohort_rows(out, rows, cohort, shards)
     totals = cohort_totals(rows)
+    totals.update(cohort=cohort is not None, outside=outside)
     names = [r["folder"] for r in rows if r["status"] == "done" and r["folder"]]
     thumbs = make_thumbnails(out, names) if thumbnails and names else {}
     csv_path = write_csv(out / COHORT_CSV, [{c: _csv_value(r.get(c)) for c in COLUMNS} for r in rows], COLUMNS)
@@ -389,4 +442,5 @@ def write_report(out: str | os.PathLike[str], review_margin: float = REVIEW_MARG
                        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                        review_margin=review_margin, demo_model=_bundled_sha256() in totals["models"])
     html_path = write_text(out / REPORT_HTML, page)
-    return CohortReport(csv_path, html_path, rows, totals, time.perf_counter() - t0, sum(bool(v) for v in thumbs.values()))
+    return CohortReport(csv_path, html_path, rows, totals, time.perf_counter() - t0, sum(bool(v) for v in thumbs.values()),
+                        outside=outside)

@@ -74,8 +74,9 @@ th button { all: unset; cursor: pointer; font-weight: 600; }
 th button:focus-visible { outline: 2px solid #4a7; }
 th[aria-sort=ascending] button::after { content: " ▲"; } th[aria-sort=descending] button::after { content: " ▼"; }
 td.thumb { width: 132px; } td.thumb img { display: block; max-width: 120px; max-height: 96px; }
-tr.failed td, tr.unreadable td { background: #fdf1f0; }
-.status-done { color: var(--ok); } .status-failed, .status-unreadable { color: var(--bad); font-weight: 600; }
+tr.failed td, tr.unreadable td, tr.not-run td { background: #fdf1f0; } tr.running td { background: #fdf8ea; }
+.status-done { color: var(--ok); } .status-failed, .status-unreadable, .status-not-run { color: var(--bad); font-weight: 600; }
+.status-running { color: var(--warn); font-weight: 600; }
 .pager button { min-width: 32px; }
 """
 
@@ -102,7 +103,7 @@ SCRIPT = r"""
     var h = location.hash.replace(/^#/, "");
     var p = new URLSearchParams(h);
     state.q = p.get("q") || "";
-    state.status = ["all", "done", "failed", "unreadable", "review"].indexOf(p.get("status")) >= 0 ? p.get("status") : "all";
+    state.status = ["all", "done", "failed", "unreadable", "running", "not run", "review"].indexOf(p.get("status")) >= 0 ? p.get("status") : "all";
     state.sort = kinds[p.get("sort")] && kinds[p.get("sort")] !== "thumb" ? p.get("sort") : "name";
     state.dir = p.get("dir") === "desc" ? "desc" : "asc";
     var size = parseInt(p.get("size"), 10);
@@ -157,7 +158,7 @@ SCRIPT = r"""
     var fragment = document.createDocumentFragment();
     shown.forEach(function (r) {
       var tr = document.createElement("tr");
-      tr.className = r.status;
+      tr.className = String(r.status).replace(/ /g, "-");
       tr.dataset.name = r.name;
       table.forEach(function (t) {
         var key = t[0], kind = t[2];
@@ -174,7 +175,7 @@ SCRIPT = r"""
           else { td.textContent = r.name; }
           td.title = r.slide || "";
         } else if (key === "status") {
-          td.textContent = r.status; td.className = "status-" + r.status;
+          td.textContent = r.status; td.className = "status-" + String(r.status).replace(/ /g, "-");
         } else if (key === "review") {
           td.textContent = r.review || ""; td.className = "flag";
         } else if (key === "failure_reason") {
@@ -265,6 +266,7 @@ def render_page(rows: Sequence[Mapping[str, Any]], totals: Mapping[str, Any], th
     """The HTML text of ``report.html``."""
     e = html.escape
     failed = [r for r in rows if r["status"] in ("failed", "unreadable")]
+    unfinished = [r for r in rows if r["status"] in ("running", "not run")]
     review = [r for r in rows if r["review"]]
     data = {
         "columns": list(FIELDS),
@@ -277,6 +279,8 @@ def render_page(rows: Sequence[Mapping[str, Any]], totals: Mapping[str, Any], th
         ("slides", f"{t['slides']:,}", ""),
         ("finished", f"{t['done']:,}", ""),
         ("failed", f"{t['failed'] + t['unreadable']:,}", "bad" if failed else ""),
+        *([("not run", f"{t['not_run']:,}", "bad" if t["not_run"] else ""),
+           ("running", f"{t['running']:,}", "warn" if t["running"] else "")] if t.get("cohort") else []),
         ("to review first", f"{t['review']:,}", "warn" if review else ""),
         ("tissue mm²", _fmt(t["tissue_area_mm2"], 1), ""),
         ("tumour mm²", _fmt(t["tumour_area_mm2"], 1), ""),
@@ -296,6 +300,8 @@ def render_page(rows: Sequence[Mapping[str, Any]], totals: Mapping[str, Any], th
                      + ", ".join(m[:12] + "…" for m in models))
     if len(t["thresholds"]) > 1:
         notes.append("results were made with different thresholds (low/high): " + ", ".join(t["thresholds"]))
+    if t.get("outside"):
+        notes.append(f"{t['outside']:,} result(s) in this folder are for slides outside the cohort, not listed")
     notes_html = "".join(f'<p class="flag">{e(n)}</p>' for n in notes)
     demo_html = ('<p class="flag">Some results were made with the bundled demonstration model, which is NOT a '
                  'diagnostic model.</p>' if demo_model else "")
@@ -305,19 +311,21 @@ def render_page(rows: Sequence[Mapping[str, Any]], totals: Mapping[str, Any], th
             return ""
         lis = []
         for r in items[:LISTED]:
-            text = r["failure_reason"] if what == "failed" else r["review"]
-            cls = "reason" if what == "failed" else "flag"
+            text = r["review"] if what == "review" else r["failure_reason"] or r["status"]
+            cls = "flag" if what == "review" else "reason"
             lis.append(f"<li>{_link(r['folder'], r['name'])} — <span class=\"{cls}\">{e(str(text))}</span></li>")
         more = (f'<p>… and {len(items) - LISTED:,} more: <a href="#status={status}">show them all in the table</a></p>'
                 if len(items) > LISTED else f'<p><a href="#status={status}">show them in the table</a></p>')
         heading = (f"Failed slides ({len(items):,})" if what == "failed"
+                   else f"Not finished ({len(items):,}): not run, or still running" if what == "unfinished"
                    else f"Review first ({len(items):,}): no tissue, tumour fraction within "
                         f"{100 * review_margin:g} % of 0 or 1, resolution overridden, colours corrected")
         return (f'<section id="{what}"><h2>{e(heading)}</h2><ul class="list">{"".join(lis)}</ul>{more}</section>')
 
-    options = "".join(f'<option value="{v}">{label}</option>' for v, label in
-                      (("all", "all slides"), ("done", "finished"), ("failed", "failed"),
-                       ("unreadable", "unreadable"), ("review", "review first")))
+    statuses = (("all", "all slides"), ("done", "finished"), ("failed", "failed"), ("unreadable", "unreadable"),
+                *((("not run", "not run"), ("running", "running")) if t.get("cohort") else ()),
+                ("review", "review first"))
+    options = "".join(f'<option value="{e(v)}">{e(label)}</option>' for v, label in statuses)
     sizes = "".join(f'<option value="{n}"{" selected" if n == 50 else ""}>{n} a page</option>' for n in (25, 50, 100, 250))
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -338,6 +346,7 @@ def render_page(rows: Sequence[Mapping[str, Any]], totals: Mapping[str, Any], th
 {notes_html}
 </header>
 {listing(failed, "failed", "failed")}
+{listing(unfinished, "unfinished", "not%20run")}
 {listing(review, "review", "review")}
 <section id="table-section">
 <h2>All slides</h2>

@@ -29,8 +29,10 @@ Anything else is another slide's.
   plans of one ONNX model built for several GPU types count as one model), another level-0
   resolution, background tiles skipped differently, or other opt-in reading speed-ups
   (``--level-tolerance``, ``--dct-scaling``) -> **run** again;
-* only ``low`` / ``high`` / ``prune`` differ -> **post-process** again from the saved maps
-  (no network; equal to a fresh run with those thresholds);
+* only ``low`` / ``high`` / ``prune`` or the overlay's style and opacity differ (a result made
+  before overlays recorded them counts as different, so its picture is redrawn with a legend)
+  -> **post-process** again from the saved maps (no network; equal to a fresh run with those
+  settings);
 * everything equal -> **skip**.
 
 A result made with ``--mpp X`` is reused by a run without ``--mpp`` when the slide's own metadata
@@ -96,6 +98,9 @@ class Wanted:
     equivalent_sha256: frozenset[str] = frozenset()
     level_tolerance: float = 0.0  # opt-in reading speed-ups: they change the pixels read
     dct_scaling: bool = False
+    #: How overlay.png is drawn (outputs only: a change redraws it from the saved maps); None: any.
+    overlay_style: str | None = None
+    overlay_opacity: float | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,21 @@ def _close(a: float, b: float) -> bool:
 
 def _fmt_mpp(v: Any) -> str:
     return "x".join(f"{float(x):.4g}" for x in v) if isinstance(v, (list, tuple)) else str(v)
+
+
+def _overlay_change(settings: Mapping[str, Any], wanted: Wanted) -> str:
+    """How the recorded overlay differs from the wanted one ("" when it does not)."""
+    if wanted.overlay_style is None:
+        return ""
+    style, opacity = settings.get("overlay_style"), settings.get("overlay_opacity")
+    want = f"{wanted.overlay_style} at {float(wanted.overlay_opacity or 0):.0%} opacity"
+    if style is None:
+        return f"made by an earlier tseg-rt without a legend, now {want}"
+    if not isinstance(opacity, (int, float)) or isinstance(opacity, bool):
+        return f"overlay {style}, now {want}"
+    if style != wanted.overlay_style or abs(float(opacity) - float(wanted.overlay_opacity or 0)) > 1e-9:
+        return f"overlay {style} at {float(opacity):.0%} opacity, now {want}"
+    return ""
 
 
 def decide(folder: Path, identity: SlideIdentity, wanted: Wanted, overwrite: bool = False,
@@ -158,11 +178,15 @@ def decide(folder: Path, identity: SlideIdentity, wanted: Wanted, overwrite: boo
                                f"{' --dct-scaling' if want_read[1] else ''}", how)
     made_t = (settings.get("low"), settings.get("high"), bool(settings.get("prune", True)))
     want_t = (wanted.low, wanted.high, wanted.prune)
+    overlay = _overlay_change(settings, wanted)
     if made_t != want_t:
         def fmt(t: tuple[Any, Any, bool]) -> str:
             return f"low/high {t[0]}/{t[1]}" + ("" if t[2] else ", no pruning")
-        return Decision("postprocess", f"post-processed again: made with {fmt(made_t)}, now {fmt(want_t)} "
+        also = f"; {overlay}" if overlay else ""
+        return Decision("postprocess", f"post-processed again: made with {fmt(made_t)}, now {fmt(want_t)}{also} "
                                        "(from the saved maps, no network)", how)
+    if overlay:
+        return Decision("postprocess", f"overlay redrawn: {overlay} (from the saved maps, no network)", how)
     if how == "moved":
         return Decision("skip", f"finished (the slide moved from {slide.get('path')})", how)
     return Decision("skip", "finished with these settings", how)
@@ -179,4 +203,4 @@ def wanted_from(segmenter: Any) -> Wanted:
     backend = segmenter.backend
     return Wanted(backend.sha256, str(backend.path), int(segmenter.low), int(segmenter.high), bool(s.prune),
                   bool(s.skip_background), mpp, frozenset(getattr(backend, "equivalent_sha256", ()) or ()),
-                  float(s.level_tolerance), bool(s.dct_scaling))
+                  float(s.level_tolerance), bool(s.dct_scaling), s.overlay_style, float(s.overlay_opacity))

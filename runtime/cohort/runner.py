@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from tseg.runtime.cohort.outcomes import SlideOutcome, failed_outcome
+from tseg.runtime.cohort.worker import describe_worker
 from tseg.runtime.cohort.resume import (
     RESULT_MARKER,
     LockBusy,
@@ -33,9 +34,10 @@ from tseg.runtime.cohort.resume import (
     wanted_from,
     write_marker,
 )
-from tseg.runtime.errors import OutputError, SlideChangedError, TsegError
+from tseg.runtime.errors import DicomWebError, OutputError, SlideChangedError, TsegError
 from tseg.runtime.util.safeio import open_fd, read_json
 from tseg.runtime.outputs.files import repostprocess, write_outputs
+from tseg.runtime.wsi.locator import SlideRef, as_slide, slide_exists, slide_key
 from tseg.runtime.wsi.sources import stored_mpp
 
 log = logging.getLogger(__name__)
@@ -64,20 +66,24 @@ def remove_path(path: Path) -> None:
         path.unlink()
 
 
-def process_slide(segmenter: Any, slide: Path, out: Path, overwrite: bool = False,
+def process_slide(segmenter: Any, slide: SlideRef, out: Path, overwrite: bool = False,
                   on_tile: Callable[[int, bool], None] | None = None,
                   on_plan: Callable[[int], None] | None = None, wait_for_lock: bool = False,
                   on_wait: Callable[[dict[str, Any] | None], None] | None = None,
-                  cancel: threading.Event | None = None) -> SlideOutcome:
-    """Segment one slide into its result folder in ``out``, atomically, under the folder's lock.
+                  cancel: threading.Event | None = None, dicom: Any = None) -> SlideOutcome:
+    """Segment one slide (a path, or a DICOMweb series URL) into its result folder in ``out``,
+    atomically, under the folder's lock.
 
     The folder and whether a finished result is reused, post-processed again or redone follow
     :mod:`tseg.runtime.cohort.resume` (names depend on the slide alone). A lock
     held by another live process gives status ``locked`` (with ``wait_for_lock``: wait for it).
-    Setting ``cancel`` stops the tile loop: the slide fails and its partial outputs are removed."""
+    Setting ``cancel`` stops the tile loop: the slide fails and its partial outputs are removed.
+    ``dicom`` (:class:`~tseg.runtime.outputs.dicom_export.DicomOptions`): also make the result's
+    DICOM objects (and store them), for new, reused and post-processed results alike
+    (:func:`with_dicom`)."""
     t0 = time.perf_counter()
-    slide = Path(slide)
-    name = result_stem(slide) if slide.exists() else slide_stem(slide)
+    slide = as_slide(slide)
+    name = result_stem(slide) if slide_exists(slide) else slide_stem(slide)
     try:
         identity = slide_identity(slide)
     except (TsegError, OSError) as exc:
@@ -93,12 +99,13 @@ def process_slide(segmenter: Any, slide: Path, out: Path, overwrite: bool = Fals
     try:
         decision = decide(final, identity, wanted_from(segmenter), overwrite, lambda: stored_mpp(slide))
         if decision.action == "skip":
-            return SlideOutcome(str(slide), name, "skipped", detail=decision.reason)
+            return with_dicom(SlideOutcome(str(slide), name, "skipped", detail=decision.reason), final, dicom, t0)
         if decision.action == "postprocess":
             s = segmenter.settings
-            summary = repostprocess(final, segmenter.low, segmenter.high, s.prune)
-            return SlideOutcome(str(slide), name, "postprocessed", seconds=time.perf_counter() - t0,
-                                summary=summary, detail=decision.reason)
+            summary = repostprocess(final, segmenter.low, segmenter.high, s.prune, overlay_style=s.overlay_style,
+                                    overlay_opacity=s.overlay_opacity)
+            return with_dicom(SlideOutcome(str(slide), name, "postprocessed", seconds=time.perf_counter() - t0,
+                                           summary=summary, detail=decision.reason), final, dicom, t0)
         pattern = glob.escape(name)  # a name may hold [ ] * ?: never match another slide's folders
         for stale in list(out.glob(f".{pattern}.tmp-*")) + list(out.glob(f".{pattern}.old-*")):
             log.info("removing %s left by an interrupted run", stale)
@@ -111,6 +118,7 @@ def process_slide(segmenter: Any, slide: Path, out: Path, overwrite: bool = Fals
             _check_unchanged(slide, identity)
             result.summary["slide"].update(path=identity.path, fingerprint=identity.fingerprint,
                                            size_bytes=identity.size_bytes, result_folder=name)
+            result.summary["worker"] = describe_worker()  # host, pid, Slurm task: for the report
             write_outputs(result, tmp, segmenter.contract.mpp)
             if final.exists() or final.is_symlink():
                 old = out / f".{name}.old-{os.getpid()}"
@@ -123,18 +131,21 @@ def process_slide(segmenter: Any, slide: Path, out: Path, overwrite: bool = Fals
             remove_path(tmp)
             raise
         detail = "" if decision.reason == "new" else decision.reason
-        return SlideOutcome(str(slide), name, "done", seconds=time.perf_counter() - t0, summary=result.summary,
-                            detail=detail)
+        return with_dicom(SlideOutcome(str(slide), name, "done", seconds=time.perf_counter() - t0,
+                                       summary=result.summary, detail=detail), final, dicom, t0)
     except Exception as exc:
         return failed_outcome(slide, name, exc, t0)
     finally:
         lock.release(remove=True)
 
 
-def _check_unchanged(slide: Path, identity: Any) -> None:
+def _check_unchanged(slide: SlideRef, identity: Any) -> None:
     """The slide's content fingerprint again, after reading: the Segmenter notices size and time
     changes (wsi/snapshot.py); this also a rewrite that kept both (``touch -r``, a copy with
-    preserved times) in the bytes fingerprinted."""
+    preserved times) in the bytes fingerprinted. (A DICOMweb series is not asked again: its
+    instances do not change under one Series Instance UID.)"""
+    if is_remote(slide):
+        return
     try:
         now = slide_identity(slide)
     except (TsegError, OSError) as exc:
@@ -146,16 +157,43 @@ def _check_unchanged(slide: Path, identity: Any) -> None:
                                        "is complete")
 
 
-def run_slide(segmenter: Any, slide: Path, out: Path, overwrite: bool = False, wait_for_lock: bool = False,
+def with_dicom(outcome: SlideOutcome, final: Path, dicom: Any, t0: float) -> SlideOutcome:
+    """``outcome`` after making (and storing) the result's DICOM objects, when ``dicom`` asks.
+    The result folder is complete whatever happens here; a failure fails the slide with a message
+    saying so, and the next run makes or stores what is missing without running the network."""
+    if dicom is None:
+        return outcome
+    from tseg.runtime.outputs.dicom_export import export_dicom
+
+    try:
+        entry = export_dicom(final, dicom)
+    except Exception as exc:
+        failed = failed_outcome(outcome.slide, outcome.name, exc, t0)
+        note = (f"; the result in {final} is complete, but its DICOM objects could not be "
+                f"{'stored' if isinstance(exc, DicomWebError) else 'made'}: run the same command again to retry")
+        failed.error = (failed.error or "") + note
+        failed.error_cli = (failed.error_cli or "") + note
+        failed.summary = outcome.summary
+        return failed
+    if outcome.summary:
+        outcome.summary = dict(outcome.summary, dicom=entry)
+    stored = (entry.get("stow") or {}).get("url")
+    outcome.detail = "; ".join(d for d in (outcome.detail, f"DICOM stored at {stored}" if stored else "") if d)
+    outcome.seconds = time.perf_counter() - t0
+    return outcome
+
+
+def run_slide(segmenter: Any, slide: SlideRef, out: Path, overwrite: bool = False, wait_for_lock: bool = False,
               overrides: Mapping[str, Any] | None = None, **callbacks: Any) -> SlideOutcome:
     """:func:`process_slide` with the slide's own settings (``overrides``: a slides CSV row) on
     ``segmenter``'s loaded model: what every worker runs, local or on a cluster."""
+    slide = as_slide(slide)
     if overrides:
         try:
             segmenter = segmenter.with_settings(**overrides)
         except TsegError as exc:
-            return failed_outcome(Path(slide), slide_stem(Path(slide)), exc, time.perf_counter())
-    return process_slide(segmenter, Path(slide), Path(out), overwrite=overwrite, wait_for_lock=wait_for_lock,
+            return failed_outcome(slide, slide_stem(slide), exc, time.perf_counter())
+    return process_slide(segmenter, slide, Path(out), overwrite=overwrite, wait_for_lock=wait_for_lock,
                          **callbacks)
 
 
@@ -163,7 +201,7 @@ def remove_abandoned(out: Path, slide: str | os.PathLike[str]) -> int:
     """Remove the temporary folders that dead workers left for ``slide`` in ``out`` (those whose
     marker names this slide and whose lock no live process holds), and their stale locks.
     Returns how many of this slide's temporary folders a live process still holds."""
-    target = str(Path(slide).resolve())
+    target = slide_key(slide)
     held = 0
     for tmp in out.glob(".*.tmp-*"):
         name = tmp.name[1 : tmp.name.rfind(".tmp-")]

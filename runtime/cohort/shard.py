@@ -19,10 +19,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from pathlib import Path
 from typing import Sequence, TypeVar
 
 from tseg.runtime.errors import InvalidArgumentError
+from tseg.runtime.wsi.locator import slide_key
 
 P = TypeVar("P", bound="str | os.PathLike[str]")
 
@@ -44,8 +44,8 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def shard_key(slide: str | os.PathLike[str]) -> str:
-    """What a slide's shard is computed from: its resolved path."""
-    return str(Path(slide).resolve())
+    """What a slide's shard is computed from: its resolved path (a DICOMweb series: its URL)."""
+    return slide_key(slide)
 
 
 def shard_index(slide: str | os.PathLike[str], count: int) -> int:

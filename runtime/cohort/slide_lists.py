@@ -15,6 +15,7 @@ import stat
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from tseg.runtime.wsi.locator import SlideRef, as_slide, is_remote, slide_key
 from tseg.runtime.cohort.identity import is_result_folder
 from tseg.runtime.cohort.slides_csv import SLIDES_CSV_COLUMNS, check_conflict, iter_slides_csv, read_slides_csv  # noqa: F401
 from tseg.runtime.errors import NoSlidesFoundError
@@ -72,21 +73,26 @@ def _walk(root: Path, exclude: Path | None) -> Iterable[Path]:
         stack.extend(reversed(subfolders))
 
 
-def find_slides(inputs: Iterable[str | os.PathLike[str]], exclude: Path | None = None) -> list[Path]:
+def find_slides(inputs: Iterable[str | os.PathLike[str]], exclude: Path | None = None) -> list[SlideRef]:
     """Slides among ``inputs`` (files as given; folders searched recursively), sorted.
 
     A DICOM series is one entry (its folder, or its first file when the folder holds several
     series); DICOM files that are not whole-slide images are skipped in folders and kept, to fail
-    with their reason, when named explicitly."""
+    with their reason, when named explicitly. A DICOMweb series URL is one slide, kept as its
+    canonical URL (a string, after the local slides; :mod:`tseg.runtime.wsi.locator`)."""
     from tseg.runtime.wsi.dicom import group_series, is_dicom_candidate
 
     found: list[Path] = []
+    remote: set[str] = set()
     dicom_files: list[Path] = []
     explicit_dicom: set[Path] = set()
     missing = []
     inputs = list(inputs)
     exclude_resolved = exclude.resolve() if exclude is not None else None
     for item in inputs:
+        if is_remote(item):
+            remote.add(str(as_slide(item)))
+            continue
         p = Path(item)
         if p.exists() and not p.is_file() and not p.is_dir():
             found.append(p)  # named explicitly: a FIFO, socket or device fails with its reason, unopened
@@ -117,7 +123,8 @@ def find_slides(inputs: Iterable[str | os.PathLike[str]], exclude: Path | None =
                 found.append(r.path)  # named explicitly: it fails with its reason
             else:
                 log.info("skipping %s: %s", r.path, r.error or f"not a whole-slide image (SOP class {r.sop_class})")
-    unique = sorted({f.resolve(): f for f in found}.values(), key=lambda f: str(f))
+    unique: list[SlideRef] = sorted({f.resolve(): f for f in found}.values(), key=lambda f: str(f))
+    unique += sorted(remote)
     if not unique:
         raise NoSlidesFoundError(
             "no slides found in " + ", ".join(str(i) for i in inputs)
@@ -126,9 +133,13 @@ def find_slides(inputs: Iterable[str | os.PathLike[str]], exclude: Path | None =
     return unique
 
 
-def _slides_of(path: Path, exclude: Path | None) -> list[Path]:
-    """What one slides-CSV path stands for: the file itself when it is a regular file with a slide
-    extension (no search: millions of rows stay cheap), else what :func:`find_slides` finds."""
+def _slides_of(slide: SlideRef, exclude: Path | None) -> list[SlideRef]:
+    """What one slides-CSV path stands for: a DICOMweb URL, or the file itself when it is a regular
+    file with a slide extension (no search: millions of rows stay cheap), else what
+    :func:`find_slides` finds."""
+    if is_remote(slide):
+        return [as_slide(slide)]
+    path = Path(slide)
     if path.name.lower().endswith(SLIDE_SUFFIXES):
         try:
             if stat.S_ISREG(os.stat(path).st_mode):
@@ -138,8 +149,8 @@ def _slides_of(path: Path, exclude: Path | None) -> list[Path]:
     return find_slides([path], exclude=exclude)
 
 
-def collect_slides(inputs: Sequence[str | os.PathLike[str]], rows: Iterable[Any],
-                   exclude: Path | None = None, source: str = "the slides CSV") -> tuple[list[Path], dict[str, dict[str, Any]]]:
+def collect_slides(inputs: Sequence[str | os.PathLike[str]], rows: Iterable[Any], exclude: Path | None = None,
+                   source: str = "the slides CSV") -> tuple[list[SlideRef], dict[str, dict[str, Any]]]:
     """The slides named or found in ``inputs``, then those of a slides CSV's ``rows``
     (:func:`~tseg.runtime.cohort.slides_csv.iter_slides_csv`, streamed, or ``(path, settings)``
     pairs), each once; and each row's settings by the slide's path as listed (the form
@@ -147,13 +158,13 @@ def collect_slides(inputs: Sequence[str | os.PathLike[str]], rows: Iterable[Any]
     resolved) different settings are an InvalidArgumentError naming both rows (``source`` names
     the CSV). Memory grows with the distinct slides, not with the rows."""
     found = find_slides(inputs, exclude=exclude) if inputs else []
-    listed = {str(p.resolve()): p for p in found}  # resolved -> as first listed
+    listed = {slide_key(p): p for p in found}  # slide key -> the slide as first listed
     first_row: dict[str, tuple[int, dict[str, Any]]] = {}
     per_slide: dict[str, dict[str, Any]] = {}
     for index, entry in enumerate(rows, start=2):
         number, path, settings = entry if len(entry) == 3 else (index, *entry)
-        for p in _slides_of(Path(path), exclude):
-            key = str(p.resolve())
+        for p in _slides_of(path, exclude):
+            key = slide_key(p)
             if key in first_row:
                 check_conflict(key, first_row[key], (number, settings), source)
                 continue

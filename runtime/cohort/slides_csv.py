@@ -1,6 +1,6 @@
 """A slides CSV (``tseg-rt run --csv``): which slides, each with its own settings.
 
-Columns: ``path`` (relative paths are taken from the CSV's folder), and optionally ``mpp`` (``X``
+Columns: ``path`` (relative paths are taken from the CSV's folder; a DICOMweb series URL), and optionally ``mpp`` (``X``
 or ``X,Y`` µm/px) or ``mpp_x`` + ``mpp_y``, ``low``, ``high`` (0-255) and ``prune`` (true/false).
 Empty cells mean "the run's setting". A cell a spreadsheet-safe writer prefixed with ``'``
 (``'-x.tif``, as tseg-rt's own CSVs do) is read as written (:func:`restore_cell`).
@@ -27,6 +27,7 @@ from typing import Any, Iterator, Mapping, NamedTuple
 
 from tseg.runtime.errors import InvalidArgumentError
 from tseg.runtime.util.spreadsheet import restore_cell
+from tseg.runtime.wsi.locator import SlideRef, as_slide, is_remote
 from tseg.runtime.wsi.mpp import parse_mpp
 
 #: Columns a slides CSV may have besides ``path``, and how each is read.
@@ -34,10 +35,11 @@ SLIDES_CSV_COLUMNS = ("mpp", "mpp_x", "mpp_y", "low", "high", "prune")
 
 
 class SlidesCsvRow(NamedTuple):
-    """One row: its number (the header is row 1), the slide's path and its settings."""
+    """One row: its number (the header is row 1), the slide (a path, or a DICOMweb series URL)
+    and its settings."""
 
     row: int
-    path: Path
+    path: SlideRef
     settings: dict[str, Any]
 
 
@@ -93,17 +95,20 @@ def iter_slides_csv(path: str | os.PathLike[str]) -> Iterator[SlidesCsvRow]:
                     raise InvalidArgumentError(f"{where}: empty path")
                 settings = _settings(row, where)
                 key = tuple(sorted(settings.items()))
-                slide = Path(row["path"]).expanduser()
+                if is_remote(row["path"]):  # a DICOMweb series URL
+                    slide: SlideRef = as_slide(row["path"])
+                else:
+                    local = Path(row["path"]).expanduser()
+                    slide = local if local.is_absolute() else p.parent / local
                 rows += 1
-                yield SlidesCsvRow(n, slide if slide.is_absolute() else p.parent / slide,
-                                   shared.setdefault(key, settings))
+                yield SlidesCsvRow(n, slide, shared.setdefault(key, settings))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InvalidArgumentError(f"{p}: cannot read the slides CSV ({exc})") from None
     if not rows:
         raise InvalidArgumentError(f"{p}: the slides CSV has no rows")
 
 
-def read_slides_csv(path: str | os.PathLike[str]) -> list[tuple[Path, dict[str, Any]]]:
+def read_slides_csv(path: str | os.PathLike[str]) -> list[tuple[SlideRef, dict[str, Any]]]:
     """``(slide path, per-slide settings)`` of every row (:func:`iter_slides_csv`, held in memory;
     ``tseg-rt run`` streams instead)."""
     return [(r.path, r.settings) for r in iter_slides_csv(path)]

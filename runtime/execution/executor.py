@@ -283,3 +283,25 @@ class CudaDeviceAPI:
 
     def destroy_event(self, event: Any) -> None:
         self._check(self.rt.cudaEventDestroy(event), "cudaEventDestroy")
+
+    # -- measuring (tseg-rt bench): not used by the executor itself --------------------------
+
+    def create_timing_event(self) -> Any:
+        """An event that records a time (the executor's own events disable timing, which is cheaper)."""
+        return self._check(self.rt.cudaEventCreate(), "cudaEventCreate")
+
+    def elapsed_ms(self, start: Any, end: Any) -> float:
+        """Milliseconds between two completed timing events."""
+        return float(self._check(self.rt.cudaEventElapsedTime(start, end), "cudaEventElapsedTime"))
+
+    def memory_info(self) -> tuple[int, int]:
+        """``(free, total)`` bytes of this device's memory (all processes' allocations count)."""
+        free, total = self._check(self.rt.cudaMemGetInfo(), "cudaMemGetInfo")
+        return int(free), int(total)
+
+    def copy_pageable(self, dst: Any, src: Any, nbytes: int, to_device: bool) -> None:
+        """A synchronous copy to or from pageable (ordinary) host memory, given as an address:
+        what a program without pinned buffers gets."""
+        kind = self.rt.cudaMemcpyKind
+        self._check(self.rt.cudaMemcpy(dst, src, nbytes, kind.cudaMemcpyHostToDevice if to_device
+                                       else kind.cudaMemcpyDeviceToHost), "cudaMemcpy")

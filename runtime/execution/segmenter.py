@@ -32,6 +32,7 @@ from tseg.runtime.execution.pipeline import run_tiles
 from tseg.runtime.method.polygons import mask_to_geojson
 from tseg.runtime.method.postprocess import check_thresholds, label_regions, postprocess
 from tseg.runtime.wsi.limits import MAX_SLIDE_MM, budget_for, check_budget
+from tseg.runtime.wsi.locator import is_remote
 from tseg.runtime.wsi.mpp import OVERVIEW_MPP
 from tseg.runtime.wsi.slide import open_slide
 from tseg.runtime.wsi.snapshot import change, snapshot
@@ -39,6 +40,23 @@ from tseg.runtime.method.tiling import plan_tiles
 from tseg.runtime.util.versions import versions
 
 log = logging.getLogger(__name__)
+
+#: How ``overlay.png`` shows the tumour (drawn by :mod:`tseg.runtime.outputs.overlay`): a
+#: translucent fill with a contour, the contour alone, or the probability as a heat map with the
+#: contour. Settings of the outputs, kept here with the run's other settings so that they travel
+#: (CLI, workers, the summary, resume) as the thresholds do; they never change the maps.
+OVERLAY_STYLES = ("fill", "contour", "heatmap")
+DEFAULT_OVERLAY_STYLE = "fill"
+DEFAULT_OVERLAY_OPACITY = 0.35  # "about a third": the tissue keeps 65 % of its contrast under the fill
+
+
+def check_overlay(style: Any, opacity: Any) -> None:
+    """Raise :class:`InvalidArgumentError` unless ``style`` is one of :data:`OVERLAY_STYLES` and
+    ``opacity`` a number in [0, 1]."""
+    if style not in OVERLAY_STYLES:
+        raise InvalidArgumentError(f"overlay style must be one of {', '.join(OVERLAY_STYLES)}, got {style!r}")
+    if isinstance(opacity, bool) or not isinstance(opacity, (int, float)) or not 0.0 <= float(opacity) <= 1.0:
+        raise InvalidArgumentError(f"overlay opacity must be a number from 0 (invisible) to 1 (opaque), got {opacity!r}")
 
 
 @dataclass
@@ -78,6 +96,8 @@ class Settings:
     max_slide_mm: float = MAX_SLIDE_MM
     #: Memory a slide's processing may need, in bytes; None: what this machine has (wsi/limits.py).
     memory_bytes: int | None = None
+    overlay_style: str = DEFAULT_OVERLAY_STYLE  # outputs only: see OVERLAY_STYLES
+    overlay_opacity: float = DEFAULT_OVERLAY_OPACITY
 
 
 def _overview_size(width: int, height: int, model_mpp: float) -> tuple[int, int]:
@@ -122,6 +142,7 @@ class Segmenter:
     def _check_settings(self) -> None:
         s = self.settings
         check_thresholds(self.low, self.high)
+        check_overlay(s.overlay_style, s.overlay_opacity)
         if s.prefetch < 1:
             raise InvalidArgumentError(f"prefetch must be >= 1, got {s.prefetch}")
         if s.reader_threads is not None and (not isinstance(s.reader_threads, int) or s.reader_threads < 1):
@@ -163,7 +184,8 @@ class Segmenter:
         return {"low": self.low, "high": self.high, "prune": s.prune, "mpp_override": s.mpp,
                 "reader_threads": s.reader_threads, "prefetch": s.prefetch,
                 "level_tolerance_percent": s.level_tolerance, "dct_scaling": s.dct_scaling,
-                "skip_background": s.skip_background}
+                "skip_background": s.skip_background, "overlay_style": s.overlay_style,
+                "overlay_opacity": float(s.overlay_opacity)}
 
     def _tiles(self, width: int, height: int, foreground: np.ndarray,
                read: Callable[[Any], np.ndarray], on_tile: Callable[[int, bool], None] | None,
@@ -181,32 +203,33 @@ class Segmenter:
     def segment_slide(self, path: str | os.PathLike[str], on_tile: Callable[[int, bool], None] | None = None,
                       cancel: threading.Event | None = None,
                       on_plan: Callable[[int], None] | None = None) -> Result:
-        """Segment a whole-slide image file.
+        """Segment a whole-slide image: a file, a DICOM series folder or a DICOMweb series URL.
 
         Before any pixel is read, a slide whose claimed size is implausible or whose processing
         would need more memory than the machine has is refused (:mod:`tseg.runtime.wsi.limits`);
         a slide whose files change while it is read fails with
-        :class:`~tseg.runtime.errors.SlideChangedError` (:mod:`tseg.runtime.wsi.snapshot`)."""
-        p = Path(path)
-        before = snapshot(p)
+        :class:`~tseg.runtime.errors.SlideChangedError` (:mod:`tseg.runtime.wsi.snapshot`; a
+        DICOMweb series does not change under its UID)."""
+        before = None if is_remote(path) else snapshot(path)
         try:
-            return self._segment_slide(p, before, on_tile, cancel, on_plan)
+            return self._segment_slide(path, before, on_tile, cancel, on_plan)
         except SlideError as exc:
-            what = None if isinstance(exc, SlideChangedError) else change(p, before)
+            what = None if isinstance(exc, SlideChangedError) or before is None else change(path, before)
             if what:
-                raise SlideChangedError(p, f"the file changed while it was read ({what}); nothing was kept. Run it "
-                                           "again once the file is complete") from exc
+                raise SlideChangedError(path, f"the file changed while it was read ({what}); nothing was kept. Run "
+                                              "it again once the file is complete") from exc
             raise
 
-    def _segment_slide(self, p: Path, before: Any, on_tile: Callable[[int, bool], None] | None,
-                       cancel: threading.Event | None, on_plan: Callable[[int], None] | None) -> Result:
+    def _segment_slide(self, path: str | os.PathLike[str], before: Any,
+                       on_tile: Callable[[int, bool], None] | None, cancel: threading.Event | None,
+                       on_plan: Callable[[int], None] | None) -> Result:
         c = self.contract
         timings: dict[str, float] = {}
         t_start = t0 = time.perf_counter()
-        with open_slide(p, self.settings.mpp, reader_threads=self.settings.reader_threads,
+        with open_slide(path, self.settings.mpp, reader_threads=self.settings.reader_threads,
                         level_tolerance=self.settings.level_tolerance,
                         dct_scaling=self.settings.dct_scaling) as slide:
-            check_budget(p, budget_for(slide, c.mpp, c.tile_size, self.settings.prefetch + 2,
+            check_budget(slide.path, budget_for(slide, c.mpp, c.tile_size, self.settings.prefetch + 2,
                                        self.settings.max_slide_mm, self.settings.memory_bytes))
             timings["open_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -216,14 +239,14 @@ class Segmenter:
             foreground = foreground_mask(overview)
             timings["background_s"] = time.perf_counter() - t0
             if not foreground.any():
-                log.warning("%s: no tissue found by the background segmentation; no tile will be run", p)
+                log.warning("%s: no tissue found by the background segmentation; no tile will be run", slide.path)
             width, height = slide.size_at(c.mpp)
             prob_full, stats = self._tiles(width, height, foreground, lambda t: slide.read(c.mpp, t.box),
                                            on_tile, cancel, on_plan)
-            what = change(p, before)
+            what = change(path, before) if before is not None else None
             if what:  # the pixels may mix two versions of the file
-                raise SlideChangedError(p, f"the file changed while it was read ({what}); nothing was kept. Run "
-                                           "it again once the file is complete")
+                raise SlideChangedError(path, f"the file changed while it was read ({what}); nothing was kept. Run "
+                                              "it again once the file is complete")
             t0 = time.perf_counter()
             ow, oh = overview.shape[1], overview.shape[0]
             post = postprocess(prob_full, (ow, oh), foreground, self.low, self.high, self.settings.prune)
@@ -232,12 +255,8 @@ class Segmenter:
             scale = slide.factors(OVERVIEW_MPP)
             geojson = mask_to_geojson(post.mask, scale)
             timings["polygons_s"] = time.perf_counter() - t0
-            stat = p.stat()
             slide_info = {
-                "path": str(p.resolve()),
-                "name": p.name,
-                "size_bytes": stat.st_size,
-                "modified": datetime.fromtimestamp(stat.st_mtime, timezone.utc).isoformat(),
+                **slide.origin(),
                 "vendor": slide.vendor,
                 "dimensions_level0": list(slide.dimensions),
                 "mpp_level0": list(slide.mpp),

@@ -1,7 +1,7 @@
 """Masks to polygons (GeoJSON that QuPath imports), in the slide's level-0 pixel coordinates.
 
 Each 4-connected foreground region of the mask becomes a Polygon (holes kept as interior
-rings). Polygons follow pixel *edges*, not pixel centres: OpenCV traces contours through the
+rings), classified "Tumor" with the colour ``overlay.png`` draws the tumour in (QuPath shows it). Polygons follow pixel *edges*, not pixel centres: OpenCV traces contours through the
 centres of the boundary pixels, and growing those outlines by half a pixel with mitred corners
 (shapely) puts every axis-aligned edge exactly on the pixel boundary, so a square of mask
 pixels ``[x0, x1) x [y0, y1)`` becomes the square with those corners and the polygon area
@@ -17,7 +17,9 @@ import cv2
 import numpy as np
 
 TUMOUR_CLASS = "Tumor"  # QuPath's built-in class name
-TUMOUR_COLOUR = [200, 0, 0]
+#: The tumour's colour in QuPath (the classification's ``color``) and in ``overlay.png``: Okabe &
+#: Ito's colour-blind-safe orange (see :mod:`tseg.runtime.outputs.overlay` for the choice).
+TUMOUR_COLOUR = (230, 159, 0)
 
 
 def _outline(binary: np.ndarray, offset: np.ndarray) -> Any:
@@ -73,8 +75,13 @@ def _round_coords(coords: Any, ndigits: int) -> list[list[float]]:
 
 def polygons_to_geojson(polygons: list[Any], scale: tuple[float, float] = (1.0, 1.0),
                         classification: str = TUMOUR_CLASS, ndigits: int = 2,
-                        properties: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A FeatureCollection of Polygon features, coordinates multiplied by ``scale``."""
+                        properties: dict[str, Any] | None = None,
+                        colour: tuple[int, int, int] = TUMOUR_COLOUR) -> dict[str, Any]:
+    """A FeatureCollection of Polygon features, coordinates multiplied by ``scale``.
+
+    ``colour`` is written twice: as the classification's colour and as each object's own
+    ``color``. QuPath keeps one colour per class name and its built-in "Tumor" is red, so it may
+    ignore the classification's; an object's own colour is what QuPath draws it in."""
     from shapely import affinity
 
     features = []
@@ -87,8 +94,8 @@ def polygons_to_geojson(polygons: list[Any], scale: tuple[float, float] = (1.0, 
             continue
         geometry = ({"type": "Polygon", "coordinates": rings[0]} if len(rings) == 1
                     else {"type": "MultiPolygon", "coordinates": rings})
-        props: dict[str, Any] = {"objectType": "annotation",
-                                 "classification": {"name": classification, "color": TUMOUR_COLOUR}}
+        props: dict[str, Any] = {"objectType": "annotation", "color": [int(c) for c in colour],
+                                 "classification": {"name": classification, "color": [int(c) for c in colour]}}
         if properties:
             props.update(properties)
         features.append({"type": "Feature", "geometry": geometry, "properties": props})

@@ -7,9 +7,13 @@ In ``OUT/<slide name>/``:
 * ``foreground.png`` — the background segmentation (0/255), and ``overview.png`` — the slide at
   5 µm/px; with ``probability.png`` these let ``tseg-rt postprocess`` redo the thresholds
   without the network;
-* ``overlay.png`` — the heatmap over the slide, transparent at 0 to yellow at 255 (as the
-  paper's Fig. 1), with the mask's outline in blue;
-* ``tumour.geojson`` — tumour polygons (holes kept) in level-0 pixels, class "Tumor", for QuPath;
+* ``overlay.png`` — the picture to read: the tumour mask over the slide at 5 µm/px as a
+  translucent fill with a contour (or the contour alone, or a heat map of the probability),
+  background outside the tissue dimmed, and a legend below (slide name, scale bar, areas,
+  thresholds, pruning, model); :mod:`tseg.runtime.outputs.overlay` draws it, in the style and
+  opacity of the summary's settings (``overlay_style``, ``overlay_opacity``);
+* ``tumour.geojson`` — tumour polygons (holes kept) in level-0 pixels, class "Tumor" with the
+  overlay's tumour colour, for QuPath;
 * ``probability.tif`` — a pyramidal tiled TIFF of the probability map at the model's
   resolution (1 µm/px) with resolution tags;
 * ``summary.json`` — areas, tiles, timings, model contract, settings and versions; written
@@ -23,6 +27,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +37,24 @@ import numpy as np
 
 from tseg.runtime.util.atomic import atomic_write
 from tseg.runtime.util.safeio import UnsafeFileError, read_bytes
-from tseg.runtime.errors import OutputError
-from tseg.runtime.method.polygons import mask_to_geojson
-from tseg.runtime.method.postprocess import segment_smoothed, smooth_probability
-from tseg.runtime.execution.segmenter import Result, areas_mm2
+from tseg.runtime.errors import InvalidArgumentError, OutputError
+from tseg.runtime.method.polygons import TUMOUR_COLOUR, mask_to_geojson
+from tseg.runtime.method.postprocess import (
+    DEFAULT_HIGH,
+    DEFAULT_LOW,
+    check_thresholds,
+    segment_smoothed,
+    smooth_probability,
+)
+from tseg.runtime.execution.segmenter import (
+    DEFAULT_OVERLAY_OPACITY,
+    DEFAULT_OVERLAY_STYLE,
+    OVERLAY_STYLES,
+    Result,
+    areas_mm2,
+    check_overlay,
+)
+from tseg.runtime.outputs.overlay import OverlayLegend, draw_map, render_overlay
 from tseg.runtime.outputs.summary import SUMMARY, read_summary
 from tseg.runtime.wsi.mpp import OVERVIEW_MPP
 from tseg.runtime.wsi.tiff import pyramid_from_array, write_pyramid
@@ -48,22 +68,79 @@ GEOJSON = "tumour.geojson"
 PROBABILITY_TIFF = "probability.tif"
 OUTPUT_FILES = (PROBABILITY, MASK, FOREGROUND, OVERVIEW, OVERLAY, GEOJSON, PROBABILITY_TIFF, SUMMARY)
 
-YELLOW = np.array([255.0, 255.0, 0.0])
-OUTLINE = (0, 90, 255)
+
+@lru_cache(maxsize=1)
+def _bundled_model_sha256() -> str | None:
+    from tseg.runtime.execution.backends import file_sha256
+    from tseg.runtime.models import default_model_path
+
+    try:
+        return file_sha256(default_model_path())
+    except OSError:  # pragma: no cover - the model ships with the package
+        return None
+
+
+def overlay_legend(summary: dict[str, Any]) -> OverlayLegend:
+    """The overlay's legend from a result's summary: slide name, thresholds, pruning, model."""
+    slide = summary.get("slide") if isinstance(summary.get("slide"), dict) else {}
+    settings = summary.get("settings") if isinstance(summary.get("settings"), dict) else {}
+    model = summary.get("model") if isinstance(summary.get("model"), dict) else {}
+    backend = model.get("backend") if isinstance(model.get("backend"), dict) else {}
+    title = slide.get("name") or (Path(slide["path"]).name if slide.get("path") else "")
+    if not title and slide.get("image_size"):
+        title = "image of {} x {} px".format(*slide["image_size"])
+    notes = []
+    if backend.get("path") or backend.get("sha256"):
+        kind = f" on {backend['kind']}" if backend.get("kind") else ""  # no date: reruns stay byte-identical
+        notes.append(f"Model {Path(str(backend.get('path', ''))).name or '?'} (sha256 "
+                     f"{str(backend.get('sha256') or '?')[:12]}){kind}.")
+        if backend.get("sha256") and backend.get("sha256") == _bundled_model_sha256():
+            notes.append("The bundled demonstration model: NOT a diagnostic model.")
+    low, high = settings.get("low"), settings.get("high")
+    return OverlayLegend(title=str(title), pixel_um=OVERVIEW_MPP,
+                         low=int(low) if isinstance(low, int) else None,
+                         high=int(high) if isinstance(high, int) else None,
+                         prune=settings.get("prune") if isinstance(settings.get("prune"), bool) else None,
+                         notes=tuple(notes))
+
+
+def overlay_settings(summary: dict[str, Any]) -> tuple[str, float]:
+    """The overlay style and opacity a summary records (the defaults for what it does not record,
+    or records wrongly: results of older versions)."""
+    settings = summary.get("settings") if isinstance(summary.get("settings"), dict) else {}
+    style = settings.get("overlay_style")
+    opacity = settings.get("overlay_opacity")
+    style = style if style in OVERLAY_STYLES else DEFAULT_OVERLAY_STYLE
+    try:
+        check_overlay(style, opacity)
+    except InvalidArgumentError:
+        opacity = DEFAULT_OVERLAY_OPACITY
+    return style, float(opacity)
+
+
+def overlay_for(summary: dict[str, Any], overview: np.ndarray, probability: np.ndarray, mask: np.ndarray,
+                foreground: np.ndarray | None) -> np.ndarray:
+    """``overlay.png``'s picture for a result, in the style its summary's settings name."""
+    style, opacity = overlay_settings(summary)
+    return render_overlay(overview, probability, mask, foreground, style=style, opacity=opacity,
+                          legend=overlay_legend(summary))
+
+
+def result_overlay(result: Result) -> np.ndarray:
+    """The picture ``write_outputs`` saves as ``overlay.png`` (in the style of the result's settings)."""
+    return overlay_for(result.summary, result.overview, result.probability, result.mask, result.foreground)
+
+
+#: Deprecated (tseg-rt 0.1's ``tseg.runtime.outputs.OUTLINE``): the tumour contour's colour.
+OUTLINE = TUMOUR_COLOUR
 
 
 def overlay_image(overview: np.ndarray, probability: np.ndarray, mask: np.ndarray | None = None,
                   outline_px: int = 2) -> np.ndarray:
-    """RGB overlay: yellow with opacity ``p / 255`` over the overview, plus the mask outline."""
-    alpha = (probability.astype(np.float32) / 255.0)[..., None]
-    out = overview.astype(np.float32) * (1.0 - alpha) + YELLOW * alpha
-    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
-    if mask is not None and mask.any():
-        m = mask.astype(np.uint8)
-        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
-        edge = m - cv2.erode(m, kernel, iterations=max(1, outline_px), borderType=cv2.BORDER_CONSTANT, borderValue=0)
-        out[edge > 0] = OUTLINE
-    return out
+    """Deprecated (tseg-rt 0.1, for code that called it): the map of ``overlay.png`` without its
+    legend, the contour ``outline_px`` wide. Use :func:`tseg.runtime.outputs.overlay.render_overlay`."""
+    mask = np.zeros(np.asarray(probability).shape, bool) if mask is None else mask
+    return draw_map(overview, probability, mask, None, contour_px=max(1, int(outline_px)))
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
@@ -96,7 +173,11 @@ def write_probability_tiff(path: Path, probability: np.ndarray, mpp: float) -> N
 
 
 def write_outputs(result: Result, folder: str | os.PathLike[str], model_mpp: float | None = None) -> list[Path]:
-    """Write every output of ``result`` into ``folder`` (created if needed); summary last."""
+    """Write every output of ``result`` into ``folder`` (created if needed); summary last.
+
+    The summary's ``timings_s.outputs_s`` records how long the other files took to write (the
+    pipeline's last stage, which ``tseg-rt bench`` reports beside the others)."""
+    t_start = time.perf_counter()
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -107,7 +188,7 @@ def write_outputs(result: Result, folder: str | os.PathLike[str], model_mpp: flo
                         (MASK, result.mask.astype(np.uint8) * 255),
                         (FOREGROUND, result.foreground.astype(np.uint8) * 255),
                         (OVERVIEW, result.overview),
-                        (OVERLAY, overlay_image(result.overview, result.probability, result.mask))):
+                        (OVERLAY, result_overlay(result))):
         write_png(folder / name, image)
         written.append(folder / name)
     write_json(folder / GEOJSON, result.geojson)
@@ -117,6 +198,7 @@ def write_outputs(result: Result, folder: str | os.PathLike[str], model_mpp: flo
         write_probability_tiff(folder / PROBABILITY_TIFF, result.probability_full, mpp)
         written.append(folder / PROBABILITY_TIFF)
     summary = dict(result.summary)
+    summary["timings_s"] = dict(summary.get("timings_s", {}), outputs_s=round(time.perf_counter() - t_start, 4))
     summary["outputs"] = sorted(p.name for p in written) + [SUMMARY]
     write_json(folder / SUMMARY, summary)
     written.append(folder / SUMMARY)
@@ -144,11 +226,15 @@ def _read_grey(path: Path) -> np.ndarray:
     return _read_image(path, cv2.IMREAD_UNCHANGED)
 
 
-def repostprocess(folder: str | os.PathLike[str], low: int, high: int, prune: bool = True) -> dict[str, Any]:
-    """Redo thresholds and pruning from a result folder's saved maps, without the network.
+def repostprocess(folder: str | os.PathLike[str], low: int | None = None, high: int | None = None,
+                  prune: bool | None = None, *, overlay_style: str | None = None,
+                  overlay_opacity: float | None = None) -> dict[str, Any]:
+    """Redo thresholds and pruning from a result folder's saved maps, without the network, and
+    redraw the overlay. Every argument left None keeps the result's own setting (thresholds
+    missing from an old summary: its model contract's, else the paper's 85 / 229).
 
     Rewrites ``mask.png``, ``overlay.png``, ``tumour.geojson`` and ``summary.json`` (areas and
-    settings); the result equals a fresh run with the new thresholds.
+    settings); the result equals a fresh run with the new thresholds and overlay settings.
     """
     folder = Path(folder)
     summary_path = folder / SUMMARY
@@ -157,6 +243,19 @@ def repostprocess(folder: str | os.PathLike[str], low: int, high: int, prune: bo
         raise OutputError(folder, f"no {SUMMARY}: not a finished tseg-rt result folder")
     if not isinstance(summary.get("model"), dict) or not isinstance(summary.get("slide", {}), dict):
         raise OutputError(summary_path, "not a tseg-rt summary (no model / slide sections)")
+    settings = summary.get("settings") if isinstance(summary.get("settings"), dict) else {}
+    contract = summary["model"].get("contract") if isinstance(summary["model"].get("contract"), dict) else {}
+    low = low if low is not None else settings.get("low", contract.get("low_threshold", DEFAULT_LOW))
+    high = high if high is not None else settings.get("high", contract.get("high_threshold", DEFAULT_HIGH))
+    prune = bool(prune if prune is not None else settings.get("prune", True))
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high)):
+        raise OutputError(summary_path, f"records no usable thresholds (low {low!r}, high {high!r}); give --low and "
+                                        "--high")
+    check_thresholds(low, high)
+    made_style, made_opacity = overlay_settings(summary)
+    style = overlay_style if overlay_style is not None else made_style
+    opacity = float(overlay_opacity) if overlay_opacity is not None else made_opacity
+    check_overlay(style, opacity)
     probability = _read_grey(folder / PROBABILITY)
     foreground = _read_grey(folder / FOREGROUND) > 0
     overview = cv2.cvtColor(_read_image(folder / OVERVIEW, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
@@ -170,11 +269,13 @@ def repostprocess(folder: str | os.PathLike[str], low: int, high: int, prune: bo
     else:
         f = OVERVIEW_MPP / summary["model"]["contract"]["mpp"]
         scale = (f, f)
-    write_png(folder / MASK, mask.astype(np.uint8) * 255)
-    write_png(folder / OVERLAY, overlay_image(overview, probability, mask))
-    write_json(folder / GEOJSON, mask_to_geojson(mask, scale))
+    changes = {"low": low, "high": high, "prune": prune, "overlay_style": style, "overlay_opacity": opacity}
+    summary["settings"] = dict(summary.get("settings") or {}, **changes)
     summary["areas"] = areas_mm2(mask, foreground, (OVERVIEW_MPP, OVERVIEW_MPP))
-    summary["settings"] = dict(summary.get("settings", {}), low=low, high=high, prune=prune)
-    summary.setdefault("history", []).append({"postprocess": {"low": low, "high": high, "prune": prune}})
+    write_png(folder / MASK, mask.astype(np.uint8) * 255)
+    write_png(folder / OVERLAY, overlay_for(summary, overview, probability, mask, foreground))
+    write_json(folder / GEOJSON, mask_to_geojson(mask, scale))
+    summary.setdefault("history", []).append({"postprocess": changes})
+    summary.pop("dicom", None)  # the DICOM objects no longer match: a run with --dicom-out rebuilds them
     write_json(summary_path, summary)
     return summary

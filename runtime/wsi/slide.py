@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -46,6 +47,7 @@ import numpy as np
 
 from tseg.runtime.errors import ImplausibleMppError, InvalidArgumentError, MissingMppError, SlideReadError
 from tseg.runtime.util.parallel import run_jobs
+from tseg.runtime.wsi.locator import as_slide
 from tseg.runtime.wsi.levels import (
     LEVEL_ROUNDING_PX,
     ReadPlan,
@@ -96,7 +98,7 @@ class Slide:
     Thread-safe for concurrent reads. Use as a context manager or call :meth:`close`.
     """
 
-    def __init__(self, path: Path, source: SlideSource, mpp: tuple[float, float], mpp_source: str,
+    def __init__(self, path: Path | str, source: SlideSource, mpp: tuple[float, float], mpp_source: str,
                  reader_threads: int | None = None, block_px: int = DEFAULT_BLOCK_PX,
                  level_tolerance: float = 0.0, dct_scaling: bool = False) -> None:
         self.path = path
@@ -161,8 +163,23 @@ class Slide:
 
     @property
     def decoder(self) -> str:
-        """What decodes the pixels: ``openslide`` or ``tifffile`` (direct TIFF tile decoding)."""
+        """What decodes the pixels: ``openslide``, ``tifffile`` (direct TIFF tile decoding) or, for a
+        source that says, its own decoder (``wsidicom`` for DICOMweb)."""
+        own = getattr(self._source, "decoder", None)
+        if isinstance(own, str):
+            return own
         return "tifffile" if isinstance(self._source, (DirectTiffSource, TiffFileSource)) else "openslide"
+
+    def origin(self) -> dict[str, Any]:
+        """Where the slide came from, for summaries: ``path``, ``name``, ``size_bytes``,
+        ``modified`` (a source may add more, e.g. the DICOMweb server and UIDs)."""
+        own = getattr(self._source, "origin", None)
+        if callable(own):
+            return own()
+        p = Path(self.path)
+        stat = p.stat()
+        return {"path": str(p.resolve()), "name": p.name, "size_bytes": stat.st_size,
+                "modified": datetime.fromtimestamp(stat.st_mtime, timezone.utc).isoformat()}
 
     def size_mm(self) -> tuple[float, float]:
         w0, h0 = self.dimensions
@@ -294,7 +311,9 @@ class Slide:
 def open_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | None = None,
                reader_threads: int | None = None, block_px: int = DEFAULT_BLOCK_PX,
                decoder: str = "auto", level_tolerance: float = 0.0, dct_scaling: bool = False) -> Slide:
-    """Open a whole-slide image (a file, or the folder of a DICOM series).
+    """Open a whole-slide image: a file, the folder of a DICOM series, or a DICOMweb series URL
+    (``https://HOST/ROOT/studies/S/series/T``, :mod:`tseg.runtime.wsi.dicomweb`; credentials from
+    ``TSEG_DICOMWEB_CREDENTIALS`` or the other variables of :mod:`tseg.runtime.util.http`).
 
     ``mpp`` overrides the level-0 resolution (one value for both axes, or ``(x, y)``); when it
     differs from plausible metadata, :attr:`Slide.warnings` says so (and a warning is logged).
@@ -309,7 +328,7 @@ def open_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | None
     :class:`~tseg.runtime.errors.MissingMppError` or
     :class:`~tseg.runtime.errors.ImplausibleMppError`, each naming the file and the fix.
     """
-    p = Path(path)
+    p = as_slide(path)
     if decoder not in DECODERS:
         raise InvalidArgumentError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
     source = open_source(p, decoder)
@@ -338,7 +357,7 @@ def describe_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | 
     and 7680 px tiles, with what ``tseg-rt run`` would refuse: :mod:`tseg.runtime.wsi.limits`),
     or, for a slide whose resolution is missing or implausible, its vendor, levels and sizes in
     pixels with the problem stated."""
-    p = Path(path)
+    p = as_slide(path)
     try:
         with open_slide(p, mpp) as slide:
             return dict(slide.info(), limits=budget_for(slide, NETWORK_MPP, PAPER_TILE_PX,

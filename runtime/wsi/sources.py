@@ -1,5 +1,5 @@
-"""Which kind of source reads a path: a DICOM series, OME-TIFF, OpenSlide (with TIFF-family
-tiles decoded directly), then tifffile for TIFFs OpenSlide refuses."""
+"""Which kind of source reads a path: a DICOMweb series (a URL), a DICOM series, OME-TIFF,
+OpenSlide (with TIFF-family tiles decoded directly), then tifffile for TIFFs OpenSlide refuses."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from tseg.runtime.errors import NotRegularFileError, SlideNotFoundError, TsegError, UnsupportedSlideError
 from tseg.runtime.util.safeio import UnsafeFileError, check_regular
 from tseg.runtime.wsi import dicom
+from tseg.runtime.wsi.dicomweb import is_dicomweb_url
 from tseg.runtime.wsi.mpp import plausible_mpp
 from tseg.runtime.wsi.openslide_source import OpenSlideSource
 from tseg.runtime.wsi.source import SlideSource
@@ -17,9 +18,15 @@ from tseg.runtime.wsi.tifffile_source import DirectTiffSource, TiffFileSource, i
 DECODERS = ("auto", "openslide", "tifffile")
 
 
-def open_source(p: Path, decoder: str = "auto") -> SlideSource:
-    """The reader for ``p``: DICOM series, OME-TIFF (tifffile), OpenSlide (its metadata, with
-    TIFF-family tiles decoded directly unless ``decoder="openslide"``), then tifffile."""
+def open_source(p: Path | str, decoder: str = "auto") -> SlideSource:
+    """The reader for ``p``: a DICOMweb series URL, DICOM series, OME-TIFF (tifffile), OpenSlide
+    (its metadata, with TIFF-family tiles decoded directly unless ``decoder="openslide"``), then
+    tifffile."""
+    if is_dicomweb_url(p):
+        from tseg.runtime.wsi.dicomweb import DicomWebSource
+
+        return DicomWebSource(str(p))
+    p = Path(p)
     if not p.exists():
         raise SlideNotFoundError(p, "no such file or folder")
     if not p.is_dir():
@@ -63,7 +70,7 @@ def open_source(p: Path, decoder: str = "auto") -> SlideSource:
     return source
 
 
-def stored_mpp(p: Path) -> tuple[float, float] | None:
+def stored_mpp(p: Path | str) -> tuple[float, float] | None:
     """The slide's own plausible level-0 resolution, or None (missing, implausible, or the slide
     cannot be opened): what a run without ``--mpp`` would use (for resume decisions)."""
     try:

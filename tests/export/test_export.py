@@ -133,6 +133,12 @@ def test_paper_configuration_exports_with_parity(tmp_path):
     assert facts["ops"].get("BatchNormalization", 0) == 0
     assert facts["ops"]["GroupNormalization"] == 9 and facts["opset"] == 21
     assert load_backend(tmp_path / "paper.onnx", providers="cpu").contract.divisor == 16  # the paper pads to 16
+    # tseg-rt bench's FLOP count from the graph equals PyTorch's count of the module: 42 TFLOP a 7680² tile.
+    from tseg.runtime.bench.flops import count_flops
+    from tseg.runtime.bench.torch_network import torch_flops
+
+    for graph in ("paper.fp32.onnx", "paper.onnx"):
+        assert count_flops(tmp_path / graph, 7680, 7680).flop == torch_flops("paper", 7680)
 
 
 def test_export_refuses_a_graph_tensorrt_cannot_parse(tmp_path, tiny_export, monkeypatch):

@@ -26,7 +26,7 @@ MAX_LINES = 500
 #: two subpackages of one layer never import each other. A new subpackage must be placed here.
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "compat"),  # the exception root; the table of old module paths (imports nothing)
-    ("util",),  # atomic writes, parallel jobs, versions
+    ("util",),  # atomic writes, parallel jobs, versions, signals
     ("wsi", "method", "models"),  # reading slides; the paper's steps as array functions; the bundled model
     ("execution",),  # contract, backends, executor, pipeline, Segmenter
     ("outputs",),  # per-slide result files

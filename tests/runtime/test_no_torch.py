@@ -34,9 +34,13 @@ def test_runtime_runs_without_torch(tmp_path):
         from tseg.runtime.cohort.batch import run_batch
         from tseg.runtime.cli.main import app
         from pathlib import Path
+        import tseg.runtime.bench.run, tseg.runtime.bench.check, tseg.runtime.bench.child  # the bench too
         outcome = run_batch([Path({str(slide)!r})], Path({str(tmp_path / 'out')!r}), Segmenter({str(model)!r}))[0]
         assert outcome.status == "done", outcome.error
         assert abs(outcome.summary["areas"]["tumour_area_mm2"] - 0.2) < 1e-6
+        import tseg.runtime.service.server, tseg.runtime.service.watch
+        from tseg.runtime.service.app import openapi_schema
+        assert "/v1/jobs" in openapi_schema()["paths"]
         assert not [m for m in sys.modules if m == "torch" or m.startswith("torch.")]
         print("ok")
     """)

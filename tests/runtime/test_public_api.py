@@ -27,17 +27,20 @@ LIBRARY = {
     "load_backend": "tseg.runtime.execution.backends",
     "run_batch": "tseg.runtime.cohort.batch",
     "write_report": "tseg.runtime.cohort.report",
+    "write_outputs": "tseg.runtime.outputs.files",
+    "render_overlay": "tseg.runtime.outputs.overlay",
+    "OverlayLegend": "tseg.runtime.outputs.overlay",
 }
 
 #: Every command, its arguments (upper case, in order) and options (``--on|--off`` for flags).
 COMMANDS = {
     "run": ["SLIDES", "--out/-o", "--engine/-e", "--mpp", "--csv", "--low", "--high", "--reader-threads",
-            "--level-tolerance", "--dct-scaling", "--max-slide-mm", "--overwrite", "--workers", "--devices", "--providers", "--ray",
+            "--level-tolerance", "--dct-scaling", "--max-slide-mm", "--overlay-style", "--overlay-opacity", "--overwrite", "--workers", "--devices", "--providers", "--ray",
             "--shard", "--report|--no-report", "--wait-for-locks|--no-wait-for-locks", "--progress|--no-progress",
-            "--verbose/-v"],
+            "--dicom-out", "--dicom-wsi", "--dicom-metadata", "--stow", "--dicomweb-credentials", "--verbose/-v"],
     "info": ["PATH", "--mpp", "--json", "--max-slide-mm"],
-    "postprocess": ["RESULTS", "--low", "--high", "--prune|--no-prune"],
-    "report": ["RESULTS", "--review-margin", "--thumbnails|--no-thumbnails", "--title"],
+    "postprocess": ["RESULTS", "--low", "--high", "--prune|--no-prune", "--overlay-style", "--overlay-opacity"],
+    "report": ["RESULTS", "--slides", "--csv", "--shards", "--review-margin", "--thumbnails|--no-thumbnails", "--title"],
     "eval": ["--pred", "--ref", "--out/-o", "--cohorts", "--classes", "--sweep", "--repair-annotations"],
     "demo": ["--out/-o", "--engine/-e", "--progress|--no-progress", "--verbose/-v"],
     "export": ["CHECKPOINT", "--out/-o", "--precision", "--traced-size", "--tile-size", "--min-overlap", "--low",
@@ -50,10 +53,20 @@ COMMANDS = {
     "train stats": ["--index", "--out/-o"],
     "train fit": ["--config/-c", "--index", "--out/-o", "--device", "--resume|--no-resume", "--verbose/-v"],
     "train import": ["PUBLISHED", "--out/-o", "--trust"],
+    "serve": ["--out/-o", "--root", "--engine/-e", "--host", "--port", "--token-file", "--devices", "--providers",
+              "--reader-threads", "--watch", "--settle", "--poll", "--report|--no-report", "--report-interval",
+              "--keep-days", "--mpp", "--low", "--high", "--prune|--no-prune", "--level-tolerance", "--dct-scaling",
+              "--verbose/-v"],
+    "watch": ["FOLDER", "--out/-o", "--engine/-e", "--settle", "--poll", "--retry-failed", "--devices", "--providers",
+              "--reader-threads", "--report|--no-report", "--report-interval", "--keep-days", "--mpp", "--low",
+              "--high", "--prune|--no-prune", "--level-tolerance", "--dct-scaling", "--verbose/-v"],
+    "bench": ["SLIDES", "--engine/-e", "--providers", "--device", "--tile", "--tiles", "--warmup", "--time-limit",
+              "--onnx", "--engine-only", "--end-to-end-only", "--generate", "--generated-mpp", "--reader-threads",
+              "--level-tolerance", "--json", "--check", "--check-time-limit", "--compare", "--verbose/-v"],
 }
 
 #: The documented exit statuses (README, *Exit status*).
-EXIT_STATUSES = {0, 1, 2, 130}
+EXIT_STATUSES = {0, 1, 2, 3, 130, 143}
 
 
 def command_table() -> dict[str, list[str]]:
@@ -79,13 +92,15 @@ def command_table() -> dict[str, list[str]]:
 
 def test_the_library_api():
     assert sorted(tseg.runtime.__all__) == sorted(LIBRARY)
-    from tseg.runtime import Result, Segmenter, Slide, TsegError, load_backend, open_slide, run_batch, write_report
+    from tseg.runtime import (OverlayLegend, Result, Segmenter, Slide, TsegError, load_backend, open_slide,
+                              render_overlay, run_batch, write_outputs, write_report)
 
     import importlib
 
     for name, value in [("Segmenter", Segmenter), ("Result", Result), ("Slide", Slide), ("open_slide", open_slide),
                         ("TsegError", TsegError), ("load_backend", load_backend), ("run_batch", run_batch),
-                        ("write_report", write_report)]:
+                        ("write_report", write_report), ("write_outputs", write_outputs),
+                        ("render_overlay", render_overlay), ("OverlayLegend", OverlayLegend)]:
         assert value is getattr(importlib.import_module(LIBRARY[name]), name), name
     assert issubclass(TsegError, Exception)
 
@@ -124,6 +139,9 @@ def test_the_exit_statuses_are_documented():
     (["run", "x.svs", "--low", "200", "--high", "100"], 2, "low < high"),
     (["info", "/no/such/slide.svs"], 2, "no such file or folder"),
     (["postprocess", "/no/such/results"], 2, "no such file or folder"),
+    (["run", "x.svs", "--overlay-style", "opaque"], 2, "overlay style must be one of fill, contour, heatmap"),
+    (["run", "x.svs", "--overlay-opacity", "1.5"], 2, "--overlay-opacity"),
+    (["postprocess", "x", "--overlay-style", "opaque"], 2, "overlay style must be one of fill, contour, heatmap"),
 ])
 def test_errors_before_any_slide_exit_2(args, code, says):
     """Bad options and missing inputs stop the command before any slide or model is read (the

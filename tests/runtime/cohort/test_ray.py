@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import make_colour_model, make_square_slide
+from helpers import make_colour_model, make_slow_model, make_square_slide
 from tseg.runtime.cohort.batch import run_batch
 from tseg.runtime.errors import ClusterError
 from tseg.runtime.outputs.files import SUMMARY
@@ -195,40 +195,6 @@ def test_command_line_resume_and_exit_status_match_a_local_run(cluster, data, tm
                  "--providers", "cpu", "--low", "60")
     assert [r[1] for r in _table(third.stdout)] == ["post-processed", "post-processed", "failed", "post-processed"]
     assert third.returncode == 1
-
-
-SLOW_PRODUCTS = 12
-
-
-def make_slow_model(path: Path) -> Path:
-    """The colour model plus work that changes nothing: twelve 768 x 768 matrix products on each
-    256 px tile (~3.6 GFLOP), whose result enters the output as Relu(-|x|) = 0 (outputs identical
-    to the colour model's). The big slide then takes tens of seconds on any machine, so the Ctrl-C
-    cannot arrive after it has finished."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    model = onnx.load(str(make_colour_model(path)))
-    g = model.graph
-    weight = numpy_helper.from_array(np.full((768, 768), 1.0 / 768, np.float32), "slow_w")
-    g.initializer.extend([weight, helper.make_tensor("slow_shape", TensorProto.INT64, [2], [-1, 768])])
-    nodes = [helper.make_node("Reshape", ["xf", "slow_shape"], ["slow0"])]
-    for i in range(SLOW_PRODUCTS):
-        nodes.append(helper.make_node("MatMul", [f"slow{i}", "slow_w"], [f"slow{i + 1}"]))
-    nodes += [helper.make_node("ReduceMax", [f"slow{SLOW_PRODUCTS}"], ["slow_max"], keepdims=0),
-              helper.make_node("Abs", ["slow_max"], ["slow_abs"]),
-              helper.make_node("Neg", ["slow_abs"], ["slow_neg"]),
-              helper.make_node("Relu", ["slow_neg"], ["slow_zero"])]
-    producer = next(n for n in g.node if "prob" in n.output)
-    producer.output[0] = "prob_fast"
-    nodes.append(helper.make_node("Add", ["prob_fast", "slow_zero"], ["prob"]))
-    index = list(g.node).index(producer) + 1
-    for k, node in enumerate(nodes):
-        g.node.insert(index + k, node)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
 
 
 def test_ctrl_c_cancels_cleanly(cluster, data, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -166,9 +167,13 @@ def test_the_page_is_self_contained_and_holds_every_row(cohort):
     assert "broken" in names and "copy-119" in names
     thumbs = [r[data["columns"].index("thumb")] for r in data["rows"] if r[data["columns"].index("thumb")]]
     assert len(thumbs) == 6 + COPIES
-    for rel in thumbs[:3]:
+    for rel in thumbs[:3]:  # small versions of the overlay picture, legend and all
         image = cv2.imread(str(out / rel))
         assert image is not None and max(image.shape[:2]) <= THUMBNAIL_PX
+        overlay = cv2.imread(str(out / Path(rel).stem / "overlay.png"))
+        small = cv2.resize(overlay, image.shape[1::-1], interpolation=cv2.INTER_AREA)
+        assert abs(overlay.shape[1] / overlay.shape[0] - image.shape[1] / image.shape[0]) < 0.02
+        assert np.abs(small.astype(int) - image.astype(int)).mean() < 4, rel  # JPEG's loss only
     assert len(text.encode()) / len(data["rows"]) < 2000  # small per slide: 10,000 slides stay a few MB
     # The failed slide and the slides to review are listed above the table, with their reasons.
     assert "Failed slides (1)" in text and "not a slide format" in text
@@ -178,8 +183,9 @@ def test_the_page_is_self_contained_and_holds_every_row(cohort):
 def test_report_command(cohort, tmp_path):
     r = subprocess.run([sys.executable, "-m", "tseg.runtime.cli", "report", str(cohort["out"])],
                        capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr  # a slide failed: a dependent job can tell
     assert str(cohort["out"] / REPORT_HTML) in r.stdout and f"{7 + COPIES} slide(s)" in r.stdout
+    assert "failed: " in r.stderr and "broken.svs" in r.stderr
     r = subprocess.run([sys.executable, "-m", "tseg.runtime.cli", "report", str(tmp_path / "nowhere")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "no such results folder" in r.stderr and "Traceback" not in r.stderr
@@ -189,8 +195,11 @@ def test_report_command(cohort, tmp_path):
 def browser():
     exe = chromium_path()
     if exe is None:
-        pytest.skip("no headless browser here (chromium or google-chrome; Debian: apt-get install chromium); "
-                    "the page is checked by parsing it instead")
+        reason = ("no headless browser here (chromium or google-chrome; Debian: apt-get install chromium); "
+                  "the page is checked by parsing it instead")
+        if os.environ.get("CI") or os.environ.get("TSEG_REQUIRE_BROWSER"):  # .ci/run installs Chromium
+            pytest.fail(f"{reason} (required here: $CI or $TSEG_REQUIRE_BROWSER is set)")
+        pytest.skip(reason)
     with Browser(exe) as b:
         yield b
 
@@ -211,13 +220,27 @@ def test_the_page_in_a_real_browser(cohort, browser):
     assert b.evaluate(f"{ROWS}.length") == 50  # paged: one page of rows in the document
     assert b.evaluate("document.getElementById('page').textContent") == f"page 1 of {-(-total // 50)}"
     assert shown(b)[:2] == ["a", "b"]  # sorted by name
-    # Thumbnails of the page load (relative files) and are small.
-    first = "Array.from(document.querySelectorAll('#rows img')).slice(0, 3)"
-    assert b.evaluate(f"{first}.length") == 3
-    b.evaluate("document.querySelector('#rows img').scrollIntoView()")  # lazy: loaded when in view
-    b.wait_for(f"{first}.every(i => i.complete)")
-    sizes = b.evaluate(f"{first}.map(i => [i.naturalWidth, i.naturalHeight])")
-    assert all(0 < max(w, h) <= THUMBNAIL_PX for w, h in sizes), sizes
+    # The table is filled: every row of the page shows its slide's status and tumour area from cohort.csv.
+    table = read_csv(out / COHORT_CSV)
+    columns = b.evaluate("Object.fromEntries(Array.from(document.querySelectorAll('th[data-key]'))"
+                         ".map(th => [th.dataset.key, th.cellIndex]))")
+    cells = b.evaluate(f"Array.from({ROWS}).map(r => [r.dataset.name, r.cells[{columns['status']}].textContent, "
+                       f"r.cells[{columns['tumour_area_mm2']}].textContent])")
+    assert len(cells) == 50
+    for name, status, area in cells:
+        row = table[name]
+        assert status == row["status"] and area == (f"{float(row['tumour_area_mm2']):.2f}" if row["tumour_area_mm2"]
+                                                    else ""), (name, status, area)
+    # Every thumbnail of the page loads (relative files, lazily: each when scrolled into view) and is small.
+    imgs = "Array.from(document.querySelectorAll('#rows img'))"
+    count = b.evaluate(f"{imgs}.length")
+    assert count == sum(1 for n in shown(b) if table[n]["status"] == "done")  # every finished slide has one
+    b.evaluate(f"""(async () => {{ for (const i of {imgs}) {{ i.scrollIntoView();
+                   await new Promise(r => requestAnimationFrame(() => setTimeout(r, 0))); }} }})()""")
+    b.wait_for(f"{imgs}.every(i => i.complete)")
+    sizes = b.evaluate(f"{imgs}.map(i => [i.naturalWidth, i.naturalHeight])")
+    assert len(sizes) == count and all(0 < w and 0 < h and max(w, h) <= THUMBNAIL_PX for w, h in sizes), sizes
+    b.evaluate("window.scrollTo(0, 0)")
     # Sort by tumour fraction: largest first, then smallest first.
     b.evaluate("document.querySelector('th[data-key=tumour_fraction] button').click()")
     fractions = json.loads((out / "full" / SUMMARY).read_text())["areas"]["tumour_fraction_of_tissue"]
@@ -247,6 +270,20 @@ def test_the_page_in_a_real_browser(cohort, browser):
     # A view opened from its address: the failures.
     b.open(url + "#status=failed", "document.body.dataset.ready === '1'")
     assert shown(b) == ["broken"]
-    # The page asked for nothing beyond its own folder.
+    # The page asked for nothing beyond its own folder, and reported no error on any of these loads.
     for request in b.requests():
         assert request.startswith(("file://", "data:", "about:")), request
+    assert b.console_errors() == []
+
+
+def test_the_browser_would_see_errors(browser, tmp_path):
+    """The check above can fail: a page with an exception, a console error and a missing image."""
+    page = tmp_path / "broken.html"
+    page.write_text("<!doctype html><img src='missing.jpg'><script>console.error('boom'); undefined_name();"
+                    "</script>", encoding="utf-8")
+    browser.events.clear()
+    browser.open(page.as_uri())
+    browser.wait_for("document.images[0].complete")
+    errors = " | ".join(browser.console_errors())
+    assert "boom" in errors and "undefined_name" in errors and "missing.jpg" in errors, errors
+    browser.events.clear()

@@ -115,6 +115,21 @@ def test_executor_runs_tiles_with_copies_overlapping_compute(report, major):
     assert d["leaks"] == NO_LEAKS
 
 
+@pytest.mark.parametrize("major", MAJORS)
+def test_bench_copy_rates_memory_and_executor_check(report, major):
+    """``tseg-rt bench``'s CUDA calls: pinned and pageable copies, device memory, timing events."""
+    s = report(major)["scenarios"]["bench_device"]
+    assert s["ok"], describe(s)
+    d = s["data"]
+    assert d["memory"]["total_bytes"] == 141 << 30 and d["memory"]["used_bytes"] == 0
+    assert d["memory_during"][1] == 141 << 30
+    for kind in ("pinned_h2d", "pinned_d2h", "pageable_h2d", "pageable_d2h"):
+        assert d["rates"][kind]["gb_per_s_best"] > 0
+    assert d["check"] == {"ok": True, "overlap_ok": True, "identical_to_tile_alone": True, "identical_to_numpy": True,
+                          "compute_ms_per_tile": 4.0}
+    assert d["leaks"] == NO_LEAKS
+
+
 def test_every_cuda_name_in_the_source_is_exercised(report):
     """Each ``cuda.bindings.runtime`` name the runtime uses went through the checker."""
     reports = [report(m) for m in MAJORS]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tseg.runtime.bench.executor_check import TimedAPI, check_executor, overlap_failures
 from tseg.runtime.execution.executor import DoubleBufferedExecutor
 
 from helpers import COMPUTE, D2H, H2D, STAGE, SimDevice
@@ -76,48 +77,10 @@ def test_no_hazards_between_streams():
                 assert not (w1 & (r2 | w2)) and not (w2 & (r1 | w1)), (k1, k2)
 
 
-class TimedAPI:
-    """A DeviceAPI wrapper that brackets every copy, and each compute run through :meth:`timed`,
-    with events recorded on the operation's own stream, so that the device's own clock says
-    when each operation ran (CUDA events on a GPU, the virtual clock on the simulated device)."""
-
-    def __init__(self, api, new_event, elapsed_ms):
-        self.api, self.new_event, self.elapsed_ms = api, new_event, elapsed_ms
-        self.marks = []  # (kind, start event, end event)
-
-    def __getattr__(self, name):
-        return getattr(self.api, name)
-
-    def timed(self, kind, stream, enqueue):
-        start, end = self.new_event(), self.new_event()
-        self.api.record(start, stream)
-        enqueue()
-        self.api.record(end, stream)
-        self.marks.append((kind, start, end))
-
-    def copy_to_device(self, dst, src, nbytes, stream):
-        self.timed("h2d", stream, lambda: self.api.copy_to_device(dst, src, nbytes, stream))
-
-    def copy_to_host(self, dst, src, nbytes, stream):
-        self.timed("d2h", stream, lambda: self.api.copy_to_host(dst, src, nbytes, stream))
-
-    def spans(self):
-        """{kind: [(start_ms, end_ms), ...]} in enqueue order, relative to the first mark."""
-        base = self.marks[0][1]
-        out = {}
-        for kind, start, end in self.marks:
-            out.setdefault(kind, []).append((self.elapsed_ms(base, start), self.elapsed_ms(base, end)))
-        return out
-
-
 def assert_copies_overlap_compute(spans, n):
     """Tile k+1 goes to the device, and tile k-1 comes back, while tile k computes."""
-    for k in range(1, n - 1):
-        c_start, c_end = spans["compute"][k]
-        h_start, h_end = spans["h2d"][k + 1]
-        d_start, d_end = spans["d2h"][k - 1]
-        assert h_start < c_end and h_end > c_start, f"H2D of tile {k + 1} did not overlap the compute of tile {k}"
-        assert d_start < c_end and d_end > c_start, f"D2H of tile {k - 1} did not overlap the compute of tile {k}"
+    failures = overlap_failures(spans, n)
+    assert not failures, failures
 
 
 def test_timed_api_sees_the_overlap_on_the_simulated_device():
@@ -134,64 +97,54 @@ def test_timed_api_sees_the_overlap_on_the_simulated_device():
     assert_copies_overlap_compute(api.spans(), 6)
 
 
+def test_the_installed_executor_check_passes_on_the_simulated_device():
+    """``tseg-rt bench --check``'s executor step (overlap from event times, bit-identity, the
+    pipelining gain) on the simulated device's clock, with its compute as the stand-in."""
+    dev = TimingSimDevice()
+
+    def compute(slot, dev_in, dev_out, shape, stream):
+        h, w, _ = shape[1:]
+        x = dev.memory[dev_in][: h * w * 3].reshape(h, w, 3)
+        dev.memory[dev_out][: h * w] = (255 - x[..., 0]).ravel()
+        dev._op("compute", stream, COMPUTE, {dev_in}, {dev_out})
+
+    result = check_executor(side=16, tiles=6, api=dev, compute=compute)
+    assert result["ok"] and result["overlap_ok"] and result["overlap_failures"] == []
+    assert result["identical_to_tile_alone"] and result["identical_to_numpy"]
+    assert result["compute_ms_per_tile"] == COMPUTE and len(result["spans_ms"]["compute"]) == 6
+
+
+def test_the_executor_check_reports_a_missing_overlap():
+    spans = {"compute": [(0, 4), (4, 8), (8, 12)], "h2d": [(0, 1), (1, 2), (12, 13)], "d2h": [(4, 5), (8, 9), (12, 13)]}
+    assert overlap_failures(spans, 3) == ["H2D of tile 2 did not overlap the compute of tile 1"]
+
+
+class TimingSimDevice(SimDevice):
+    """The simulated device with the timing-event calls of :class:`CudaDeviceAPI`."""
+
+    def create_timing_event(self):
+        return self.create_event()
+
+    def elapsed_ms(self, start, end):
+        return end.time - start.time
+
+
 @pytest.mark.gpu
 def test_cuda_executor_at_the_papers_tile_size():
     """On a CUDA machine, 7680 x 7680 tiles (177 MB in, 59 MB out) through real streams, pinned
     memory and copies, with a CuPy stand-in compute of about 150 ms a tile (an H100's time for the
     paper's network, TENSORRT.md): CUDA event times show the copies of neighbouring tiles running
     during each tile's compute, and the outputs are bit-identical to running each tile alone
-    (synchronously) and to the same computation on the CPU."""
-    import time
-
+    (synchronously) and to the same computation on the CPU. The same check as ``tseg-rt bench
+    --check``'s executor step."""
     from tseg.runtime.execution.cuda import device_count
 
     if device_count() == 0:
         pytest.skip("no CUDA GPU here (cudaGetDeviceCount reports none)")
-    cp = pytest.importorskip("cupy", reason="the stand-in compute uses CuPy")
-    from tseg.runtime.execution.cuda import cudart
-    from tseg.runtime.execution.executor import CudaDeviceAPI
-
-    rt = cudart()
-    cuda = CudaDeviceAPI(0)
-    api = TimedAPI(cuda, lambda: cuda._check(rt.cudaEventCreate(), "cudaEventCreate"),
-                   lambda a, b: float(cuda._check(rt.cudaEventElapsedTime(a, b), "cudaEventElapsedTime")))
-    side, n = 7680, 6
-    n_in, n_out = side * side * 3, side * side
-
-    def wrap(ptr, size):
-        return cp.ndarray((size,), cp.uint8, cp.cuda.MemoryPointer(cp.cuda.UnownedMemory(int(ptr), size, None), 0))
-
-    x, y = cp.zeros(n_in, cp.uint8), cp.zeros(n_out, cp.uint8)
-    cp.cuda.Device().synchronize()
-    t0 = time.perf_counter()
-    for _ in range(5):
-        y[...] = 255 - x.reshape(-1, 3)[:, 0]
-    cp.cuda.Device().synchronize()
-    passes = max(1, int(0.150 / ((time.perf_counter() - t0) / 5)))
-    del x, y
-
-    def compute(slot, dev_in, dev_out, shape, stream):
-        def kernels():
-            with cp.cuda.ExternalStream(int(stream)):
-                xi, yo = wrap(dev_in, n_in).reshape(-1, 3), wrap(dev_out, n_out)
-                for _ in range(passes):
-                    yo[...] = 255 - xi[:, 0]
-
-        api.timed("compute", stream, kernels)
-
-    rng = np.random.default_rng(0)
-    inputs = [rng.integers(0, 256, (1, side, side, 3), dtype=np.uint8) for _ in range(n)]
-    ex = DoubleBufferedExecutor(api, n_in, n_out, compute, lambda s: (s[0], 1, s[1], s[2]))
-    list(ex.run(enumerate(inputs[:2])))  # warm-up
-    api.marks.clear()
-    pipelined = [out for _, out in ex.run(enumerate(inputs))]
-    spans = api.spans()
-    alone = [next(ex.run([(0, t)]))[1] for t in inputs]
-    ex.close()
-    assert_copies_overlap_compute(spans, n)
-    for t, a, b in zip(inputs, pipelined, alone):
-        np.testing.assert_array_equal(a, b)
-        np.testing.assert_array_equal(a[0, 0], 255 - t[0, ..., 0])
+    pytest.importorskip("cupy", reason="the stand-in compute uses CuPy")
+    result = check_executor(side=7680, tiles=6, compute_ms=150.0)
+    assert not result["overlap_failures"], result["overlap_failures"]
+    assert result["identical_to_tile_alone"] and result["identical_to_numpy"]
 
 
 # --- threads, errors and shutdown (issue 11, defects 6-8) ---------------------------------------

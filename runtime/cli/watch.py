@@ -1,0 +1,61 @@
+"""``tseg-rt watch``: the hot folder (parses options, calls :func:`tseg.runtime.service.server.watch`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tseg.runtime.cli.common import reported, setup_logging
+from tseg.runtime.cli.options import (
+    DctScaling,
+    Devices,
+    Engine,
+    High,
+    LevelTolerance,
+    Low,
+    Mpp,
+    Providers,
+    Prune,
+    ReaderThreads,
+    Verbose,
+    slide_options,
+)
+from tseg.runtime.cli.serve import KeepDays, Out, Poll, Report, ReportInterval, Settle, service_config
+
+
+def watch(
+    folder: Annotated[Path, typer.Argument(help="The hot folder: slide files and DICOM series folders that appear "
+                                                "in it (at any depth) are segmented once each, when complete.")],
+    out: Out = Path("results"),
+    engine: Engine = None,
+    settle: Settle = 30.0,
+    poll: Poll = 2.0,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try slides that failed before once more.")] = False,
+    devices: Devices = None,
+    providers: Providers = "auto",
+    reader_threads: ReaderThreads = None,
+    report: Report = True,
+    report_interval: ReportInterval = 30.0,
+    keep_days: KeepDays = 90.0,
+    mpp: Mpp = None,
+    low: Low = None,
+    high: High = None,
+    prune: Prune = True,
+    level_tolerance: LevelTolerance = 0.0,
+    dct_scaling: DctScaling = False,
+    verbose: Verbose = 0,
+) -> None:
+    """Watch a folder and segment each slide that appears in it, once, when it is complete."""
+    setup_logging(verbose + 1)
+    options = slide_options(mpp=mpp, low=low, high=high, level_tolerance=level_tolerance, dct_scaling=dct_scaling,
+                            prune=prune)
+    with reported():
+        from tseg.runtime.service.core import HotFolderConfig
+        from tseg.runtime.service.server import watch as run_watch
+
+        config = service_config(out, engine, devices, providers, reader_threads, options, report, report_interval,
+                                keep_days, hot_folders=(HotFolderConfig(folder, settle, poll),),
+                                retry_failed=retry_failed)
+        run_watch(config)

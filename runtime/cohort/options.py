@@ -1,0 +1,131 @@
+"""Per-slide options: what a user may choose for each slide, wherever the slide comes from.
+
+One object, :class:`SlideOptions`, carries them for ``tseg-rt run`` (its flags and the slides
+CSV's columns), the HTTP service (a job's ``options``) and the hot folder (its flags). Each field
+carries its help text and range as metadata, so the service's request schema is derived from this
+class (:mod:`tseg.runtime.service.schemas`) and a new per-slide option (an output format, an
+overlay setting) is added here once.
+
+Fields are grouped by who consumes them (``metadata["scope"]``): ``"segmenter"`` fields are
+settings of :class:`~tseg.runtime.execution.segmenter.Segmenter` (and so of the resume rules in
+:mod:`tseg.runtime.cohort.resume`, which compare them with a finished result).
+
+``None`` means "the model's default" (thresholds) or "the slide's metadata" (resolution).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Mapping
+
+from tseg.runtime.errors import InvalidArgumentError
+
+
+def _check_mpp(values: list[float], what: str, raw: str) -> float | tuple[float, float]:
+    """Each value positive, finite and plausible (the rules of :func:`tseg.runtime.wsi.mpp.parse_mpp`)."""
+    from tseg.runtime.wsi.mpp import parse_mpp
+
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise InvalidArgumentError(f"{what} must be a positive number of µm per pixel, got {raw!r}")
+    return parse_mpp(",".join(repr(float(v)) for v in values), what)
+
+
+def _meta(help: str, scope: str = "segmenter", low: float | None = None, high: float | None = None) -> dict[str, Any]:
+    return {"help": help, "scope": scope, "min": low, "max": high}
+
+
+@dataclass(frozen=True)
+class SlideOptions:
+    """The options of one slide. Build with keywords, then :meth:`checked`; or parse untrusted
+    input with :meth:`from_mapping` (JSON, CSV rows), which names the field at fault."""
+
+    mpp: float | tuple[float, float] | None = field(default=None, metadata=_meta(
+        "Level-0 resolution in µm per pixel (X, or [X, Y]); overrides the slide's metadata. "
+        "Default: the slide's metadata."))
+    low: int | None = field(default=None, metadata=_meta(
+        "Hysteresis low threshold, 0-255. Default: the model's (85).", low=0, high=255))
+    high: int | None = field(default=None, metadata=_meta(
+        "Hysteresis high threshold, 0-255. Default: the model's (229).", low=0, high=255))
+    prune: bool = field(default=True, metadata=_meta(
+        "Keep a region only if the 95th percentile of its smoothed probability exceeds the high threshold."))
+    level_tolerance: float = field(default=0.0, metadata=_meta(
+        "Opt-in: read a pyramid level within this many percent of the target resolution (0-50).", low=0, high=50))
+    dct_scaling: bool = field(default=False, metadata=_meta(
+        "Opt-in: decode JPEG tiles at 1/2, 1/4 or 1/8 in the DCT domain where still fine enough."))
+
+    # --- checking and parsing ----------------------------------------------------------------
+
+    def checked(self, where: str = "") -> "SlideOptions":
+        """This object, after checking every field (InvalidArgumentError naming it)."""
+        at = f"{where}: " if where else ""
+        if self.mpp is not None:
+            values = [self.mpp] if isinstance(self.mpp, (int, float)) else list(self.mpp)
+            if len(values) not in (1, 2):
+                raise InvalidArgumentError(f"{at}mpp takes X or [X, Y] in µm per pixel, got {self.mpp!r}")
+            _check_mpp(values, f"{at}mpp", str(self.mpp))
+        for name in ("low", "high"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255):
+                raise InvalidArgumentError(f"{at}{name} must be an integer 0-255, got {value!r}")
+        if self.low is not None and self.high is not None and not self.low < self.high:
+            raise InvalidArgumentError(f"{at}thresholds must satisfy low < high (8-bit levels), got low={self.low}, "
+                                       f"high={self.high}")
+        for name in ("prune", "dct_scaling"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidArgumentError(f"{at}{name} must be true or false, got {getattr(self, name)!r}")
+        tol = self.level_tolerance
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or not 0 <= tol <= 50:
+            raise InvalidArgumentError(f"{at}level_tolerance must be a number of percent 0-50, got {tol!r}")
+        return self
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], where: str = "") -> "SlideOptions":
+        """Options from a mapping of field names to values (JSON-like: ``mpp`` may be a number,
+        an ``"X,Y"`` string or a two-item list). Unknown names are refused, naming the allowed ones."""
+        at = f"{where}: " if where else ""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidArgumentError(f"{at}unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+        values = dict(data)
+        mpp = values.get("mpp")
+        if isinstance(mpp, str):
+            from tseg.runtime.wsi.mpp import parse_mpp
+
+            values["mpp"] = parse_mpp(mpp, f"{at}mpp")
+        elif isinstance(mpp, (list, tuple)):
+            values["mpp"] = tuple(mpp) if len(mpp) == 2 else mpp
+        if isinstance(values.get("level_tolerance"), int) and not isinstance(values.get("level_tolerance"), bool):
+            values["level_tolerance"] = float(values["level_tolerance"])
+        return cls(**values).checked(where)
+
+    def merged(self, overrides: Mapping[str, Any], where: str = "") -> "SlideOptions":
+        """These options with some fields replaced (a slides-CSV row over the run's flags)."""
+        return replace(self, **dict(overrides)).checked(where)
+
+    # --- what the parts of the system take ---------------------------------------------------
+
+    def thresholds(self, default_low: int = 85, default_high: int = 229) -> tuple[int, int]:
+        return (self.low if self.low is not None else default_low, self.high if self.high is not None else default_high)
+
+    def segmenter_settings(self) -> dict[str, Any]:
+        """Keyword settings for :class:`~tseg.runtime.execution.segmenter.Segmenter` and its
+        ``with_settings`` (the fields whose scope is ``segmenter``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("scope") == "segmenter"}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready and canonical (``mpp`` as a number or a two-item list): equal options give
+        equal dictionaries."""
+        data = asdict(self)
+        if isinstance(self.mpp, tuple):
+            data["mpp"] = [float(v) for v in self.mpp]
+        elif self.mpp is not None:
+            data["mpp"] = float(self.mpp)
+        data["level_tolerance"] = float(self.level_tolerance)
+        return data
+
+    @classmethod
+    def describe_fields(cls) -> list[dict[str, Any]]:
+        """Name, default and metadata of each field (for schemas and help texts)."""
+        return [{"name": f.name, "default": f.default, **dict(f.metadata)} for f in fields(cls)]

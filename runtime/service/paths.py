@@ -1,0 +1,128 @@
+"""Which slide paths a request may name: only slides inside the service's roots.
+
+A path from a client is untrusted. :meth:`Roots.resolve` accepts it only when
+
+* it is text without NUL characters, at most 4096 characters, and without a ``..`` component
+  (refused as written, before anything is resolved: no request walks up a folder);
+* it is absolute, or relative to the first root;
+* its real path (every symbolic link followed) lies inside one of the roots (also real paths),
+  so a link inside a root that leads out of it is refused, and it is not inside the results
+  folder;
+* it exists and is a slide: a file with a slide extension, a DICOM file, or a folder holding a
+  DICOM series; a DICOM series' other files (the folder's) and a MIRAX slide's data folder must
+  lead nowhere outside the roots either (OpenSlide reads them too);
+* its name is not hidden (``.name``: folder search never takes those, and result folders are
+  named after slides).
+
+Nothing is opened beyond what deciding this needs (``stat``, the 132-byte DICOM preamble). The
+runner checks a job's path again just before it reads the slide, in case the file system changed
+in between. Refusals are :class:`PathRefused` with a code (``bad_path``, ``path_traversal``,
+``outside_roots``, ``in_results``, ``not_found``, ``not_a_slide``) and a message for the client.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from tseg.runtime.errors import InvalidArgumentError, TsegError
+
+MAX_PATH_CHARS = 4096
+
+
+class PathRefused(TsegError):
+    """A client's slide path is not allowed (``code`` says why)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+class Roots:
+    """The folders a service may read slides from, and the results folder it must not read."""
+
+    def __init__(self, roots: Sequence[str | os.PathLike[str]], results: str | os.PathLike[str] | None = None) -> None:
+        if not roots:
+            raise InvalidArgumentError("give at least one root folder (--root): the service reads slides only "
+                                       "inside its roots")
+        real = []
+        for r in roots:
+            p = Path(r).expanduser()
+            if not p.is_dir():
+                raise InvalidArgumentError(f"--root {r}: no such folder")
+            real.append(os.path.realpath(p))
+        self.folders: tuple[str, ...] = tuple(dict.fromkeys(real))
+        self.results = os.path.realpath(results) if results is not None else None
+
+    def __iter__(self):  # noqa: ANN204
+        return iter(self.folders)
+
+    def describe(self) -> str:
+        return ", ".join(self.folders)
+
+    def contains(self, real_path: str) -> bool:
+        return any(_inside(real_path, r) for r in self.folders)
+
+    def resolve(self, text: str) -> Path:
+        """The real path of the slide a client named (see the module docstring), or PathRefused."""
+        if not isinstance(text, str) or not text.strip():
+            raise PathRefused("bad_path", "the slide path is empty")
+        if "\x00" in text or len(text) > MAX_PATH_CHARS:
+            raise PathRefused("bad_path", f"the slide path must be text of at most {MAX_PATH_CHARS} characters "
+                                          "without NUL characters")
+        given = Path(text)
+        if ".." in given.parts:
+            raise PathRefused("path_traversal", f"{text}: '..' is not allowed in slide paths; give the path inside "
+                                                "a root without it")
+        candidate = given if given.is_absolute() else Path(self.folders[0]) / given
+        real = os.path.realpath(candidate)
+        if not self.contains(real):
+            written_inside = self.contains(os.path.abspath(candidate))
+            why = ("leads (through a symbolic link) outside the service's roots" if written_inside
+                   else "is outside the service's roots")
+            raise PathRefused("outside_roots", f"{text} {why} ({self.describe()}); the service reads slides only "
+                                               "inside them")
+        if self.results is not None and _inside(real, self.results):
+            raise PathRefused("in_results", f"{text} is inside the results folder; results are not slides")
+        p = Path(real)
+        if not p.exists():
+            raise PathRefused("not_found", f"{text}: no such file or folder")
+        if p.name.startswith(".") or given.name.startswith("."):
+            raise PathRefused("not_a_slide", f"{text}: hidden files and folders are not taken as slides")
+        self._check_kind(text, p)
+        self._check_companions(text, p)
+        return p
+
+    def _check_kind(self, text: str, p: Path) -> None:
+        from tseg.runtime.cohort.slide_lists import SLIDE_SUFFIXES
+        from tseg.runtime.wsi.dicom import is_dicom_candidate, is_dicom_slide_path
+
+        if p.is_dir():
+            if not is_dicom_slide_path(p):
+                raise PathRefused("not_a_slide", f"{text} is a folder without DICOM files; give a slide file or "
+                                                 "a DICOM series folder")
+            return
+        if not p.is_file():
+            raise PathRefused("not_a_slide", f"{text} is not a regular file")
+        if not (p.name.lower().endswith(SLIDE_SUFFIXES) or is_dicom_candidate(p)):
+            raise PathRefused("not_a_slide", f"{text} is not a slide file (expected one of "
+                                             f"{', '.join(SLIDE_SUFFIXES)}, .dcm, or a DICOM series folder)")
+
+    def _check_companions(self, text: str, p: Path) -> None:
+        """Files a reader opens beside the slide must stay inside the roots too."""
+        companions: Iterable[Path] = ()
+        if p.is_dir():
+            companions = p.iterdir()
+        elif p.suffix.lower() == ".dcm" or p.suffix == "":
+            companions = p.parent.iterdir()
+        elif p.suffix.lower() == ".mrxs" and p.with_suffix("").is_dir():
+            companions = p.with_suffix("").iterdir()
+        for entry in companions:
+            if entry.is_symlink() and not self.contains(os.path.realpath(entry)):
+                raise PathRefused("outside_roots", f"{text}: {entry.name} beside it leads (through a symbolic "
+                                                   "link) outside the service's roots; the reader would open it")

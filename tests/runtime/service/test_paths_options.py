@@ -1,0 +1,88 @@
+"""Which paths a request may name (roots, symbolic links, DICOM companions), and the per-slide options
+object shared by `run`, the service's request schema and the `serve`/`watch` flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+
+from tseg.runtime.cohort.options import SlideOptions
+from tseg.runtime.errors import InvalidArgumentError
+from tseg.runtime.service.paths import PathRefused, Roots
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root, other, out = tmp_path / "root", tmp_path / "other", tmp_path / "root" / "results"
+    for d in (root / "sub", other, out / "a", root / "series", root / "badseries"):
+        d.mkdir(parents=True)
+    for f in (root / "a.svs", root / "sub" / "b.tiff", other / "c.svs", out / "a" / "probability.tif",
+              root / "series" / "1.dcm", root / "badseries" / "1.dcm", other / "2.dcm"):
+        f.write_bytes(b"x")
+    os.symlink(root / "a.svs", root / "inside-link.svs")
+    os.symlink(other / "c.svs", root / "outside-link.svs")
+    os.symlink(other, root / "outside-dir")
+    os.symlink(other / "2.dcm", root / "badseries" / "2.dcm")
+    return Roots([root], results=out), root, other
+
+
+def test_roots(tree):
+    roots, root, other = tree
+    assert roots.resolve(str(root / "a.svs")) == root / "a.svs"
+    assert roots.resolve("sub/b.tiff") == root / "sub" / "b.tiff"  # relative to the first root
+    assert roots.resolve(str(root / "inside-link.svs")) == root / "a.svs"  # a link that stays inside: fine
+    assert roots.resolve("series") == root / "series"
+    refused = {
+        str(other / "c.svs"): "outside_roots", str(root / "outside-link.svs"): "outside_roots",
+        str(root / "outside-dir" / "c.svs"): "outside_roots", "badseries": "outside_roots",
+        str(root / "badseries" / "1.dcm"): "outside_roots", "sub/../a.svs": "path_traversal",
+        "..": "path_traversal", str(root / "results" / "a" / "probability.tif"): "in_results",
+        "missing.svs": "not_found", "sub": "not_a_slide", "": "bad_path", "a\x00.svs": "bad_path",
+        "x" * 5000: "bad_path",
+    }
+    for text, code in refused.items():
+        with pytest.raises(PathRefused) as err:
+            roots.resolve(text)
+        assert err.value.code == code, (text, err.value)
+    with pytest.raises(PathRefused, match="symbolic link"):
+        roots.resolve(str(root / "outside-link.svs"))
+    with pytest.raises(PathRefused, match="2.dcm beside it"):
+        roots.resolve("badseries")
+
+
+def test_options_parse_check_and_merge():
+    opts = SlideOptions.from_mapping({"mpp": "0.25,0.3", "low": 60, "high": 200})
+    assert opts.mpp == (0.25, 0.3) and opts.thresholds() == (60, 200)
+    assert SlideOptions.from_mapping({"mpp": [0.25, 0.25]}).to_dict()["mpp"] == [0.25, 0.25]
+    assert SlideOptions().to_dict() == {"mpp": None, "low": None, "high": None, "prune": True,
+                                        "level_tolerance": 0.0, "dct_scaling": False}
+    assert SlideOptions(low=50).merged({"high": 90}).thresholds() == (50, 90)
+    assert set(opts.segmenter_settings()) == {"mpp", "low", "high", "prune", "level_tolerance", "dct_scaling"}
+    for bad, message in (({"low": 300}, "low must be an integer 0-255"), ({"low": True}, "low must be an integer"),
+                         ({"low": 90, "high": 80}, "low < high"), ({"mpp": 50}, "plausible range"),
+                         ({"mpp": [1, 2, 3]}, "X or"), ({"prune": "yes"}, "prune must be true or false"),
+                         ({"level_tolerance": 80}, "level_tolerance"), ({"lo": 1}, "unknown option.*allowed")):
+        with pytest.raises(InvalidArgumentError, match=message):
+            SlideOptions.from_mapping(bad, "row 3")
+
+
+def test_one_options_object_feeds_the_api_and_the_command_line():
+    """A per-slide option added to SlideOptions appears in the request schema (same default and
+    help) and as a flag of `serve` and `watch`."""
+    import typer.main
+
+    from tseg.runtime.cli.main import app
+    from tseg.runtime.service.schemas import OptionsModel
+
+    fields = {f.name: f for f in dataclasses.fields(SlideOptions)}
+    assert set(OptionsModel.model_fields) == set(fields)
+    for name, f in fields.items():
+        assert OptionsModel.model_fields[name].description == f.metadata["help"]
+        default = OptionsModel.model_fields[name].default
+        assert (list(default) if isinstance(default, tuple) else default) == f.default
+    commands = typer.main.get_command(app).commands
+    for name in ("serve", "watch"):
+        params = {p.name for p in commands[name].params}
+        assert set(fields) <= params, (name, set(fields) - params)

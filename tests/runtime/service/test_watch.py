@@ -1,0 +1,133 @@
+"""`tseg-rt watch` on a real folder: a slide written slowly is processed once, after it is complete,
+and not again after a restart; a failing slide is reported and not retried; a DICOM series waits
+for its instances to be whole."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import time
+from pathlib import Path
+
+from dicomwsi import square_slide_image, write_dicom_wsi
+from helpers import make_square_slide
+from tseg.runtime.cohort.identity import slide_identity
+from tseg.runtime.outputs.summary import read_summary
+from tseg.runtime.service.store import JobStore
+
+SETTLE_S = 1.5
+POLL_S = 0.2
+
+
+def jobs(out: Path) -> list:
+    store = JobStore(out)
+    try:
+        return store.list(limit=1000)
+    finally:
+        store.close()
+
+
+def wait_for(predicate, timeout: float = 60.0, what: str = ""):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def watch_args(inbox: Path) -> tuple:
+    return (inbox, "--settle", SETTLE_S, "--poll", POLL_S, "--report-interval", "0")
+
+
+def test_slide_written_slowly_is_processed_once_after_it_is_complete(service_factory, tmp_path):
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    make_square_slide(staging / "x.tiff")
+    data = (staging / "x.tiff").read_bytes()
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    (inbox / "scanner").mkdir(parents=True)
+    (inbox / "broken.svs").write_bytes(b"\x00" * 1001)
+    watcher = service_factory("watch", out, *watch_args(inbox))
+    target = inbox / "scanner" / "x.tiff"
+    step = len(data) // 6 + 1
+    with open(target, "wb") as fh:  # as a scanner writing over a slow share: pauses shorter than the settle time
+        for i in range(0, len(data), step):
+            fh.write(data[i : i + step])
+            fh.flush()
+            complete = time.time()
+            time.sleep(SETTLE_S * 0.5)
+            assert not [j for j in jobs(out) if j.slide.endswith("x.tiff")], "taken before it was complete"
+    job = wait_for(lambda: next((j for j in jobs(out) if j.slide.endswith("x.tiff")), None), 60, "the job")
+    assert job.source == "watch" and job.submitted_at - complete >= SETTLE_S * 0.9
+    job = wait_for(lambda: next((j for j in jobs(out) if j.id == job.id and j.final), None), 120, "the result")
+    assert job.state == "success" and job.outcome == "done"
+    summary = read_summary(out / "x")
+    assert summary["slide"]["fingerprint"] == slide_identity(target).fingerprint  # made from the whole file
+    assert summary["slide"]["size_bytes"] == len(data)
+    broken = wait_for(lambda: next((j for j in jobs(out) if j.slide.endswith("broken.svs") and j.final), None), 60,
+                      "the broken slide's job")
+    assert broken.state == "failure" and broken.error_code == "unsupported_slide"
+
+    def failed_in_report() -> bool:
+        try:
+            with open(out / "cohort.csv", newline="") as fh:
+                return any(r["status"] == "failed" and r["slide"].endswith("broken.svs") for r in csv.DictReader(fh))
+        except OSError:
+            return False
+
+    wait_for(failed_in_report, 30, "the failure in cohort.csv")
+    assert watcher.stop() is not None
+
+    again = service_factory("watch", out, *watch_args(inbox))  # a restart: nothing is submitted twice
+    time.sleep(SETTLE_S + 10 * POLL_S)
+    assert sorted(Path(j.slide).name for j in jobs(out)) == ["broken.svs", "x.tiff"]
+    assert "complete; job" not in again.log()
+    os.utime(target, None)  # touched (a copy tool setting times): submitted again, and the resume rules skip it
+    redo = wait_for(lambda: [j for j in jobs(out) if j.slide.endswith("x.tiff") and j.final and j.id != job.id],
+                    60, "the touched slide's job")
+    assert redo[0].outcome == "skipped"
+
+
+def test_dicom_series_waits_until_its_instances_are_whole(service_factory, tmp_path):
+    staging = tmp_path / "staging"
+    files = write_dicom_wsi(staging, square_slide_image(), 0.5)
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    series = inbox / "case-7"
+    series.mkdir(parents=True)
+    watcher = service_factory("watch", out, *watch_args(inbox))
+    largest = max(files, key=lambda f: f.stat().st_size)
+    for f in files:
+        if f != largest:
+            shutil.copy(f, series / f.name)
+    data = largest.read_bytes()
+    (series / largest.name).write_bytes(data[: len(data) // 2])  # an instance still arriving (stalled)
+    time.sleep(2 * SETTLE_S + 5 * POLL_S)
+    assert not jobs(out), "a series with a truncated instance was taken"
+    assert "DICOM series not complete, waiting" in watcher.log() and largest.name in watcher.log()
+    with open(series / largest.name, "ab") as fh:
+        fh.write(data[len(data) // 2 :])
+    job = wait_for(lambda: next((j for j in jobs(out) if j.final), None), 120, "the series' job")
+    assert job.state == "success" and Path(job.slide) == series.resolve(), job
+    assert len(jobs(out)) == 1 and (out / "case-7" / "summary.json").is_file()
+
+
+def test_serve_with_a_hot_folder(service_factory, tmp_path):
+    """`serve --watch IN`: the hot folder's slides become jobs of the HTTP API, and IN counts as a root."""
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    svc = service_factory("serve", tmp_path / "out", "--watch", inbox, "--settle", 0.5, "--poll", POLL_S,
+                          "--report-interval", "0")
+    make_square_slide(tmp_path / "y.tiff")
+    shutil.copy(tmp_path / "y.tiff", inbox / "y.tiff")
+    with svc.client() as c:
+        listed = wait_for(lambda: c.get("/v1/jobs").json()["jobs"], 30, "the hot folder's job")
+        job = c.get(f"/v1/jobs/{listed[0]['id']}", params={"wait": 60}).json()
+        assert job["source"] == "watch" and job["state"] == "success" and job["slide"] == str((inbox / "y.tiff").resolve())
+        again = c.post("/v1/jobs", json={"path": str(inbox / "y.tiff")})
+        assert again.status_code == 202 and c.get(f"/v1/jobs/{again.json()['id']}", params={"wait": 60}).json()[
+            "result"]["outcome"] == "skipped"
+        assert c.post("/v1/jobs", json={"path": str(tmp_path / "y.tiff")}).json()["code"] == "outside_roots"
+        assert c.get("/v1/info").json()["hot_folders"] == [str(inbox)]

@@ -1,0 +1,158 @@
+"""Slides read over DICOMweb (WADO-RS) from a real Orthanc: same pixels and levels as the files,
+clear errors for missing series, refused access and unreachable servers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tseg.runtime.errors import DicomWebError, InvalidArgumentError, SlideNotFoundError, SlideReadError
+from tseg.runtime.wsi.dicomweb import DicomWebLocation, DicomWebSource, is_dicomweb_url
+from tseg.runtime.wsi.slide import describe_slide, open_slide
+
+pytest.importorskip("wsidicom")
+
+STUDY, SERIES = "1.2.826.0.1.3680043.8.498.1", "1.2.826.0.1.3680043.8.498.2"
+
+
+@pytest.mark.parametrize("text, base", [
+    (f"https://pacs.example.org/dicom-web/studies/{STUDY}/series/{SERIES}", "https://pacs.example.org/dicom-web"),
+    (f"http://127.0.0.1:8042/studies/{STUDY}/series/{SERIES}/", "http://127.0.0.1:8042"),
+    (f"dicomweb://pacs:443/wado/rs/studies/{STUDY}/series/{SERIES}", "https://pacs:443/wado/rs"),
+    (f"DICOMweb+http://pacs/dicom-web/studies/{STUDY}/series/{SERIES}", "http://pacs/dicom-web"),
+])
+def test_series_urls(text, base):
+    location = DicomWebLocation.parse(text)
+    assert (location.base, location.study, location.series) == (base, STUDY, SERIES)
+    assert location.url == f"{base}/studies/{STUDY}/series/{SERIES}" and is_dicomweb_url(text)
+
+
+@pytest.mark.parametrize("text, words", [
+    (f"https://u:pw@pacs/dicom-web/studies/{STUDY}/series/{SERIES}", "never put credentials"),
+    (f"https://pacs/dicom-web/studies/{STUDY}", "does not name a series"),
+    (f"https://pacs/dicom-web/studies/{STUDY}/series/{SERIES}?x=1", "no query"),
+    (f"https://pacs/studies/{STUDY}/series/1..2", "not a valid series instance UID"),
+    ("ftp://pacs/x", "not a DICOMweb series URL"),
+])
+def test_bad_urls_are_explained(text, words):
+    with pytest.raises(InvalidArgumentError, match=words):
+        DicomWebLocation.parse(text)
+
+
+def test_reads_the_same_pixels_and_levels_as_the_local_files(stored_wsi, dicom_wsi):
+    files, _ = dicom_wsi
+    with open_slide(stored_wsi) as web, open_slide(files[0].parent) as local:
+        assert web.path == stored_wsi and web.vendor == "dicomweb" and web.decoder == "wsidicom"
+        assert web.dimensions == local.dimensions and web.level_dimensions == local.level_dimensions
+        assert web.mpp == pytest.approx(local.mpp)
+        for mpp in (5.0, 1.0):  # the overview and the network's resolution
+            assert web.read_plan(mpp) == local.read_plan(mpp)
+            assert np.array_equal(web.read(mpp), local.read(mpp))
+        box = (100, 200, 1500, 700)  # several blocks, read by several threads
+        assert np.array_equal(web.read(1.0, box, threads=4), local.read(1.0, box, threads=4))
+        origin = web.origin()
+        assert origin["path"] == stored_wsi and origin["dicomweb"]["series_instance_uid"] == stored_wsi.rsplit("/")[-1]
+    info = describe_slide(stored_wsi)
+    assert info["vendor"] == "dicomweb" and info["path"] == stored_wsi
+
+
+def test_missing_series_and_study_are_clear_errors(orthanc, stored_wsi):
+    wrong_series = stored_wsi.rsplit("/", 1)[0] + "/1.2.3.4"
+    with pytest.raises(SlideNotFoundError, match="no instances in this series") as missing:
+        open_slide(wrong_series)
+    assert missing.value.path == wrong_series  # a URL, not folded into a path
+    with pytest.raises(SlideNotFoundError):
+        open_slide(orthanc.series_url("1.2.3", "4.5.6"))
+
+
+def test_unreachable_server_fails_after_retries(stored_wsi):
+    from orthanc import free_port
+
+    url = stored_wsi.replace(stored_wsi.split("/")[2], f"127.0.0.1:{free_port()}")
+    with pytest.raises(DicomWebError, match="cannot reach the server"):
+        DicomWebSource(url, retries=1)
+
+
+@pytest.fixture(scope="module")
+def locked_orthanc(tmp_path_factory, dicom_wsi):
+    """An Orthanc that wants a user name and password, holding the generated slide."""
+    import pydicom
+    from dicomweb_client import DICOMwebClient
+    from orthanc import Orthanc
+    from tseg.runtime.util.http import http_session
+
+    server = Orthanc(tmp_path_factory.mktemp("orthanc-auth"), users={"reader": "s3cret"})
+    files, _ = dicom_wsi
+    session = http_session(server.root)
+    session.auth = ("reader", "s3cret")
+    DICOMwebClient(server.root, session=session).store_instances([pydicom.dcmread(str(f)) for f in files])
+    first = pydicom.dcmread(str(files[0]), stop_before_pixels=True)
+    yield server, server.series_url(first.StudyInstanceUID, first.SeriesInstanceUID)
+    server.stop(graceful=False)
+
+
+def test_refused_access_says_how_to_give_credentials(locked_orthanc, tmp_path, monkeypatch):
+    from tseg.runtime.util.http import CREDENTIALS_ENV, PASSWORD_ENV, TOKEN_ENV, USER_ENV
+
+    for name in (CREDENTIALS_ENV, TOKEN_ENV, USER_ENV, PASSWORD_ENV):
+        monkeypatch.delenv(name, raising=False)
+    server, url = locked_orthanc
+    with pytest.raises(DicomWebError, match="refused access \\(401") as refused:
+        open_slide(url)
+    assert "without credentials" in str(refused.value) and "--dicomweb-credentials" in str(refused.value)
+    creds = tmp_path / "creds.json"
+    creds.write_text(json.dumps({server.url: {"username": "reader", "password": "wrong"}}))
+    creds.chmod(0o600)
+    monkeypatch.setenv(CREDENTIALS_ENV, str(creds))
+    with pytest.raises(DicomWebError, match=f"with the credentials from {creds}") as wrong:
+        open_slide(url)
+    assert "wrong" not in str(wrong.value).replace(str(creds), "")
+    creds.write_text(json.dumps({server.url: {"username": "reader", "password": "s3cret"}}))
+    with open_slide(url) as slide:
+        assert slide.read(5.0).shape[2] == 3
+    monkeypatch.delenv(CREDENTIALS_ENV)
+    monkeypatch.setenv(USER_ENV, "reader")
+    monkeypatch.setenv(PASSWORD_ENV, "s3cret")
+    with open_slide(url) as slide:
+        assert slide.dimensions[0] > 0
+
+
+def test_a_server_that_stops_mid_read_fails_the_read(tmp_path_factory, dicom_wsi):
+    from orthanc import Orthanc
+
+    server = Orthanc(tmp_path_factory.mktemp("orthanc-stop"))
+    try:
+        files, _ = dicom_wsi
+        server.store_files(files)
+        import pydicom
+
+        first = pydicom.dcmread(str(files[0]), stop_before_pixels=True)
+        source = DicomWebSource(server.series_url(first.StudyInstanceUID, first.SeriesInstanceUID), retries=1)
+    finally:
+        server.stop(graceful=False)  # the server dies between opening and reading
+    from tseg.runtime.wsi.slide import Slide
+
+    slide = Slide(source.path, source, source.mpp(), "metadata")
+    with pytest.raises(SlideReadError, match="cannot reach the server"):
+        slide.read(1.0, (0, 0, 512, 512))
+    slide.close()
+
+
+def test_urls_are_slides_of_batches_csvs_shards_and_result_folders(tmp_path):
+    from helpers import make_square_slide
+    from tseg.runtime.cohort.batch import find_slides, read_slides_csv
+    from tseg.runtime.cohort.resume import result_stem, slide_stem
+    from tseg.runtime.cohort.shard import shard_key
+    from tseg.runtime.wsi.locator import slide_key
+
+    url = f"dicomweb+http://pacs:8042/dicom-web/studies/{STUDY}/series/{SERIES}"
+    canonical = f"http://pacs:8042/dicom-web/studies/{STUDY}/series/{SERIES}"
+    make_square_slide(tmp_path / "s.tiff")
+    assert find_slides([url, tmp_path, canonical]) == [tmp_path / "s.tiff", canonical]
+    table = tmp_path / "slides.csv"
+    table.write_text(f"path,mpp\n{url},0.5\ns.tiff,\n")
+    assert read_slides_csv(table) == [(canonical, {"mpp": 0.5}), (tmp_path / "s.tiff", {})]
+    assert shard_key(url) == slide_key(url) == canonical
+    assert result_stem(canonical) == slide_stem(canonical) == SERIES  # not "1.2.826...498" (a suffix cut)
