@@ -37,7 +37,7 @@ from tseg.runtime.cohort.resume import (
 from tseg.runtime.errors import DicomWebError, OutputError, SlideChangedError, TsegError
 from tseg.runtime.util.safeio import open_fd, read_json
 from tseg.runtime.outputs.files import repostprocess, write_outputs
-from tseg.runtime.wsi.locator import SlideRef, as_slide, slide_exists, slide_key
+from tseg.runtime.wsi.locator import SlideRef, as_slide, is_remote, slide_exists, slide_key
 from tseg.runtime.wsi.sources import stored_mpp
 
 log = logging.getLogger(__name__)
