@@ -7,12 +7,13 @@ and a non-zero exit status (:data:`EXIT_CODES`); the library never exits.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from contextlib import contextmanager
 from typing import Iterator, NoReturn, Optional
 
 import typer
+
+from tseg.runtime.util.display import printable  # noqa: F401 - re-exported for the commands
 
 from tseg.runtime.util.signals import EXIT_INTERRUPTED, EXIT_TERMINATED
 
@@ -30,28 +31,6 @@ EXIT_CODES = {
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); nothing was left half-written",
     EXIT_TERMINATED: "terminated (SIGTERM: scancel, a time limit, preemption); nothing was left half-written",
 }
-
-
-#: Characters a terminal acts on or that split a line (C0 and C1 controls, DEL), bidirectional
-#: overrides (which reorder what is shown), and the surrogates Python keeps for bytes of a file
-#: name that are not UTF-8.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escape_char(match: "re.Match[str]") -> str:
-    char = match.group(0)
-    code = ord(char)
-    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, kept by surrogateescape
-        return f"\\x{code - 0xDC00:02x}"
-    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-
-
-def printable(text: str) -> str:
-    """``text`` safe for one line of a terminal or a log: a slide named with a newline, an escape
-    sequence (colours, cursor moves, a cleared screen) or bytes that are not UTF-8 is shown with
-    backslash escapes (``\\n``, ``\\x1b``, ``\\xff``), never acted on."""
-    return _UNPRINTABLE.sub(_escape_char, text)
 
 
 class _PrintableRecords(logging.Filter):

@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from tseg.runtime.util.atomic import atomic_write
+from tseg.runtime.util.display import printable
 from tseg.runtime.util.safeio import UnsafeFileError, read_bytes
 from tseg.runtime.errors import InvalidArgumentError, OutputError
 from tseg.runtime.method.polygons import TUMOUR_COLOUR, mask_to_geojson
@@ -97,11 +98,11 @@ def overlay_legend(summary: dict[str, Any]) -> OverlayLegend:
         if backend.get("sha256") and backend.get("sha256") == _bundled_model_sha256():
             notes.append("The bundled demonstration model: NOT a diagnostic model.")
     low, high = settings.get("low"), settings.get("high")
-    return OverlayLegend(title=str(title), pixel_um=OVERVIEW_MPP,
+    return OverlayLegend(title=printable(str(title)), pixel_um=OVERVIEW_MPP,
                          low=int(low) if isinstance(low, int) else None,
                          high=int(high) if isinstance(high, int) else None,
                          prune=settings.get("prune") if isinstance(settings.get("prune"), bool) else None,
-                         notes=tuple(notes))
+                         notes=tuple(printable(n) for n in notes))
 
 
 def overlay_settings(summary: dict[str, Any]) -> tuple[str, float]:
