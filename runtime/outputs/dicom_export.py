@@ -96,16 +96,49 @@ def make_options(convert_slide: bool = False, stow_url: str | None = None, crede
 
 
 def _sha256(path: Path) -> str:
+    from tseg.runtime.util.safeio import open_regular
+
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path, below=path.parent.parent) as fh:  # no links in a result folder (safeio)
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _result_image(path: Path) -> Any:
+    """A PNG of a result folder, never through a link in or to the folder, never a FIFO (safeio)."""
+    import cv2
+    import numpy as np
+
+    from tseg.runtime.util.safeio import read_bytes
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_bytes(path, below=path.parent.parent, limit=None)
+    except OSError as exc:
+        raise OutputError(path, f"unreadable ({getattr(exc, 'what', None) or exc.strerror or exc}); rerun `tseg-rt "
+                                "run --overwrite` for its slide") from None
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    if image is None:
+        raise OutputError(path, "not a readable PNG; rerun `tseg-rt run --overwrite` for its slide")
+    return image
+
+
+def _result_json(path: Path) -> Any:
+    """A JSON file of a result folder, read as :func:`_result_image` reads images."""
+    from tseg.runtime.util.safeio import read_json
+
+    try:
+        return read_json(path, below=path.parent.parent, limit=None)
+    except (OSError, ValueError) as exc:
+        raise OutputError(path, f"unreadable ({getattr(exc, 'what', None) or exc}); rerun `tseg-rt run "
+                                "--overwrite` for its slide") from None
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    from tseg.runtime.util.safeio import read_json
+
+    try:
+        data = read_json(path, below=path.parent.parent)  # no links in a result folder (safeio)
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -232,10 +265,10 @@ def write_dicom(folder: str | os.PathLike[str], options: DicomOptions) -> dict[s
         slide = summary["slide"]
         check_geometry(source, slide["dimensions_level0"], str(folder))
         warnings = list(source.warnings) + complete(source.volumes)
-        mask = cv2.imread(str(folder / "mask.png"), cv2.IMREAD_UNCHANGED) > 0
-        tissue = cv2.imread(str(folder / "foreground.png"), cv2.IMREAD_UNCHANGED) > 0
-        probability = cv2.imread(str(folder / "probability.png"), cv2.IMREAD_UNCHANGED)
-        geojson = json.loads((folder / "tumour.geojson").read_text(encoding="utf-8"))
+        mask = _result_image(folder / "mask.png") > 0
+        tissue = _result_image(folder / "foreground.png") > 0
+        probability = _result_image(folder / "probability.png")
+        geojson = _result_json(folder / "tumour.geojson")
         mpp0 = (float(slide["mpp_level0"][0]), float(slide["mpp_level0"][1]))
         algorithm = objects.Algorithm.from_summary(summary)
         result_um = objects.result_pixel_um(source.level0, mpp0)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from tseg.runtime.errors import TsegError
+from tseg.runtime.util.safeio import kind_of
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +170,11 @@ class HotFolder(threading.Thread):
                     st = path.stat()
                 except OSError:
                     continue  # removed meanwhile
+                if not stat.S_ISREG(st.st_mode):  # a FIFO, socket or device: never a slide, never opened
+                    if self._waiting_said.get(str(path)) != "not regular":
+                        log.warning("skipping %s: it is %s, not a regular file", path, kind_of(st.st_mode))
+                        self._waiting_said[str(path)] = "not regular"
+                    continue
                 if name.lower().endswith(SLIDE_SUFFIXES):
                     found[str(path)] = Candidate(str(path), path, False, _signature([(name, st.st_size, st.st_mtime_ns)]))
                 elif self._is_dicom(path, st.st_size, st.st_mtime_ns):
