@@ -41,10 +41,10 @@ def report(
     with reported():
         cohort = None
         if slides or csv_table is not None:
-            from tseg.runtime.cohort.slide_lists import collect_slides, read_slides_csv
+            from tseg.runtime.cohort.slide_lists import collect_slides, iter_slides_csv
 
-            table_rows = read_slides_csv(csv_table) if csv_table is not None else []
-            cohort = collect_slides(slides or [], table_rows, exclude=results)[0]
+            table_rows = iter_slides_csv(csv_table) if csv_table is not None else []  # streamed, as `run` reads it
+            cohort = collect_slides(slides or [], table_rows, exclude=results, source=str(csv_table))[0]
         made = write_report(results, review_margin=review_margin, title=title, thumbnails=thumbnails, cohort=cohort,
                             shards=shards)
         typer.echo(f"{made.html}\n{made.csv}\n{report_counts(made.totals)}; {made.thumbnails} thumbnail(s), "

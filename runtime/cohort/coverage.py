@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from tseg.runtime.cohort.identity import SlideIdentity, fingerprint, result_stem, slide_stem
+from tseg.runtime.cohort.identity import SlideIdentity, fingerprint, name_budget, result_stem, slide_stem
 from tseg.runtime.cohort.locks import describe_holder, live_holder
 from tseg.runtime.outputs.summary import read_summary
 from tseg.runtime.errors import OutputError, TsegError
@@ -51,13 +51,14 @@ class SlideState:
     reason: str = ""
 
 
-def _names(slide: Path, resolved: str) -> tuple[str, str]:
-    """The two folder names ``run`` may give a slide: its stem, and stem-<hash of its path>."""
+def _names(slide: Path, resolved: str, budget: int) -> tuple[str, str]:
+    """The two folder names ``run`` may give a slide: its stem, and stem-<hash of its path> (each
+    cut to ``budget`` bytes as ``run`` cuts them: :func:`~tseg.runtime.cohort.identity.fit_name`)."""
     try:
         stem = result_stem(slide)
     except (TsegError, OSError):
         stem = slide_stem(slide)
-    return stem, SlideIdentity(resolved, "", 0, stem).hashed_name
+    return SlideIdentity(resolved, "", 0, stem).folder_names(budget)
 
 
 def _fingerprint(slide: Path) -> str | None:
@@ -78,9 +79,10 @@ def locate(slides: Sequence[Path], out: Path, rows: Sequence[Mapping[str, Any]])
             by_folder.setdefault(str(row["folder"]), i)
     states: list[SlideState] = []
     unplaced: list[tuple[int, Path, str, str, str]] = []
+    budget = name_budget(out)
     for slide in slides:
         resolved = str(Path(slide).resolve())
-        stem, hashed = _names(Path(slide), resolved)
+        stem, hashed = _names(Path(slide), resolved, budget)
         found = by_path.get(resolved, [])
         if found:
             i = next((j for j in found if rows[j].get("folder") == hashed), found[0])
