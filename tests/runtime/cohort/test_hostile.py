@@ -100,6 +100,25 @@ def test_1_links_inside_a_results_folder_are_not_read(tmp_path, model, slide):
     assert made.thumbnails == 0  # the overlay is a link: no thumbnail made from it
 
 
+def test_1_a_result_folder_planted_as_a_link_is_neither_reused_nor_written_through(tmp_path, model, slide):
+    """A finished result of this very slide, copied elsewhere and linked in as its result folder:
+    the run does not take it as finished (that would read outside the results folder), replaces
+    the link by a real result, and leaves the copy untouched."""
+    inp, out, outside = tmp_path / "in", tmp_path / "out", tmp_path / "outside"
+    inp.mkdir()
+    outside.mkdir()
+    shutil.copy(slide, inp / "s.tiff")
+    assert cli("run", inp, "--engine", model, "--out", out, "--no-progress").returncode == 0
+    shutil.copytree(out / "s", outside / "s")
+    shutil.rmtree(out / "s")
+    (out / "s").symlink_to(outside / "s", target_is_directory=True)
+    before = {p.name: p.stat().st_mtime_ns for p in (outside / "s").iterdir()}
+    r = cli("run", inp, "--engine", model, "--out", out, "--no-progress")
+    assert r.returncode == 0 and "│ done " in r.stdout and "symbolic link" in r.stderr, (r.stdout, r.stderr)
+    assert (out / "s").is_dir() and not (out / "s").is_symlink() and (out / "s" / "summary.json").is_file()
+    assert {p.name: p.stat().st_mtime_ns for p in (outside / "s").iterdir()} == before
+
+
 # --- 2. hangs ---------------------------------------------------------------------------------------
 
 
