@@ -8,12 +8,15 @@ level, the tile and what is wrong, because a probability map with grey holes rep
 worse than a failure a user sees.
 
 Before a JPEG tile is decoded on the fast path, :func:`jpeg_problem` checks what libjpeg warns
-about when data is lost, from the markers alone (no decoding; about 2 µs for a 20 KB tile):
+about when data is lost, from the markers alone (no decoding: 1.6 µs a tile of CMU-1 against
+162 µs to decode it, ``python -m benchmarks.jpeg_check``):
 
 * the stream starts with SOI and its marker segments are complete;
 * every byte between segments belongs to one (libjpeg: "extraneous bytes before marker");
-* the entropy-coded data of each scan contains no marker but restart markers, and those come in
-  sequence (libjpeg: "must resync", "premature end of data segment");
+* where a restart interval is defined (or the frame is progressive), the entropy-coded data of
+  each scan contains no marker but restart markers, and those come in sequence (libjpeg: "must
+  resync", "premature end of data segment"); a baseline tile without restart markers is not
+  walked, as no marker can be missing from it;
 * with a restart interval (DRI) and one interleaved baseline scan, every restart marker the
   frame's size calls for is present (data cut out of the middle of a tile);
 * an end-of-image marker ends the data (libjpeg: "Premature end of JPEG file").
@@ -70,13 +73,23 @@ def _scan(data: bytes, start: int) -> tuple[int, int, str | None]:
     return stop, len(restarts), None
 
 
-def jpeg_problem(data: bytes, tables: bool = False) -> str | None:
+def defines_restarts(tables: bytes | None) -> bool:
+    """Whether a ``JPEGTables`` stream may set a restart interval for the tiles (a DRI marker)."""
+    return bool(tables) and b"\xff\xdd" in tables
+
+
+def jpeg_problem(data: bytes, tables: bool = False, restarts_in_tables: bool = True) -> str | None:
     """What is structurally wrong with the JPEG stream ``data`` (one tile), or None.
-    ``tables``: ``data`` is an abbreviated table-only stream (no scan expected)."""
+    ``tables``: ``data`` is an abbreviated table-only stream (no scan expected).
+    ``restarts_in_tables``: the tiles' ``JPEGTables`` may define a restart interval
+    (:func:`defines_restarts`); when neither they nor the tile do, a baseline tile that ends with
+    its end-of-image marker is whole as far as markers can tell (no restart marker can be missing),
+    and its entropy-coded data is not walked (about 2 µs a tile instead of 10-30)."""
     n = len(data)
     if n < 4 or data[0] != 0xFF or data[1] != _SOI:
         return "it does not start with a JPEG start-of-image marker"
     pos, sof, interval, scans, restarts, components = 2, b"", 0, 0, 0, 0
+    unknown_interval = restarts_in_tables  # a DRI in the tables: its interval is not known here
     while True:
         if pos >= n:
             return _PREMATURE
@@ -116,9 +129,9 @@ def jpeg_problem(data: bytes, tables: bool = False) -> str | None:
             return "a table-only stream holds a scan"
         scans += 1
         components = payload[0] if payload else 0
-        # The common case, one scan without restart markers and EOI at the end: every 0xFF in the
-        # entropy-coded data is stuffed (0xFF00). Checked in C speed by counting.
-        if data.endswith(b"\xff\xd9") and data.count(b"\xff", end, n - 2) == data.count(b"\xff\x00", end, n - 2):
+        # The common case: a baseline tile without restart markers that ends with EOI.
+        if (data.endswith(b"\xff\xd9") and not interval and not unknown_interval and sof[:1]
+                and sof[0] in _BASELINE_SOF):
             pos = n - 2
             continue
         pos, seen, problem = _scan(data, end)

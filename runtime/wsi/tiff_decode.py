@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from tseg.runtime.errors import SlideReadError, UnsupportedSlideError
-from tseg.runtime.wsi.jpeg_check import jpeg_problem
+from tseg.runtime.wsi.jpeg_check import defines_restarts, jpeg_problem
 
 #: Decoded TIFF tiles kept per open slide, so that neighbouring blocks, which share the tiles
 #: on their edges, decode each tile once (about one row of blocks of a 7680 px tile).
@@ -97,6 +97,7 @@ class TiffLevel:
             except Exception:  # an older tifffile: decode through page.decode
                 self._direct_jpeg = None
         self._scratch = threading.local()
+        self._jpeg_restarts = defines_restarts(page.jpegtables) if self.compression == JPEG else False
 
     def dct_scales(self) -> tuple[int, ...]:
         """Power-of-two reductions libjpeg can decode in the DCT domain for this level."""
@@ -110,7 +111,7 @@ class TiffLevel:
         if len(data) != count or count == 0:
             raise SlideReadError(self._path, f"TIFF chunk {index} of level {self._level} is truncated")
         if self.compression == JPEG:  # imagecodecs hides libjpeg's warnings; OpenSlide fails on them
-            problem = jpeg_problem(data)
+            problem = jpeg_problem(data, restarts_in_tables=self._jpeg_restarts)
             if problem:
                 column, row = index % self.across, (index // self.across) % self.down
                 raise SlideReadError(self._path, f"JPEG tile {index} of level {self._level} (column {column}, row "

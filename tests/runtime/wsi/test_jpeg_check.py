@@ -96,3 +96,18 @@ def test_marker_checks():
     assert "Premature end of JPEG file" in jpeg_problem(good[:-2])
     tables = good[:sos] + b"\xff\xd9"  # a JPEGTables-like stream
     assert jpeg_problem(tables, tables=True) is None
+
+
+def test_tiles_without_restart_markers_take_the_short_path():
+    """No restart interval in the tables or the tile: a baseline tile is whole when it ends with
+    its end-of-image marker; cut anywhere, it is not."""
+    import cv2
+
+    ok, enc = cv2.imencode(".jpg", _image()[:TILE, :TILE], [cv2.IMWRITE_JPEG_QUALITY, 90])
+    data = enc.tobytes()
+    assert b"\xff\xdd" not in data
+    assert jpeg_problem(data, restarts_in_tables=False) is None
+    for cut in (len(data) // 2, len(data) - 1, len(data) - 2):
+        assert "Premature end of JPEG file" in jpeg_problem(data[:cut], restarts_in_tables=False)
+    assert jpeg_problem(data + b"\x00\x00", restarts_in_tables=False) is None  # padding after the end marker
+
