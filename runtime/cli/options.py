@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from tseg.runtime.cli.common import fail, mpp_option
-from tseg.runtime.cohort.options import SlideOptions
+from tseg.runtime.cohort.options import OVERLAY_OPACITY_DEFAULT, OVERLAY_STYLE_DEFAULT, SlideOptions
 
 # --- the model -------------------------------------------------------------------------------
 Engine = Annotated[Optional[Path], typer.Option(
@@ -53,10 +53,9 @@ OverlayStyle = Annotated[str, typer.Option(
 OverlayOpacity = Annotated[float, typer.Option(
     "--overlay-opacity", min=0.0, max=1.0,
     help="Opacity of the overlay's fill or heat map, 0-1 (the tissue stays visible below it).")]
-#: Their defaults: the library's (tested against DEFAULT_OVERLAY_* of execution.segmenter, which is
-#: not imported here so that --help stays fast).
-OVERLAY_STYLE_DEFAULT = "fill"
-OVERLAY_OPACITY_DEFAULT = 0.35
+#: Their defaults (OVERLAY_STYLE_DEFAULT, OVERLAY_OPACITY_DEFAULT, imported above) are SlideOptions',
+#: tested against DEFAULT_OVERLAY_* of execution.segmenter, which is not imported here so that
+#: --help stays fast.
 
 # --- DICOM results and DICOMweb (per run; the site metadata file gives per-slide values) ---------
 DicomOut = Annotated[bool, typer.Option(
@@ -85,13 +84,15 @@ Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show p
 Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True)]
 
 def slide_options(*, mpp: Optional[str], low: Optional[int], high: Optional[int], level_tolerance: float,
-                  dct_scaling: bool, prune: bool = True) -> SlideOptions:
+                  dct_scaling: bool, prune: bool = True, overlay_style: str = OVERLAY_STYLE_DEFAULT,
+                  overlay_opacity: float = OVERLAY_OPACITY_DEFAULT, dicom_out: bool = False) -> SlideOptions:
     """The per-slide options as one checked :class:`SlideOptions` (exit 2 naming the problem)."""
     from tseg.runtime.errors import TsegError
 
     try:
         return SlideOptions(mpp=mpp_option(mpp), low=low, high=high, prune=prune, level_tolerance=level_tolerance,
-                            dct_scaling=dct_scaling).checked()
+                            dct_scaling=dct_scaling, overlay_style=overlay_style,  # type: ignore[arg-type]
+                            overlay_opacity=overlay_opacity, dicom_out=dicom_out).checked()
     except TsegError as exc:
         fail(exc.cli_message())
 

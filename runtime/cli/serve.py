@@ -10,17 +10,27 @@ import typer
 
 from tseg.runtime.cli.common import devices_option, reported, setup_logging
 from tseg.runtime.cli.options import (
+    OVERLAY_OPACITY_DEFAULT,
+    OVERLAY_STYLE_DEFAULT,
     DctScaling,
     Devices,
+    DicomMetadata,
+    DicomOut,
+    DicomwebCredentials,
+    DicomWsi,
     Engine,
     High,
     LevelTolerance,
     Low,
     Mpp,
+    OverlayOpacity,
+    OverlayStyle,
     Providers,
     Prune,
     ReaderThreads,
+    Stow,
     Verbose,
+    dicom_options,
     slide_options,
 )
 
@@ -75,13 +85,24 @@ def serve(
     prune: Prune = True,
     level_tolerance: LevelTolerance = 0.0,
     dct_scaling: DctScaling = False,
+    overlay_style: OverlayStyle = OVERLAY_STYLE_DEFAULT,
+    overlay_opacity: OverlayOpacity = OVERLAY_OPACITY_DEFAULT,
+    dicom_out: DicomOut = False,
+    dicom_wsi: DicomWsi = False,
+    dicom_metadata: DicomMetadata = None,
+    stow: Stow = None,
+    dicomweb_credentials: DicomwebCredentials = None,
     verbose: Verbose = 0,
 ) -> None:
     """Serve a local HTTP API: submit slides by path, follow jobs, fetch results (see README)."""
     setup_logging(verbose + 1)  # a service logs what it does (INFO); -v adds every request, -vv debug
     logging.getLogger("uvicorn.access").setLevel(logging.INFO if verbose >= 1 else logging.WARNING)
+    with reported():
+        dicom = dicom_options(dicom_out=dicom_out, dicom_wsi=dicom_wsi, dicom_metadata=dicom_metadata, stow=stow,
+                              dicomweb_credentials=dicomweb_credentials)
     options = slide_options(mpp=mpp, low=low, high=high, level_tolerance=level_tolerance, dct_scaling=dct_scaling,
-                            prune=prune)
+                            prune=prune, overlay_style=overlay_style, overlay_opacity=overlay_opacity,
+                            dicom_out=dicom is not None)
     with reported():
         from tseg.runtime.service.access import read_token_file
         from tseg.runtime.service.core import HotFolderConfig
@@ -89,6 +110,6 @@ def serve(
 
         token = read_token_file(token_file) if token_file is not None else None
         config = service_config(out, engine, devices, providers, reader_threads, options, report, report_interval,
-                                keep_days, roots=tuple(root or ()),
+                                keep_days, dicom=dicom, roots=tuple(root or ()),
                                 hot_folders=tuple(HotFolderConfig(w, settle, poll) for w in watch or ()))
         run_service(config, host=host, port=port, token=token)

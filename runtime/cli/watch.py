@@ -9,17 +9,27 @@ import typer
 
 from tseg.runtime.cli.common import reported, setup_logging
 from tseg.runtime.cli.options import (
+    OVERLAY_OPACITY_DEFAULT,
+    OVERLAY_STYLE_DEFAULT,
     DctScaling,
     Devices,
+    DicomMetadata,
+    DicomOut,
+    DicomwebCredentials,
+    DicomWsi,
     Engine,
     High,
     LevelTolerance,
     Low,
     Mpp,
+    OverlayOpacity,
+    OverlayStyle,
     Providers,
     Prune,
     ReaderThreads,
+    Stow,
     Verbose,
+    dicom_options,
     slide_options,
 )
 from tseg.runtime.cli.serve import KeepDays, Out, Poll, Report, ReportInterval, Settle, service_config
@@ -45,17 +55,28 @@ def watch(
     prune: Prune = True,
     level_tolerance: LevelTolerance = 0.0,
     dct_scaling: DctScaling = False,
+    overlay_style: OverlayStyle = OVERLAY_STYLE_DEFAULT,
+    overlay_opacity: OverlayOpacity = OVERLAY_OPACITY_DEFAULT,
+    dicom_out: DicomOut = False,
+    dicom_wsi: DicomWsi = False,
+    dicom_metadata: DicomMetadata = None,
+    stow: Stow = None,
+    dicomweb_credentials: DicomwebCredentials = None,
     verbose: Verbose = 0,
 ) -> None:
     """Watch a folder and segment each slide that appears in it, once, when it is complete."""
     setup_logging(verbose + 1)
+    with reported():
+        dicom = dicom_options(dicom_out=dicom_out, dicom_wsi=dicom_wsi, dicom_metadata=dicom_metadata, stow=stow,
+                              dicomweb_credentials=dicomweb_credentials)
     options = slide_options(mpp=mpp, low=low, high=high, level_tolerance=level_tolerance, dct_scaling=dct_scaling,
-                            prune=prune)
+                            prune=prune, overlay_style=overlay_style, overlay_opacity=overlay_opacity,
+                            dicom_out=dicom is not None)
     with reported():
         from tseg.runtime.service.core import HotFolderConfig
         from tseg.runtime.service.server import watch as run_watch
 
         config = service_config(out, engine, devices, providers, reader_threads, options, report, report_interval,
-                                keep_days, hot_folders=(HotFolderConfig(folder, settle, poll),),
+                                keep_days, dicom=dicom, hot_folders=(HotFolderConfig(folder, settle, poll),),
                                 retry_failed=retry_failed)
         run_watch(config)

@@ -8,7 +8,10 @@ overlay setting) is added here once.
 
 Fields are grouped by who consumes them (``metadata["scope"]``): ``"segmenter"`` fields are
 settings of :class:`~tseg.runtime.execution.segmenter.Segmenter` (and so of the resume rules in
-:mod:`tseg.runtime.cohort.resume`, which compare them with a finished result).
+:mod:`tseg.runtime.cohort.resume`, which compare them with a finished result; the overlay's style
+and opacity change only ``overlay.png``, redrawn from the saved maps); ``"outputs"`` fields say
+which extra outputs a slide gets (``dicom_out``: its DICOM objects, made with the settings the
+run or the service was started with: ``--dicom-out``, ``--stow``, ``--dicom-metadata``).
 
 ``None`` means "the model's default" (thresholds) or "the slide's metadata" (resolution).
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from tseg.runtime.errors import InvalidArgumentError
 
@@ -29,6 +32,14 @@ def _check_mpp(values: list[float], what: str, raw: str) -> float | tuple[float,
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         raise InvalidArgumentError(f"{what} must be a positive number of µm per pixel, got {raw!r}")
     return parse_mpp(",".join(repr(float(v)) for v in values), what)
+
+
+#: The overlay's styles and defaults, as :mod:`tseg.runtime.execution.segmenter` has them
+#: (``OVERLAY_STYLES``, ``DEFAULT_OVERLAY_*``; a test keeps them equal). Not imported from there so
+#: that the command line's ``--help`` does not load the execution layer.
+OverlayStyle = Literal["fill", "contour", "heatmap"]
+OVERLAY_STYLE_DEFAULT = "fill"
+OVERLAY_OPACITY_DEFAULT = 0.35
 
 
 def _meta(help: str, scope: str = "segmenter", low: float | None = None, high: float | None = None) -> dict[str, Any]:
@@ -53,6 +64,15 @@ class SlideOptions:
         "Opt-in: read a pyramid level within this many percent of the target resolution (0-50).", low=0, high=50))
     dct_scaling: bool = field(default=False, metadata=_meta(
         "Opt-in: decode JPEG tiles at 1/2, 1/4 or 1/8 in the DCT domain where still fine enough."))
+    overlay_style: OverlayStyle = field(default=OVERLAY_STYLE_DEFAULT, metadata=_meta(
+        "overlay.png: fill (translucent tumour fill with its contour), contour (the contour alone) or heatmap "
+        "(the probability as a colour-blind-safe heat map with the contour). Changes only the overlay."))
+    overlay_opacity: float = field(default=OVERLAY_OPACITY_DEFAULT, metadata=_meta(
+        "Opacity of the overlay's fill or heat map, 0-1 (the tissue stays visible below it).", low=0, high=1))
+    dicom_out: bool = field(default=False, metadata=_meta(
+        "Also make the result's DICOM objects (SEG, probability SEG, bulk annotations; stored with STOW-RS when the "
+        "service has --stow). Only where the service was started with --dicom-out or --stow; default: on there.",
+        scope="outputs"))
 
     # --- checking and parsing ----------------------------------------------------------------
 
@@ -71,12 +91,18 @@ class SlideOptions:
         if self.low is not None and self.high is not None and not self.low < self.high:
             raise InvalidArgumentError(f"{at}thresholds must satisfy low < high (8-bit levels), got low={self.low}, "
                                        f"high={self.high}")
-        for name in ("prune", "dct_scaling"):
+        for name in ("prune", "dct_scaling", "dicom_out"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidArgumentError(f"{at}{name} must be true or false, got {getattr(self, name)!r}")
         tol = self.level_tolerance
         if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or not 0 <= tol <= 50:
             raise InvalidArgumentError(f"{at}level_tolerance must be a number of percent 0-50, got {tol!r}")
+        from tseg.runtime.execution.segmenter import check_overlay  # the check Segmenter makes
+
+        try:
+            check_overlay(self.overlay_style, self.overlay_opacity)
+        except InvalidArgumentError as exc:
+            raise InvalidArgumentError(f"{at}{exc}") from None
         return self
 
     @classmethod
@@ -96,8 +122,9 @@ class SlideOptions:
             values["mpp"] = parse_mpp(mpp, f"{at}mpp")
         elif isinstance(mpp, (list, tuple)):
             values["mpp"] = tuple(mpp) if len(mpp) == 2 else mpp
-        if isinstance(values.get("level_tolerance"), int) and not isinstance(values.get("level_tolerance"), bool):
-            values["level_tolerance"] = float(values["level_tolerance"])
+        for name in ("level_tolerance", "overlay_opacity"):
+            if isinstance(values.get(name), int) and not isinstance(values.get(name), bool):
+                values[name] = float(values[name])
         return cls(**values).checked(where)
 
     def merged(self, overrides: Mapping[str, Any], where: str = "") -> "SlideOptions":
@@ -123,6 +150,7 @@ class SlideOptions:
         elif self.mpp is not None:
             data["mpp"] = float(self.mpp)
         data["level_tolerance"] = float(self.level_tolerance)
+        data["overlay_opacity"] = float(self.overlay_opacity)
         return data
 
     @classmethod

@@ -16,6 +16,13 @@ Decisions where the issue was silent:
   (other thresholds post-process the same folder again) or it is gone, the older job's results
   are refused with :class:`ResultGone` instead of serving another job's files.
 * Finished jobs are forgotten after ``keep_days`` (their result folders stay).
+* DICOM outputs are settings of the service (``--dicom-out``, ``--dicom-wsi``, ``--dicom-metadata``,
+  ``--stow``: :attr:`ServiceConfig.dicom`), not of a request: a request cannot name a STOW server
+  or a metadata file (no request may make the service send data elsewhere or read other files).
+  A job may only turn them off or on (``options.dicom_out``, default: on when the service has
+  them); asking for them from a service started without them is refused (``invalid_options``).
+  A job's results list its ``dicom/`` files (``dicom/manifest.json``, ``dicom/tumour-seg-0.dcm``,
+  ...) after the result files, each with a URL.
 """
 
 from __future__ import annotations
@@ -81,6 +88,8 @@ class ServiceConfig:
     keep_days: float | None = 90.0
     hot_folders: Sequence[HotFolderConfig] = ()
     retry_failed: bool = False
+    #: DICOM outputs (:class:`~tseg.runtime.outputs.dicom_export.DicomOptions`); None: none.
+    dicom: Any = None
 
 
 def _iso(t: float | None) -> str | None:
@@ -89,6 +98,32 @@ def _iso(t: float | None) -> str | None:
     from datetime import datetime, timezone
 
     return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def dicom_files(folder: Path) -> dict[str, Path]:
+    """A result folder's DICOM files by their name in the API (``dicom/...``, sorted): plain files
+    only, never through a symbolic link, so nothing outside the result can be served."""
+    from tseg.runtime.outputs.dicom_export import DICOM_FOLDER
+
+    top = folder / DICOM_FOLDER
+    if top.is_symlink() or not top.is_dir():
+        return {}
+    found: dict[str, Path] = {}
+    for base, dirs, names in os.walk(top):  # os.walk does not follow links to folders
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for n in sorted(names):
+            path = Path(base) / n
+            if not n.startswith(".") and not path.is_symlink() and path.is_file():
+                found[path.relative_to(folder).as_posix()] = path
+    return found
+
+
+def dicom_settings(dicom: Any) -> dict[str, Any] | None:
+    """What ``/v1/info`` says about the DICOM outputs (no credentials: only whether a file names them)."""
+    if dicom is None:
+        return None
+    return {"convert_slide": dicom.convert_slide, "stow_url": dicom.stow_url,
+            "credentials_file": dicom.credentials_file is not None, "site_metadata_slides": len(dicom.site)}
 
 
 class Service:
@@ -141,7 +176,7 @@ class Service:
         self.runner = JobRunner(self.store, self.out, EngineSpec(config.engine, config.providers, tuple(config.devices),
                                                                 config.reader_threads),
                                 roots=self.roots, metrics=self.metrics, on_job_done=self._job_done,
-                                on_fatal=self._on_fatal)
+                                on_fatal=self._on_fatal, dicom=config.dicom)
         from tseg.runtime.service.watch import HotFolder
 
         self.hot_folders = [HotFolder(hot.folder, self, settle_s=hot.settle_s, poll_s=hot.poll_s,
@@ -220,6 +255,9 @@ class Service:
             check_thresholds(low, high)
         except InvalidArgumentError as exc:
             raise InvalidArgumentError(f"options: {exc}") from None
+        if opts.dicom_out and self.config.dicom is None:
+            raise InvalidArgumentError("options: dicom_out: this service makes no DICOM objects; start it with "
+                                       "--dicom-out (or --stow URL) to offer them")
         sub = self.store.submit(str(real), opts.to_dict(), overwrite=overwrite, source=source,
                                 idempotency_key=idempotency_key,
                                 request_sha256=hashlib.sha256(request.encode()).hexdigest(),
@@ -301,10 +339,12 @@ class Service:
         settings = summary.get("settings") or {}
         want = SlideOptions.from_mapping(job.options)
         low, high = want.thresholds(*(self.runner.default_thresholds() or (85, 229)))
+        overlay = (settings.get("overlay_style", want.overlay_style),
+                   round(float(settings.get("overlay_opacity", want.overlay_opacity)), 6))
         if slide != job.slide or (settings.get("low"), settings.get("high"), bool(settings.get("prune", True))) != (
-                low, high, want.prune):
+                low, high, want.prune) or overlay != (want.overlay_style, round(float(want.overlay_opacity), 6)):
             raise ResultGone(f"the result folder of job {job_id} ({job.result_folder}) now holds a later job's result "
-                             "(other slide or thresholds); submit the slide again with these options")
+                             "(other slide, thresholds or overlay); submit the slide again with these options")
         return job, folder, summary
 
     def result_files(self, job_id: str) -> tuple[Job, list[dict[str, Any]], dict[str, Any]]:
@@ -312,15 +352,24 @@ class Service:
 
         job, folder, summary = self.result_folder(job_id)
         files = [{"name": n, "bytes": (folder / n).stat().st_size} for n in OUTPUT_FILES if (folder / n).is_file()]
+        files += [{"name": n, "bytes": p.stat().st_size} for n, p in dicom_files(folder).items()]
         return job, files, summary
 
     def result_file(self, job_id: str, name: str) -> Path:
-        """One output file of a job's result (only the names tseg-rt writes)."""
+        """One output file of a job's result (only the names tseg-rt writes, and its DICOM objects)."""
+        from tseg.runtime.outputs.dicom_export import DICOM_FOLDER
         from tseg.runtime.outputs.files import OUTPUT_FILES
 
-        if name not in OUTPUT_FILES:
-            raise JobNotFound(f"no result file {name!r}; results are {', '.join(OUTPUT_FILES)}")
+        is_dicom = name.startswith(f"{DICOM_FOLDER}/")
+        if name not in OUTPUT_FILES and not is_dicom:
+            raise JobNotFound(f"no result file {name!r}; results are {', '.join(OUTPUT_FILES)} and the files "
+                              f"under {DICOM_FOLDER}/ listed by the job's results")
         _, folder, _ = self.result_folder(job_id)
+        if is_dicom:
+            found = dicom_files(folder).get(name)
+            if found is None:
+                raise JobNotFound(f"job {job_id}'s result has no {name} (see its results listing)")
+            return found
         path = folder / name
         if not path.is_file():
             raise JobNotFound(f"job {job_id}'s result has no {name} (written only when its slide's run made it)")
@@ -342,7 +391,8 @@ class Service:
     def info(self) -> dict[str, Any]:
         return {"service": self.kind, "version": self.versions.get("tseg-rt"), "versions": self.versions,
                 "started": _iso(self.started_at), "results": str(self.out.resolve()), "roots": list(self.roots.folders),
-                "defaults": self.config.defaults.to_dict(), "engine": self.health()["workers"],
+                "defaults": self.config.defaults.to_dict(), "dicom": dicom_settings(self.config.dicom),
+                "engine": self.health()["workers"],
                 "jobs": self.store.counts(), "hot_folders": [str(h.folder) for h in self.hot_folders]}
 
     def metrics_text(self) -> str:

@@ -5,7 +5,9 @@ with one small tile (readiness means "loaded and warmed up", as Triton's), then 
 due job from the :class:`~tseg.runtime.service.store.JobStore` and runs it through
 :func:`tseg.runtime.cohort.batch.run_slide` — the result folders, per-slide locks, atomic outputs
 and resume rules of ``tseg-rt run``, nothing reimplemented — with the job's options applied to the
-loaded model (``Segmenter.with_settings``: no reload).
+loaded model (``Segmenter.with_settings``: no reload: thresholds, resolution, the overlay's style
+and opacity) and, when the job's ``dicom_out`` is on, the service's DICOM settings
+(``run_slide(dicom=...)``: the objects are made, and stored with ``--stow``, under the slide's lock).
 
 What a job becomes:
 
@@ -37,7 +39,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from tseg.runtime.cohort.options import SlideOptions
-from tseg.runtime.errors import TsegError
+from tseg.runtime.errors import InvalidArgumentError, TsegError
 from tseg.runtime.service.metrics import Metrics
 from tseg.runtime.service.paths import PathRefused, Roots
 from tseg.runtime.service.store import Job, JobStore
@@ -55,7 +57,7 @@ ERROR_CODES = {
     "OSError": "io_error", "FileNotFoundError": "io_error", "PermissionError": "io_error", "IsADirectoryError": "io_error",
 }
 LOCKED_RETRY_S = 5.0
-SUMMARY_KEYS = ("areas", "tiles", "timings_s", "warnings")
+SUMMARY_KEYS = ("areas", "tiles", "timings_s", "warnings", "dicom")
 
 
 def error_code(error_type: str) -> str:
@@ -165,7 +167,7 @@ class JobRunner:
 
     def __init__(self, store: JobStore, out: Path, spec: EngineSpec, roots: Roots | None = None,
                  metrics: Metrics | None = None, on_job_done: Callable[[Job], None] | None = None,
-                 on_fatal: Callable[[str], None] | None = None, poll_s: float = 1.0) -> None:
+                 on_fatal: Callable[[str], None] | None = None, poll_s: float = 1.0, dicom: Any = None) -> None:
         self.store = store
         self.out = Path(out)
         self.spec = spec
@@ -174,6 +176,7 @@ class JobRunner:
         self.on_job_done = on_job_done
         self.on_fatal = on_fatal
         self.poll_s = poll_s
+        self.dicom = dicom  # DicomOptions of the service (jobs with options.dicom_out use them)
         self.stopping = threading.Event()
         self._work = threading.Condition()
         self._running: dict[str, Running] = {}
@@ -286,12 +289,19 @@ class JobRunner:
         try:
             if self.roots is not None:
                 self.roots.resolve(job.slide)  # again: the file system may have changed since submission
-            options = SlideOptions.from_mapping(job.options).segmenter_settings()
-            outcome = run_slide(worker.segmenter, Path(job.slide), self.out, job.overwrite, overrides=options,
-                                on_tile=on_tile, on_plan=on_plan, cancel=r.cancel)
+            options = SlideOptions.from_mapping(job.options)
+            if options.dicom_out and self.dicom is None:
+                raise InvalidArgumentError(f"{job.slide}: the job asks for DICOM objects (dicom_out), but the service "
+                                           "now runs without --dicom-out; restart it with --dicom-out or submit "
+                                           "the slide again")
+            outcome = run_slide(worker.segmenter, Path(job.slide), self.out, job.overwrite,
+                                overrides=options.segmenter_settings(), on_tile=on_tile, on_plan=on_plan,
+                                cancel=r.cancel, dicom=self.dicom if options.dicom_out else None)
             final = self._conclude(job, r, outcome)
         except PathRefused as exc:
             final = self.store.finish(job.id, "failure", error_code=exc.code, error_message=str(exc))
+        except InvalidArgumentError as exc:
+            final = self.store.finish(job.id, "failure", error_code="invalid_options", error_message=str(exc))
         except Exception as exc:  # a bug: the job fails, the service goes on
             log.error("job %s: unexpected error", job.id, exc_info=exc)
             final = self.store.finish(job.id, "failure", error_code="internal_error",

@@ -87,6 +87,9 @@ class JobResult(BaseModel):
     tiles: Optional[dict[str, Any]] = None
     timings_s: Optional[dict[str, Any]] = None
     warnings: Optional[list[Any]] = None
+    dicom: Optional[dict[str, Any]] = Field(None, description=(
+        "The DICOM objects (options.dicom_out): series UIDs, instances, bytes, STOW-RS status; the files are in "
+        "the results listing under dicom/"))
 
 
 class Links(BaseModel):
@@ -156,6 +159,8 @@ class Info(BaseModel):
     results: str
     roots: list[str]
     defaults: dict[str, Any]
+    dicom: Optional[dict[str, Any]] = Field(None, description="The service's DICOM outputs (--dicom-out, --stow); "
+                                                                "null: none")
     engine: list[dict[str, Any]]
     jobs: dict[str, int]
     hot_folders: list[str]

@@ -56,10 +56,12 @@ COMMANDS = {
     "serve": ["--out/-o", "--root", "--engine/-e", "--host", "--port", "--token-file", "--devices", "--providers",
               "--reader-threads", "--watch", "--settle", "--poll", "--report|--no-report", "--report-interval",
               "--keep-days", "--mpp", "--low", "--high", "--prune|--no-prune", "--level-tolerance", "--dct-scaling",
-              "--verbose/-v"],
+              "--overlay-style", "--overlay-opacity", "--dicom-out", "--dicom-wsi", "--dicom-metadata", "--stow",
+              "--dicomweb-credentials", "--verbose/-v"],
     "watch": ["FOLDER", "--out/-o", "--engine/-e", "--settle", "--poll", "--retry-failed", "--devices", "--providers",
               "--reader-threads", "--report|--no-report", "--report-interval", "--keep-days", "--mpp", "--low",
-              "--high", "--prune|--no-prune", "--level-tolerance", "--dct-scaling", "--verbose/-v"],
+              "--high", "--prune|--no-prune", "--level-tolerance", "--dct-scaling", "--overlay-style", "--overlay-opacity", "--dicom-out", "--dicom-wsi", "--dicom-metadata", "--stow",
+              "--dicomweb-credentials", "--verbose/-v"],
     "bench": ["SLIDES", "--engine/-e", "--providers", "--device", "--tile", "--tiles", "--warmup", "--time-limit",
               "--onnx", "--engine-only", "--end-to-end-only", "--generate", "--generated-mpp", "--reader-threads",
               "--level-tolerance", "--json", "--check", "--check-time-limit", "--compare", "--verbose/-v"],
@@ -142,6 +144,9 @@ def test_the_exit_statuses_are_documented():
     (["run", "x.svs", "--overlay-style", "opaque"], 2, "overlay style must be one of fill, contour, heatmap"),
     (["run", "x.svs", "--overlay-opacity", "1.5"], 2, "--overlay-opacity"),
     (["postprocess", "x", "--overlay-style", "opaque"], 2, "overlay style must be one of fill, contour, heatmap"),
+    (["serve", "--overlay-style", "opaque"], 2, "overlay style must be one of fill, contour, heatmap"),
+    (["watch", "in", "--overlay-opacity", "2"], 2, "--overlay-opacity"),
+    (["serve", "--stow", "http://user:pw@127.0.0.1:1/dicom-web"], 2, "the URL for 127.0.0.1 contains"),
 ])
 def test_errors_before_any_slide_exit_2(args, code, says):
     """Bad options and missing inputs stop the command before any slide or model is read (the

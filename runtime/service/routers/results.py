@@ -1,4 +1,5 @@
-"""``/v1/jobs/{id}/results``: a finished job's files (summary, GeoJSON, PNGs, pyramidal TIFF)."""
+"""``/v1/jobs/{id}/results``: a finished job's files (summary, GeoJSON, PNGs, pyramidal TIFF, and
+its DICOM objects under ``dicom/`` when the service makes them)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from tseg.runtime.service.schemas import Results
 
 router = APIRouter(prefix="/v1/jobs/{job_id}/results", tags=["results"])
 MEDIA_TYPES = {".png": "image/png", ".geojson": "application/geo+json", ".json": "application/json",
-               ".tif": "image/tiff"}
+               ".tif": "image/tiff", ".dcm": "application/dicom"}
 
 
 def media_type(name: str) -> str:
@@ -30,11 +31,12 @@ def list_results(job_id: str, service: Annotated[Service, Depends(get_service)])
                       for f in files]}
 
 
-@router.get("/{name}", response_class=FileResponse, responses={
+@router.get("/{name:path}", response_class=FileResponse, responses={
     200: {"description": "The file", "content": {t: {} for t in sorted(set(MEDIA_TYPES.values()))}},
     404: PROBLEM, 409: PROBLEM, 410: PROBLEM})
 def get_result(job_id: str, name: str, service: Annotated[Service, Depends(get_service)]):
     """One file: summary.json, tumour.geojson, mask.png, probability.png, overlay.png,
-    foreground.png, overview.png or probability.tif."""
+    foreground.png, overview.png or probability.tif; or a DICOM file the results list
+    (``dicom/manifest.json``, ``dicom/tumour-seg-0.dcm``, ...)."""
     path = service.result_file(job_id, name)
-    return FileResponse(path, media_type=media_type(name), filename=name)
+    return FileResponse(path, media_type=media_type(name), filename=path.name)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO
+from helpers import REPO, make_square_slide
 from service_process import ServiceProcess, no_temporary_outputs, wait_job
 from tseg.runtime.cohort.batch import run_batch
 from tseg.runtime.cohort.identity import RESULT_MARKER
@@ -96,6 +96,31 @@ def test_same_slide_again_reuses_or_postprocesses_the_result(client, slide_root)
     gone = client.get(f"/v1/jobs/{first['id']}/results")  # the folder now holds the later thresholds
     assert gone.status_code == 410 and gone.json()["code"] == "gone"
     assert client.get(f"/v1/jobs/{first['id']}/results/mask.png").status_code == 410
+
+
+def test_overlay_style_and_opacity_per_job(client, slide_root):
+    """A job's overlay options reach Segmenter's settings (as `run --overlay-style` does): the
+    summary records them and overlay.png is redrawn from the saved maps; the masks stay the same."""
+    slide = slide_root / "overlay.tiff"
+    if not slide.exists():
+        make_square_slide(slide, seed=7)
+    first = wait_job(client, submit(client, slide).json()["id"])
+    assert first["state"] == "success" and first["options"]["overlay_style"] == "fill", first
+    url = first["links"]["results"]
+    default = client.get(f"{url}/overlay.png").content
+    mask = client.get(f"{url}/mask.png").content
+    body = {"overlay_style": "contour", "overlay_opacity": 0.8}
+    job = wait_job(client, submit(client, slide, options=body).json()["id"])
+    assert job["state"] == "success" and job["result"]["outcome"] == "postprocessed", job
+    assert "overlay redrawn" in job["detail"] and job["options"]["overlay_style"] == "contour"
+    listing = client.get(job["links"]["results"]).json()
+    assert (listing["summary"]["settings"]["overlay_style"], listing["summary"]["settings"]["overlay_opacity"]) == (
+        "contour", 0.8)
+    contour = client.get(f"{job['links']['results']}/overlay.png")
+    assert contour.status_code == 200 and contour.content[:8] == b"\x89PNG\r\n\x1a\n" and contour.content != default
+    assert client.get(f"{job['links']['results']}/mask.png").content == mask  # only the picture changed
+    gone = client.get(url)  # the folder's overlay is now the later job's
+    assert gone.status_code == 410 and gone.json()["code"] == "gone"
 
 
 def test_idempotency_key(client, slide_root):
@@ -217,6 +242,10 @@ def test_bad_requests_are_refused_with_problem_details(client, slide_root, tmp_p
         ({"path": "a.tiff", "options": {"mpp": 500}}, 422, "invalid_request"),
         ({"path": "a.tiff", "options": {"mpp": [0.5]}}, 422, "invalid_request"),
         ({"path": "a.tiff", "options": "low=80"}, 422, "invalid_request"),
+        ({"path": "a.tiff", "options": {"overlay_style": "outline"}}, 422, "invalid_request"),
+        ({"path": "a.tiff", "options": {"overlay_opacity": 1.5}}, 422, "invalid_request"),
+        ({"path": "a.tiff", "options": {"overlay_opacity": "0.5"}}, 422, "invalid_request"),
+        ({"path": "a.tiff", "options": {"dicom_out": True}}, 422, "invalid_options"),  # served without --dicom-out
         ({"path": ["a.tiff"]}, 422, "invalid_request"),
     ]
     for body, status, code in cases:

@@ -57,13 +57,20 @@ def test_options_parse_check_and_merge():
     assert opts.mpp == (0.25, 0.3) and opts.thresholds() == (60, 200)
     assert SlideOptions.from_mapping({"mpp": [0.25, 0.25]}).to_dict()["mpp"] == [0.25, 0.25]
     assert SlideOptions().to_dict() == {"mpp": None, "low": None, "high": None, "prune": True,
-                                        "level_tolerance": 0.0, "dct_scaling": False}
+                                        "level_tolerance": 0.0, "dct_scaling": False, "overlay_style": "fill",
+                                        "overlay_opacity": 0.35, "dicom_out": False}
     assert SlideOptions(low=50).merged({"high": 90}).thresholds() == (50, 90)
-    assert set(opts.segmenter_settings()) == {"mpp", "low", "high", "prune", "level_tolerance", "dct_scaling"}
+    assert set(opts.segmenter_settings()) == {"mpp", "low", "high", "prune", "level_tolerance", "dct_scaling",
+                                              "overlay_style", "overlay_opacity"}  # dicom_out: outputs, not Segmenter
+    contour = SlideOptions.from_mapping({"overlay_style": "contour", "overlay_opacity": 1})
+    assert contour.to_dict()["overlay_opacity"] == 1.0 and contour.segmenter_settings()["overlay_style"] == "contour"
     for bad, message in (({"low": 300}, "low must be an integer 0-255"), ({"low": True}, "low must be an integer"),
                          ({"low": 90, "high": 80}, "low < high"), ({"mpp": 50}, "plausible range"),
                          ({"mpp": [1, 2, 3]}, "X or"), ({"prune": "yes"}, "prune must be true or false"),
-                         ({"level_tolerance": 80}, "level_tolerance"), ({"lo": 1}, "unknown option.*allowed")):
+                         ({"level_tolerance": 80}, "level_tolerance"), ({"lo": 1}, "unknown option.*allowed"),
+                         ({"overlay_style": "outline"}, "row 3: overlay style must be one of fill, contour, heatmap"),
+                         ({"overlay_opacity": 1.5}, "overlay opacity must be a number from 0"),
+                         ({"overlay_opacity": True}, "overlay opacity"), ({"dicom_out": "yes"}, "dicom_out must be")):
         with pytest.raises(InvalidArgumentError, match=message):
             SlideOptions.from_mapping(bad, "row 3")
 
@@ -86,3 +93,16 @@ def test_one_options_object_feeds_the_api_and_the_command_line():
     for name in ("serve", "watch"):
         params = {p.name for p in commands[name].params}
         assert set(fields) <= params, (name, set(fields) - params)
+
+
+def test_overlay_choices_are_the_segmenters():
+    """SlideOptions' overlay styles and defaults (kept apart so that --help does not load the
+    execution layer) are Segmenter's."""
+    import typing
+
+    from tseg.runtime.cohort.options import OverlayStyle
+    from tseg.runtime.execution.segmenter import DEFAULT_OVERLAY_OPACITY, DEFAULT_OVERLAY_STYLE, OVERLAY_STYLES
+
+    assert typing.get_args(OverlayStyle) == OVERLAY_STYLES
+    assert (SlideOptions().overlay_style, SlideOptions().overlay_opacity) == (DEFAULT_OVERLAY_STYLE,
+                                                                              DEFAULT_OVERLAY_OPACITY)
