@@ -62,11 +62,17 @@ def _cli(*args):
 def test_array_tasks_cover_the_cohort_and_resubmitting_is_safe(tmp_path):
     d = tmp_path / "in"
     d.mkdir()
-    for i in range(4):
-        make_square_slide(d / f"s{i}.tiff", seed=i)
+    # Shards hash the resolved path, which includes the random temporary folder: four fixed names
+    # all fall into one shard about 1 time in 8. Pick four names that cover both shards here.
+    candidates = [f"s{i:02d}" for i in range(64)]  # one length: no name is part of another
+    by_shard = {k: [n for n in candidates if shard_index(d / f"{n}.tiff", 2) == k] for k in (0, 1)}
+    firsts = (by_shard[0][0], by_shard[1][0])
+    names = sorted([*firsts, *[n for n in candidates if n not in firsts][:2]])
+    for i, n in enumerate(names):
+        make_square_slide(d / f"{n}.tiff", seed=i)
     model = make_colour_model(tmp_path / "m.onnx", tile=1024, overlap=64)
     out = tmp_path / "out"
-    expected = {k: {f"s{i}" for i in range(4) if shard_index(d / f"s{i}.tiff", 2) == k} for k in (0, 1)}
+    expected = {k: {n for n in names if shard_index(d / f"{n}.tiff", 2) == k} for k in (0, 1)}
     assert expected[0] and expected[1], "the four slides fall into both shards"
     for k in (0, 1):
         r = _cli("run", d, "--engine", model, "--out", out, "--no-progress", "--shard", f"{k}/2")
@@ -74,7 +80,7 @@ def test_array_tasks_cover_the_cohort_and_resubmitting_is_safe(tmp_path):
         assert f"(shard {k}/2: {len(expected[k])} of 4)" in r.stderr
         assert {n for n in expected[k] if n in r.stdout} == expected[k]
         assert not {n for n in expected[1 - k] if f" {n} " in r.stdout}
-    assert {p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")} == {f"s{i}" for i in range(4)}
+    assert {p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")} == set(names)
     again = _cli("run", d, "--engine", model, "--out", out, "--no-progress", "--shard", "0/2")  # resubmitted
     assert again.returncode == 0 and "│ done " not in again.stdout and again.stdout.count("│ skipped ") == len(expected[0])
     # The report at the end of each task covers the whole folder.
