@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from tseg.runtime.errors import InvalidArgumentError, OutputError
+from tseg.runtime.wsi.dicom import WSI_SOP_CLASS
 
 log = logging.getLogger(__name__)
 
-WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 #: CSV column -> (DICOM keyword, value representation) of what a site fills in.
 SITE_FIELDS: dict[str, tuple[str, str]] = {
     "patient_id": ("PatientID", "LO"), "patient_name": ("PatientName", "PN"),

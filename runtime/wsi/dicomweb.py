@@ -36,10 +36,10 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from tseg.runtime.errors import DicomWebError, InvalidArgumentError, SlideNotFoundError, UnsupportedSlideError
+from tseg.runtime.wsi.dicom import WSI_SOP_CLASS
 
 log = logging.getLogger(__name__)
 
-WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 _SCHEMES = {"http": "http", "https": "https", "dicomweb": "https", "dicomweb+https": "https",
             "dicomweb+http": "http"}
 _URL = re.compile(r"^(?P<scheme>[a-z+]+)://(?P<rest>.+)$", re.IGNORECASE)
