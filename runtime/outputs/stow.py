@@ -134,8 +134,9 @@ def _stow_error(root: str, exc: Exception, session: Any) -> Exception:
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         status = exc.response.status_code
         if status in (401, 403):
-            origin = getattr(session, "tseg_credentials_origin", None)
-            sent = f"with the credentials from {origin}" if origin else "without credentials"
+            from tseg.runtime.util.http import credentials_sent
+
+            sent = credentials_sent(session)
             return DicomWebError(root, f"the server refused to store ({status} {exc.response.reason}) {sent}; give "
                                        "credentials that may store (--dicomweb-credentials FILE, "
                                        "TSEG_DICOMWEB_CREDENTIALS, or TSEG_DICOMWEB_TOKEN / TSEG_DICOMWEB_USER + "

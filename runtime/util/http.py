@@ -175,3 +175,9 @@ def http_session(url: str, credentials_file: str | os.PathLike[str] | None = Non
         log.debug("DICOMweb credentials for %s from %s", urlsplit(url).netloc, credentials.origin)
     session.tseg_credentials_origin = credentials.origin if credentials else None  # for error messages
     return session
+
+
+def credentials_sent(session: Any) -> str:
+    """How a session of :func:`http_session` authenticated, for a refusal's message (never the secret)."""
+    origin = getattr(session, "tseg_credentials_origin", None)
+    return f"with the credentials from {origin}" if origin else "without credentials"

@@ -110,8 +110,9 @@ def _fail(location: DicomWebLocation, what: str, exc: Exception, session: Any = 
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         status = exc.response.status_code
         if status in (401, 403):
-            origin = getattr(session, "tseg_credentials_origin", None)
-            sent = f"with the credentials from {origin}" if origin else "without credentials"
+            from tseg.runtime.util.http import credentials_sent
+
+            sent = credentials_sent(session)
             return DicomWebError(url, f"the server refused access ({status} {exc.response.reason}) {sent} while "
                                       f"{what}. Give credentials in a file (--dicomweb-credentials FILE, or "
                                       "TSEG_DICOMWEB_CREDENTIALS) or in TSEG_DICOMWEB_TOKEN / TSEG_DICOMWEB_USER + "
