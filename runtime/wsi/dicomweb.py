@@ -35,7 +35,13 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from tseg.runtime.errors import DicomWebError, InvalidArgumentError, SlideNotFoundError, UnsupportedSlideError
+from tseg.runtime.errors import (
+    DicomWebError,
+    InvalidArgumentError,
+    SlideNotFoundError,
+    TsegError,
+    UnsupportedSlideError,
+)
 from tseg.runtime.wsi.dicom import WSI_SOP_CLASS
 
 log = logging.getLogger(__name__)
@@ -255,6 +261,8 @@ class DicomWebSource:
         try:
             self._wsi = WsiDicom.open_web(_client_with_bulk_data(WsiDicomWebClient, self._connection),
                                           self.location.study, self.location.series)
+        except TsegError:
+            raise  # our client's own errors (a refused or failing request while wsidicom reads metadata)
         except Exception as exc:
             import requests
 

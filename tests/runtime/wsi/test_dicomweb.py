@@ -156,3 +156,24 @@ def test_urls_are_slides_of_batches_csvs_shards_and_result_folders(tmp_path):
     assert read_slides_csv(table) == [(canonical, {"mpp": 0.5}), (tmp_path / "s.tiff", {})]
     assert shard_key(url) == slide_key(url) == canonical
     assert result_stem(canonical) == slide_stem(canonical) == SERIES  # not "1.2.826...498" (a suffix cut)
+
+
+def test_a_server_error_while_wsidicom_reads_metadata_is_not_called_unsupported(monkeypatch):
+    """wsidicom lets the errors of our client (a 503 after retries, a 401 on an instance's
+    metadata) through open_web: they must reach the user as themselves, not as "wsidicom cannot
+    open the series"."""
+    import wsidicom
+
+    from tseg.runtime.wsi import dicomweb
+
+    url = "http://127.0.0.1:9/dicom-web/studies/1.2.3/series/4.5.6"  # never contacted
+    monkeypatch.setattr(dicomweb, "list_instances", lambda connection: [{"00080016": {"Value": [dicomweb.WSI_SOP_CLASS]}}])
+
+    def refused(*args, **kwargs):
+        raise DicomWebError(url, "the server refused access (401 Unauthorized) while reading an instance's metadata",
+                            status=401)
+
+    monkeypatch.setattr(wsidicom.WsiDicom, "open_web", staticmethod(refused))
+    with pytest.raises(DicomWebError, match="refused access \\(401") as caught:
+        DicomWebSource(url)
+    assert caught.value.status == 401
