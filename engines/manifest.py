@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from tseg.runtime.util.atomic import write_text
-from tseg.runtime.util.safeio import UnsafeFileError, read_text
+from tseg.runtime.util.safeio import UnsafeFileError, read_json
 from tseg.runtime.execution.backends import file_sha256
 from tseg.runtime.execution.contract import METADATA_KEY, ModelContract
 from tseg.runtime.errors import ContractError, EngineMismatchError, ModelError, ModelNotFoundError
@@ -168,18 +168,16 @@ def read_manifest(plan: str | os.PathLike[str], verify: bool = True) -> EngineMa
                             "plan in `tseg-rt build-engine`; rebuild the engine (plans from other tools "
                             "carry no model contract)")
     try:
-        text = read_text(mp, limit=MANIFEST_BYTES)
+        data = read_json(mp, limit=MANIFEST_BYTES)
     except UnicodeDecodeError as exc:
         raise ModelError(mp, f"unreadable engine manifest: not UTF-8 text (byte {exc.start}). {REBUILD}") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(mp, f"unreadable engine manifest: not valid JSON ({exc.msg} at line {exc.lineno}, column "
+                             f"{exc.colno}). {REBUILD}") from None
     except UnsafeFileError as exc:
         raise ModelError(mp, f"unreadable engine manifest: it {exc.what}") from None
     except OSError as exc:
         raise ModelError(mp, f"unreadable engine manifest: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ModelError(mp, f"unreadable engine manifest: not valid JSON ({exc.msg} at line {exc.lineno}, column "
-                             f"{exc.colno}). {REBUILD}") from None
     manifest = EngineManifest.from_dict(data, str(mp))
     if verify:
         actual = sha256_file(p)

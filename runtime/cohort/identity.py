@@ -9,8 +9,10 @@ next to segmenting the slide; a rescanned or replaced file changes it.
 
 **Result folder.** ``OUT/<stem>`` — the file name without its extension (a DICOM series: its
 folder's name) — unless that folder holds, or a live process is making, the result of another
-slide; then ``OUT/<stem>-<first 8 hex digits of SHA-1 of the resolved path>`` (chosen under the
-folder's lock: :func:`tseg.runtime.cohort.locks.claim_result_folder`). A stem longer than
+slide; then ``OUT/<stem>-<first 8 hex digits of SHA-1 of the resolved path>``. The choice depends
+only on the slide and on what ``OUT`` holds, never on which other slides are in the batch or
+their order, and it is taken under the folder's lock
+(:func:`tseg.runtime.cohort.locks.claim_result_folder`). A stem longer than
 :func:`name_budget` bytes (names of up to 255 bytes are legal, and tseg-rt adds to them) is cut at
 a character boundary and ends in ``~`` and 8 hex digits of the whole stem's hash
 (:func:`fit_name`), so names stay unique and every derived name fits the file system.

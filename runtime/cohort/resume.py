@@ -5,23 +5,9 @@ distributes slides over processes or machines; nothing here depends on the rest 
 Identity and names are in :mod:`tseg.runtime.cohort.identity`, locks in
 :mod:`tseg.runtime.cohort.locks`; this module decides, and re-exports both for runners.
 
-**Identity.** A slide is its resolved path (for a DICOM series: its folder, or its first file
-when the folder holds several series) plus a content fingerprint: SHA-256 over the size and the
-first and last MiB of the file (the header, the first tiles and, for TIFFs written back to front,
-the directories at the end); for a DICOM series over each file's name, size, first and last
-64 KiB; for MIRAX, the ``.mrxs`` file and its ``Slidedat.ini``. Reading 2 MiB costs nothing
-next to segmenting the slide; a rescanned or replaced file changes it.
-
-**Result folder.** ``OUT/<stem>`` — the file name without its extension (a DICOM series: its
-folder's name) — unless that folder holds, or a live process is making, the result of another
-slide; then ``OUT/<stem>-<first 8 hex digits of SHA-1 of the resolved path>``. The choice depends
-only on the slide and on what ``OUT`` holds, never on which other slides are in the batch or
-their order, and it is taken under the folder's lock (:func:`claim_result_folder`).
-
-**The same slide** (:func:`match_slide`): a recorded result is this slide's when its path is
-this slide's path (``same``; ``changed`` when the fingerprint differs: the file was replaced),
-or when its fingerprint is this slide's and its recorded path no longer exists (``moved``).
-Anything else is another slide's.
+Who a slide is (its path and content fingerprint), which result folder it gets and when a
+recorded result is the same slide's (:func:`match_slide`) are described in
+:mod:`tseg.runtime.cohort.identity`.
 
 **Reuse** (:func:`decide`), for a finished result (``summary.json`` present) of this slide:
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tseg.runtime.errors import OutputError
-from tseg.runtime.util.safeio import UnsafeFileError, read_text
+from tseg.runtime.util.safeio import UnsafeFileError, read_json
 
 SUMMARY = "summary.json"
 
@@ -22,7 +22,7 @@ def read_summary(folder: Path) -> dict[str, Any] | None:
         return None
     redo = "rerun `tseg-rt run --overwrite` for its slide"
     try:  # never through a link (the folder or the file), never a FIFO or device (safeio)
-        data = json.loads(read_text(path, below=folder.parent))
+        data = read_json(path, below=folder.parent)
     except json.JSONDecodeError as exc:
         raise OutputError(path, f"corrupt (not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}); "
                                 f"{redo}") from exc

@@ -30,7 +30,7 @@ import resource
 from dataclasses import dataclass
 from typing import Any
 
-from tseg.runtime.errors import ImplausibleSizeError, SlideTooLargeError
+from tseg.runtime.errors import ImplausibleSizeError, InvalidArgumentError, SlideTooLargeError
 
 #: Longest side of a plausible slide, in mm (``--max-slide-mm``).
 MAX_SLIDE_MM = 100.0
@@ -110,8 +110,6 @@ def slide_budget(size_mm: tuple[float, float], model_px: tuple[int, int], model_
     """The :class:`SlideBudget` of a slide of ``size_mm`` that is ``model_px`` at the model's
     resolution, read in tiles of ``tile_px``; ``machine_bytes`` None: :func:`machine_memory_bytes`."""
     if not (isinstance(max_slide_mm, (int, float)) and math.isfinite(max_slide_mm) and max_slide_mm > 0):
-        from tseg.runtime.errors import InvalidArgumentError
-
         raise InvalidArgumentError(f"max_slide_mm must be a positive number of mm, got {max_slide_mm!r}")
     w, h = model_px
     tile = min(tile_px, max(w, h)) ** 2
