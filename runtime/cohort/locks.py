@@ -192,7 +192,7 @@ def live_holder(path: Path) -> tuple[bool, dict[str, Any] | None]:
     instant, so a process that tries to lock the slide at that very instant finds it busy and
     comes back to it (as it does for any other holder)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = open_fd(path, follow=False)  # a FIFO, device or link planted as a lock: no holder, never a hang
     except OSError:
         return False, None
     try:

@@ -179,3 +179,36 @@ def test_the_page_filters_the_slides_that_did_not_finish_in_a_real_browser(resul
                    "s.dispatchEvent(new Event('change'))")
         assert b.evaluate(f"Array.from({rows}).map(r => r.dataset.name)") == ["d"]
         assert "status=running" in b.evaluate("location.hash")
+
+
+def test_the_live_lock_check_never_blocks_on_or_follows_a_planted_file(tmp_path):
+    """report --slides asks each unfinished slide's lock whether a live process holds it: a FIFO
+    planted at the lock's name must not hang that read-only check, and a link must not be
+    followed to a file elsewhere; a real held lock is still seen."""
+    import fcntl
+    import json
+    import os
+    import threading
+
+    from tseg.runtime.cohort.locks import live_holder
+
+    fifo = tmp_path / ".a.lock"
+    os.mkfifo(fifo)
+    outside = tmp_path / "elsewhere.json"
+    outside.write_text("{}")
+    link = tmp_path / ".b.lock"
+    link.symlink_to(outside)
+    answers: dict[str, object] = {}
+    checker = threading.Thread(target=lambda: answers.update(fifo=live_holder(fifo), link=live_holder(link)), daemon=True)
+    checker.start()
+    checker.join(10)
+    assert not checker.is_alive(), "the lock check blocked on a FIFO"
+    assert answers == {"fifo": (False, None), "link": (False, None)}
+    with outside.open("r") as held:  # the link's target held by someone: still not this lock's holder
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert live_holder(link) == (False, None)
+    real = tmp_path / ".c.lock"
+    real.write_text(json.dumps({"pid": 1, "host": "h"}))
+    with real.open("r") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert live_holder(real) == (True, {"pid": 1, "host": "h"})
