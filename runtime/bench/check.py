@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from tseg.runtime.bench.machine import gpu_label
 from tseg.runtime.bench.result import new_result
 from tseg.runtime.errors import InvalidArgumentError
 
@@ -131,14 +132,9 @@ def run_check(settings: CheckSettings = CheckSettings(),
     return result
 
 
-def _gpu(result: dict[str, Any]) -> str:
-    devices = result["machine"]["gpu"].get("devices") or []
-    return f"{devices[0]['name']} ({devices[0]['compute_capability']})" if devices else "no GPU"
-
-
 def table_rows(result: dict[str, Any]) -> list[str]:
     """The README GPU table's rows (``| GPU | what | s per tile | TFLOP/s | fp16 vs fp32 | measured |``)."""
-    gpu, day = _gpu(result), result["created"][:10]
+    gpu, day = gpu_label(result["machine"]["gpu"].get("devices") or []), result["created"][:10]
     side = result["tile"][0]
     rows = []
     torch_rows = result["steps"].get("pytorch") or {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from tseg.runtime.bench.machine import gpu_label
 from tseg.runtime.bench.stages import STAGES
 
 #: (label, getter, better): "lower" for times and memory, "higher" for rates, None for text.
@@ -32,14 +33,9 @@ def _get(*keys: str | int) -> Getter:
     return get
 
 
-def _gpu_name(data: Mapping[str, Any]) -> Any:
-    devices = _get("machine", "gpu", "devices")(data) or []
-    return f"{devices[0]['name']} ({devices[0]['compute_capability']})" if devices else "no GPU"
-
-
 def metrics(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[tuple[str, Getter, str | None]]:
     rows: list[tuple[str, Getter, str | None]] = [
-        ("GPU", _gpu_name, None),
+        ("GPU", lambda d: gpu_label(_get("machine", "gpu", "devices")(d) or []), None),
         ("CPU", _get("machine", "cpu", "model"), None),
         ("CPU cores usable", _get("machine", "cpu", "usable_cores"), "higher"),
         ("model", lambda d: Path(_get("engine", "model", "path")(d) or "").name or None, None),

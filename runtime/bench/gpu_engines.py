@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -78,25 +78,24 @@ def onnxruntime_cuda_row(model: Path, tile: int, device: int, time_limit_s: floa
     return {"model": str(model), "timing": result}
 
 
+def _row(make: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """``make(*args)``, or ``{"skipped": reason}`` when its backend is not installed, or ``{"error": ...}``."""
+    try:
+        return make(*args)
+    except BackendUnavailableError as exc:
+        return {"skipped": str(exc)}
+    except TsegError as exc:
+        return {"error": str(exc)}
+
+
 def engine_rows(model: str, tile: int = 7680, device: int = 0, time_limit_s: float = 120.0) -> dict[str, Any]:
     """Every GPU backend this machine has, on ``model`` (module docstring)."""
     path = Path(model)
-    rows: dict[str, Any] = {}
-    try:
-        rows["tensorrt"] = tensorrt_row(path, tile, device, time_limit_s)
-    except BackendUnavailableError as exc:
-        rows["tensorrt"] = {"skipped": str(exc)}
-    except TsegError as exc:
-        rows["tensorrt"] = {"error": str(exc)}
+    rows: dict[str, Any] = {"tensorrt": _row(tensorrt_row, path, tile, device, time_limit_s)}
     if path.suffix.lower() != ".onnx":
         rows["onnxruntime_cuda"] = {"skipped": "an .onnx model is needed for ONNX Runtime"}
     else:
-        try:
-            rows["onnxruntime_cuda"] = onnxruntime_cuda_row(path, tile, device, time_limit_s)
-        except BackendUnavailableError as exc:
-            rows["onnxruntime_cuda"] = {"skipped": str(exc)}
-        except TsegError as exc:
-            rows["onnxruntime_cuda"] = {"error": str(exc)}
+        rows["onnxruntime_cuda"] = _row(onnxruntime_cuda_row, path, tile, device, time_limit_s)
     # A backend that failed, or an engine whose streamed tiles differ from single ones, fails the check.
     rows["ok"] = all("error" not in r and r.get("streamed_identical_to_one_at_a_time", True)
                      for r in rows.values() if isinstance(r, dict))

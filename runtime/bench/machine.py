@@ -18,7 +18,7 @@ import os
 import platform
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from tseg.runtime.util.versions import versions
 
@@ -131,6 +131,11 @@ def machine_info() -> dict[str, Any]:
             "gpu": gpu_info(), "onnxruntime": onnxruntime_info(), "libraries": libraries}
 
 
+def gpu_label(devices: Sequence[Mapping[str, Any]]) -> str:
+    """The first of :func:`gpu_info`'s ``devices`` as ``NVIDIA H200 (9.0)``, or ``no GPU``."""
+    return f"{devices[0]['name']} ({devices[0]['compute_capability']})" if devices else "no GPU"
+
+
 def describe_machine(info: dict[str, Any]) -> str:
     """One line: ``NVIDIA H200 (9.0), driver 580.65.06, CUDA 13.0; AMD EPYC ... (16 cores)``."""
     gpu = info.get("gpu", {})
@@ -140,10 +145,9 @@ def describe_machine(info: dict[str, Any]) -> str:
     host = f"{cpu.get('model')} ({cores} cores)"
     if not devices:
         return f"no GPU; {host}"
-    d = devices[0]
     extra = f" x {len(devices)}" if len(devices) > 1 else ""
     driver = f", driver {gpu['nvidia_driver']}" if gpu.get("nvidia_driver") else ""
-    return f"{d['name']} ({d['compute_capability']}){extra}{driver}, CUDA {gpu.get('driver_cuda')}; {host}"
+    return f"{gpu_label(devices)}{extra}{driver}, CUDA {gpu.get('driver_cuda')}; {host}"
 
 
 def rss_bytes() -> int | None:
