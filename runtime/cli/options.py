@@ -98,24 +98,16 @@ def slide_options(*, mpp: Optional[str], low: Optional[int], high: Optional[int]
 
 
 def slide_settings(*, mpp: Optional[str], low: Optional[int], high: Optional[int],
-                   reader_threads: Optional[int], level_tolerance: float,
-                   dct_scaling: bool, max_slide_mm: float = 100.0) -> dict[str, Any]:
-    """The per-slide options as Segmenter keyword arguments, ``--mpp`` parsed and checked
-    (exit 2 naming the problem), plus the per-process ``reader_threads`` and ``max_slide_mm``.
+                   reader_threads: Optional[int], level_tolerance: float, dct_scaling: bool,
+                   overlay_style: str = OVERLAY_STYLE_DEFAULT, overlay_opacity: float = OVERLAY_OPACITY_DEFAULT,
+                   max_slide_mm: float = 100.0) -> dict[str, Any]:
+    """The per-slide options as Segmenter keyword arguments, ``--mpp`` parsed and every option
+    checked (exit 2 naming the problem), plus the per-process ``reader_threads`` and ``max_slide_mm``.
     Thresholds are checked against the model's defaults by the caller, which may also have per-slide ones (a slides
     CSV) to check with them."""
-    options = slide_options(mpp=mpp, low=low, high=high, level_tolerance=level_tolerance, dct_scaling=dct_scaling)
+    options = slide_options(mpp=mpp, low=low, high=high, level_tolerance=level_tolerance, dct_scaling=dct_scaling,
+                            overlay_style=overlay_style, overlay_opacity=overlay_opacity)
     return {**options.segmenter_settings(), "reader_threads": reader_threads, "max_slide_mm": max_slide_mm}
-
-
-def overlay_settings(*, overlay_style: str, overlay_opacity: float) -> dict[str, Any]:
-    """The overlay options as Segmenter keyword arguments, checked (exit 2 naming the problem)."""
-    from tseg.runtime.cli.common import reported
-    from tseg.runtime.execution.segmenter import check_overlay
-
-    with reported():
-        check_overlay(overlay_style, overlay_opacity)
-    return {"overlay_style": overlay_style, "overlay_opacity": overlay_opacity}
 
 
 def dicom_options(*, dicom_out: bool, dicom_wsi: bool, dicom_metadata: Optional[Path], stow: Optional[str],

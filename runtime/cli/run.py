@@ -37,7 +37,6 @@ from tseg.runtime.cli.options import (
     ReaderThreads,
     Stow,
     Verbose,
-    overlay_settings,
     dicom_options,
     slide_settings,
 )
@@ -113,8 +112,8 @@ def run(
 
             shard_k_n = parse_shard(shard)
     settings = slide_settings(mpp=mpp, low=low, high=high, reader_threads=reader_threads,
-                              level_tolerance=level_tolerance, dct_scaling=dct_scaling, max_slide_mm=max_slide_mm)
-    settings.update(overlay_settings(overlay_style=overlay_style, overlay_opacity=overlay_opacity))
+                              level_tolerance=level_tolerance, dct_scaling=dct_scaling, overlay_style=overlay_style,
+                              overlay_opacity=overlay_opacity, max_slide_mm=max_slide_mm)
     if not slides and csv_table is None:
         fail("give slides, folders or --csv SLIDES.csv")
     with reported():

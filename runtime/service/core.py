@@ -250,7 +250,7 @@ class Service:
         real = self.roots.resolve(path)
         parsed = SlideOptions.from_mapping(given, "options")
         opts = self.config.defaults.merged({k: getattr(parsed, k) for k in given}, "options")
-        low, high = opts.thresholds(*(self.runner.default_thresholds() or (85, 229)))
+        low, high = opts.thresholds(*(self.runner.default_thresholds() or ()))
         try:
             check_thresholds(low, high)
         except InvalidArgumentError as exc:
@@ -338,7 +338,7 @@ class Service:
         slide = (summary.get("slide") or {}).get("path")
         settings = summary.get("settings") or {}
         want = SlideOptions.from_mapping(job.options)
-        low, high = want.thresholds(*(self.runner.default_thresholds() or (85, 229)))
+        low, high = want.thresholds(*(self.runner.default_thresholds() or ()))
         overlay = (settings.get("overlay_style", want.overlay_style),
                    round(float(settings.get("overlay_opacity", want.overlay_opacity)), 6))
         if slide != job.slide or (settings.get("low"), settings.get("high"), bool(settings.get("prune", True))) != (

@@ -62,13 +62,13 @@ SUMMARY_KEYS = ("areas", "tiles", "timings_s", "warnings", "dicom")
 
 def error_code(error_type: str) -> str:
     """The code of a failure from its exception's class name (``MissingMppError`` -> ``missing_mpp``)."""
-    if not error_type:
-        return "internal_error"
     if error_type in ERROR_CODES:
         return ERROR_CODES[error_type]
-    if error_type.endswith("Error") and error_type not in ("TsegError",):
+    if error_type == "TsegError":
+        return "failed"
+    if error_type.endswith("Error"):
         return re.sub(r"(?<!^)(?=[A-Z])", "_", error_type).lower()
-    return "internal_error" if error_type != "TsegError" else "failed"
+    return "internal_error"  # no type, or not an error class (KeyboardInterrupt, ...)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tseg.runtime.errors import TsegError
+from tseg.runtime.errors import InvalidArgumentError, TsegError
 from tseg.runtime.util.safeio import kind_of
 
 log = logging.getLogger(__name__)
@@ -118,12 +118,8 @@ class HotFolder(threading.Thread):
         super().__init__(name=f"tseg-watch-{Path(folder).name}", daemon=True)
         self.folder = Path(folder)
         if not self.folder.is_dir():
-            from tseg.runtime.errors import InvalidArgumentError
-
             raise InvalidArgumentError(f"{folder}: no such folder to watch")
         if settle_s < 0 or poll_s <= 0:
-            from tseg.runtime.errors import InvalidArgumentError
-
             raise InvalidArgumentError(f"settle time must be >= 0 and poll interval > 0 s, got {settle_s}, {poll_s}")
         self.service = service
         self.settle_s = float(settle_s)
