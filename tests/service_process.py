@@ -58,7 +58,9 @@ class ServiceProcess:
 
         token = token if token is not None else self.token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30.0, **kwargs)
+        # Longer than the API's longest long poll (GET /v1/jobs/{id}?wait=60): a client that gave up
+        # first would fail a test on a loaded machine while the service was still keeping its word.
+        return httpx.Client(base_url=self.url, headers=headers, timeout=75.0, **kwargs)
 
     def wait_ready(self, timeout: float = 60.0) -> bool:
         import httpx
