@@ -290,7 +290,7 @@ def _decode_limit_worker(path: str, tile: int, threads_list: list[int], seconds:
     from tifffile.tifffile import jpeg_decode_colorspace
 
     from tseg.runtime.wsi.slide import open_slide
-    from tseg.runtime.wsi.source import rgba_to_rgb
+    from tseg.runtime.wsi.base import rgba_to_rgb
 
     s = open_slide(path)
     w1, h1 = s.size_at(1.0)

@@ -18,7 +18,7 @@ from benchmarks.common import cached_slide, peak_rss_mb, rss_mb, write_json
 
 
 def fixed_cost_backend(cost_s: float, tile: int, overlap: int):
-    from tseg.runtime.execution.backends import Backend
+    from tseg.runtime.execution.backends.base import Backend
     from tseg.runtime.execution.contract import ModelContract
 
     class FixedCost(Backend):

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 from tseg.runtime.util.atomic import write_text
 from tseg.runtime.util.safeio import UnsafeFileError, read_json
-from tseg.runtime.execution.backends import file_sha256
+from tseg.runtime.execution.backends.base import file_sha256
 from tseg.runtime.execution.contract import METADATA_KEY, ModelContract
 from tseg.runtime.errors import ContractError, EngineMismatchError, ModelError, ModelNotFoundError
 

@@ -37,7 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tseg.runtime.util.atomic import write_text
-from tseg.runtime.execution.backends import file_sha256
+from tseg.runtime.execution.backends.base import file_sha256
 from tseg.runtime.execution.contract import METADATA_KEY, ModelContract
 from tseg.runtime.errors import InvalidArgumentError, ModelError, OutputError
 

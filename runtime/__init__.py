@@ -8,10 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from tseg.runtime import compat
-
-compat.install()  # old module paths (tseg.runtime.slide, ...) keep importing, with a DeprecationWarning
-
 __version__ = "0.1.0"
 
 _EXPORTS = {

@@ -136,7 +136,7 @@ def make_square_slide(path: Path, width_um: int = 1600, height_um: int = 1200, m
     """
     import cv2
 
-    from tseg.runtime.wsi.tiff import pyramid_from_array, write_pyramid
+    from tseg.runtime.outputs.pyramid_tiff import pyramid_from_array, write_pyramid
 
     w, h = int(width_um / mpp), int(height_um / mpp)
     rng = np.random.default_rng(seed)

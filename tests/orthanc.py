@@ -112,7 +112,7 @@ def generated_dicom_wsi(folder: Path, width_um: int = 4000, height_um: int = 300
     from wsidicomizer import WsiDicomizer
 
     from dicomwsi import square_slide_image
-    from tseg.runtime.wsi.tiff import pyramid_from_array, write_pyramid
+    from tseg.runtime.outputs.pyramid_tiff import pyramid_from_array, write_pyramid
 
     img = square_slide_image(width_um, height_um, mpp, square_um=(1000, 800, 2000, 1600))
     if hole:  # a 700 µm hole: larger than the 10,000 px (at 5 µm/px) that post-processing fills

@@ -36,7 +36,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from tseg.runtime.execution.backends import file_sha256
+from tseg.runtime.execution.backends.base import file_sha256
 from tseg.runtime.errors import InvalidArgumentError, TsegError
 
 from .balance import balance_summary, balanced_rows

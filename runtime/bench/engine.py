@@ -38,7 +38,8 @@ from tseg.runtime.bench.device import copy_rates, device_memory
 from tseg.runtime.bench.flops import FlopCount, count_flops
 from tseg.runtime.bench.machine import peak_rss_bytes, reset_peak_rss, rss_bytes
 from tseg.runtime.errors import InvalidArgumentError, ModelError, TsegError
-from tseg.runtime.execution.backends import Backend, file_sha256, load_backend
+from tseg.runtime.execution.backends.base import Backend, file_sha256
+from tseg.runtime.execution.backends import load_backend
 
 log = logging.getLogger(__name__)
 

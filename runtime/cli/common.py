@@ -13,7 +13,7 @@ from typing import Iterator, NoReturn, Optional
 
 import typer
 
-from tseg.runtime.util.display import printable  # noqa: F401 - re-exported for the commands
+from tseg.runtime.util.display import printable
 
 from tseg.runtime.util.signals import EXIT_INTERRUPTED, EXIT_TERMINATED
 

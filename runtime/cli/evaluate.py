@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from tseg.runtime.cli.common import num, printable, reported
+from tseg.runtime.cli.common import num, reported
+from tseg.runtime.util.display import printable
 
 
 def evaluate(

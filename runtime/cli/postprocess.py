@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from tseg.runtime.cli.common import EXIT_ERROR, EXIT_FAILED_SLIDES, printable, reported
+from tseg.runtime.cli.common import EXIT_ERROR, EXIT_FAILED_SLIDES, reported
+from tseg.runtime.util.display import printable
 
 
 def postprocess(
@@ -30,9 +31,10 @@ def postprocess(
     line on stderr and the exit status 1."""
     from tseg.runtime.errors import TsegError
     from tseg.runtime.execution.segmenter import DEFAULT_OVERLAY_OPACITY, DEFAULT_OVERLAY_STYLE, check_overlay
-    from tseg.runtime.outputs.files import SUMMARY, repostprocess
+    from tseg.runtime.outputs.summary import SUMMARY
+    from tseg.runtime.outputs.files import repostprocess
     from tseg.runtime.method.postprocess import check_thresholds
-    from tseg.runtime.cohort.resume import is_result_folder
+    from tseg.runtime.cohort.identity import is_result_folder
 
     with reported():
         check_thresholds(low if low is not None else 0, high if high is not None else 255)

@@ -41,7 +41,8 @@ def report(
     with reported():
         cohort = None
         if slides or csv_table is not None:
-            from tseg.runtime.cohort.slide_lists import collect_slides, iter_slides_csv
+            from tseg.runtime.cohort.slide_lists import collect_slides
+            from tseg.runtime.cohort.slides_csv import iter_slides_csv
 
             table_rows = iter_slides_csv(csv_table) if csv_table is not None else []  # streamed, as `run` reads it
             cohort = collect_slides(slides or [], table_rows, exclude=results, source=str(csv_table))[0]

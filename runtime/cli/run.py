@@ -14,32 +14,10 @@ from typing import Any, Iterator, List, Optional
 
 import typer
 
-from tseg.runtime.cli.common import EXIT_FAILED_SLIDES, devices_option, fail, printable, reported, setup_logging
-from tseg.runtime.cli.options import (
-    DctScaling,
-    Devices,
-    DicomMetadata,
-    DicomOut,
-    DicomwebCredentials,
-    DicomWsi,
-    Engine,
-    High,
-    LevelTolerance,
-    Low,
-    MaxSlideMm,
-    Mpp,
-    OVERLAY_OPACITY_DEFAULT,
-    OVERLAY_STYLE_DEFAULT,
-    OverlayOpacity,
-    OverlayStyle,
-    Progress,
-    Providers,
-    ReaderThreads,
-    Stow,
-    Verbose,
-    dicom_options,
-    slide_settings,
-)
+from tseg.runtime.cli.common import EXIT_FAILED_SLIDES, devices_option, fail, reported, setup_logging
+from tseg.runtime.util.display import printable
+from tseg.runtime.cli.options import DctScaling, Devices, DicomMetadata, DicomOut, DicomwebCredentials, DicomWsi, Engine, High, LevelTolerance, Low, MaxSlideMm, Mpp, OverlayOpacity, OverlayStyle, Progress, Providers, ReaderThreads, Stow, Verbose, dicom_options, slide_settings
+from tseg.runtime.cohort.options import OVERLAY_OPACITY_DEFAULT, OVERLAY_STYLE_DEFAULT
 from tseg.runtime.cli.report import write_report_after_run
 from tseg.runtime.wsi.limits import MAX_SLIDE_MM
 
@@ -88,7 +66,8 @@ def run(
     from rich.console import Console
     from rich.markup import escape
 
-    from tseg.runtime.cohort.batch import BatchInterrupted, run_batch
+    from tseg.runtime.cohort.outcomes import BatchInterrupted
+    from tseg.runtime.cohort.batch import run_batch
     from tseg.runtime.cohort.slide_lists import collect_slides
     from tseg.runtime.cohort.progress import BatchProgress
 
@@ -200,7 +179,8 @@ def _load_model(engine: Optional[Path], providers: str, device_list: list[int], 
     loaded here, or, for Ray, checked for the workers (they load it where they run)."""
     engine_path = str(engine) if engine else None
     if ray is not None:
-        from tseg.runtime.cohort.ray_batch import check_model, route_ray_logs
+        from tseg.runtime.cohort.ray_worker import check_model
+        from tseg.runtime.cohort.ray_cluster import route_ray_logs
 
         # Ray's own messages (cluster start, authentication notes) only with -v / -vv.
         route_ray_logs(logging.ERROR if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG)

@@ -9,30 +9,8 @@ from typing import Annotated, Any, List, Optional
 import typer
 
 from tseg.runtime.cli.common import devices_option, reported, setup_logging
-from tseg.runtime.cli.options import (
-    OVERLAY_OPACITY_DEFAULT,
-    OVERLAY_STYLE_DEFAULT,
-    DctScaling,
-    Devices,
-    DicomMetadata,
-    DicomOut,
-    DicomwebCredentials,
-    DicomWsi,
-    Engine,
-    High,
-    LevelTolerance,
-    Low,
-    Mpp,
-    OverlayOpacity,
-    OverlayStyle,
-    Providers,
-    Prune,
-    ReaderThreads,
-    Stow,
-    Verbose,
-    dicom_options,
-    slide_options,
-)
+from tseg.runtime.cohort.options import OVERLAY_OPACITY_DEFAULT, OVERLAY_STYLE_DEFAULT
+from tseg.runtime.cli.options import DctScaling, Devices, DicomMetadata, DicomOut, DicomwebCredentials, DicomWsi, Engine, High, LevelTolerance, Low, Mpp, OverlayOpacity, OverlayStyle, Providers, Prune, ReaderThreads, Stow, Verbose, dicom_options, slide_options
 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Results folder (the layout of `tseg-rt run`; the job queue "
                                                        "is kept in OUT/.tseg-service/).")]

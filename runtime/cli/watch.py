@@ -8,30 +8,8 @@ from typing import Annotated
 import typer
 
 from tseg.runtime.cli.common import reported, setup_logging
-from tseg.runtime.cli.options import (
-    OVERLAY_OPACITY_DEFAULT,
-    OVERLAY_STYLE_DEFAULT,
-    DctScaling,
-    Devices,
-    DicomMetadata,
-    DicomOut,
-    DicomwebCredentials,
-    DicomWsi,
-    Engine,
-    High,
-    LevelTolerance,
-    Low,
-    Mpp,
-    OverlayOpacity,
-    OverlayStyle,
-    Providers,
-    Prune,
-    ReaderThreads,
-    Stow,
-    Verbose,
-    dicom_options,
-    slide_options,
-)
+from tseg.runtime.cohort.options import OVERLAY_OPACITY_DEFAULT, OVERLAY_STYLE_DEFAULT
+from tseg.runtime.cli.options import DctScaling, Devices, DicomMetadata, DicomOut, DicomwebCredentials, DicomWsi, Engine, High, LevelTolerance, Low, Mpp, OverlayOpacity, OverlayStyle, Providers, Prune, ReaderThreads, Stow, Verbose, dicom_options, slide_options
 from tseg.runtime.cli.serve import KeepDays, Out, Poll, Report, ReportInterval, Settle, service_config
 
 

@@ -37,28 +37,15 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from tseg.runtime.cohort.local import run_here, run_in_processes
-from tseg.runtime.cohort.outcomes import BatchInterrupted, Ledger, SlideOutcome
-from tseg.runtime.cohort.resume import RESULT_MARKER, SlideLock, remove_stale_locks, slide_stem
-from tseg.runtime.cohort.runner import check_output_root, process_slide, remove_abandoned, run_slide
-from tseg.runtime.cohort.slide_lists import (
-    DICOM_SUFFIXES,
-    SLIDE_SUFFIXES,
-    SLIDES_CSV_COLUMNS,
-    collect_slides,
-    find_slides,
-    read_slides_csv,
-)
+from tseg.runtime.cohort.outcomes import Ledger, SlideOutcome
+from tseg.runtime.cohort.locks import remove_stale_locks
+from tseg.runtime.cohort.runner import check_output_root
 from tseg.runtime.errors import InvalidArgumentError
 from tseg.runtime.wsi.locator import SlideRef, is_remote
-from tseg.runtime.wsi.mpp import parse_mpp
 
 log = logging.getLogger(__name__)
 
 #: The batch API; the names from the modules it was split into stay importable from here.
-__all__ = ["BatchInterrupted", "DICOM_SUFFIXES", "RESULT_MARKER", "SLIDES_CSV_COLUMNS", "SLIDE_SUFFIXES", "SlideLock",
-           "SlideOutcome", "check_output_root", "collect_slides", "find_slides", "parse_mpp", "process_slide",
-           "read_slides_csv", "remove_abandoned", "run_batch", "run_slide", "slide_stem"]
-
 
 def run_batch(slides: Sequence[SlideRef], out: Path, segmenter: Any = None, overwrite: bool = False,
               workers: int | None = 1, engine: str | None = None, providers: Any = None,

@@ -23,7 +23,6 @@ counts as finished here. Rows for slides outside the cohort are counted, not pla
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence

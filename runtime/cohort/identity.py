@@ -35,7 +35,7 @@ from typing import Any, Mapping
 from tseg.runtime.errors import OutputError
 from tseg.runtime.util.safeio import open_regular, read_json
 from tseg.runtime.outputs.summary import SUMMARY, read_summary
-from tseg.runtime.wsi.dicomweb import DicomWebLocation
+from tseg.runtime.wsi.dicomweb_source import DicomWebLocation
 from tseg.runtime.wsi.locator import is_remote
 
 FINGERPRINT_BYTES = 1 << 20
@@ -92,7 +92,7 @@ def slide_stem(path: Path | str) -> str:
 
 
 def _is_dicom(path: Path) -> bool:
-    from tseg.runtime.wsi.dicom import is_dicom_slide_path
+    from tseg.runtime.wsi.dicom_source import is_dicom_slide_path
 
     return is_dicom_slide_path(path)
 
@@ -122,7 +122,7 @@ def fingerprint(path: Path) -> tuple[str, int]:
     """``("sha256:<hex>", size in bytes)`` of a slide's content (see the module docstring)."""
     h = hashlib.sha256()
     if _is_dicom(path):
-        from tseg.runtime.wsi.dicom import series_for
+        from tseg.runtime.wsi.dicom_source import series_for
 
         series = series_for(path)
         h.update(f"dicom\0{series.uid}\0".encode())
@@ -167,10 +167,10 @@ class SlideIdentity:
 
 def slide_identity(path: str | os.PathLike[str]) -> SlideIdentity:
     """The identity of a slide path; raises OSError (or a SlideError for DICOM) if unreadable.
-    A DICOMweb series is its canonical URL and :func:`tseg.runtime.wsi.dicomweb.fingerprint`
+    A DICOMweb series is its canonical URL and :func:`tseg.runtime.wsi.dicomweb_source.fingerprint`
     (size unknown: 0); asking the server, it fails as opening the slide would."""
     if is_remote(path):
-        from tseg.runtime.wsi.dicomweb import connect, fingerprint as series_fingerprint
+        from tseg.runtime.wsi.dicomweb_source import connect, fingerprint as series_fingerprint
 
         location = DicomWebLocation.parse(str(path))
         connection = connect(location)

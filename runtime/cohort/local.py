@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from tseg.runtime.cohort.outcomes import Ledger, SlideOutcome
-from tseg.runtime.cohort.resume import describe_holder, result_stem, slide_stem
+from tseg.runtime.cohort.locks import describe_holder
+from tseg.runtime.cohort.identity import result_stem, slide_stem
 from tseg.runtime.cohort.runner import run_slide
 from tseg.runtime.wsi.locator import as_slide, slide_exists
 from tseg.runtime.cohort.worker import describe_worker

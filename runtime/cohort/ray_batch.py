@@ -49,24 +49,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from tseg.runtime.cohort.outcomes import Ledger, SlideOutcome
-from tseg.runtime.cohort.ray_cluster import (
-    CONNECT_TIMEOUT_S,
-    LOCAL_OBJECT_STORE_BYTES,
-    MIN_RAY,
-    import_ray,
-    ray_session,
-    route_ray_logs,
-    unreachable,
-)
-from tseg.runtime.cohort.ray_worker import CONTROL, SlideWorker, check_model, uses_gpus, worker_class
-from tseg.runtime.cohort.resume import slide_stem
+from tseg.runtime.cohort.ray_cluster import ray_session
+from tseg.runtime.cohort.ray_worker import CONTROL, uses_gpus, worker_class
+from tseg.runtime.cohort.identity import slide_stem
 from tseg.runtime.cohort.runner import remove_abandoned
 from tseg.runtime.errors import ClusterError, InvalidArgumentError
-
-__all__ = ["CANCEL_GRACE_S", "CONNECT_TIMEOUT_S", "CPUS_PER_CPU_WORKER", "LOCAL_OBJECT_STORE_BYTES", "MIN_RAY",
-           "PROGRESS_POLL_S", "START_TIMEOUT_S", "SlideWorker",
-           "check_model", "import_ray", "ray_session", "route_ray_logs", "run_on_ray", "unreachable", "uses_gpus",
-           "worker_class"]
 
 log = logging.getLogger(__name__)
 

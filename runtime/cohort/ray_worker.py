@@ -29,7 +29,7 @@ def check_model(engine: str | None, providers: Any, settings: Mapping[str, Any])
     """Check, on the driver, what the workers will load, before any slide runs: an ONNX model is
     loaded on the CPU with the settings (then closed); a plan or a folder of plans, which need a
     GPU the driver may not have, by their manifests. Returns what the model line shows."""
-    from tseg.runtime.execution.backends import ENGINE_SUFFIXES
+    from tseg.runtime.execution.backends.base import ENGINE_SUFFIXES
     from tseg.runtime.method.postprocess import check_thresholds
 
     p = Path(engine) if engine is not None else None
@@ -173,7 +173,7 @@ def worker_class(ray: Any) -> Any:
 def uses_gpus(engine: str | None, providers: Any, cluster_gpus: float) -> bool:
     """Whether workers take one GPU each: TensorRT plans (a file or a folder of plans), CUDA or
     TensorRT providers of ONNX Runtime, or ``auto`` providers on a cluster that has GPUs."""
-    from tseg.runtime.execution.backends import ENGINE_SUFFIXES
+    from tseg.runtime.execution.backends.base import ENGINE_SUFFIXES
 
     if engine is not None:
         p = Path(engine)

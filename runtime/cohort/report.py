@@ -386,7 +386,7 @@ def make_thumbnails(out: Path, names: list[str], threads: int = 4) -> dict[str, 
 
 def _bundled_sha256() -> str | None:
     """The sha256 of the bundled demonstration model (results made with it are flagged)."""
-    from tseg.runtime.execution.backends import file_sha256
+    from tseg.runtime.execution.backends.base import file_sha256
     from tseg.runtime.models import default_model_path
 
     try:

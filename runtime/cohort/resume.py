@@ -30,39 +30,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-from tseg.runtime.cohort.identity import (
-    DICOM_FINGERPRINT_BYTES,
-    FINGERPRINT_BYTES,
-    RESULT_MARKER,
-    SlideIdentity,
-    fingerprint,
-    is_result_folder,
-    match_slide,
-    recorded_slide,
-    result_stem,
-    slide_identity,
-    slide_stem,
-    write_marker,
-)
-from tseg.runtime.cohort.locks import (
-    LockBusy,
-    SlideLock,
-    claim_result_folder,
-    describe_holder,
-    read_holder,
-    remove_stale_locks,
-)
+from tseg.runtime.cohort.identity import SlideIdentity, match_slide
 from tseg.runtime.errors import OutputError
 from tseg.runtime.outputs.summary import SUMMARY, read_summary
 
 #: Everything a runner needs to resume (identity and locks are defined in their own modules).
-__all__ = ["DICOM_FINGERPRINT_BYTES", "FINGERPRINT_BYTES", "MPP_TOLERANCE", "RESULT_MARKER", "SUMMARY", "Decision",
-           "LockBusy", "SlideIdentity", "SlideLock", "Wanted", "claim_result_folder", "decide", "describe_holder",
-           "fingerprint", "is_result_folder", "match_slide", "read_holder", "read_summary", "recorded_slide",
-           "remove_stale_locks", "result_stem", "slide_identity", "slide_stem", "wanted_from", "write_marker"]
-
 #: Relative difference under which two level-0 resolutions are the same.
 MPP_TOLERANCE = 0.005
 

@@ -21,24 +21,14 @@ from typing import Any, Callable, Mapping
 
 from tseg.runtime.cohort.outcomes import SlideOutcome, failed_outcome
 from tseg.runtime.cohort.worker import describe_worker
-from tseg.runtime.cohort.resume import (
-    RESULT_MARKER,
-    LockBusy,
-    SlideLock,
-    claim_result_folder,
-    decide,
-    describe_holder,
-    result_stem,
-    slide_identity,
-    slide_stem,
-    wanted_from,
-    write_marker,
-)
+from tseg.runtime.cohort.identity import RESULT_MARKER, result_stem, slide_identity, slide_stem, write_marker
+from tseg.runtime.cohort.locks import LockBusy, SlideLock, claim_result_folder, describe_holder
+from tseg.runtime.cohort.resume import decide, wanted_from
 from tseg.runtime.errors import DicomWebError, OutputError, SlideChangedError, TsegError
 from tseg.runtime.util.safeio import open_fd, read_json
 from tseg.runtime.outputs.files import repostprocess, write_outputs
 from tseg.runtime.wsi.locator import SlideRef, as_slide, is_remote, slide_exists, slide_key
-from tseg.runtime.wsi.sources import stored_mpp
+from tseg.runtime.wsi.dispatch import stored_mpp
 
 log = logging.getLogger(__name__)
 

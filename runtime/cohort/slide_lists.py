@@ -2,7 +2,7 @@
 
 Folders are searched recursively for the extensions OpenSlide and the tifffile path read, and
 for DICOM series (the ``.dcm`` files of one series are one slide, however many files it has and
-however they were named: :mod:`tseg.runtime.wsi.dicom`). Hidden folders, the output folder and
+however they were named: :mod:`tseg.runtime.wsi.dicom_source`). Hidden folders, the output folder and
 every tseg-rt result folder (marked with ``.tseg-rt-result``, or holding a ``summary.json``
 beside a probability map) are not searched, so results are never taken for slides.
 """
@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 
 from tseg.runtime.wsi.locator import SlideRef, as_slide, is_remote, slide_key
 from tseg.runtime.cohort.identity import is_result_folder
-from tseg.runtime.cohort.slides_csv import SLIDES_CSV_COLUMNS, check_conflict, iter_slides_csv, read_slides_csv  # noqa: F401
+from tseg.runtime.cohort.slides_csv import check_conflict
 from tseg.runtime.errors import NoSlidesFoundError
 from tseg.runtime.util.safeio import kind_of
 
@@ -80,7 +80,7 @@ def find_slides(inputs: Iterable[str | os.PathLike[str]], exclude: Path | None =
     series); DICOM files that are not whole-slide images are skipped in folders and kept, to fail
     with their reason, when named explicitly. A DICOMweb series URL is one slide, kept as its
     canonical URL (a string, after the local slides; :mod:`tseg.runtime.wsi.locator`)."""
-    from tseg.runtime.wsi.dicom import group_series, is_dicom_candidate
+    from tseg.runtime.wsi.dicom_source import group_series, is_dicom_candidate
 
     found: list[Path] = []
     remote: set[str] = set()

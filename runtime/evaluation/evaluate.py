@@ -55,7 +55,8 @@ from tseg.runtime.method.background import clean_mask
 from tseg.runtime.errors import AnnotationError, InvalidArgumentError, OutputError
 from tseg.runtime.evaluation.metrics import (SECONDARY_STATISTICS, confusion_counts, region_correspondence, spearman, statistics,
                       summarise)
-from tseg.runtime.outputs.files import FOREGROUND, MASK, PROBABILITY, SUMMARY
+from tseg.runtime.outputs.files import FOREGROUND, MASK, PROBABILITY
+from tseg.runtime.outputs.summary import SUMMARY
 from tseg.runtime.method.postprocess import label_regions, smooth_probability
 from tseg.runtime.wsi.mpp import OVERVIEW_MPP
 
@@ -106,7 +107,7 @@ class SlidePrediction:
 
 
 def find_predictions(results: str | os.PathLike[str]) -> list[SlidePrediction]:
-    from tseg.runtime.cohort.resume import read_summary
+    from tseg.runtime.outputs.summary import read_summary
 
     root = Path(results)
     folders = [root] if (root / SUMMARY).exists() else sorted(p.parent for p in root.glob(f"*/{SUMMARY}"))

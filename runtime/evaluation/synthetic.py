@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tseg.runtime.wsi.tiff import write_pyramid
+from tseg.runtime.outputs.pyramid_tiff import write_pyramid
 
 MASK_UM_PER_PX = 4.0  # resolution of the internal region rasters
 GLASS = np.array([243.0, 242.0, 245.0])

@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tseg.runtime.execution.backends import Backend
+from tseg.runtime.execution.backends.base import Backend
 from tseg.runtime.errors import InvalidArgumentError, TsegError
 from tseg.runtime.method.merge import TileMerger
 from tseg.runtime.method.tiling import Tile, TilePlan, pad_to_divisor

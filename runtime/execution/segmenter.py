@@ -26,7 +26,8 @@ import cv2
 import numpy as np
 
 from tseg.runtime.method.background import foreground_mask, tile_foreground_fraction
-from tseg.runtime.execution.backends import Backend, load_backend
+from tseg.runtime.execution.backends.base import Backend
+from tseg.runtime.execution.backends import load_backend
 from tseg.runtime.errors import InvalidArgumentError, SlideChangedError, SlideError
 from tseg.runtime.execution.pipeline import run_tiles
 from tseg.runtime.method.polygons import mask_to_geojson

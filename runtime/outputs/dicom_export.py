@@ -183,7 +183,7 @@ def is_current(folder: str | os.PathLike[str], options: DicomOptions) -> bool:
 def _source_images(summary: Mapping[str, Any], uids: dict[str, str], options: DicomOptions,
                    build: Path, previous: Path | None) -> SourceImages:
     from tseg.runtime.outputs import dicom_source as src
-    from tseg.runtime.wsi.dicomweb import DicomWebLocation, connect, is_dicomweb_url, series_datasets
+    from tseg.runtime.wsi.dicomweb_source import DicomWebLocation, connect, is_dicomweb_url, series_datasets
 
     slide = summary["slide"]
     key = str(slide["path"])
@@ -193,7 +193,7 @@ def _source_images(summary: Mapping[str, Any], uids: dict[str, str], options: Di
             return SourceImages("dicomweb", src.volume_levels(series_datasets(connection), key))
         finally:
             connection.close()
-    from tseg.runtime.wsi.dicom import series_for
+    from tseg.runtime.wsi.dicom_source import series_for
 
     path = Path(key)
     if slide.get("vendor") == "dicom":  # a DICOM series (OpenSlide's vendor name): its own study

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from tseg.runtime.errors import InvalidArgumentError, OutputError
-from tseg.runtime.wsi.dicom import WSI_SOP_CLASS
+from tseg.runtime.wsi.dicom_source import WSI_SOP_CLASS
 
 log = logging.getLogger(__name__)
 

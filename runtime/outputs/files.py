@@ -58,7 +58,7 @@ from tseg.runtime.execution.segmenter import (
 from tseg.runtime.outputs.overlay import OverlayLegend, draw_map, render_overlay
 from tseg.runtime.outputs.summary import SUMMARY, read_summary
 from tseg.runtime.wsi.mpp import OVERVIEW_MPP
-from tseg.runtime.wsi.tiff import pyramid_from_array, write_pyramid
+from tseg.runtime.outputs.pyramid_tiff import pyramid_from_array, write_pyramid
 
 PROBABILITY = "probability.png"
 MASK = "mask.png"
@@ -72,7 +72,7 @@ OUTPUT_FILES = (PROBABILITY, MASK, FOREGROUND, OVERVIEW, OVERLAY, GEOJSON, PROBA
 
 @lru_cache(maxsize=1)
 def _bundled_model_sha256() -> str | None:
-    from tseg.runtime.execution.backends import file_sha256
+    from tseg.runtime.execution.backends.base import file_sha256
     from tseg.runtime.models import default_model_path
 
     try:

@@ -100,7 +100,7 @@ class Roots:
 
     def _check_kind(self, text: str, p: Path) -> None:
         from tseg.runtime.cohort.slide_lists import SLIDE_SUFFIXES
-        from tseg.runtime.wsi.dicom import is_dicom_candidate, is_dicom_slide_path
+        from tseg.runtime.wsi.dicom_source import is_dicom_candidate, is_dicom_slide_path
 
         if p.is_dir():
             if not is_dicom_slide_path(p):

@@ -92,7 +92,7 @@ def dicom_file_complete(path: Path) -> str | None:
 
 def dicom_series_complete(files: list[Path]) -> tuple[list[Any], str | None]:
     """The WSI series among ``files`` and None when all are complete, else ``([], why not)``."""
-    from tseg.runtime.wsi.dicom import group_series, read_header
+    from tseg.runtime.wsi.dicom_source import group_series, read_header
 
     headers = [read_header(f) for f in files]
     wsi = [h for h in headers if h.is_wsi]
@@ -142,7 +142,7 @@ class HotFolder(threading.Thread):
             return False
         key = (str(path), size, mtime_ns)
         if key not in self._preamble:
-            from tseg.runtime.wsi.dicom import has_dicom_preamble
+            from tseg.runtime.wsi.dicom_source import has_dicom_preamble
 
             self._preamble[key] = has_dicom_preamble(path)
         return self._preamble[key]

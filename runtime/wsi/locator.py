@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Union
 
-from tseg.runtime.wsi.dicomweb import DicomWebLocation, is_dicomweb_url
+from tseg.runtime.wsi.dicomweb_source import DicomWebLocation, is_dicomweb_url
 
 #: A slide as the library takes it: a local path, or a DICOMweb series URL (a string).
 SlideRef = Union[Path, str]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from tseg.runtime.errors import ImplausibleMppError, InvalidArgumentError, MissingMppError
-from tseg.runtime.wsi.source import as_float
+from tseg.runtime.wsi.base import as_float
 
 #: Resolution the network sees (paper: 1 µm/px) and of the overview image (5 µm/px).
 NETWORK_MPP = 1.0

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from tseg.runtime.wsi.mpp import openslide_mpp
-from tseg.runtime.wsi.source import background_colour, rgba_to_rgb
+from tseg.runtime.wsi.base import background_colour, rgba_to_rgb
 
 
 class OpenSlideSource:
-    """A :class:`~tseg.runtime.wsi.source.SlideSource` over ``openslide.OpenSlide``: its levels,
+    """A :class:`~tseg.runtime.wsi.base.SlideSource` over ``openslide.OpenSlide``: its levels,
     properties and background colour; RGBA regions composited on that background."""
 
     def __init__(self, path: Path) -> None:

@@ -23,9 +23,9 @@ turns it off). ``Slide.read(mpp, box)`` returns RGB pixels at ``mpp`` µm/px:
   bounded and assembles to the one-shot result within one 8-bit level.
 
 Layers (as openslide-python's ``OpenSlide`` over its ``lowlevel``): this facade over a *source*
-(:mod:`tseg.runtime.wsi.source`; the kinds in :mod:`~tseg.runtime.wsi.openslide_source`,
-:mod:`~tseg.runtime.wsi.tifffile_source`, :mod:`~tseg.runtime.wsi.dicom`, chosen by
-:func:`tseg.runtime.wsi.sources.open_source`); the resolution rules in :mod:`~tseg.runtime.wsi.mpp`
+(:mod:`tseg.runtime.wsi.base`; the kinds in :mod:`~tseg.runtime.wsi.openslide_source`,
+:mod:`~tseg.runtime.wsi.tifffile_source`, :mod:`~tseg.runtime.wsi.dicom_source`, chosen by
+:func:`tseg.runtime.wsi.dispatch.open_source`); the resolution rules in :mod:`~tseg.runtime.wsi.mpp`
 and the level choice in :mod:`~tseg.runtime.wsi.levels`.
 
 Sizes at a resolution are ``floor(level0_size * level0_mpp / mpp)``: the image at ``mpp`` then
@@ -48,36 +48,15 @@ import numpy as np
 from tseg.runtime.errors import ImplausibleMppError, InvalidArgumentError, MissingMppError, SlideReadError
 from tseg.runtime.util.parallel import run_jobs
 from tseg.runtime.wsi.locator import as_slide
-from tseg.runtime.wsi.levels import (
-    LEVEL_ROUNDING_PX,
-    ReadPlan,
-    choose_level,
-    level_allowed,
-    plan_read,
-    size_at_factors,
-    target_factors,
-)
-from tseg.runtime.wsi.mpp import (
-    MPP_FIX,
-    MPP_OVERRIDE_TOLERANCE,
-    NETWORK_MPP,
-    OVERVIEW_MPP,
-    PLAUSIBLE_MPP,
-    UPSAMPLE_TOLERANCE,
-    resolve_mpp,
-)
+from tseg.runtime.wsi.levels import ReadPlan, choose_level, level_allowed, plan_read, size_at_factors, target_factors
+from tseg.runtime.wsi.mpp import NETWORK_MPP, OVERVIEW_MPP, UPSAMPLE_TOLERANCE, resolve_mpp
 from tseg.runtime.wsi.limits import MAX_SLIDE_MM, budget_for
 from tseg.runtime.wsi.resample import area_resample
-from tseg.runtime.wsi.source import DEFAULT_BACKGROUND, SlideSource
-from tseg.runtime.wsi.sources import DECODERS, open_source
-from tseg.runtime.wsi.tiff_decode import TILE_CACHE_BYTES
-from tseg.runtime.wsi.tifffile_source import DIRECT_COMPRESSIONS, DIRECT_VENDORS, DirectTiffSource, TiffFileSource
+from tseg.runtime.wsi.base import SlideSource
+from tseg.runtime.wsi.dispatch import DECODERS, open_source
+from tseg.runtime.wsi.tifffile_source import DirectTiffSource, TiffFileSource
 
 #: The public API, with the constants of the modules this one was split into (kept importable here).
-__all__ = ["DECODERS", "DEFAULT_BACKGROUND", "DEFAULT_BLOCK_PX", "DIRECT_COMPRESSIONS", "DIRECT_VENDORS", "LEVEL_ROUNDING_PX",
-           "MPP_FIX", "MPP_OVERRIDE_TOLERANCE", "NETWORK_MPP", "OVERVIEW_MPP", "PLAUSIBLE_MPP", "TILE_CACHE_BYTES",
-           "UPSAMPLE_TOLERANCE", "ReadPlan", "Slide", "default_reader_threads", "describe_slide", "open_slide"]
-
 log = logging.getLogger(__name__)
 
 #: The paper's inference tile, for what ``tseg-rt info`` says a run would need.
@@ -312,7 +291,7 @@ def open_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | None
                reader_threads: int | None = None, block_px: int = DEFAULT_BLOCK_PX,
                decoder: str = "auto", level_tolerance: float = 0.0, dct_scaling: bool = False) -> Slide:
     """Open a whole-slide image: a file, the folder of a DICOM series, or a DICOMweb series URL
-    (``https://HOST/ROOT/studies/S/series/T``, :mod:`tseg.runtime.wsi.dicomweb`; credentials from
+    (``https://HOST/ROOT/studies/S/series/T``, :mod:`tseg.runtime.wsi.dicomweb_source`; credentials from
     ``TSEG_DICOMWEB_CREDENTIALS`` or the other variables of :mod:`tseg.runtime.util.http`).
 
     ``mpp`` overrides the level-0 resolution (one value for both axes, or ``(x, y)``); when it
@@ -320,7 +299,7 @@ def open_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | None
     ``decoder``: ``auto`` decodes TIFF-family slides (Aperio SVS, generic tiled TIFF) directly
     with tifffile + imagecodecs when their codecs are ones checked identical to OpenSlide's,
     everything else with OpenSlide; ``openslide`` forces OpenSlide (OME-TIFF is always read with
-    tifffile, DICOM series through :mod:`tseg.runtime.wsi.dicom`). ``level_tolerance`` (percent) and
+    tifffile, DICOM series through :mod:`tseg.runtime.wsi.dicom_source`). ``level_tolerance`` (percent) and
     ``dct_scaling`` are opt-in speed-ups that change the pixels slightly (see
     :meth:`Slide.level_for`, :class:`ReadPlan` and the README).
     Raises :class:`~tseg.runtime.errors.SlideNotFoundError`,

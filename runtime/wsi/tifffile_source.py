@@ -15,7 +15,7 @@ from tseg.runtime.errors import UnsupportedSlideError
 from tseg.runtime.util.safeio import open_fd, open_regular
 from tseg.runtime.wsi.mpp import ome_mpp, tiff_tag_mpp
 from tseg.runtime.wsi.openslide_source import OpenSlideSource
-from tseg.runtime.wsi.source import DEFAULT_BACKGROUND
+from tseg.runtime.wsi.base import DEFAULT_BACKGROUND
 from tseg.runtime.wsi.tiff_decode import TiffLevel, TileCache, tiff_levels
 
 log = logging.getLogger(__name__)

@@ -17,10 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from tseg.runtime.errors import ModelError, ModelNotFoundError
-from tseg.runtime.execution.backends.base import ENGINE_SUFFIXES, ONNX_SUFFIXES, Backend, file_sha256
+from tseg.runtime.execution.backends.base import ENGINE_SUFFIXES, ONNX_SUFFIXES, Backend
 from tseg.runtime.util.safeio import UnsafeFileError, check_regular
-
-__all__ = ["ENGINE_SUFFIXES", "ONNX_SUFFIXES", "Backend", "file_sha256", "load_backend"]
 
 
 def load_backend(path: str | Path, providers: str | list[Any] | None = None, device_id: int = 0,

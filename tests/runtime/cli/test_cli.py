@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from helpers import make_colour_model, make_square_slide, real_slide
-from tseg.runtime.outputs.files import GEOJSON, MASK, OVERLAY, SUMMARY
+from tseg.runtime.outputs.files import GEOJSON, MASK, OVERLAY
+from tseg.runtime.outputs.summary import SUMMARY
 
 
 def cli(*args):

@@ -18,10 +18,11 @@ from tseg.runtime.outputs import files as outputs
 from tseg.runtime.cohort.batch import run_batch
 from tseg.runtime.cohort.locks import SlideLock
 from tseg.runtime.cohort.slide_lists import find_slides
-from tseg.runtime.cohort.resume import result_stem
+from tseg.runtime.cohort.identity import result_stem
 from tseg.runtime.errors import NoSlidesFoundError, OutputError
-from tseg.runtime.outputs.files import OUTPUT_FILES, SUMMARY
-from tseg.runtime.cohort.resume import RESULT_MARKER
+from tseg.runtime.outputs.files import OUTPUT_FILES
+from tseg.runtime.outputs.summary import SUMMARY
+from tseg.runtime.cohort.identity import RESULT_MARKER
 from tseg.runtime.execution.segmenter import Segmenter
 
 

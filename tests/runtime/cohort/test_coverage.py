@@ -18,10 +18,10 @@ from helpers import make_colour_model, make_square_slide
 from tseg.runtime.cohort.batch import run_batch
 from tseg.runtime.cohort.slide_lists import collect_slides
 from tseg.runtime.cohort.report import COHORT_CSV, REPORT_HTML, exit_status, write_report
-from tseg.runtime.cohort.resume import SlideIdentity
+from tseg.runtime.cohort.identity import SlideIdentity
 from tseg.runtime.cohort.shard import shard_index
 from tseg.runtime.execution.segmenter import Segmenter
-from tseg.runtime.outputs.files import SUMMARY
+from tseg.runtime.outputs.summary import SUMMARY
 
 HOLD_LOCK = """
 import sys

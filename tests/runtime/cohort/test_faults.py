@@ -21,9 +21,10 @@ from dicomwsi import square_slide_image, write_dicom_wsi
 from helpers import make_colour_model, make_square_slide, textured_rgb
 from tseg.runtime.cohort.batch import run_batch
 from tseg.runtime.errors import ContractError
-from tseg.runtime.outputs.files import MASK, PROBABILITY, SUMMARY
+from tseg.runtime.outputs.files import MASK, PROBABILITY
+from tseg.runtime.outputs.summary import SUMMARY
 from tseg.runtime.method.postprocess import segment_probability
-from tseg.runtime.cohort.resume import RESULT_MARKER
+from tseg.runtime.cohort.identity import RESULT_MARKER
 from tseg.runtime.execution.segmenter import Segmenter
 from tseg.runtime.wsi.slide import open_slide
 

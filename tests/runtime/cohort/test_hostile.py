@@ -249,7 +249,7 @@ def jpeg_slides(tmp_path_factory, slide):
     count halved: a tile cut short, as a copy interrupted on shared storage leaves it."""
     import tifffile
 
-    from tseg.runtime.wsi.tiff import pyramid_from_array, write_pyramid
+    from tseg.runtime.outputs.pyramid_tiff import pyramid_from_array, write_pyramid
 
     d = tmp_path_factory.mktemp("jpeg")
     image = tifffile.imread(slide)

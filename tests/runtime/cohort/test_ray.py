@@ -18,7 +18,7 @@ import pytest
 from helpers import make_colour_model, make_slow_model, make_square_slide
 from tseg.runtime.cohort.batch import run_batch
 from tseg.runtime.errors import ClusterError
-from tseg.runtime.outputs.files import SUMMARY
+from tseg.runtime.outputs.summary import SUMMARY
 from tseg.runtime.cohort.progress import BatchProgress
 from tseg.runtime.execution.segmenter import Segmenter
 

@@ -21,10 +21,10 @@ from browser import Browser, chromium_path
 from dicomwsi import square_slide_image, write_dicom_wsi
 from helpers import make_colour_model, make_square_slide
 from tseg.runtime.cohort.batch import run_batch
-from tseg.runtime.outputs.files import SUMMARY
+from tseg.runtime.outputs.summary import SUMMARY
 from tseg.runtime.cohort.report import COHORT_CSV, COLUMNS, REPORT_DIR, REPORT_HTML, THUMBNAIL_PX, write_report
 from tseg.runtime.execution.segmenter import Segmenter
-from tseg.runtime.wsi.tiff import pyramid_from_array, write_pyramid
+from tseg.runtime.outputs.pyramid_tiff import pyramid_from_array, write_pyramid
 
 COPIES = 120  # more rows than two pages of 50
 

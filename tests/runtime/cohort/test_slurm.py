@@ -36,10 +36,10 @@ import pytest
 from helpers import REPO, make_slow_model, make_square_slide
 from slurm import SlurmCluster, unavailable
 from tseg.runtime.cohort.batch import run_batch
-from tseg.runtime.cohort.resume import read_holder
+from tseg.runtime.cohort.locks import read_holder
 from tseg.runtime.cohort.shard import shard_index
 from tseg.runtime.execution.segmenter import Segmenter
-from tseg.runtime.outputs.files import SUMMARY
+from tseg.runtime.outputs.summary import SUMMARY
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import json
 import os
 import socket
 
-from tseg.runtime.cohort.resume import SlideLock, describe_holder
+from tseg.runtime.cohort.locks import SlideLock, describe_holder
 from tseg.runtime.cohort.worker import describe_worker, slurm_job, worker_info
 
 ARRAY_TASK = {"SLURM_JOB_ID": "1240", "SLURM_ARRAY_JOB_ID": "1234", "SLURM_ARRAY_TASK_ID": "5"}

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from tseg.runtime.execution.backends import Backend
+from tseg.runtime.execution.backends.base import Backend
 from tseg.runtime.execution.contract import ModelContract
 from tseg.runtime.errors import TsegError
 from tseg.runtime.method.merge import merge_tiles_reference

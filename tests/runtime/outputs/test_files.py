@@ -10,7 +10,8 @@ import pytest
 
 from helpers import make_colour_model
 from tseg.runtime.execution.segmenter import Segmenter
-from tseg.runtime.outputs.files import GEOJSON, MASK, OUTPUT_FILES, SUMMARY, repostprocess, write_outputs
+from tseg.runtime.outputs.files import GEOJSON, MASK, OUTPUT_FILES, repostprocess, write_outputs
+from tseg.runtime.outputs.summary import SUMMARY
 
 
 @pytest.fixture(scope="module")

@@ -17,17 +17,8 @@ from tseg.runtime.cohort.batch import run_batch
 from tseg.runtime.errors import InvalidArgumentError
 from tseg.runtime.execution.segmenter import DEFAULT_OVERLAY_OPACITY, DEFAULT_OVERLAY_STYLE, Segmenter
 from tseg.runtime.method.polygons import TUMOUR_COLOUR
-from tseg.runtime.outputs.files import (
-    FOREGROUND,
-    GEOJSON,
-    MASK,
-    OVERLAY,
-    OVERVIEW,
-    PROBABILITY,
-    SUMMARY,
-    repostprocess,
-    result_overlay,
-)
+from tseg.runtime.outputs.files import FOREGROUND, GEOJSON, MASK, OVERLAY, OVERVIEW, PROBABILITY, repostprocess, result_overlay
+from tseg.runtime.outputs.summary import SUMMARY
 from tseg.runtime.outputs.overlay import draw_map
 
 
@@ -187,6 +178,6 @@ def test_overlay_options_on_the_command_line(setup, tmp_path):
     assert r.returncode == 0 and "overlay redrawn" in r.stdout + r.stderr, r.stdout + r.stderr
     made = settings(out / "s")
     assert (made["overlay_style"], made["overlay_opacity"]) == (DEFAULT_OVERLAY_STYLE, DEFAULT_OVERLAY_OPACITY)
-    from tseg.runtime.cli.options import OVERLAY_OPACITY_DEFAULT, OVERLAY_STYLE_DEFAULT
+    from tseg.runtime.cohort.options import OVERLAY_OPACITY_DEFAULT, OVERLAY_STYLE_DEFAULT
 
     assert (OVERLAY_STYLE_DEFAULT, OVERLAY_OPACITY_DEFAULT) == (DEFAULT_OVERLAY_STYLE, DEFAULT_OVERLAY_OPACITY)

@@ -55,7 +55,7 @@ def test_run_from_dicomweb_stores_results_in_the_slides_study(run_from_dicomweb,
     import pydicom
 
     from tseg.runtime.outputs import dicom as objects
-    from tseg.runtime.wsi.dicomweb import DicomWebLocation
+    from tseg.runtime.wsi.dicomweb_source import DicomWebLocation
 
     out, run = run_from_dicomweb
     assert run.returncode == 0, run.stderr
@@ -84,7 +84,7 @@ def test_run_from_dicomweb_stores_results_in_the_slides_study(run_from_dicomweb,
 
 
 def test_a_second_run_stores_nothing_again(run_from_dicomweb, orthanc, stored_wsi, model):
-    from tseg.runtime.wsi.dicomweb import DicomWebLocation
+    from tseg.runtime.wsi.dicomweb_source import DicomWebLocation
 
     out, _ = run_from_dicomweb
     location = DicomWebLocation.parse(stored_wsi)
@@ -98,7 +98,7 @@ def test_a_second_run_stores_nothing_again(run_from_dicomweb, orthanc, stored_ws
 
 
 def test_a_failed_store_is_finished_by_the_next_run_without_the_network(tmp_path, orthanc, stored_wsi, model):
-    from tseg.runtime.wsi.dicomweb import DicomWebLocation
+    from tseg.runtime.wsi.dicomweb_source import DicomWebLocation
 
     out = tmp_path / "results"
     wrong = f"{orthanc.url}/not-dicom-web"
@@ -157,7 +157,7 @@ def test_storing_where_credentials_are_needed(tmp_path_factory, run_from_dicomwe
     from tseg.runtime.outputs.dicom_export import read_manifest
     from tseg.runtime.outputs.stow import stow_folder
     from tseg.runtime.util.http import CREDENTIALS_ENV, PASSWORD_ENV, TOKEN_ENV, USER_ENV
-    from tseg.runtime.wsi.dicomweb import DicomWebLocation
+    from tseg.runtime.wsi.dicomweb_source import DicomWebLocation
 
     for name in (CREDENTIALS_ENV, TOKEN_ENV, USER_ENV, PASSWORD_ENV):
         monkeypatch.delenv(name, raising=False)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers import make_slow_model, make_square_slide
-from tseg.runtime.cohort.batch import BatchInterrupted
+from tseg.runtime.cohort.outcomes import BatchInterrupted
 from tseg.runtime.util.signals import EXIT_TERMINATED, Terminated, exit_status, stop_once, terminate_as_interrupt
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from dicomwsi import square_slide_image, write_dicom_wsi
 from tseg.runtime.cohort.slide_lists import find_slides
-from tseg.runtime.wsi.dicom import first_fragment, frame_colour_space, group_series, ycbcr_to_rgb
+from tseg.runtime.wsi.dicom_source import first_fragment, frame_colour_space, group_series, ycbcr_to_rgb
 from tseg.runtime.errors import UnsupportedSlideError
 from tseg.runtime.wsi.slide import describe_slide, open_slide
 

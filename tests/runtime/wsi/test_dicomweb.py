@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tseg.runtime.errors import DicomWebError, InvalidArgumentError, SlideNotFoundError, SlideReadError
-from tseg.runtime.wsi.dicomweb import DicomWebLocation, DicomWebSource, is_dicomweb_url
+from tseg.runtime.wsi.dicomweb_source import DicomWebLocation, DicomWebSource, is_dicomweb_url
 from tseg.runtime.wsi.slide import describe_slide, open_slide
 
 pytest.importorskip("wsidicom")
@@ -142,8 +142,9 @@ def test_a_server_that_stops_mid_read_fails_the_read(tmp_path_factory, dicom_wsi
 
 def test_urls_are_slides_of_batches_csvs_shards_and_result_folders(tmp_path):
     from helpers import make_square_slide
-    from tseg.runtime.cohort.batch import find_slides, read_slides_csv
-    from tseg.runtime.cohort.resume import result_stem, slide_stem
+    from tseg.runtime.cohort.slide_lists import find_slides
+    from tseg.runtime.cohort.slides_csv import read_slides_csv
+    from tseg.runtime.cohort.identity import result_stem, slide_stem
     from tseg.runtime.cohort.shard import shard_key
     from tseg.runtime.wsi.locator import slide_key
 
@@ -164,7 +165,7 @@ def test_a_server_error_while_wsidicom_reads_metadata_is_not_called_unsupported(
     open the series"."""
     import wsidicom
 
-    from tseg.runtime.wsi import dicomweb
+    from tseg.runtime.wsi import dicomweb_source as dicomweb
 
     url = "http://127.0.0.1:9/dicom-web/studies/1.2.3/series/4.5.6"  # never contacted
     monkeypatch.setattr(dicomweb, "list_instances", lambda connection: [{"00080016": {"Value": [dicomweb.WSI_SOP_CLASS]}}])

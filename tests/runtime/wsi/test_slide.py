@@ -19,7 +19,7 @@ from tseg.runtime.errors import (
     UnsupportedSlideError,
 )
 from tseg.runtime.wsi.slide import open_slide
-from tseg.runtime.wsi.tiff import pyramid_from_array, write_pyramid
+from tseg.runtime.outputs.pyramid_tiff import pyramid_from_array, write_pyramid
 
 
 @pytest.fixture(scope="module")

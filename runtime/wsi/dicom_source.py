@@ -38,7 +38,7 @@ import numpy as np
 from tseg.runtime.errors import UnsupportedSlideError
 from tseg.runtime.util.safeio import open_regular
 from tseg.runtime.wsi.mpp import openslide_mpp
-from tseg.runtime.wsi.source import background_colour, rgba_to_rgb
+from tseg.runtime.wsi.base import background_colour, rgba_to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
 
 class DicomSource:
     """A DICOM WSI series read through OpenSlide, with mislabelled YCbCr levels converted back
-    to RGB. Implements :class:`tseg.runtime.wsi.source.SlideSource`."""
+    to RGB. Implements :class:`tseg.runtime.wsi.base.SlideSource`."""
 
     def __init__(self, path: Path) -> None:
         import openslide

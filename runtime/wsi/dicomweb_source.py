@@ -42,7 +42,7 @@ from tseg.runtime.errors import (
     TsegError,
     UnsupportedSlideError,
 )
-from tseg.runtime.wsi.dicom import WSI_SOP_CLASS
+from tseg.runtime.wsi.dicom_source import WSI_SOP_CLASS
 
 log = logging.getLogger(__name__)
 

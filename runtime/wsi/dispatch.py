@@ -7,11 +7,11 @@ from pathlib import Path
 
 from tseg.runtime.errors import NotRegularFileError, SlideNotFoundError, TsegError, UnsupportedSlideError
 from tseg.runtime.util.safeio import UnsafeFileError, check_regular
-from tseg.runtime.wsi import dicom
-from tseg.runtime.wsi.dicomweb import is_dicomweb_url
+from tseg.runtime.wsi import dicom_source as dicom
+from tseg.runtime.wsi.dicomweb_source import is_dicomweb_url
 from tseg.runtime.wsi.mpp import plausible_mpp
 from tseg.runtime.wsi.openslide_source import OpenSlideSource
-from tseg.runtime.wsi.source import SlideSource
+from tseg.runtime.wsi.base import SlideSource
 from tseg.runtime.wsi.tifffile_source import DirectTiffSource, TiffFileSource, is_ome_tiff
 
 #: ``decoder=`` choices of :func:`tseg.runtime.wsi.slide.open_slide` (see there).
@@ -23,7 +23,7 @@ def open_source(p: Path | str, decoder: str = "auto") -> SlideSource:
     (its metadata, with TIFF-family tiles decoded directly unless ``decoder="openslide"``), then
     tifffile."""
     if is_dicomweb_url(p):
-        from tseg.runtime.wsi.dicomweb import DicomWebSource
+        from tseg.runtime.wsi.dicomweb_source import DicomWebSource
 
         return DicomWebSource(str(p))
     p = Path(p)

@@ -6,7 +6,7 @@ coordinates. :class:`~tseg.runtime.wsi.slide.Slide` is the public layer over any
 chooses the level for a resolution, reads in blocks and resamples. The kinds are in
 :mod:`~tseg.runtime.wsi.openslide_source` (OpenSlide), :mod:`~tseg.runtime.wsi.tifffile_source`
 (OME-TIFF, TIFFs OpenSlide refuses, and direct decoding of the TIFFs it opens) and
-:mod:`~tseg.runtime.wsi.dicom` (DICOM series); :func:`tseg.runtime.wsi.sources.open_source`
+:mod:`~tseg.runtime.wsi.dicom_source` (DICOM series); :func:`tseg.runtime.wsi.dispatch.open_source`
 picks one for a path.
 """
 
