@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,9 @@ from tseg.runtime.service.store import STATE_DIR, STATES, Job, JobStore, Submitt
 log = logging.getLogger(__name__)
 
 SERVICE_LOCK = "service.lock"
+#: ``--max-queued`` unless given: far more than a scanner room queues, far fewer than a runaway
+#: client (or a loop) would.
+DEFAULT_MAX_QUEUED = 1000
 SERVICE_FILE = "service.json"
 
 
@@ -59,7 +63,13 @@ class JobConflict(TsegError):
 
 
 class ResultGone(TsegError):
-    """The job's result folder was removed or changed by a later job."""
+    """The job's result folder was removed or changed by a later job, or a file in it is not
+    what tseg-rt wrote (a symbolic link, a FIFO)."""
+
+
+class ResultFileNotFound(TsegError):
+    """The job exists and has a result, but not this file (a name tseg-rt does not write, or an
+    output its run did not make)."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,9 @@ class ServiceConfig:
     retry_failed: bool = False
     #: DICOM outputs (:class:`~tseg.runtime.outputs.dicom_export.DicomOptions`); None: none.
     dicom: Any = None
+    #: Pending jobs beyond which API submissions are refused (429); None: no limit. Hot-folder
+    #: slides are not limited (the folder bounds them).
+    max_queued: int | None = DEFAULT_MAX_QUEUED
 
 
 def _iso(t: float | None) -> str | None:
@@ -168,6 +181,8 @@ class Service:
         self.started_at = time.time()
         self.metrics = Metrics(self.versions.get("tseg-rt", ""))
         self.fatal: str | None = None
+        #: Set when the service begins to stop (SIGTERM): long polls answer at once.
+        self.stopping = threading.Event()
         self._on_fatal_hooks: list[Any] = []
         #: How many jobs have ended in this process: waiters (``GET /v1/jobs/{id}?wait=``) re-read
         #: their job only when it changes, instead of asking the database over and over.
@@ -191,9 +206,18 @@ class Service:
         for hot in self.hot_folders:
             hot.start()
 
+    def begin_stop(self) -> None:
+        """The stop has been asked for (SIGTERM): take nothing new, stop running jobs at their next
+        tile (back to pending) and answer long polls at once; returns at once (:meth:`stop` waits)."""
+        self.stopping.set()
+        for hot in self.hot_folders:
+            hot.halt()
+        self.runner.begin_stop()
+
     def stop(self, timeout_s: float = 60.0) -> None:
         """Stop the hot folders and the runner (running jobs go back to pending), write the report
         once more, close the store and release the results folder."""
+        self.stopping.set()
         for hot in self.hot_folders:
             hot.stop()
         self.runner.stop(timeout_s)
@@ -261,7 +285,8 @@ class Service:
         sub = self.store.submit(str(real), opts.to_dict(), overwrite=overwrite, source=source,
                                 idempotency_key=idempotency_key,
                                 request_sha256=hashlib.sha256(request.encode()).hexdigest(),
-                                watch_key=watch_key, watch_signature=watch_signature)
+                                watch_key=watch_key, watch_signature=watch_signature,
+                                max_pending=self.config.max_queued if source == "api" else None)
         self.metrics.job_submitted(sub.how)
         if sub.how == "created":
             log.info("job %s queued: %s (%s)", sub.job.id, real, source)
@@ -348,32 +373,50 @@ class Service:
         return job, folder, summary
 
     def result_files(self, job_id: str) -> tuple[Job, list[dict[str, Any]], dict[str, Any]]:
+        """The result's files with their sizes: regular files only, never through a link."""
         from tseg.runtime.outputs.files import OUTPUT_FILES
+        from tseg.runtime.util.safeio import is_regular
 
         job, folder, summary = self.result_folder(job_id)
-        files = [{"name": n, "bytes": (folder / n).stat().st_size} for n in OUTPUT_FILES if (folder / n).is_file()]
-        files += [{"name": n, "bytes": p.stat().st_size} for n, p in dicom_files(folder).items()]
+        files = [{"name": n, "bytes": (folder / n).lstat().st_size} for n in OUTPUT_FILES
+                 if is_regular(folder / n, follow=False)]
+        files += [{"name": n, "bytes": p.lstat().st_size} for n, p in dicom_files(folder).items()]
         return job, files, summary
 
-    def result_file(self, job_id: str, name: str) -> Path:
-        """One output file of a job's result (only the names tseg-rt writes, and its DICOM objects)."""
+    def result_file(self, job_id: str, name: str) -> tuple[Path, os.stat_result]:
+        """One output file of a job's result (only the names tseg-rt writes, and its DICOM objects)
+        and its ``stat``: a regular file reached without a symbolic link from the results folder
+        (ResultGone otherwise, as for a result folder that is a link)."""
         from tseg.runtime.outputs.dicom_export import DICOM_FOLDER
         from tseg.runtime.outputs.files import OUTPUT_FILES
+        from tseg.runtime.util.safeio import UnsafeFileError, open_fd
 
         is_dicom = name.startswith(f"{DICOM_FOLDER}/")
         if name not in OUTPUT_FILES and not is_dicom:
-            raise JobNotFound(f"no result file {name!r}; results are {', '.join(OUTPUT_FILES)} and the files "
-                              f"under {DICOM_FOLDER}/ listed by the job's results")
+            raise ResultFileNotFound(f"no result file {name!r}; results are {', '.join(OUTPUT_FILES)} and the files "
+                                     f"under {DICOM_FOLDER}/ listed by the job's results")
         _, folder, _ = self.result_folder(job_id)
         if is_dicom:
             found = dicom_files(folder).get(name)
             if found is None:
-                raise JobNotFound(f"job {job_id}'s result has no {name} (see its results listing)")
-            return found
-        path = folder / name
-        if not path.is_file():
-            raise JobNotFound(f"job {job_id}'s result has no {name} (written only when its slide's run made it)")
-        return path
+                raise ResultFileNotFound(f"job {job_id}'s result has no {name} (see its results listing)")
+            path = found
+        else:
+            path = folder / name
+        try:
+            fd = open_fd(path, below=self.out)
+        except UnsafeFileError as exc:
+            raise ResultGone(f"job {job_id}'s {name} is not a file tseg-rt wrote ({exc.what}); it is not served: "
+                             "submit the slide again with overwrite to make it anew") from None
+        except FileNotFoundError:
+            raise ResultFileNotFound(f"job {job_id}'s result has no {name} (written only when its slide's run made "
+                                     "it)") from None
+        except OSError as exc:
+            raise ResultGone(f"job {job_id}'s {name} cannot be read ({exc.strerror or exc})") from None
+        try:
+            return path, os.fstat(fd)
+        finally:
+            os.close(fd)
 
     # --- health ------------------------------------------------------------------------------------
 

@@ -19,11 +19,12 @@ A path from a client is untrusted. :meth:`Roots.resolve` accepts it only when
 Nothing is opened beyond what deciding this needs (``stat``, the 132-byte DICOM preamble). The
 runner checks a job's path again just before it reads the slide, in case the file system changed
 in between. Refusals are :class:`PathRefused` with a code (``bad_path``, ``path_traversal``,
-``outside_roots``, ``in_results``, ``not_found``, ``not_a_slide``) and a message for the client.
+``outside_roots``, ``in_results``, ``not_found``, ``not_a_slide``, ``not_readable``) and a message for the client.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -41,6 +42,16 @@ class PathRefused(TsegError):
     def __init__(self, code: str, message: str) -> None:
         self.code = code
         super().__init__(message)
+
+
+def refusal_for(text: str, exc: OSError) -> PathRefused:
+    """The refusal of a path the file system would not even look at (``stat`` failed)."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return PathRefused("bad_path", f"{text[:200]}...: a name in this path is longer than the file system allows")
+    if isinstance(exc, PermissionError):
+        return PathRefused("not_readable", f"{text}: the service may not read it (permission denied); let the "
+                                           "service's user read the slide and its folder")
+    return PathRefused("bad_path", f"{text}: the file system cannot look it up ({exc.strerror or exc})")
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -94,12 +105,15 @@ class Roots:
         if self.results is not None and _inside(real, self.results):
             raise PathRefused("in_results", f"{text} is inside the results folder; results are not slides")
         p = Path(real)
-        if not p.exists():
-            raise PathRefused("not_found", f"{text}: no such file or folder")
-        if p.name.startswith(".") or given.name.startswith("."):
-            raise PathRefused("not_a_slide", f"{text}: hidden files and folders are not taken as slides")
-        self._check_kind(text, p)
-        self._check_companions(text, p)
+        try:
+            if not p.exists():
+                raise PathRefused("not_found", f"{text}: no such file or folder")
+            if p.name.startswith(".") or given.name.startswith("."):
+                raise PathRefused("not_a_slide", f"{text}: hidden files and folders are not taken as slides")
+            self._check_kind(text, p)
+            self._check_companions(text, p)
+        except OSError as exc:  # a name too long, a folder the service may not read, ...
+            raise refusal_for(text, exc) from None
         return p
 
     def _check_kind(self, text: str, p: Path) -> None:

@@ -110,6 +110,20 @@ class IdempotencyConflict(TsegError):
                          "for a new request")
 
 
+#: What a refusal of a full queue asks a client to wait (``Retry-After``, seconds).
+QUEUE_FULL_RETRY_S = 30
+
+
+class QueueFull(TsegError):
+    """The queue already holds its limit of pending jobs (``--max-queued``)."""
+
+    def __init__(self, limit: int, retry_after_s: int) -> None:
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+        super().__init__(f"the queue already holds {limit} pending jobs (--max-queued {limit}); submit again after "
+                         f"{retry_after_s} s, when some have run")
+
+
 @dataclass(frozen=True)
 class Job:
     """One row of the queue, as stored."""
@@ -282,9 +296,12 @@ class JobStore:
 
     def submit(self, slide: str, options: dict[str, Any], overwrite: bool = False, source: str = "api",
                idempotency_key: str | None = None, request_sha256: str | None = None,
-               watch_key: str | None = None, watch_signature: str | None = None) -> Submitted:
+               watch_key: str | None = None, watch_signature: str | None = None,
+               max_pending: int | None = None) -> Submitted:
         """Queue a job (see the module docstring for idempotency keys and equal active jobs).
-        ``watch_key``/``watch_signature`` record a hot-folder submission in the same transaction."""
+        ``watch_key``/``watch_signature`` record a hot-folder submission in the same transaction.
+        With ``max_pending``, a new job beyond that many pending ones is refused (:class:`QueueFull`);
+        an equal pending job is still returned."""
         options_json = json.dumps(options, sort_keys=True)
         now = time.time()
         with self._tx() as conn:
@@ -297,13 +314,18 @@ class JobStore:
                     row = conn.execute("SELECT * FROM jobs WHERE id = ?", (key[1],)).fetchone()
                     if row is not None:
                         return Submitted(Job.from_row(row), "replayed")
-            row = None
-            if not overwrite:
-                row = conn.execute(
-                    "SELECT * FROM jobs WHERE slide = ? AND state IN ('pending', 'running') AND options = ? "
-                    "AND overwrite = 0 ORDER BY seq LIMIT 1", (slide, options_json)).fetchone()
+            # An equal job still to come serves this request too; with overwrite only a pending one
+            # (a running one may have started before the file changed, so overwrite runs again).
+            active = "('pending', 'running')" if not overwrite else "('pending')"
+            row = conn.execute(
+                f"SELECT * FROM jobs WHERE slide = ? AND state IN {active} AND options = ? "
+                "AND overwrite = ? ORDER BY seq LIMIT 1", (slide, options_json, int(bool(overwrite)))).fetchone()
             how = "active"
             if row is None:
+                if max_pending is not None:
+                    pending = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'pending'").fetchone()[0]
+                    if pending >= max_pending:
+                        raise QueueFull(max_pending, QUEUE_FULL_RETRY_S)
                 how = "created"
                 job_id = uuid.uuid4().hex
                 conn.execute(
@@ -366,12 +388,14 @@ class JobStore:
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return Job.from_row(row)
 
-    def requeue(self, job_id: str, delay_s: float = 0.0, detail: str | None = None) -> None:
-        """Put a running job back in the queue (shutdown, or its slide locked by another process)."""
+    def requeue(self, job_id: str, delay_s: float = 0.0, detail: str | None = None, started: bool = True) -> None:
+        """Put a running job back in the queue (shutdown, or its slide locked by another process);
+        ``started=False``: it was claimed but never began, so the claim is not counted as an attempt."""
         with self._tx() as conn:
             conn.execute("UPDATE jobs SET state = 'pending', not_before = ?, stage = 'queued', started_at = NULL, "
-                         "worker = NULL, detail = ?, tiles_done = NULL, tiles_total = NULL WHERE id = ? "
-                         "AND state = 'running'", (time.time() + delay_s, detail, job_id))
+                         "worker = NULL, detail = ?, tiles_done = NULL, tiles_total = NULL, "
+                         "attempts = attempts - ? WHERE id = ? AND state = 'running'",
+                         (time.time() + delay_s, detail, 0 if started else 1, job_id))
 
     def cancel(self, job_id: str) -> Job | None:
         """Cancel a pending job now; flag a running one (the runner stops it at its next tile).

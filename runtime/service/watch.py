@@ -244,6 +244,10 @@ class HotFolder(threading.Thread):
                 log.warning("%s: scan failed (%s); trying again", self.folder, exc)
             self._halt.wait(self.poll_s)
 
+    def halt(self) -> None:
+        """Take nothing more (returns at once; :meth:`stop` also waits for the thread)."""
+        self._halt.set()
+
     def stop(self) -> None:
         self._halt.set()
         if self.is_alive():

@@ -38,5 +38,5 @@ def get_result(job_id: str, name: str, service: Annotated[Service, Depends(get_s
     """One file: summary.json, tumour.geojson, mask.png, probability.png, overlay.png,
     foreground.png, overview.png or probability.tif; or a DICOM file the results list
     (``dicom/manifest.json``, ``dicom/tumour-seg-0.dcm``, ...)."""
-    path = service.result_file(job_id, name)
-    return FileResponse(path, media_type=media_type(name), filename=path.name)
+    path, st = service.result_file(job_id, name)
+    return FileResponse(path, media_type=media_type(name), filename=path.name, stat_result=st)
