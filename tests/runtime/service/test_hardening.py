@@ -96,3 +96,64 @@ def test_queue_limit_answers_429_with_retry_after(client):
     for r in answers:
         if r.status_code == 202:
             assert wait_job(client, r.json()["id"])["state"] == "success"
+
+
+def raw_request(service, data: bytes, timeout: float = 30.0) -> bytes:  # noqa: ANN001
+    """Send ``data`` as it is and read the answer until the service closes the connection."""
+    host, port = service.url.rsplit("/", 1)[-1].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_requests_that_crashed_a_handler_are_4xx_problems(client, service):
+    """Item 9: a path with a name too long for the file system, a page cursor beyond SQLite's
+    integers: 4xx problem+json, no traceback in the log."""
+    r = client.post("/v1/jobs", json={"path": "x" * 4000 + ".tiff"})
+    assert (r.status_code, r.headers["content-type"], r.json()["code"]) == (400, PROBLEM, "bad_path"), r.text
+    r = client.get("/v1/jobs", params={"before": str(2**63)})
+    assert (r.status_code, r.headers["content-type"], r.json()["code"]) == (422, PROBLEM, "invalid_request"), r.text
+    assert "Traceback" not in service.log()
+
+
+def test_every_error_is_problem_json(client, service):
+    """Item 10: bad and unsatisfiable ranges, a bad Content-Length; item 12: duplicate JSON keys."""
+    job = wait_job(client, client.post("/v1/jobs", json={"path": "a.tiff"}).json()["id"])
+    url = f"/v1/jobs/{job['id']}/results/summary.json"
+    assert client.get(url, headers={"Range": "bytes=0-9"}).status_code == 206
+    for value, status, code in (("bytes=abc", 400, "invalid_range"), ("bytes=99999999-", 416, "range_not_satisfiable")):
+        r = client.get(url, headers={"Range": value})
+        assert (r.status_code, r.headers["content-type"], r.json()["code"]) == (status, PROBLEM, code), (value, r.text)
+    answer = raw_request(service, b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                                  b"Content-Length: abc\r\n\r\n{}")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and PROBLEM.encode() in head.lower(), answer
+    assert b'"code": "invalid_request"' in body
+    r = client.post("/v1/jobs", content=b'{"path": "/etc/passwd", "path": "a.tiff"}',
+                    headers={"Content-Type": "application/json"})
+    assert (r.status_code, r.json()["code"]) == (400, "invalid_json") and "'path' appears twice" in r.json()["detail"]
+
+
+@pytest.mark.timeout(120)
+def test_idle_and_slow_connections_cannot_lock_clients_out(client, service):
+    """Item 5: more idle sockets than uvicorn's old connection limit (512) do not lock anyone out,
+    and a connection whose request head never completes is closed (408) within a minute."""
+    host, port = service.url.rsplit("/", 1)[-1].rsplit(":", 1)
+    slow = socket.create_connection((host, int(port)), timeout=60)
+    slow.sendall(b"GET /v1/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the end of its head
+    idle = [socket.create_connection((host, int(port)), timeout=60) for _ in range(520)]
+    try:
+        r = client.get("/v1/health/live")
+        assert r.status_code == 200, r.text
+        answer = b""
+        while chunk := slow.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer, answer
+        first = idle[0].recv(65536)  # idle since connecting: closed as well (after a 408)
+        assert first.startswith(b"HTTP/1.1 408") and idle[0].recv(65536) == b"", first
+    finally:
+        for s in [slow, *idle]:
+            s.close()
