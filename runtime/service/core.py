@@ -12,6 +12,9 @@ Decisions where the issue was silent:
   jobs. Submitting a slide with the same options while an equal job is pending or running
   returns that job (``how="active"``); after it finished, a new job is made and the resume rules
   decide (usually: skipped in milliseconds, "finished with these settings").
+* A job's slide, result folder and messages are shown with control characters, bidirectional
+  overrides and bytes that are not UTF-8 escaped (``\\x1b``, ``\\u202e``, ``\\xff``), as in the logs
+  (:func:`~tseg.runtime.util.display.printable`); the store keeps the name as it is.
 * Results are served from the slide's result folder as it is now. If a later job changed it
   (other thresholds post-process the same folder again) or it is gone, the older job's results
   are refused with :class:`ResultGone` instead of serving another job's files.
@@ -44,6 +47,7 @@ from tseg.runtime.service.paths import Roots
 from tseg.runtime.service.reporter import ReportWriter
 from tseg.runtime.service.runner import EngineSpec, JobRunner
 from tseg.runtime.service.store import STATE_DIR, STATES, Job, JobStore, Submitted
+from tseg.runtime.util.display import printable
 
 log = logging.getLogger(__name__)
 
@@ -312,17 +316,18 @@ class Service:
             progress["fraction"] = 1.0 if job.state == "success" else 0.0 if job.state == "running" else None
         first_tile = live["first_tile_s"] if live else job.first_tile_s
         data: dict[str, Any] = {
-            "id": job.id, "state": job.state, "slide": job.slide, "options": job.options, "overwrite": job.overwrite,
+            "id": job.id, "state": job.state, "slide": printable(job.slide), "options": job.options, "overwrite": job.overwrite,
             "source": job.source, "submitted_at": _iso(job.submitted_at), "started_at": _iso(job.started_at),
             "finished_at": _iso(job.finished_at), "queue_position": self.store.queue_position(job),
             "attempts": job.attempts, "worker": (live or {}).get("worker") or job.worker, "progress": progress,
-            "time_to_first_tile_s": first_tile, "cancel_requested": job.cancel_requested, "detail": job.detail,
+            "time_to_first_tile_s": first_tile, "cancel_requested": job.cancel_requested,
+            "detail": printable(job.detail) if job.detail else job.detail,
             "result": None, "error": None,
         }
         if job.state == "success":
-            data["result"] = {"outcome": job.outcome, "folder": job.result_folder, **(job.summary or {})}
+            data["result"] = {"outcome": job.outcome, "folder": printable(str(job.result_folder)), **(job.summary or {})}
         if job.error_code:
-            data["error"] = {"code": job.error_code, "message": job.error_message}
+            data["error"] = {"code": job.error_code, "message": printable(job.error_message or "") or None}
         return data
 
     def jobs(self, states: Sequence[str] = (), limit: int = 100, before: int | None = None) -> list[Job]:

@@ -25,6 +25,7 @@ from tseg.runtime.errors import InvalidArgumentError, OutputError, TsegError
 from tseg.runtime.service.core import JobConflict, JobNotFound, ResultFileNotFound, ResultGone
 from tseg.runtime.service.paths import PathRefused
 from tseg.runtime.service.store import IdempotencyConflict, QueueFull
+from tseg.runtime.util.display import printable
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,8 @@ class Problem(Exception):
 
 def problem_body(code: str, detail: str, instance: str = "", **extra: Any) -> dict[str, Any]:
     status, title = PROBLEMS.get(code, (500, "Error"))
-    body = {"type": TYPE_PREFIX + code, "title": title, "status": status, "detail": detail, "instance": instance,
-            "code": code}
+    body = {"type": TYPE_PREFIX + code, "title": title, "status": status, "detail": printable(detail),
+            "instance": printable(instance), "code": code}
     body.update(extra)
     return body
 
