@@ -286,7 +286,8 @@ class Service:
         if opts.dicom_out and self.config.dicom is None:
             raise InvalidArgumentError("options: dicom_out: this service makes no DICOM objects; start it with "
                                        "--dicom-out (or --stow URL) to offer them")
-        sub = self.store.submit(str(real), opts.to_dict(), overwrite=overwrite, source=source,
+        options_stored = {k: v + 0.0 if isinstance(v, float) else v for k, v in opts.to_dict().items()}  # -0.0 is 0.0
+        sub = self.store.submit(str(real), options_stored, overwrite=overwrite, source=source,
                                 idempotency_key=idempotency_key,
                                 request_sha256=hashlib.sha256(request.encode()).hexdigest(),
                                 watch_key=watch_key, watch_signature=watch_signature,

@@ -59,7 +59,7 @@ def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8642, toke
     """Serve the HTTP API until SIGTERM/SIGINT (see the module docstring)."""
     from contextlib import asynccontextmanager
 
-    from tseg.runtime.service.access import check_binding
+    from tseg.runtime.service.access import RedactSecrets, check_binding
     from tseg.runtime.service.app import create_app
     from tseg.runtime.service.transport import ServiceServer
     from tseg.runtime.service.transport import config as transport_config
@@ -103,9 +103,12 @@ def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8642, toke
     server = ServiceServer(transport_config(app, log_config=None, access_log=True, server_header=False,
                                             proxy_headers=False, lifespan="on", timeout_graceful_shutdown=30),
                            on_stop=begin_stop)
+    access_log, redact = logging.getLogger("uvicorn.access"), RedactSecrets()
+    access_log.addFilter(redact)
     try:
         server.run(sockets=[sock])
     finally:
+        access_log.removeFilter(redact)
         sock.close()
     if service.fatal:
         raise ModelError(None, f"the service stopped: {service.fatal}")

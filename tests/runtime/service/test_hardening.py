@@ -30,7 +30,7 @@ def service(slide_root, outside, tmp_path_factory):
     (slide_root / "missing.vms").write_text(vms.format("../" + outside.name + "/does-not-exist.jpg"))
     os.mkfifo(slide_root / "pipe.jpg")
     (slide_root / "fifo.vms").write_text(vms.format("pipe.jpg"))
-    s = ServiceProcess("serve", out, ["--root", slide_root, "--report-interval", "0", "--max-queued", "3"],
+    s = ServiceProcess("serve", out, ["--root", slide_root, "--report-interval", "0", "--max-queued", "3", "-v"],
                        out.parent / "serve.log")
     s.start()
     yield s
@@ -157,3 +157,18 @@ def test_idle_and_slow_connections_cannot_lock_clients_out(client, service):
     finally:
         for s in [slow, *idle]:
             s.close()
+
+
+def test_smaller_leaks(client, service):
+    """Item 12: a token sent in the query is not written to the access log (-v), and -0.0 is 0.0
+    for the equal-job check (stored as 0.0)."""
+    import math
+    import time
+
+    r = client.get("/v1/jobs", params={"token": "query-secret-0123456789", "limit": 1})
+    assert r.status_code == 200
+    time.sleep(0.5)
+    log = service.log()
+    assert "GET /v1/jobs?token=REDACTED&limit=1" in log and "query-secret" not in log, log[-2000:]
+    job = client.post("/v1/jobs", json={"path": "a.tiff", "options": {"overlay_opacity": -0.0}}).json()
+    assert math.copysign(1.0, job["options"]["overlay_opacity"]) == 1.0, job["options"]
