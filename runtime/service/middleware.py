@@ -202,7 +202,8 @@ class BodyLimit:
         if body and headers.get(b"content-type", b"").split(b";")[0].strip().lower() == b"application/json":
             why = duplicate_key(body)
             if why is not None:
-                await send_problem(send, scope, "invalid_json", f"the request body is not valid JSON for this API: {why}")
+                await send_problem(send, scope, "invalid_json", f"the request body is not valid JSON for this API: "
+                                                                f"{why}")
                 return
         replayed = False
 
