@@ -17,7 +17,8 @@ FINAL = ("success", "failure", "cancelled")
 class ServiceProcess:
     """A `tseg-rt serve` or `watch` subprocess with its log in a file."""
 
-    def __init__(self, command: str, out: Path, args: Iterable[Any], log: Path) -> None:
+    def __init__(self, command: str, out: Path, args: Iterable[Any], log: Path, user: int | None = None) -> None:
+        self.user = user  # run as this user id (and its group id), e.g. nobody: a user without root's rights
         self.command = command
         self.out = Path(out)
         self.args = [str(a) for a in args]
@@ -31,7 +32,8 @@ class ServiceProcess:
         if self.command == "serve":
             argv += ["--port", "0"]
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
+        as_user = {"user": self.user, "group": self.user, "extra_groups": []} if self.user is not None else {}
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, **as_user)
         deadline = time.monotonic() + timeout
         info = self.out / ".tseg-service" / "service.json"
         while time.monotonic() < deadline:

@@ -57,6 +57,9 @@ def serve(
     report: Report = True,
     report_interval: ReportInterval = 30.0,
     keep_days: KeepDays = 90.0,
+    max_queued: Annotated[int, typer.Option("--max-queued", min=0, help=(
+        "Refuse new submissions (429, Retry-After) while this many jobs are pending (0: no limit); an equal "
+        "pending job is still returned, and hot-folder slides are always taken."))] = 1000,
     mpp: Mpp = None,
     low: Low = None,
     high: High = None,
@@ -88,6 +91,6 @@ def serve(
 
         token = read_token_file(token_file) if token_file is not None else None
         config = service_config(out, engine, devices, providers, reader_threads, options, report, report_interval,
-                                keep_days, dicom=dicom, roots=tuple(root or ()),
+                                keep_days, dicom=dicom, roots=tuple(root or ()), max_queued=max_queued or None,
                                 hot_folders=tuple(HotFolderConfig(w, settle, poll) for w in watch or ()))
         run_service(config, host=host, port=port, token=token)

@@ -22,6 +22,8 @@ import json
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote
 
+from tseg.runtime.util.display import printable
+
 #: How many failed / to-review slides the page lists above the table.
 LISTED = 100
 
@@ -255,10 +257,19 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
 
+#: Columns whose text comes from file names or messages naming them: shown with control
+#: characters, bidirectional overrides and bytes that are not UTF-8 escaped (``\\u202e``), as the logs do.
+SHOWN_ESCAPED = ("name", "slide", "failure_reason", "warnings")
+
+
+def _shown(field: str, value: Any) -> Any:
+    return printable(value) if field in SHOWN_ESCAPED and isinstance(value, str) else value
+
+
 def _link(folder: str, text: str) -> str:
     if not folder:
-        return html.escape(text)
-    return f'<a href="{html.escape(quote(folder))}/">{html.escape(text)}</a>'
+        return html.escape(printable(text))
+    return f'<a href="{html.escape(quote(folder, errors="surrogateescape"))}/">{html.escape(printable(text))}</a>'
 
 
 def render_page(rows: Sequence[Mapping[str, Any]], totals: Mapping[str, Any], thumbs: Mapping[str, str],
@@ -270,7 +281,8 @@ def render_page(rows: Sequence[Mapping[str, Any]], totals: Mapping[str, Any], th
     review = [r for r in rows if r["review"]]
     data = {
         "columns": list(FIELDS),
-        "rows": [[(thumbs.get(r["folder"], "") if f == "thumb" else _finite(r.get(f))) for f in FIELDS] for r in rows],
+        "rows": [[(thumbs.get(r["folder"], "") if f == "thumb" else _shown(f, _finite(r.get(f)))) for f in FIELDS]
+                 for r in rows],
         "table": [list(t) for t in TABLE_COLUMNS],
     }
     t = totals
@@ -313,7 +325,7 @@ def render_page(rows: Sequence[Mapping[str, Any]], totals: Mapping[str, Any], th
         for r in items[:LISTED]:
             text = r["review"] if what == "review" else r["failure_reason"] or r["status"]
             cls = "flag" if what == "review" else "reason"
-            lis.append(f"<li>{_link(r['folder'], r['name'])} — <span class=\"{cls}\">{e(str(text))}</span></li>")
+            lis.append(f"<li>{_link(r['folder'], r['name'])} — <span class=\"{cls}\">{e(printable(str(text)))}</span></li>")
         more = (f'<p>… and {len(items) - LISTED:,} more: <a href="#status={status}">show them all in the table</a></p>'
                 if len(items) > LISTED else f'<p><a href="#status={status}">show them in the table</a></p>')
         heading = (f"Failed slides ({len(items):,})" if what == "failed"

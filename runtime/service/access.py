@@ -17,7 +17,7 @@ import logging
 import os
 import stat
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from fastapi import Request
 
@@ -94,3 +94,30 @@ class Access:
             parts = urlsplit(origin)
             if not parts.netloc or parts.netloc.lower() != host.lower():
                 raise Problem("forbidden_origin", f"requests from web pages of other origins ({origin}) are refused")
+
+
+#: Query parameters whose values are never logged (a token sent in the URL is refused, and must
+#: not end up in the access log either).
+SECRET_PARAMETERS = ("token", "key", "secret", "password", "auth", "credential", "signature")
+
+
+def redact_query(path: str) -> str:
+    """``path`` (with its query) with the values of parameters that look like secrets replaced."""
+    base, sep, query = path.partition("?")
+    if not sep:
+        return path
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(word in name.lower() for name, _ in pairs for word in SECRET_PARAMETERS):
+        return path
+    return base + "?" + urlencode([(n, "REDACTED" if any(w in n.lower() for w in SECRET_PARAMETERS) else v)
+                                   for n, v in pairs])
+
+
+class RedactSecrets(logging.Filter):
+    """A filter for uvicorn's access log: secrets in a request's query are not written."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], redact_query(args[2]), *args[3:])
+        return True

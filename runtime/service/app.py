@@ -14,91 +14,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Depends, FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from fastapi import FastAPI
 
 from tseg.runtime.service.access import Access
-from tseg.runtime.service.problems import problem_body
+from tseg.runtime.service.middleware import (MAX_BODY_BYTES, MAX_REQUESTS, AccessGuard, BodyLimit, ProblemsOnly,
+                                             RequestLimit)
 from tseg.runtime.service.routers import health, jobs, metrics, results
 
-MAX_BODY_BYTES = 64 * 1024
 TITLE = "tseg-rt service"
 DESCRIPTION = ("Tumour segmentation of whole-slide images on a local machine: submit a slide by path, follow "
                "its job, fetch its results. Errors are application/problem+json (RFC 9457) with a stable `code`.")
 
 
-class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413 (declared or streamed), before any
-    route reads them. Bodies are small JSON objects, so the accepted ones are buffered."""
-
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def _refuse(self, scope: Scope, send: Send) -> None:
-        import json
-
-        body = json.dumps(problem_body("body_too_large", f"the request body is over {self.limit} bytes; a job "
-                                                         "submission is a small JSON object", scope.get("path", ""))
-                          ).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/problem+json"),
-                                (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        if declared is not None:
-            try:
-                too_big = int(declared) > self.limit
-            except ValueError:
-                too_big = True
-            if too_big:
-                await self._refuse(scope, send)
-                return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                await self._refuse(scope, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-
 def create_app(service: Any = None, token: str | None = None, max_body_bytes: int = MAX_BODY_BYTES,
-               lifespan: Any = None) -> FastAPI:
-    """The application for ``service`` (None: for the schema only); ``lifespan`` starts and stops it."""
+               lifespan: Any = None, max_requests: int = MAX_REQUESTS) -> FastAPI:
+    """The application for ``service`` (None: for the schema only); ``lifespan`` starts and stops it.
+    Every request passes :mod:`~tseg.runtime.service.middleware` first (access checks before
+    routing, the body limits, the request limit; every error as problem+json)."""
     from tseg.runtime.service.problems import install
     from tseg.runtime.service.routers.health import API_VERSION
 
     app = FastAPI(title=TITLE, description=DESCRIPTION, version=API_VERSION, docs_url=None, redoc_url=None,
-                  openapi_url=None, dependencies=[Depends(Access(token))], lifespan=lifespan)
+                  openapi_url=None, lifespan=lifespan)
     app.state.service = service
     for router in (jobs.router, results.router, health.router, metrics.router):
         app.include_router(router)
     install(app)
-    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(BodyLimit, limit=max_body_bytes)  # added last = outermost: the order below is inside out
+    app.add_middleware(AccessGuard, access=Access(token))
+    app.add_middleware(RequestLimit, limit=max_requests)
+    app.add_middleware(ProblemsOnly)
 
     def document() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -12,6 +12,9 @@ Decisions where the issue was silent:
   jobs. Submitting a slide with the same options while an equal job is pending or running
   returns that job (``how="active"``); after it finished, a new job is made and the resume rules
   decide (usually: skipped in milliseconds, "finished with these settings").
+* A job's slide, result folder and messages are shown with control characters, bidirectional
+  overrides and bytes that are not UTF-8 escaped (``\\x1b``, ``\\u202e``, ``\\xff``), as in the logs
+  (:func:`~tseg.runtime.util.display.printable`); the store keeps the name as it is.
 * Results are served from the slide's result folder as it is now. If a later job changed it
   (other thresholds post-process the same folder again) or it is gone, the older job's results
   are refused with :class:`ResultGone` instead of serving another job's files.
@@ -31,6 +34,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,10 +47,14 @@ from tseg.runtime.service.paths import Roots
 from tseg.runtime.service.reporter import ReportWriter
 from tseg.runtime.service.runner import EngineSpec, JobRunner
 from tseg.runtime.service.store import STATE_DIR, STATES, Job, JobStore, Submitted
+from tseg.runtime.util.display import printable
 
 log = logging.getLogger(__name__)
 
 SERVICE_LOCK = "service.lock"
+#: ``--max-queued`` unless given: far more than a scanner room queues, far fewer than a runaway
+#: client (or a loop) would.
+DEFAULT_MAX_QUEUED = 1000
 SERVICE_FILE = "service.json"
 
 
@@ -59,7 +67,13 @@ class JobConflict(TsegError):
 
 
 class ResultGone(TsegError):
-    """The job's result folder was removed or changed by a later job."""
+    """The job's result folder was removed or changed by a later job, or a file in it is not
+    what tseg-rt wrote (a symbolic link, a FIFO)."""
+
+
+class ResultFileNotFound(TsegError):
+    """The job exists and has a result, but not this file (a name tseg-rt does not write, or an
+    output its run did not make)."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +104,9 @@ class ServiceConfig:
     retry_failed: bool = False
     #: DICOM outputs (:class:`~tseg.runtime.outputs.dicom_export.DicomOptions`); None: none.
     dicom: Any = None
+    #: Pending jobs beyond which API submissions are refused (429); None: no limit. Hot-folder
+    #: slides are not limited (the folder bounds them).
+    max_queued: int | None = DEFAULT_MAX_QUEUED
 
 
 def _iso(t: float | None) -> str | None:
@@ -168,6 +185,8 @@ class Service:
         self.started_at = time.time()
         self.metrics = Metrics(self.versions.get("tseg-rt", ""))
         self.fatal: str | None = None
+        #: Set when the service begins to stop (SIGTERM): long polls answer at once.
+        self.stopping = threading.Event()
         self._on_fatal_hooks: list[Any] = []
         #: How many jobs have ended in this process: waiters (``GET /v1/jobs/{id}?wait=``) re-read
         #: their job only when it changes, instead of asking the database over and over.
@@ -191,9 +210,18 @@ class Service:
         for hot in self.hot_folders:
             hot.start()
 
+    def begin_stop(self) -> None:
+        """The stop has been asked for (SIGTERM): take nothing new, stop running jobs at their next
+        tile (back to pending) and answer long polls at once; returns at once (:meth:`stop` waits)."""
+        self.stopping.set()
+        for hot in self.hot_folders:
+            hot.halt()
+        self.runner.begin_stop()
+
     def stop(self, timeout_s: float = 60.0) -> None:
         """Stop the hot folders and the runner (running jobs go back to pending), write the report
         once more, close the store and release the results folder."""
+        self.stopping.set()
         for hot in self.hot_folders:
             hot.stop()
         self.runner.stop(timeout_s)
@@ -258,10 +286,12 @@ class Service:
         if opts.dicom_out and self.config.dicom is None:
             raise InvalidArgumentError("options: dicom_out: this service makes no DICOM objects; start it with "
                                        "--dicom-out (or --stow URL) to offer them")
-        sub = self.store.submit(str(real), opts.to_dict(), overwrite=overwrite, source=source,
+        options_stored = {k: v + 0.0 if isinstance(v, float) else v for k, v in opts.to_dict().items()}  # -0.0 is 0.0
+        sub = self.store.submit(str(real), options_stored, overwrite=overwrite, source=source,
                                 idempotency_key=idempotency_key,
                                 request_sha256=hashlib.sha256(request.encode()).hexdigest(),
-                                watch_key=watch_key, watch_signature=watch_signature)
+                                watch_key=watch_key, watch_signature=watch_signature,
+                                max_pending=self.config.max_queued if source == "api" else None)
         self.metrics.job_submitted(sub.how)
         if sub.how == "created":
             log.info("job %s queued: %s (%s)", sub.job.id, real, source)
@@ -287,17 +317,18 @@ class Service:
             progress["fraction"] = 1.0 if job.state == "success" else 0.0 if job.state == "running" else None
         first_tile = live["first_tile_s"] if live else job.first_tile_s
         data: dict[str, Any] = {
-            "id": job.id, "state": job.state, "slide": job.slide, "options": job.options, "overwrite": job.overwrite,
+            "id": job.id, "state": job.state, "slide": printable(job.slide), "options": job.options, "overwrite": job.overwrite,
             "source": job.source, "submitted_at": _iso(job.submitted_at), "started_at": _iso(job.started_at),
             "finished_at": _iso(job.finished_at), "queue_position": self.store.queue_position(job),
             "attempts": job.attempts, "worker": (live or {}).get("worker") or job.worker, "progress": progress,
-            "time_to_first_tile_s": first_tile, "cancel_requested": job.cancel_requested, "detail": job.detail,
+            "time_to_first_tile_s": first_tile, "cancel_requested": job.cancel_requested,
+            "detail": printable(job.detail) if job.detail else job.detail,
             "result": None, "error": None,
         }
         if job.state == "success":
-            data["result"] = {"outcome": job.outcome, "folder": job.result_folder, **(job.summary or {})}
+            data["result"] = {"outcome": job.outcome, "folder": printable(str(job.result_folder)), **(job.summary or {})}
         if job.error_code:
-            data["error"] = {"code": job.error_code, "message": job.error_message}
+            data["error"] = {"code": job.error_code, "message": printable(job.error_message or "") or None}
         return data
 
     def jobs(self, states: Sequence[str] = (), limit: int = 100, before: int | None = None) -> list[Job]:
@@ -348,32 +379,50 @@ class Service:
         return job, folder, summary
 
     def result_files(self, job_id: str) -> tuple[Job, list[dict[str, Any]], dict[str, Any]]:
+        """The result's files with their sizes: regular files only, never through a link."""
         from tseg.runtime.outputs.files import OUTPUT_FILES
+        from tseg.runtime.util.safeio import is_regular
 
         job, folder, summary = self.result_folder(job_id)
-        files = [{"name": n, "bytes": (folder / n).stat().st_size} for n in OUTPUT_FILES if (folder / n).is_file()]
-        files += [{"name": n, "bytes": p.stat().st_size} for n, p in dicom_files(folder).items()]
+        files = [{"name": n, "bytes": (folder / n).lstat().st_size} for n in OUTPUT_FILES
+                 if is_regular(folder / n, follow=False)]
+        files += [{"name": n, "bytes": p.lstat().st_size} for n, p in dicom_files(folder).items()]
         return job, files, summary
 
-    def result_file(self, job_id: str, name: str) -> Path:
-        """One output file of a job's result (only the names tseg-rt writes, and its DICOM objects)."""
+    def result_file(self, job_id: str, name: str) -> tuple[Path, os.stat_result]:
+        """One output file of a job's result (only the names tseg-rt writes, and its DICOM objects)
+        and its ``stat``: a regular file reached without a symbolic link from the results folder
+        (ResultGone otherwise, as for a result folder that is a link)."""
         from tseg.runtime.outputs.dicom_export import DICOM_FOLDER
         from tseg.runtime.outputs.files import OUTPUT_FILES
+        from tseg.runtime.util.safeio import UnsafeFileError, open_fd
 
         is_dicom = name.startswith(f"{DICOM_FOLDER}/")
         if name not in OUTPUT_FILES and not is_dicom:
-            raise JobNotFound(f"no result file {name!r}; results are {', '.join(OUTPUT_FILES)} and the files "
-                              f"under {DICOM_FOLDER}/ listed by the job's results")
+            raise ResultFileNotFound(f"no result file {name!r}; results are {', '.join(OUTPUT_FILES)} and the files "
+                                     f"under {DICOM_FOLDER}/ listed by the job's results")
         _, folder, _ = self.result_folder(job_id)
         if is_dicom:
             found = dicom_files(folder).get(name)
             if found is None:
-                raise JobNotFound(f"job {job_id}'s result has no {name} (see its results listing)")
-            return found
-        path = folder / name
-        if not path.is_file():
-            raise JobNotFound(f"job {job_id}'s result has no {name} (written only when its slide's run made it)")
-        return path
+                raise ResultFileNotFound(f"job {job_id}'s result has no {name} (see its results listing)")
+            path = found
+        else:
+            path = folder / name
+        try:
+            fd = open_fd(path, below=self.out)
+        except UnsafeFileError as exc:
+            raise ResultGone(f"job {job_id}'s {name} is not a file tseg-rt wrote ({exc.what}); it is not served: "
+                             "submit the slide again with overwrite to make it anew") from None
+        except FileNotFoundError:
+            raise ResultFileNotFound(f"job {job_id}'s result has no {name} (written only when its slide's run made "
+                                     "it)") from None
+        except OSError as exc:
+            raise ResultGone(f"job {job_id}'s {name} cannot be read ({exc.strerror or exc})") from None
+        try:
+            return path, os.fstat(fd)
+        finally:
+            os.close(fd)
 
     # --- health ------------------------------------------------------------------------------------
 

@@ -9,24 +9,29 @@ A path from a client is untrusted. :meth:`Roots.resolve` accepts it only when
   so a link inside a root that leads out of it is refused, and it is not inside the results
   folder;
 * it exists and is a slide: a file with a slide extension, a DICOM file, or a folder holding a
-  DICOM series; a DICOM series' other files (the folder's) and a MIRAX slide's data folder must
-  lead nowhere outside the roots either (OpenSlide reads them too);
+  DICOM series; every other file the slide names (a DICOM series' folder, a MIRAX slide's data
+  folder and files, VMS/VMU image files, a multi-file OME-TIFF's files:
+  :mod:`tseg.runtime.wsi.companions`) must lie inside the roots too and be a regular file, checked
+  before a reader opens it;
 * its name is not hidden (``.name``: folder search never takes those, and result folders are
   named after slides).
 
 Nothing is opened beyond what deciding this needs (``stat``, the 132-byte DICOM preamble). The
 runner checks a job's path again just before it reads the slide, in case the file system changed
 in between. Refusals are :class:`PathRefused` with a code (``bad_path``, ``path_traversal``,
-``outside_roots``, ``in_results``, ``not_found``, ``not_a_slide``) and a message for the client.
+``outside_roots``, ``in_results``, ``not_found``, ``not_a_slide``, ``not_readable``) and a message for the client.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from tseg.runtime.errors import InvalidArgumentError, TsegError
+from tseg.runtime.util.safeio import not_regular
 
 MAX_PATH_CHARS = 4096
 
@@ -37,6 +42,16 @@ class PathRefused(TsegError):
     def __init__(self, code: str, message: str) -> None:
         self.code = code
         super().__init__(message)
+
+
+def refusal_for(text: str, exc: OSError) -> PathRefused:
+    """The refusal of a path the file system would not even look at (``stat`` failed)."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return PathRefused("bad_path", f"{text[:200]}...: a name in this path is longer than the file system allows")
+    if isinstance(exc, PermissionError):
+        return PathRefused("not_readable", f"{text}: the service may not read it (permission denied); let the "
+                                           "service's user read the slide and its folder")
+    return PathRefused("bad_path", f"{text}: the file system cannot look it up ({exc.strerror or exc})")
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -90,12 +105,15 @@ class Roots:
         if self.results is not None and _inside(real, self.results):
             raise PathRefused("in_results", f"{text} is inside the results folder; results are not slides")
         p = Path(real)
-        if not p.exists():
-            raise PathRefused("not_found", f"{text}: no such file or folder")
-        if p.name.startswith(".") or given.name.startswith("."):
-            raise PathRefused("not_a_slide", f"{text}: hidden files and folders are not taken as slides")
-        self._check_kind(text, p)
-        self._check_companions(text, p)
+        try:
+            if not p.exists():
+                raise PathRefused("not_found", f"{text}: no such file or folder")
+            if p.name.startswith(".") or given.name.startswith("."):
+                raise PathRefused("not_a_slide", f"{text}: hidden files and folders are not taken as slides")
+            self._check_kind(text, p)
+            self._check_companions(text, p)
+        except OSError as exc:  # a name too long, a folder the service may not read, ...
+            raise refusal_for(text, exc) from None
         return p
 
     def _check_kind(self, text: str, p: Path) -> None:
@@ -114,15 +132,30 @@ class Roots:
                                              f"{', '.join(SLIDE_SUFFIXES)}, .dcm, or a DICOM series folder)")
 
     def _check_companions(self, text: str, p: Path) -> None:
-        """Files a reader opens beside the slide must stay inside the roots too."""
-        companions: Iterable[Path] = ()
-        if p.is_dir():
-            companions = p.iterdir()
-        elif p.suffix.lower() == ".dcm" or p.suffix == "":
-            companions = p.parent.iterdir()
-        elif p.suffix.lower() == ".mrxs" and p.with_suffix("").is_dir():
-            companions = p.with_suffix("").iterdir()
+        """Every file the slide names (:func:`~tseg.runtime.wsi.companions.companion_files`) must lie
+        inside the roots, outside the results folder, and be a regular file (a folder for a MIRAX
+        data folder), checked before any reader opens it. The refusal names the file as the slide
+        wrote it and says the same whether or not it exists (no request learns what is outside)."""
+        from tseg.runtime.wsi.companions import companion_files
+
+        try:
+            companions = companion_files(p)
+        except OSError as exc:
+            raise PathRefused("not_a_slide", f"{text}: cannot be read ({exc.strerror or exc})") from None
+        dicom = p.is_dir() or p.suffix.lower() == ".dcm" or p.suffix == ""
         for entry in companions:
-            if entry.is_symlink() and not self.contains(os.path.realpath(entry)):
-                raise PathRefused("outside_roots", f"{text}: {entry.name} beside it leads (through a symbolic "
-                                                   "link) outside the service's roots; the reader would open it")
+            shown = entry.name if entry.parent == p.parent or entry.parent == p else str(entry)
+            real = os.path.realpath(entry)
+            in_results = not dicom and self.results is not None and _inside(real, self.results)
+            if not self.contains(real) or in_results:
+                raise PathRefused("outside_roots", f"{text} names another file ({shown}) that is outside the "
+                                                   f"service's roots ({self.describe()}); the service reads only "
+                                                   "files inside them: keep a slide's files together in a root")
+            try:
+                st = os.stat(entry)
+            except OSError:
+                continue  # missing: the reader says so (the file is inside the roots)
+            if not (stat.S_ISREG(st.st_mode) or (stat.S_ISDIR(st.st_mode) and p.suffix.lower() == ".mrxs")):
+                if dicom:
+                    continue  # beside a DICOM series: the series reader skips what is not a regular file
+                raise PathRefused("not_a_slide", f"{text} names {shown}, which {not_regular(st.st_mode)}")

@@ -22,9 +22,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tseg.runtime.errors import InvalidArgumentError, OutputError, TsegError
-from tseg.runtime.service.core import JobConflict, JobNotFound, ResultGone
+from tseg.runtime.service.core import JobConflict, JobNotFound, ResultFileNotFound, ResultGone
 from tseg.runtime.service.paths import PathRefused
-from tseg.runtime.service.store import IdempotencyConflict
+from tseg.runtime.service.store import IdempotencyConflict, QueueFull
+from tseg.runtime.util.display import printable
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ TYPE_PREFIX = "urn:tseg-rt:problem:"
 #: code -> (HTTP status, title)
 PROBLEMS: dict[str, tuple[int, str]] = {
     "invalid_json": (400, "The body is not valid JSON"),
+    "invalid_range": (400, "Invalid Range header"),
     "bad_path": (400, "Bad slide path"),
     "path_traversal": (400, "'..' in a slide path"),
     "unauthorized": (401, "Missing or wrong token"),
@@ -43,16 +45,22 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "forbidden_host": (403, "Host not allowed"),
     "not_found": (404, "Not found"),
     "job_not_found": (404, "No such job"),
+    "result_not_found": (404, "No such result file"),
     "method_not_allowed": (405, "Method not allowed"),
+    "request_timeout": (408, "Request too slow"),
     "conflict": (409, "Conflict with the job's state"),
     "gone": (410, "Result no longer available"),
     "body_too_large": (413, "Request body too large"),
     "unsupported_media_type": (415, "Unsupported media type"),
+    "range_not_satisfiable": (416, "Range not satisfiable"),
     "invalid_request": (422, "Invalid request"),
     "invalid_options": (422, "Invalid options"),
     "not_a_slide": (422, "Not a slide"),
+    "not_readable": (422, "The service cannot read this path"),
     "idempotency_key_reused": (422, "Idempotency key used for another request"),
+    "queue_full": (429, "Too many queued jobs"),
     "not_ready": (503, "Not ready"),
+    "busy": (503, "Too many requests in progress"),
     "store_unavailable": (503, "Job store unavailable"),
     "internal_error": (500, "Internal error"),
 }
@@ -72,8 +80,8 @@ class Problem(Exception):
 
 def problem_body(code: str, detail: str, instance: str = "", **extra: Any) -> dict[str, Any]:
     status, title = PROBLEMS.get(code, (500, "Error"))
-    body = {"type": TYPE_PREFIX + code, "title": title, "status": status, "detail": detail, "instance": instance,
-            "code": code}
+    body = {"type": TYPE_PREFIX + code, "title": title, "status": status, "detail": printable(detail),
+            "instance": printable(instance), "code": code}
     body.update(extra)
     return body
 
@@ -90,10 +98,14 @@ def code_for(exc: TsegError) -> str:
         return exc.code if exc.code in PROBLEMS else "bad_path"
     if isinstance(exc, JobNotFound):
         return "job_not_found"
+    if isinstance(exc, ResultFileNotFound):
+        return "result_not_found"
     if isinstance(exc, JobConflict):
         return "conflict"
     if isinstance(exc, ResultGone):
         return "gone"
+    if isinstance(exc, QueueFull):
+        return "queue_full"
     if isinstance(exc, IdempotencyConflict):
         return "idempotency_key_reused"
     if isinstance(exc, InvalidArgumentError):
@@ -119,7 +131,8 @@ def install(app: FastAPI) -> None:
         code = code_for(exc)
         if code == "internal_error":
             log.error("%s %s: %s", request.method, request.url.path, exc, exc_info=exc)
-        return problem_response(code, str(exc), request.url.path)
+        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFull) else None
+        return problem_response(code, str(exc), request.url.path, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

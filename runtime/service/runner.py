@@ -153,6 +153,9 @@ class Worker(threading.Thread):
                 if job is None:
                     self.runner.wait_for_work()
                     continue
+                if self.runner.stopping.is_set():  # the stop came while claiming: nothing new starts
+                    self.runner.store.requeue(job.id, 0.0, None, started=False)
+                    break
                 self.runner.execute(self, job)
         finally:
             self.state = "stopped"
@@ -206,14 +209,19 @@ class JobRunner:
         if self.on_fatal is not None:
             self.on_fatal(f"{worker.label}: cannot load the engine: {worker.error}")
 
-    def stop(self, timeout_s: float = 60.0) -> None:
-        """Stop taking jobs; running jobs stop at their next tile and go back to ``pending``."""
+    def begin_stop(self) -> None:
+        """Take no more jobs; running jobs stop at their next tile and go back to ``pending``
+        (returns at once: :meth:`stop` waits for them)."""
         self.stopping.set()
         with self._lock:
             for r in self._running.values():
                 r.reason = r.reason or "shutdown"
                 r.cancel.set()
         self.wake()
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """:meth:`begin_stop`, then wait up to ``timeout_s`` for the workers to end."""
+        self.begin_stop()
         deadline = time.monotonic() + timeout_s
         for w in self.workers:
             if w.ident is None:
@@ -269,6 +277,9 @@ class JobRunner:
             self._running[job.id] = r
         if job.cancel_requested:  # cancelled between claim and here
             r.reason = "user"
+            r.cancel.set()
+        elif self.stopping.is_set():  # the service began stopping between claim and here
+            r.reason = "shutdown"
             r.cancel.set()
         self.metrics.job_started(time.time() - job.submitted_at)
         log.info("job %s: %s on %s", job.id, job.slide, worker.label)

@@ -3,10 +3,12 @@
 :func:`serve` binds the socket itself (so ``port=0`` picks a free port, and the address actually
 bound is written to ``OUT/.tseg-service/service.json`` for clients and tests), then runs uvicorn.
 The service starts in the application's startup (engines load in the background: live at once,
-ready when warmed up) and stops in its shutdown: on SIGTERM (``systemctl stop``) or Ctrl-C, uvicorn
-finishes the requests in flight, running jobs stop at their next tile and go back to ``pending``,
-the report is written once more and the results folder is released. If no device can load the
-engine the service stops and :func:`serve` raises the reason (exit status 2).
+ready when warmed up). On SIGTERM (``systemctl stop``) or Ctrl-C the stop begins at once
+(:class:`~tseg.runtime.service.transport.ServiceServer`): nothing new starts, running jobs stop at
+their next tile and go back to ``pending``, long polls are answered with the job's state; uvicorn
+then finishes the requests in flight, and the application's shutdown writes the report once more
+and releases the results folder. A SIGTERM stop returns normally (exit status 0). If no device
+can load the engine the service stops and :func:`serve` raises the reason (exit status 2).
 
 :func:`watch` runs the same service without HTTP: the runner and the hot folders, until SIGINT or
 SIGTERM.
@@ -55,11 +57,12 @@ def _url(host: str, port: int) -> str:
 def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8642, token: str | None = None,
           on_listening: Callable[[str], None] | None = None) -> None:
     """Serve the HTTP API until SIGTERM/SIGINT (see the module docstring)."""
-    import uvicorn
     from contextlib import asynccontextmanager
 
-    from tseg.runtime.service.access import check_binding
+    from tseg.runtime.service.access import RedactSecrets, check_binding
     from tseg.runtime.service.app import create_app
+    from tseg.runtime.service.transport import ServiceServer
+    from tseg.runtime.service.transport import config as transport_config
 
     check_binding(host, token)
     sock = bind(host, port)
@@ -83,21 +86,29 @@ def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8642, toke
         try:
             yield
         finally:
-            log.info("tseg-rt serve: stopping (running jobs go back to the queue)")
+            if not service.stopping.is_set():
+                log.info("tseg-rt serve: stopping (running jobs go back to the queue)")
             service.stop()
 
     def fatal(message: str) -> None:
         if server is not None:
             server.should_exit = True
 
+    def begin_stop() -> None:
+        log.info("tseg-rt serve: stopping (running jobs go back to the queue)")
+        service.begin_stop()
+
     service.on_fatal(fatal)
     app = create_app(service, token, lifespan=lifespan)
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=True, server_header=False,
-                                           proxy_headers=False, lifespan="on", limit_concurrency=512,
-                                           timeout_keep_alive=30, timeout_graceful_shutdown=30))
+    server = ServiceServer(transport_config(app, log_config=None, access_log=True, server_header=False,
+                                            proxy_headers=False, lifespan="on", timeout_graceful_shutdown=30),
+                           on_stop=begin_stop)
+    access_log, redact = logging.getLogger("uvicorn.access"), RedactSecrets()
+    access_log.addFilter(redact)
     try:
         server.run(sockets=[sock])
     finally:
+        access_log.removeFilter(redact)
         sock.close()
     if service.fatal:
         raise ModelError(None, f"the service stopped: {service.fatal}")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -110,6 +111,37 @@ class IdempotencyConflict(TsegError):
                          "for a new request")
 
 
+def to_db(text: str | None) -> str | bytes | None:
+    """A path (or a message naming one) for SQLite: text, or its file-system bytes when it holds
+    bytes that are not UTF-8 (Python keeps those as surrogates, which SQLite's text refuses)."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(text)
+    return text
+
+
+def from_db(value: Any) -> Any:
+    """:func:`to_db` undone."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+#: What a refusal of a full queue asks a client to wait (``Retry-After``, seconds).
+QUEUE_FULL_RETRY_S = 30
+
+
+class QueueFull(TsegError):
+    """The queue already holds its limit of pending jobs (``--max-queued``)."""
+
+    def __init__(self, limit: int, retry_after_s: int) -> None:
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+        super().__init__(f"the queue already holds {limit} pending jobs (--max-queued {limit}); submit again after "
+                         f"{retry_after_s} s, when some have run")
+
+
 @dataclass(frozen=True)
 class Job:
     """One row of the queue, as stored."""
@@ -147,6 +179,8 @@ class Job:
         data["summary"] = json.loads(data["summary"]) if data["summary"] else None
         data["overwrite"] = bool(data["overwrite"])
         data["cancel_requested"] = bool(data["cancel_requested"])
+        for name in ("slide", "result_folder", "detail", "error_message"):
+            data[name] = from_db(data[name])
         return cls(**data)
 
     @property
@@ -255,7 +289,7 @@ class JobStore:
             args.append(before_seq)
         if slide is not None:
             where.append("slide = ?")
-            args.append(slide)
+            args.append(to_db(slide))
         sql = "SELECT * FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY seq DESC LIMIT ?"
         return [Job.from_row(r) for r in self._connect().execute(sql, (*args, int(limit))).fetchall()]
 
@@ -282,11 +316,15 @@ class JobStore:
 
     def submit(self, slide: str, options: dict[str, Any], overwrite: bool = False, source: str = "api",
                idempotency_key: str | None = None, request_sha256: str | None = None,
-               watch_key: str | None = None, watch_signature: str | None = None) -> Submitted:
+               watch_key: str | None = None, watch_signature: str | None = None,
+               max_pending: int | None = None) -> Submitted:
         """Queue a job (see the module docstring for idempotency keys and equal active jobs).
-        ``watch_key``/``watch_signature`` record a hot-folder submission in the same transaction."""
+        ``watch_key``/``watch_signature`` record a hot-folder submission in the same transaction.
+        With ``max_pending``, a new job beyond that many pending ones is refused (:class:`QueueFull`);
+        an equal pending job is still returned."""
         options_json = json.dumps(options, sort_keys=True)
         now = time.time()
+        slide_db = to_db(slide)
         with self._tx() as conn:
             if idempotency_key is not None:
                 key = conn.execute("SELECT request_sha256, job_id FROM idempotency_keys WHERE key = ?",
@@ -297,19 +335,24 @@ class JobStore:
                     row = conn.execute("SELECT * FROM jobs WHERE id = ?", (key[1],)).fetchone()
                     if row is not None:
                         return Submitted(Job.from_row(row), "replayed")
-            row = None
-            if not overwrite:
-                row = conn.execute(
-                    "SELECT * FROM jobs WHERE slide = ? AND state IN ('pending', 'running') AND options = ? "
-                    "AND overwrite = 0 ORDER BY seq LIMIT 1", (slide, options_json)).fetchone()
+            # An equal job still to come serves this request too; with overwrite only a pending one
+            # (a running one may have started before the file changed, so overwrite runs again).
+            active = "('pending', 'running')" if not overwrite else "('pending')"
+            row = conn.execute(
+                f"SELECT * FROM jobs WHERE slide = ? AND state IN {active} AND options = ? "
+                "AND overwrite = ? ORDER BY seq LIMIT 1", (slide_db, options_json, int(bool(overwrite)))).fetchone()
             how = "active"
             if row is None:
+                if max_pending is not None:
+                    pending = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'pending'").fetchone()[0]
+                    if pending >= max_pending:
+                        raise QueueFull(max_pending, QUEUE_FULL_RETRY_S)
                 how = "created"
                 job_id = uuid.uuid4().hex
                 conn.execute(
                     "INSERT INTO jobs (id, state, slide, options, overwrite, source, submitted_at, stage) "
                     "VALUES (?, 'pending', ?, ?, ?, ?, ?, 'queued')",
-                    (job_id, slide, options_json, int(bool(overwrite)), source, now))
+                    (job_id, slide_db, options_json, int(bool(overwrite)), source, now))
                 row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if idempotency_key is not None:
                 conn.execute("INSERT OR REPLACE INTO idempotency_keys (key, request_sha256, job_id, created_at) "
@@ -322,7 +365,7 @@ class JobStore:
     def _record_watched(conn: sqlite3.Connection, key: str, signature: str, job_id: str, now: float) -> None:
         conn.execute("INSERT INTO watched (key, signature, job_id, submitted_at) VALUES (?, ?, ?, ?) "
                      "ON CONFLICT (key) DO UPDATE SET signature = excluded.signature, job_id = excluded.job_id, "
-                     "submitted_at = excluded.submitted_at", (key, signature, job_id, now))
+                     "submitted_at = excluded.submitted_at", (to_db(key), signature, job_id, now))
 
     def record_watched(self, key: str, signature: str, job_id: str) -> None:
         """Record a hot-folder entry without a job of its own (a folder of several DICOM series)."""
@@ -331,7 +374,7 @@ class JobStore:
 
     def watched(self, key: str) -> tuple[str, str] | None:
         """``(signature, job id)`` the hot folder recorded for ``key``, or None."""
-        row = self._connect().execute("SELECT signature, job_id FROM watched WHERE key = ?", (key,)).fetchone()
+        row = self._connect().execute("SELECT signature, job_id FROM watched WHERE key = ?", (to_db(key),)).fetchone()
         return (row[0], row[1]) if row else None
 
     # --- running ---------------------------------------------------------------------------------
@@ -361,17 +404,20 @@ class JobStore:
                 "UPDATE jobs SET state = ?, finished_at = ?, stage = 'done', outcome = ?, result_folder = ?, "
                 "detail = ?, summary = ?, error_code = ?, error_message = ?, tiles_done = ?, tiles_total = ?, "
                 "first_tile_s = ? WHERE id = ?",
-                (state, time.time(), outcome, result_folder, detail, json.dumps(summary) if summary else None,
-                 error_code, error_message, tiles[0], tiles[1], first_tile_s, job_id))
+                (state, time.time(), outcome, to_db(result_folder), to_db(detail),
+                 json.dumps(summary) if summary else None, error_code, to_db(error_message), tiles[0], tiles[1],
+                 first_tile_s, job_id))
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return Job.from_row(row)
 
-    def requeue(self, job_id: str, delay_s: float = 0.0, detail: str | None = None) -> None:
-        """Put a running job back in the queue (shutdown, or its slide locked by another process)."""
+    def requeue(self, job_id: str, delay_s: float = 0.0, detail: str | None = None, started: bool = True) -> None:
+        """Put a running job back in the queue (shutdown, or its slide locked by another process);
+        ``started=False``: it was claimed but never began, so the claim is not counted as an attempt."""
         with self._tx() as conn:
             conn.execute("UPDATE jobs SET state = 'pending', not_before = ?, stage = 'queued', started_at = NULL, "
-                         "worker = NULL, detail = ?, tiles_done = NULL, tiles_total = NULL WHERE id = ? "
-                         "AND state = 'running'", (time.time() + delay_s, detail, job_id))
+                         "worker = NULL, detail = ?, tiles_done = NULL, tiles_total = NULL, "
+                         "attempts = attempts - ? WHERE id = ? AND state = 'running'",
+                         (time.time() + delay_s, to_db(detail), 0 if started else 1, job_id))
 
     def cancel(self, job_id: str) -> Job | None:
         """Cancel a pending job now; flag a running one (the runner stops it at its next tile).

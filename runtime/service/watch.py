@@ -26,6 +26,11 @@ already in the results folder (from ``tseg-rt run``) are submitted once and skip
 
 **Failures.** A slide that fails is logged, kept in the cohort report, and not retried unless its
 file changes, or once per start with ``retry_failed`` (``tseg-rt watch --retry-failed``).
+
+**One bad entry never stops the others.** A folder that cannot be listed or looked into (a
+``lost+found`` at the top of a share), or an entry whose handling fails, is skipped with one
+warning (once per start, not once per poll), and everything else is taken. Names are handled as
+the file system has them, bytes that are not UTF-8 included (the store keeps them as bytes).
 """
 
 from __future__ import annotations
@@ -155,9 +160,22 @@ class HotFolder(threading.Thread):
         results = os.path.realpath(self.service.out)
         found: dict[str, Candidate] = {}
         dicom: dict[str, list[tuple[str, int, int]]] = {}
-        for here, dirs, files in os.walk(self.folder):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and os.path.realpath(os.path.join(here, d)) != results
-                             and not is_result_folder(Path(here) / d))
+
+        def taken(here: str, d: str) -> bool:
+            try:
+                return (not d.startswith(".") and os.path.realpath(os.path.join(here, d)) != results
+                        and not is_result_folder(Path(here) / d))
+            except OSError as exc:  # a folder the service may not look into
+                where = os.path.join(here, d)
+                self._warn_once(where, "unreadable", f"skipping {where}: {exc.strerror or exc}")
+                return False
+
+        def unlisted(exc: OSError) -> None:
+            self._warn_once(str(exc.filename), "unreadable", f"skipping {exc.filename}: cannot list it "
+                                                             f"({exc.strerror or exc})")
+
+        for here, dirs, files in os.walk(self.folder, onerror=unlisted):
+            dirs[:] = sorted(d for d in dirs if taken(here, d))
             for name in sorted(files):
                 if name.startswith("."):
                     continue
@@ -167,9 +185,8 @@ class HotFolder(threading.Thread):
                 except OSError:
                     continue  # removed meanwhile
                 if not stat.S_ISREG(st.st_mode):  # a FIFO, socket or device: never a slide, never opened
-                    if self._waiting_said.get(str(path)) != "not regular":
-                        log.warning("skipping %s: it is %s, not a regular file", path, kind_of(st.st_mode))
-                        self._waiting_said[str(path)] = "not regular"
+                    self._warn_once(str(path), "not regular", f"skipping {path}: it is {kind_of(st.st_mode)}, "
+                                                              "not a regular file")
                     continue
                 if name.lower().endswith(SLIDE_SUFFIXES):
                     found[str(path)] = Candidate(str(path), path, False, _signature([(name, st.st_size, st.st_mtime_ns)]))
@@ -194,9 +211,19 @@ class HotFolder(threading.Thread):
                 continue
             if now - seen[1] < self.settle_s or self._handled.get(key) == cand.signature:
                 continue
-            if self._due(cand):
-                submitted.append(key)
+            try:
+                if self._due(cand):
+                    submitted.append(key)
+            except Exception as exc:  # one entry must not stop the others
+                self._handled[key] = cand.signature
+                self._warn_once(key, "failed", f"skipping {cand.path}: {exc}")
         return submitted
+
+    def _warn_once(self, key: str, why: str, message: str) -> None:
+        """Log ``message`` once per entry and reason (a scan repeats every poll)."""
+        if self._waiting_said.get(key) != why:
+            self._waiting_said[key] = why
+            log.warning("%s", message)
 
     def _due(self, cand: Candidate) -> bool:
         """Submit a stable candidate unless already recorded; True when submitted."""
@@ -243,6 +270,10 @@ class HotFolder(threading.Thread):
             except Exception as exc:  # a vanished share must not end the watcher
                 log.warning("%s: scan failed (%s); trying again", self.folder, exc)
             self._halt.wait(self.poll_s)
+
+    def halt(self) -> None:
+        """Take nothing more (returns at once; :meth:`stop` also waits for the thread)."""
+        self._halt.set()
 
     def stop(self) -> None:
         self._halt.set()

@@ -55,7 +55,7 @@ COMMANDS = {
     "train import": ["PUBLISHED", "--out/-o", "--trust"],
     "serve": ["--out/-o", "--root", "--engine/-e", "--host", "--port", "--token-file", "--devices", "--providers",
               "--reader-threads", "--watch", "--settle", "--poll", "--report|--no-report", "--report-interval",
-              "--keep-days", "--mpp", "--low", "--high", "--prune|--no-prune", "--level-tolerance", "--dct-scaling",
+              "--keep-days", "--max-queued", "--mpp", "--low", "--high", "--prune|--no-prune", "--level-tolerance", "--dct-scaling",
               "--overlay-style", "--overlay-opacity", "--dicom-out", "--dicom-wsi", "--dicom-metadata", "--stow",
               "--dicomweb-credentials", "--verbose/-v"],
     "watch": ["FOLDER", "--out/-o", "--engine/-e", "--settle", "--poll", "--retry-failed", "--devices", "--providers",

@@ -38,7 +38,9 @@ def require_json(request: Request) -> None:
 @router.post("", status_code=202, response_model=Job, dependencies=[Depends(require_json)],
              responses={200: {"model": Job, "description": "An equal job is already queued or running, or this "
                                                             "Idempotency-Key's job (header Idempotent-Replayed: true)"},
-                        400: PROBLEM, 403: PROBLEM, 404: PROBLEM, 413: PROBLEM, 415: PROBLEM, 422: PROBLEM})
+                        400: PROBLEM, 403: PROBLEM, 404: PROBLEM, 413: PROBLEM, 415: PROBLEM, 422: PROBLEM,
+                        429: {**PROBLEM, "description": "The queue holds --max-queued pending jobs; try again after "
+                                                        "Retry-After seconds"}})
 def submit(body: SubmitRequest, response: Response, service: Annotated[Service, Depends(get_service)],
            idempotency_key: Annotated[Optional[str], Header(alias="Idempotency-Key", min_length=1, max_length=255,
                                                             description="Retries with the same key and body return "
@@ -59,7 +61,7 @@ def submit(body: SubmitRequest, response: Response, service: Annotated[Service, 
 def list_jobs(service: Annotated[Service, Depends(get_service)],
               state: Annotated[Optional[list[JobState]], Query(description="Only jobs in these states")] = None,
               limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-              before: Annotated[Optional[int], Query(ge=1, description="Page cursor from 'next'")] = None):
+              before: Annotated[Optional[int], Query(ge=1, le=2**63 - 1, description="Page cursor from 'next'")] = None):
     """Jobs, newest first, in pages of ``limit``."""
     jobs = service.jobs(state or (), limit + 1, before)
     more = len(jobs) > limit
@@ -76,11 +78,12 @@ async def get_job(job_id: str, service: Annotated[Service, Depends(get_service)]
                   wait: Annotated[float, Query(ge=0, le=60, description=(
                       "Wait up to this many seconds for the job to end (long poll); 0: answer at once"))] = 0):
     """A job's state, progress (stage, tiles done / total), result summary or error. With
-    ``wait``, the answer comes when the job ends (or the time is up), so a client needs no polling loop."""
+    ``wait``, the answer comes when the job ends (or the time is up, or the service begins to stop),
+    so a client needs no polling loop."""
     job = await run_in_threadpool(service.get, job_id)
     deadline = time.monotonic() + wait
     seen = service.ended
-    while not job.final and time.monotonic() < deadline:
+    while not job.final and time.monotonic() < deadline and not service.stopping.is_set():
         await asyncio.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
         if service.ended != seen:
             seen = service.ended

@@ -12,6 +12,7 @@ from tseg.runtime.service.core import Service
 from tseg.runtime.service.routers import get_service
 from tseg.runtime.service.routers.jobs import PROBLEM
 from tseg.runtime.service.schemas import Results
+from tseg.runtime.util.display import printable
 
 router = APIRouter(prefix="/v1/jobs/{job_id}/results", tags=["results"])
 MEDIA_TYPES = {".png": "image/png", ".geojson": "application/geo+json", ".json": "application/json",
@@ -26,7 +27,7 @@ def media_type(name: str) -> str:
 def list_results(job_id: str, service: Annotated[Service, Depends(get_service)]):
     """The result's files with their URLs, and its summary.json."""
     job, files, summary = service.result_files(job_id)
-    return {"job": job.id, "folder": job.result_folder, "summary": summary,
+    return {"job": job.id, "folder": printable(str(job.result_folder)), "summary": summary,
             "files": [{**f, "media_type": media_type(f["name"]), "url": f"/v1/jobs/{job.id}/results/{f['name']}"}
                       for f in files]}
 
@@ -38,5 +39,5 @@ def get_result(job_id: str, name: str, service: Annotated[Service, Depends(get_s
     """One file: summary.json, tumour.geojson, mask.png, probability.png, overlay.png,
     foreground.png, overview.png or probability.tif; or a DICOM file the results list
     (``dicom/manifest.json``, ``dicom/tumour-seg-0.dcm``, ...)."""
-    path = service.result_file(job_id, name)
-    return FileResponse(path, media_type=media_type(name), filename=path.name)
+    path, st = service.result_file(job_id, name)
+    return FileResponse(path, media_type=media_type(name), filename=path.name, stat_result=st)

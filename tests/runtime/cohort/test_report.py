@@ -287,3 +287,17 @@ def test_the_browser_would_see_errors(browser, tmp_path):
     errors = " | ".join(browser.console_errors())
     assert "boom" in errors and "undefined_name" in errors and "missing.jpg" in errors, errors
     browser.events.clear()
+
+
+def test_names_with_controls_and_bidi_overrides_are_shown_escaped_in_the_page():
+    """Issue 30, item 12: a slide named with U+202E, ESC or CR is shown escaped in report.html (its
+    table data and its failure list), as the logs show it; never raw."""
+    from tseg.runtime.cohort.report import cohort_totals
+    from tseg.runtime.cohort.report_page import render_page
+
+    name = "evil\u202egpj.\x1b[2J\rx"
+    rows = [{"name": name, "slide": f"/in/{name}.svs", "status": "failed", "review": "", "folder": "",
+             "failure_reason": f"/in/{name}.svs: unsupported", "warnings": ""}]
+    page = render_page(rows, cohort_totals(rows), {}, "t", "now", 0.1)
+    assert "\u202e" not in page and "\x1b" not in page and "\r" not in page
+    assert "evil\\u202egpj.\\x1b[2J\\rx" in page

@@ -45,7 +45,7 @@ def test_serve_with_dicom_out(service_factory, tmp_path):
         assert c.get(files["dicom/manifest.json"]["url"]).json()["objects"]
         for bad in ("dicom/%2e%2e/summary.json", "dicom/%2e%2e/%2e%2e/d/mask.png", "dicom/missing.dcm", "dicom"):
             r = c.get(f"{job['links']['results']}/{bad}")
-            assert (r.status_code, r.json()["code"]) == (404, "job_not_found"), (bad, r.text)  # nothing outside dicom/
+            assert (r.status_code, r.json()["code"]) == (404, "result_not_found"), (bad, r.text)  # nothing outside dicom/
 
         off = wait_job(c, c.post("/v1/jobs", json={"path": "e.tiff", "options": {"dicom_out": False}}).json()["id"])
         assert off["state"] == "success" and off["result"].get("dicom") is None, off

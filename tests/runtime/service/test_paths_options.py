@@ -48,7 +48,7 @@ def test_roots(tree):
         assert err.value.code == code, (text, err.value)
     with pytest.raises(PathRefused, match="symbolic link"):
         roots.resolve(str(root / "outside-link.svs"))
-    with pytest.raises(PathRefused, match="2.dcm beside it"):
+    with pytest.raises(PathRefused, match=r"names another file \(2.dcm\)"):
         roots.resolve("badseries")
 
 
@@ -106,3 +106,65 @@ def test_overlay_choices_are_the_segmenters():
     assert typing.get_args(OverlayStyle) == OVERLAY_STYLES
     assert (SlideOptions().overlay_style, SlideOptions().overlay_opacity) == (DEFAULT_OVERLAY_STYLE,
                                                                               DEFAULT_OVERLAY_OPACITY)
+
+
+@pytest.fixture
+def named_tree(tmp_path):
+    """Slides in a root that name other files (issue 30, items 1 and 2)."""
+    import tifffile
+
+    root, outside, out = tmp_path / "root", tmp_path / "outside", tmp_path / "out"
+    for d in (root, outside, out):
+        d.mkdir()
+    (outside / "private.jpg").write_bytes(b"\xff\xd8secret")
+    (outside / "data").mkdir()
+    (root / "image.jpg").write_bytes(b"\xff\xd8")
+    os.mkfifo(root / "pipe.jpg")
+    vms = "[Virtual Microscope Specimen]\nNoLayers=1\n{}\nMapFile=image.jpg\n"
+    (root / "good.vms").write_text(vms.format("ImageFile=image.jpg"))
+    (root / "outside.vms").write_text(vms.format("ImageFile=../outside/private.jpg"))
+    (root / "missing.vms").write_text(vms.format("ImageFile=../outside/does-not-exist.jpg"))
+    (root / "absolute.vmu").write_text(vms.format(f"ImageFile(0,1)={outside / 'private.jpg'}"))
+    (root / "fifo.vms").write_text(vms.format("ImageFile=pipe.jpg"))
+    ome = ('<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
+           '<Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYCZT" Type="uint8" SizeX="8" SizeY="8" '
+           'SizeC="1" SizeZ="1" SizeT="2"><TiffData FirstT="1" IFD="0" PlaneCount="1"><UUID FileName="{}">'
+           'urn:uuid:1</UUID></TiffData></Pixels></Image></OME>')
+    import numpy as np
+
+    for name, target in (("ome-outside.ome.tiff", str(outside / "secret.tiff")), ("ome-fifo.ome.tiff", "pipe.jpg")):
+        tifffile.imwrite(root / name, np.zeros((8, 8), np.uint8), description=ome.format(target), metadata=None)
+    (root / "linked.mrxs").write_bytes(b"x")
+    os.symlink(outside / "data", root / "linked")
+    (root / "named.mrxs").write_bytes(b"x")
+    (root / "named").mkdir()
+    (root / "named" / "Slidedat.ini").write_text("[DATAFILE]\nFILE_COUNT=1\nFILE_0=../../outside/data/x.dat\n")
+    return Roots([root], results=out), root
+
+
+def test_files_a_slide_names_stay_inside_the_roots(named_tree):
+    """VMS/VMU image files, a MIRAX data folder and its files, OME-TIFF UUID FileName: refused
+    before anything opens them, with a message that does not say whether the outside file exists."""
+    from tseg.runtime.wsi.companions import companion_files
+
+    roots, root = named_tree
+    assert roots.resolve("good.vms") == root / "good.vms"
+    assert root / "image.jpg" in companion_files(root / "good.vms")
+    messages = {}
+    for name in ("outside.vms", "missing.vms", "absolute.vmu", "ome-outside.ome.tiff", "linked.mrxs", "named.mrxs"):
+        with pytest.raises(PathRefused) as refused:
+            roots.resolve(name)
+        assert refused.value.code == "outside_roots", (name, str(refused.value))
+        messages[name] = str(refused.value)
+    assert messages["outside.vms"].replace("outside.vms", "X").replace("private.jpg", "Y") == \
+        messages["missing.vms"].replace("missing.vms", "X").replace("does-not-exist.jpg", "Y")
+    assert "couldn't" not in " ".join(messages.values()).lower()
+
+
+@pytest.mark.timeout(30)
+def test_a_fifo_a_slide_names_is_refused_without_opening_it(named_tree):
+    roots, root = named_tree
+    for name in ("fifo.vms", "ome-fifo.ome.tiff"):
+        with pytest.raises(PathRefused, match="FIFO") as refused:
+            roots.resolve(name)
+        assert refused.value.code == "not_a_slide"

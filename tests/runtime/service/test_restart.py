@@ -76,7 +76,7 @@ def test_sigterm_and_sigkill_mid_job_lose_nothing(service_factory, slow_model, r
         a = c.post("/v1/jobs", json={"path": str(root / "a.tiff")}, headers={"Idempotency-Key": "a-1"}).json()
         b = c.post("/v1/jobs", json={"path": str(root / "b.tiff")}).json()
         wait_job(c, a["id"], until=running_with_tiles(2), timeout=60)
-    assert first.stop() is not None  # SIGTERM, as `systemctl stop`: the running job goes back to the queue
+    assert first.stop() == 0  # SIGTERM, as `systemctl stop`: a clean exit; the running job goes back to the queue
     assert "stopping (running jobs go back to the queue)" in first.log()
     job = stored(out, a["id"])
     assert (job.state, job.detail) == ("pending", "requeued: the service stopped while processing it")
@@ -106,3 +106,39 @@ def test_sigterm_and_sigkill_mid_job_lose_nothing(service_factory, slow_model, r
         assert same and all((out / name / f).read_bytes() == (reference / name / f).read_bytes() for f in same)
         assert sorted(p.name for p in (out / name).iterdir()) == sorted(p.name for p in (reference / name).iterdir())
     assert not no_temporary_outputs(out)
+
+
+@pytest.mark.timeout(180)
+def test_sigterm_during_a_long_poll_stops_at_once(service_factory, slow_model, root, tmp_path):
+    """Issue 30, items 7-8: with a client long-polling the running job (?wait=60), SIGTERM stops
+    the job at its next tile (back to pending, not run to success), answers the long poll at once,
+    starts nothing new (the pending job keeps 0 attempts) and exits 0 well within the unit's
+    TimeoutStopSec."""
+    import threading
+    import time
+
+    out = tmp_path / "out"
+    svc = service_factory("serve", out, "--root", root, "--engine", slow_model, "--report-interval", "0")
+    answered: dict = {}
+    with svc.client() as c:
+        a = c.post("/v1/jobs", json={"path": str(root / "a.tiff")}).json()
+        b = c.post("/v1/jobs", json={"path": str(root / "b.tiff")}).json()
+        wait_job(c, a["id"], until=running_with_tiles(2), timeout=60)
+
+        def long_poll() -> None:
+            r = c.get(f"/v1/jobs/{a['id']}", params={"wait": 60})
+            answered.update(status=r.status_code, job=r.json(), at=time.monotonic())
+
+        poller = threading.Thread(target=long_poll)
+        poller.start()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        assert svc.stop(timeout=80) == 0, svc.log()
+        stopped_s = time.monotonic() - t0
+        poller.join(10)
+    assert answered["status"] == 200 and answered["job"]["state"] in ("running", "pending"), answered
+    assert answered["at"] - t0 < 15 and stopped_s < 30, (answered["at"] - t0, stopped_s)
+    job, pending = stored(out, a["id"]), stored(out, b["id"])
+    assert (job.state, job.detail) == ("pending", "requeued: the service stopped while processing it")
+    assert (pending.state, pending.attempts) == ("pending", 0)
+    assert "error" not in svc.log().lower()

@@ -26,7 +26,8 @@ def test_token_is_checked_on_every_request(service_factory, tmp_path):
     token_file.chmod(0o600)
     svc = service_factory("serve", tmp_path / "out", "--root", root, "--token-file", token_file, ready=False)
     routes = [("GET", "/v1/health/live"), ("GET", "/v1/health/ready"), ("GET", "/v1/info"), ("GET", "/metrics"),
-              ("GET", "/v1/jobs"), ("GET", "/v1/jobs/x"), ("POST", "/v1/jobs/x/cancel"), ("GET", "/v1/openapi.json")]
+              ("GET", "/v1/jobs"), ("GET", "/v1/jobs/x"), ("POST", "/v1/jobs/x/cancel"), ("GET", "/v1/openapi.json"),
+              ("GET", "/nope"), ("DELETE", "/v1/jobs"), ("PUT", "/v1/info")]  # the token before the routes
     for token in ("", "wrong", "s3cret-token-of-32-characters-x"):
         with svc.client(token=token) as c:
             for method, path in routes:

@@ -123,3 +123,22 @@ def test_concurrent_submissions_from_threads(tmp_path):
     assert len({r.job.id for r in results if r.job.slide == "/s/k.svs"}) == 1
     assert store.counts()["pending"] == 6
     store.close()
+
+
+def test_queue_limit_and_identical_overwrite_requests(store):
+    """Issue 30, item 6: beyond ``max_pending`` pending jobs a new one is refused (an equal pending
+    one is still returned); identical overwrite requests while one is pending return it."""
+    from tseg.runtime.service.store import QueueFull
+
+    first = store.submit("/s/a.svs", OPTS, overwrite=True, max_pending=2)
+    again = store.submit("/s/a.svs", OPTS, overwrite=True, max_pending=2)
+    assert (again.how, again.job.id) == ("active", first.job.id)
+    assert store.submit("/s/a.svs", OPTS, max_pending=2).how == "created"  # not an overwrite: another job
+    with pytest.raises(QueueFull, match="--max-queued 2") as full:
+        store.submit("/s/b.svs", OPTS, max_pending=2)
+    assert full.value.retry_after_s > 0
+    assert store.submit("/s/a.svs", OPTS, overwrite=True, max_pending=2).job.id == first.job.id
+    running = store.claim("w")
+    assert running is not None and running.id == first.job.id
+    assert store.submit("/s/a.svs", OPTS, overwrite=True, max_pending=2).how == "created"  # it runs: a new one
+    assert store.counts()["pending"] == 2

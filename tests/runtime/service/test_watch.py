@@ -8,6 +8,8 @@ import csv
 import os
 import shutil
 import time
+
+import pytest
 from pathlib import Path
 
 from dicomwsi import square_slide_image, write_dicom_wsi
@@ -131,3 +133,101 @@ def test_serve_with_a_hot_folder(service_factory, tmp_path):
             "result"]["outcome"] == "skipped"
         assert c.post("/v1/jobs", json={"path": str(tmp_path / "y.tiff")}).json()["code"] == "outside_roots"
         assert c.get("/v1/info").json()["hot_folders"] == [str(inbox)]
+
+
+NOBODY = 65534
+
+
+def unprivileged_user() -> int | None:
+    """A user id the watcher can run as without root's right to read every folder: this one when
+    not root; as root, nobody (None when nobody cannot run this Python, e.g. a checkout in /root)."""
+    if os.geteuid() != 0:
+        return os.geteuid()
+    import subprocess
+    import sys
+
+    try:
+        probe = subprocess.run([sys.executable, "-c", "import tseg.runtime.service.watch"], capture_output=True,
+                               user=NOBODY, group=NOBODY, extra_groups=[], cwd="/")
+    except OSError:
+        return None
+    return NOBODY if probe.returncode == 0 else None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_one_bad_entry_does_not_stop_the_hot_folder(tmp_path):
+    """Issue 30, item 4: a slide whose name is not UTF-8 (and holds U+202E) is processed like any
+    other, and a folder the watcher may not read (a `lost+found`) is skipped with one warning;
+    the other slides are taken."""
+    import tempfile
+
+    from service_process import ServiceProcess
+
+    user = unprivileged_user()
+    base = Path(tempfile.mkdtemp(prefix="tseg-watch-", dir="/tmp" if user is not None else tmp_path))
+    watcher = None
+    try:
+        base.chmod(0o755)
+        inbox, out = base / "in", base / "out"
+        inbox.mkdir()
+        out.mkdir()
+        make_square_slide(inbox / "good.tiff")
+        make_square_slide(tmp_path / "odd.tiff", seed=3)
+        odd = os.fsencode(inbox) + b"/z-\xff\xfe\xe2\x80\xae.tiff"
+        shutil.copy(tmp_path / "odd.tiff", odd)
+        lost = inbox / "lost+found"
+        lost.mkdir()
+        if user is not None and user != os.geteuid():  # root: the watcher runs as nobody
+            for p in (inbox, out, inbox / "good.tiff", odd):
+                os.chown(p, user, user)
+        lost.chmod(0o700 if os.geteuid() == 0 else 0o000)
+        watcher = ServiceProcess("watch", out, watch_args(inbox), tmp_path / "watch.log", user=user).start()
+        done = wait_for(lambda: (lambda js: js if len(js) == 2 and all(j.final for j in js) else None)(jobs(out)),
+                        120, f"both slides' jobs:\n{watcher.log()}")
+        assert sorted(os.fsencode(j.slide) for j in done) == sorted([os.fsencode(inbox / "good.tiff"), odd])
+        assert all(j.state == "success" for j in done), done
+        time.sleep(10 * POLL_S)
+        log = watcher.log()
+        assert "scan failed" not in log and "Traceback" not in log, log
+        if user is not None:
+            assert log.count("lost+found") == 1 and "skipping" in log, log
+        assert watcher.stop() == 0
+    finally:
+        if watcher is not None:
+            watcher.kill()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_folder_the_watcher_cannot_read_is_skipped_with_one_warning(tmp_path, monkeypatch, caplog):
+    """Issue 30, item 4, in this process (as root no folder is unreadable: there the check of a
+    `lost+found` fails as it does for the service's user, with PermissionError)."""
+    from tseg.runtime.cohort import identity
+    from tseg.runtime.service.core import HotFolderConfig, Service, ServiceConfig
+
+    inbox = tmp_path / "in"
+    (inbox / "lost+found").mkdir(parents=True)
+    make_square_slide(inbox / "good.tiff")
+    if os.geteuid() == 0:
+        real = identity.is_result_folder
+
+        def unreadable(folder: Path) -> bool:
+            if folder.name == "lost+found":
+                raise PermissionError(13, "Permission denied", str(folder / ".tseg-result"))
+            return real(folder)
+
+        monkeypatch.setattr(identity, "is_result_folder", unreadable)
+    else:
+        (inbox / "lost+found").chmod(0o000)
+    service = Service(ServiceConfig(out=tmp_path / "out", hot_folders=[HotFolderConfig(inbox, 0.0, 0.1)], report=False),
+                      "watch")
+    try:
+        hot = service.hot_folders[0]
+        with caplog.at_level("WARNING"):
+            assert hot.scan_once(now=0.0) == []
+            assert hot.scan_once(now=1.0) == [str(inbox / "good.tiff")]
+            hot.scan_once(now=2.0)
+        assert [r.getMessage() for r in caplog.records].count(f"skipping {inbox / 'lost+found'}: Permission denied") == 1
+    finally:
+        (inbox / "lost+found").chmod(0o755)
+        service.stop()
