@@ -17,8 +17,9 @@ FINAL = ("success", "failure", "cancelled")
 class ServiceProcess:
     """A `tseg-rt serve` or `watch` subprocess with its log in a file."""
 
-    def __init__(self, command: str, out: Path, args: Iterable[Any], log: Path) -> None:
+    def __init__(self, command: str, out: Path, args: Iterable[Any], log: Path, cwd: Path | None = None) -> None:
         self.command = command
+        self.cwd = cwd  # the folder the command runs in (relative arguments are relative to it)
         self.out = Path(out)
         self.args = [str(a) for a in args]
         self.log_path = log
@@ -31,7 +32,7 @@ class ServiceProcess:
         if self.command == "serve":
             argv += ["--port", "0"]
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.cwd)
         deadline = time.monotonic() + timeout
         info = self.out / ".tseg-service" / "service.json"
         while time.monotonic() < deadline:
