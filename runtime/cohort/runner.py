@@ -34,7 +34,12 @@ log = logging.getLogger(__name__)
 
 
 def check_output_root(out: Path) -> None:
-    """Create ``out`` and prove it writable, or raise OutputError naming it."""
+    """Create ``out`` and prove it writable, or raise OutputError naming it (and the file in the
+    way, when ``out`` or a folder above it is a file)."""
+    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise OutputError(out, f"the output folder is not writable: {blocker} is a file, not a folder; "
+                               "choose another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".tseg-write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"

@@ -171,3 +171,15 @@ def test_two_workers(slides, tmp_path, model):
     run_batch(found, tmp_path / "single", Segmenter(model))
     for name in ("a", "b"):
         assert contents(out / name) == contents(tmp_path / "single" / name)
+
+
+def test_output_root_that_is_a_file_is_called_a_file(tmp_path, slides, model):
+    """--out naming a file (or a folder under a file) says it is a file, not "File exists"."""
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("x")
+    for out in (blocker, blocker / "out"):
+        with pytest.raises(OutputError) as err:
+            run_batch([slides / "a.tiff"], out, Segmenter(model))
+        text = str(err.value)
+        assert f"{blocker} is a file, not a folder" in text and "--out" in text and "File exists" not in text
+    assert blocker.read_text() == "x"
