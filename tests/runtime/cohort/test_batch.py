@@ -183,3 +183,22 @@ def test_output_root_that_is_a_file_is_called_a_file(tmp_path, slides, model):
         text = str(err.value)
         assert f"{blocker} is a file, not a folder" in text and "--out" in text and "File exists" not in text
     assert blocker.read_text() == "x"
+
+
+def test_a_long_slides_csv_reports_its_progress(tmp_path):
+    """Reading millions of rows takes minutes: progress (rows, share of the file) is reported while
+    reading, and once at the end; a short list says nothing."""
+    from tseg.runtime.cohort.slides_csv import iter_slides_csv
+
+    table = tmp_path / "slides.csv"
+    table.write_text("path,low\n" + "".join(f"s{i % 50}.tiff,{80 + i % 3}\n" for i in range(5000)))
+    seen = []
+    rows = list(iter_slides_csv(table, progress=seen.append, every_s=0.0))
+    assert len(rows) == 5000 and len(seen) >= 3
+    assert [p.rows for p in seen] == sorted(p.rows for p in seen) and not any(p.finished for p in seen[:-1])
+    assert seen[-1].finished and seen[-1].rows == 5000 and "5,000 rows read, done" in seen[-1].describe()
+    middle = seen[len(seen) // 2]
+    assert middle.total_bytes == table.stat().st_size and 0 < middle.done_bytes <= middle.total_bytes
+    assert "rows read (" in middle.describe() and "%)" in middle.describe()
+    quiet = []
+    assert len(list(iter_slides_csv(table, progress=quiet.append))) == 5000 and quiet == []  # under 5 s: nothing
