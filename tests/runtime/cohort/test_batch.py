@@ -202,3 +202,25 @@ def test_a_long_slides_csv_reports_its_progress(tmp_path):
     assert "rows read (" in middle.describe() and "%)" in middle.describe()
     quiet = []
     assert len(list(iter_slides_csv(table, progress=quiet.append))) == 5000 and quiet == []  # under 5 s: nothing
+
+
+def test_one_file_listed_under_several_names_is_one_slide_with_one_name(tmp_path, model):
+    """A slide, a symbolic link to it and a hard link to it in one folder are one file: one run,
+    one result, one cohort.csv row, and its name does not depend on the order of the inputs (the
+    file's own name when it is listed; otherwise the first name in sorted order)."""
+    from tseg.runtime.cohort.report import write_report
+
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    make_square_slide(folder / "b.tiff")
+    (folder / "a_link.tiff").symlink_to("b.tiff")
+    os.link(folder / "b.tiff", folder / "c_hard.tiff")
+    orders = ([folder], [folder / "b.tiff", folder / "a_link.tiff"], [folder / "a_link.tiff", folder / "b.tiff"])
+    assert [find_slides(i) for i in orders] == [[folder / "b.tiff"]] * 3
+    assert find_slides([folder / "a_link.tiff", folder / "c_hard.tiff"]) == [folder / "c_hard.tiff"]  # not a link
+    out = tmp_path / "out"
+    outcomes = run_batch(find_slides([folder]), out, Segmenter(model))
+    assert [(o.status, o.name) for o in outcomes] == [("done", "b")]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["b"]
+    made = write_report(out, thumbnails=False)
+    assert [r["name"] for r in made.rows] == ["b"]
