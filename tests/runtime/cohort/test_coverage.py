@@ -26,7 +26,7 @@ from tseg.runtime.outputs.summary import SUMMARY
 HOLD_LOCK = """
 import sys
 from pathlib import Path
-from tseg.runtime.cohort.resume import SlideLock
+from tseg.runtime.cohort.locks import SlideLock
 lock = SlideLock(Path(sys.argv[1]), {"slide": sys.argv[2]})
 print("locked", flush=True)
 sys.stdin.read()
