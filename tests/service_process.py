@@ -17,9 +17,11 @@ FINAL = ("success", "failure", "cancelled")
 class ServiceProcess:
     """A `tseg-rt serve` or `watch` subprocess with its log in a file."""
 
-    def __init__(self, command: str, out: Path, args: Iterable[Any], log: Path, user: int | None = None) -> None:
+    def __init__(self, command: str, out: Path, args: Iterable[Any], log: Path, user: int | None = None,
+                 cwd: Path | None = None) -> None:
         self.user = user  # run as this user id (and its group id), e.g. nobody: a user without root's rights
         self.command = command
+        self.cwd = cwd  # the folder the command runs in (relative arguments are relative to it)
         self.out = Path(out)
         self.args = [str(a) for a in args]
         self.log_path = log
@@ -33,7 +35,7 @@ class ServiceProcess:
             argv += ["--port", "0"]
         self._log = open(self.log_path, "ab")
         as_user = {"user": self.user, "group": self.user, "extra_groups": []} if self.user is not None else {}
-        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, **as_user)
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.cwd, **as_user)
         deadline = time.monotonic() + timeout
         info = self.out / ".tseg-service" / "service.json"
         while time.monotonic() < deadline:

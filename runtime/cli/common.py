@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from contextlib import contextmanager
-from typing import Iterator, NoReturn, Optional
+from typing import Any, Callable, Iterator, NoReturn, Optional
 
 import typer
 
@@ -124,3 +124,14 @@ def need_torch(extra: str = "train") -> None:
 def num(value: Optional[float], digits: int = 3) -> str:
     """A number for a one-line summary, ``n/a`` when undefined."""
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def csv_progress(console: Any) -> Callable[[Any], None]:
+    """A slides CSV's reading progress (:class:`~tseg.runtime.cohort.slides_csv.CsvProgress`) as
+    plain lines on ``console`` (stderr): a list of millions of rows takes minutes to read."""
+    from rich.markup import escape
+
+    def say(progress: Any) -> None:
+        console.print(escape(printable(progress.describe())), highlight=False, soft_wrap=True)
+
+    return say

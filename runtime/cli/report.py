@@ -14,7 +14,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from tseg.runtime.cli.common import fail, reported
+from tseg.runtime.cli.common import csv_progress, fail, reported
 
 
 def report(
@@ -44,7 +44,10 @@ def report(
             from tseg.runtime.cohort.slide_lists import collect_slides
             from tseg.runtime.cohort.slides_csv import iter_slides_csv
 
-            table_rows = iter_slides_csv(csv_table) if csv_table is not None else []  # streamed, as `run` reads it
+            from rich.console import Console
+
+            table_rows = (iter_slides_csv(csv_table, progress=csv_progress(Console(stderr=True)))  # streamed, as `run` reads it
+                          if csv_table is not None else [])
             cohort = collect_slides(slides or [], table_rows, exclude=results, source=str(csv_table))[0]
         made = write_report(results, review_margin=review_margin, title=title, thumbnails=thumbnails, cohort=cohort,
                             shards=shards)

@@ -14,7 +14,7 @@ from typing import Any, Iterator, List, Optional
 
 import typer
 
-from tseg.runtime.cli.common import EXIT_FAILED_SLIDES, devices_option, fail, reported, setup_logging
+from tseg.runtime.cli.common import EXIT_FAILED_SLIDES, csv_progress, devices_option, fail, reported, setup_logging
 from tseg.runtime.util.display import printable
 from tseg.runtime.cli.options import DctScaling, Devices, DicomMetadata, DicomOut, DicomwebCredentials, DicomWsi, Engine, High, LevelTolerance, Low, MaxSlideMm, Mpp, OverlayOpacity, OverlayStyle, Progress, Providers, ReaderThreads, Stow, Verbose, dicom_options, slide_settings
 from tseg.runtime.cohort.options import OVERLAY_OPACITY_DEFAULT, OVERLAY_STYLE_DEFAULT
@@ -96,7 +96,7 @@ def run(
     if not slides and csv_table is None:
         fail("give slides, folders or --csv SLIDES.csv")
     with reported():
-        table_rows = _checked_rows(csv_table, low, high)
+        table_rows = _checked_rows(csv_table, low, high, console)
         dicom = dicom_options(dicom_out=dicom_out, dicom_wsi=dicom_wsi, dicom_metadata=dicom_metadata, stow=stow,
                               dicomweb_credentials=dicomweb_credentials)
     if dicom is not None and ray is not None:
@@ -149,9 +149,10 @@ def run(
         print_outcomes(outcomes, console)
 
 
-def _checked_rows(csv_table: Optional[Path], low: Optional[int], high: Optional[int]) -> Iterator[Any]:
-    """The slides CSV's rows, streamed (:func:`~tseg.runtime.cohort.slides_csv.iter_slides_csv`),
-    with the run's thresholds checked at once and every row's as it is read."""
+def _checked_rows(csv_table: Optional[Path], low: Optional[int], high: Optional[int], console: Any) -> Iterator[Any]:
+    """The slides CSV's rows, streamed (:func:`~tseg.runtime.cohort.slides_csv.iter_slides_csv`,
+    its progress on ``console``), with the run's thresholds checked at once and every row's as it
+    is read."""
     from tseg.runtime.cohort.slides_csv import iter_slides_csv
     from tseg.runtime.errors import InvalidArgumentError
     from tseg.runtime.method.postprocess import check_thresholds
@@ -162,7 +163,7 @@ def _checked_rows(csv_table: Optional[Path], low: Optional[int], high: Optional[
         return iter(())
 
     def rows() -> Iterator[Any]:
-        for row in iter_slides_csv(csv_table):
+        for row in iter_slides_csv(csv_table, progress=csv_progress(console)):
             try:
                 check_thresholds(row.settings.get("low", low if low is not None else 85),
                                  row.settings.get("high", high if high is not None else 229))

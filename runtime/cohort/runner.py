@@ -12,7 +12,6 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import shutil
 import threading
 import time
 import uuid
@@ -25,6 +24,7 @@ from tseg.runtime.cohort.identity import RESULT_MARKER, result_stem, slide_ident
 from tseg.runtime.cohort.locks import LockBusy, SlideLock, claim_result_folder, describe_holder
 from tseg.runtime.cohort.resume import decide, wanted_from
 from tseg.runtime.errors import DicomWebError, OutputError, SlideChangedError, TsegError
+from tseg.runtime.util.atomic import remove_path, replace_folder
 from tseg.runtime.util.safeio import open_fd, read_json
 from tseg.runtime.outputs.files import repostprocess, write_outputs
 from tseg.runtime.wsi.locator import SlideRef, as_slide, is_remote, slide_exists, slide_key
@@ -34,7 +34,12 @@ log = logging.getLogger(__name__)
 
 
 def check_output_root(out: Path) -> None:
-    """Create ``out`` and prove it writable, or raise OutputError naming it."""
+    """Create ``out`` and prove it writable, or raise OutputError naming it (and the file in the
+    way, when ``out`` or a folder above it is a file)."""
+    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise OutputError(out, f"the output folder is not writable: {blocker} is a file, not a folder; "
+                               "choose another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".tseg-write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -46,14 +51,6 @@ def check_output_root(out: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise OutputError(out, f"the output folder is not writable ({exc.strerror or exc}); choose another --out") from exc
-
-
-def remove_path(path: Path) -> None:
-    """Remove a file, link or folder tree if it is there."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
 
 
 def process_slide(segmenter: Any, slide: SlideRef, out: Path, overwrite: bool = False,
@@ -110,13 +107,7 @@ def process_slide(segmenter: Any, slide: SlideRef, out: Path, overwrite: bool = 
                                            size_bytes=identity.size_bytes, result_folder=name)
             result.summary["worker"] = describe_worker()  # host, pid, Slurm task: for the report
             write_outputs(result, tmp, segmenter.contract.mpp)
-            if final.exists() or final.is_symlink():
-                old = out / f".{name}.old-{os.getpid()}"
-                os.rename(final, old)
-                os.rename(tmp, final)
-                remove_path(old)
-            else:
-                os.rename(tmp, final)
+            replace_folder(tmp, final, out / f".{name}.old-{os.getpid()}")
         except BaseException:
             remove_path(tmp)
             raise

@@ -5,6 +5,11 @@ for DICOM series (the ``.dcm`` files of one series are one slide, however many f
 however they were named: :mod:`tseg.runtime.wsi.dicom_source`). Hidden folders, the output folder and
 every tseg-rt result folder (marked with ``.tseg-rt-result``, or holding a ``summary.json``
 beside a probability map) are not searched, so results are never taken for slides.
+
+**One file, one slide.** A file listed under several names (a symbolic link to it, a hard link,
+the same path spelt twice) is one slide, run once, with one result (:func:`same_file`). Its name
+never depends on the order of the inputs: the file's own name when it is among them (a name that
+is not a symbolic link), otherwise the first of its names in sorted order.
 """
 
 from __future__ import annotations
@@ -26,6 +31,23 @@ log = logging.getLogger(__name__)
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide",
                   ".bif", ".btf", ".qptiff")
 DICOM_SUFFIXES = (".dcm",)
+
+
+def same_file(slide: SlideRef) -> str:
+    """One key for every name of one file (or DICOM folder): its device and inode, which a hard
+    link shares too; the resolved path when it cannot be stat'ed; a DICOMweb URL as it is."""
+    if is_remote(slide):
+        return str(slide)
+    try:
+        st = os.stat(slide)
+    except OSError:
+        return str(Path(slide).resolve())
+    return f"inode:{st.st_dev}:{st.st_ino}"
+
+
+def _preferred(names: Sequence[Path]) -> Path:
+    """The name a file listed several times goes by: not a symbolic link first, then sorted."""
+    return min(names, key=lambda f: (f.is_symlink(), str(f)))
 
 
 def _walk(root: Path, exclude: Path | None) -> Iterable[Path]:
@@ -123,7 +145,10 @@ def find_slides(inputs: Iterable[str | os.PathLike[str]], exclude: Path | None =
                 found.append(r.path)  # named explicitly: it fails with its reason
             else:
                 log.info("skipping %s: %s", r.path, r.error or f"not a whole-slide image (SOP class {r.sop_class})")
-    unique: list[SlideRef] = sorted({f.resolve(): f for f in found}.values(), key=lambda f: str(f))
+    names: dict[str, list[Path]] = {}
+    for f in found:
+        names.setdefault(same_file(f), []).append(f)
+    unique: list[SlideRef] = sorted((_preferred(n) for n in names.values()), key=lambda f: str(f))
     unique += sorted(remote)
     if not unique:
         raise NoSlidesFoundError(
@@ -154,19 +179,19 @@ def collect_slides(inputs: Sequence[str | os.PathLike[str]], rows: Iterable[Any]
     """The slides named or found in ``inputs``, then those of a slides CSV's ``rows``
     (:func:`~tseg.runtime.cohort.slides_csv.iter_slides_csv`, streamed, or ``(path, settings)``
     pairs), each once; and each row's settings by the slide's path as listed (the form
-    ``run_batch(slide_settings=...)`` takes). Two rows that give one slide (the same file once
-    resolved) different settings are an InvalidArgumentError naming both rows (``source`` names
+    ``run_batch(slide_settings=...)`` takes). Two rows that give one slide (the same file under any
+    name: :func:`same_file`) different settings are an InvalidArgumentError naming both rows (``source`` names
     the CSV). Memory grows with the distinct slides, not with the rows."""
     found = find_slides(inputs, exclude=exclude) if inputs else []
-    listed = {slide_key(p): p for p in found}  # slide key -> the slide as first listed
+    listed = {same_file(p): p for p in found}  # the file -> the slide as first listed
     first_row: dict[str, tuple[int, dict[str, Any]]] = {}
     per_slide: dict[str, dict[str, Any]] = {}
     for index, entry in enumerate(rows, start=2):
         number, path, settings = entry if len(entry) == 3 else (index, *entry)
         for p in _slides_of(path, exclude):
-            key = slide_key(p)
+            key = same_file(p)
             if key in first_row:
-                check_conflict(key, first_row[key], (number, settings), source)
+                check_conflict(slide_key(p), first_row[key], (number, settings), source)
                 continue
             first_row[key] = (number, settings)
             if key not in listed:

@@ -9,7 +9,9 @@ Empty cells mean "the run's setting". A cell a spreadsheet-safe writer prefixed 
 naming the file, the row and the column); nothing holds the whole file, so a list of millions of
 rows costs memory only for the distinct slides it names (what the batch keeps for each), not for
 its rows: rows repeating a slide with the same settings are free. It works on a pipe too
-(``--csv <(...)``): the file is read once.
+(``--csv <(...)``): the file is read once. A long list reports its progress (rows read, and the
+share of the file where its size is known) every few seconds to a ``progress`` callback, so that
+reading millions of rows never looks like a hang.
 
 **Conflicts.** Two rows that name the same slide (the same file after resolving the path:
 ``slides/s1.tif`` and ``./slides/s1.tif``, or a link to it) with different settings are an error
@@ -22,8 +24,9 @@ from __future__ import annotations
 
 import csv
 import os
+import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping, NamedTuple
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 from tseg.runtime.errors import InvalidArgumentError
 from tseg.runtime.util.spreadsheet import restore_cell
@@ -32,6 +35,27 @@ from tseg.runtime.wsi.mpp import parse_mpp
 
 #: Columns a slides CSV may have besides ``path``, and how each is read.
 SLIDES_CSV_COLUMNS = ("mpp", "mpp_x", "mpp_y", "low", "high", "prune")
+
+
+#: How often (seconds) a long slides CSV reports its progress.
+PROGRESS_EVERY_S = 5.0
+
+
+class CsvProgress(NamedTuple):
+    """How far the reading of a slides CSV is: rows so far, bytes read, the file's size (None on a
+    pipe), and whether it is finished."""
+
+    path: Path
+    rows: int
+    done_bytes: int | None
+    total_bytes: int | None
+    finished: bool
+
+    def describe(self) -> str:
+        """``slides.csv: 1,234,567 rows read (45 %)``."""
+        share = (f" ({min(100.0, 100 * self.done_bytes / self.total_bytes):.0f} %)"
+                 if self.total_bytes and self.done_bytes is not None and not self.finished else "")
+        return f"{self.path}: {self.rows:,} rows read{share}{', done' if self.finished else ''}"
 
 
 class SlidesCsvRow(NamedTuple):
@@ -68,8 +92,26 @@ def _settings(row: Mapping[str, str], where: str) -> dict[str, Any]:
     return settings
 
 
-def iter_slides_csv(path: str | os.PathLike[str]) -> Iterator[SlidesCsvRow]:
+def _file_size(fh: Any) -> int | None:
+    try:
+        st = os.fstat(fh.fileno())
+    except (OSError, ValueError):
+        return None
+    return st.st_size if st.st_size > 0 and os.path.isfile(fh.name) else None
+
+
+def _bytes_read(fh: Any) -> int | None:
+    try:
+        return fh.buffer.tell()  # the binary buffer's position: ahead of the rows by at most a buffer
+    except (OSError, ValueError, AttributeError):
+        return None  # a pipe
+
+
+def iter_slides_csv(path: str | os.PathLike[str], progress: Callable[[CsvProgress], None] | None = None,
+                    every_s: float = PROGRESS_EVERY_S) -> Iterator[SlidesCsvRow]:
     """The rows of a slides CSV, read and checked one at a time (see the module docstring).
+    ``progress`` is called every ``every_s`` seconds while rows are read, and once at the end if
+    it was called before (a short list says nothing).
 
     Settings dicts of equal rows are one shared object (do not change them)."""
     p = Path(path)
@@ -77,6 +119,9 @@ def iter_slides_csv(path: str | os.PathLike[str]) -> Iterator[SlidesCsvRow]:
     rows = 0
     try:
         with open(p, newline="", encoding="utf-8-sig") as fh:
+            total = _file_size(fh) if progress is not None else None
+            next_report = time.monotonic() + every_s
+            reported = False
             reader = csv.reader(fh)
             header = [restore_cell(c.strip()) for c in next(reader, [])]
             if "path" not in header:
@@ -87,6 +132,9 @@ def iter_slides_csv(path: str | os.PathLike[str]) -> Iterator[SlidesCsvRow]:
                 raise InvalidArgumentError(f"{p}: unknown column(s) {', '.join(unknown)}; allowed: path, "
                                            + ", ".join(SLIDES_CSV_COLUMNS))
             for n, cells in enumerate(reader, start=2):
+                if progress is not None and (n & 1023) == 0 and time.monotonic() >= next_report:
+                    progress(CsvProgress(p, rows, _bytes_read(fh), total, False))
+                    next_report, reported = time.monotonic() + every_s, True
                 if not any(c.strip() for c in cells):
                     continue  # a blank line
                 row = {name: restore_cell(cell.strip()) for name, cell in zip(header, cells) if name}
@@ -102,6 +150,8 @@ def iter_slides_csv(path: str | os.PathLike[str]) -> Iterator[SlidesCsvRow]:
                     slide = local if local.is_absolute() else p.parent / local
                 rows += 1
                 yield SlidesCsvRow(n, slide, shared.setdefault(key, settings))
+            if reported and progress is not None:
+                progress(CsvProgress(p, rows, total, total, True))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InvalidArgumentError(f"{p}: cannot read the slides CSV ({exc})") from None
     if not rows:

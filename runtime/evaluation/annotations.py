@@ -9,7 +9,11 @@ whole slide at any resolution (any nonzero pixel is tumour).
   features whose ``properties.classification.name`` is in it count; without, every polygon does.
 * Aperio XML: every ``Region`` of every ``Annotation`` (``Vertices/Vertex X= Y=``); regions with
   ``NegativeROA="1"`` are subtracted (ImageScope's negative regions).
-* Mask image: PNG/TIFF/JPEG read with OpenCV, resized to the target with nearest neighbour.
+* Mask image: PNG/TIFF/JPEG read with OpenCV, resized to the target with nearest neighbour; it must
+  have the slide's aspect ratio (it covers the whole slide) and at least 8 px a side.
+
+Empty means empty in every format: ``[]``, a FeatureCollection with no features and an
+``<Annotations/>`` without regions are the reference of a slide without tumour.
 
 Invalid polygons (self-intersections, ...) raise an error naming the file and the reason unless
 ``repair=True`` (then ``make_valid`` fixes them with a warning). Polygons lying outside the
@@ -53,7 +57,14 @@ class Annotation:
         return self.geometry is None or self.geometry.is_empty
 
     def check_inside(self, level0_size: tuple[int, int]) -> None:
-        """Raise if the polygons lie outside a slide of ``level0_size``; clip small overshoots."""
+        """Raise if the annotation does not fit a slide of ``level0_size`` (w, h): polygons outside
+        it (small overshoots are clipped), or a mask that is not the whole slide (see
+        :func:`mask_shape_problem`)."""
+        if self.mask is not None:
+            problem = mask_shape_problem(self.mask.shape[1], self.mask.shape[0], level0_size)
+            if problem:
+                raise AnnotationError(self.path, problem)
+            return
         if self.geometry is None or self.geometry.is_empty:
             return
         from shapely.geometry import box
@@ -99,6 +110,29 @@ class Annotation:
                 pts = np.asarray(ring.coords, dtype=np.float64)[:, :2]
                 rings.append(np.stack([pts[:, 0] * sx - x, pts[:, 1] * sy - y], axis=1))
         return fill_rings(rings, bw, bh)
+
+
+#: A mask image's sides may differ from the slide's aspect by this share (or by one pixel of
+#: rounding, whichever is larger); it must be at least MIN_MASK_PX on each side.
+MASK_ASPECT_TOLERANCE = 0.02
+MIN_MASK_PX = 8
+
+
+def mask_shape_problem(width: int, height: int, level0_size: tuple[int, int]) -> str | None:
+    """Why a ``width`` x ``height`` mask image cannot be the reference of a slide of
+    ``level0_size``, or None. A mask covers the whole slide at one resolution, so both of its
+    sides scale the slide's by one factor (up to rounding): a transposed mask, one of another
+    slide, or a 1 x 1 image would otherwise be stretched over the slide and scored silently."""
+    w0, h0 = level0_size
+    where = f"the mask is {width} x {height} px but the slide is {w0} x {h0} px at level 0"
+    if min(width, height) < MIN_MASK_PX:
+        return f"{where}: too small to be a whole-slide mask (at least {MIN_MASK_PX} px a side)"
+    sx, sy = width / w0, height / h0
+    slack = max(MASK_ASPECT_TOLERANCE, 1.0 / min(width, height))
+    if abs(sx - sy) > slack * max(sx, sy):
+        return (f"{where}: not the slide's aspect ratio (transposed, cropped, or the mask of another "
+                "slide?); export the mask of the whole slide")
+    return None
 
 
 def fill_rings(rings: Sequence[np.ndarray], width: int, height: int) -> np.ndarray:
@@ -171,6 +205,14 @@ def _geojson_features(data: Any) -> list[dict[str, Any]]:
     return []
 
 
+def _empty_geojson(data: Any) -> bool:
+    """An explicitly empty reference (a slide without tumour): ``[]`` or a FeatureCollection whose
+    ``features`` are ``[]``, as an empty ``<Annotations/>`` is for Aperio XML."""
+    if isinstance(data, list):
+        return all(_empty_geojson(item) for item in data)
+    return isinstance(data, dict) and data.get("type") == "FeatureCollection" and data.get("features") == []
+
+
 def _classification(feature: dict[str, Any]) -> str | None:
     props = feature.get("properties") or {}
     cls = props.get("classification")
@@ -194,7 +236,7 @@ def read_geojson(path: Path, classes: Sequence[str] | None = None, repair: bool 
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AnnotationError(path, f"not readable GeoJSON: {exc}") from exc
     features = _geojson_features(data)
-    if not features and data:
+    if not features and not _empty_geojson(data):
         raise AnnotationError(path, "no GeoJSON features or polygons found")
     wanted = {c.lower() for c in classes} if classes else None
     polygons = []

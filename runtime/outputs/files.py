@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from tseg.runtime.util.atomic import atomic_write
+from tseg.runtime.util.atomic import atomic_write, linked_copy, remove_path, replace_folder
 from tseg.runtime.util.display import printable
 from tseg.runtime.util.safeio import UnsafeFileError, read_bytes
 from tseg.runtime.errors import InvalidArgumentError, OutputError
@@ -235,7 +236,10 @@ def repostprocess(folder: str | os.PathLike[str], low: int | None = None, high: 
     missing from an old summary: its model contract's, else the paper's 85 / 229).
 
     Rewrites ``mask.png``, ``overlay.png``, ``tumour.geojson`` and ``summary.json`` (areas and
-    settings); the result equals a fresh run with the new thresholds and overlay settings.
+    settings); the result equals a fresh run with the new thresholds and overlay settings. The
+    four change together or not at all: they are written into a copy of the folder (hard links
+    of the other files) beside it, which is then switched in (:func:`~tseg.runtime.util.atomic.replace_folder`);
+    a full disk or an interruption leaves the previous result as it was.
     """
     folder = Path(folder)
     summary_path = folder / SUMMARY
@@ -273,10 +277,33 @@ def repostprocess(folder: str | os.PathLike[str], low: int | None = None, high: 
     changes = {"low": low, "high": high, "prune": prune, "overlay_style": style, "overlay_opacity": opacity}
     summary["settings"] = dict(summary.get("settings") or {}, **changes)
     summary["areas"] = areas_mm2(mask, foreground, (OVERVIEW_MPP, OVERVIEW_MPP))
-    write_png(folder / MASK, mask.astype(np.uint8) * 255)
-    write_png(folder / OVERLAY, overlay_for(summary, overview, probability, mask, foreground))
-    write_json(folder / GEOJSON, mask_to_geojson(mask, scale))
     summary.setdefault("history", []).append({"postprocess": changes})
     summary.pop("dicom", None)  # the DICOM objects no longer match: a run with --dicom-out rebuilds them
-    write_json(summary_path, summary)
+    overlay = overlay_for(summary, overview, probability, mask, foreground)
+    geojson = mask_to_geojson(mask, scale)
+
+    def write_new_set(staging: Path) -> None:
+        write_png(staging / MASK, mask.astype(np.uint8) * 255)
+        write_png(staging / OVERLAY, overlay)
+        write_json(staging / GEOJSON, geojson)
+        write_json(staging / SUMMARY, summary)  # last, as in a new result
+
+    _rewrite_folder(folder, write_new_set)
     return summary
+
+
+def _rewrite_folder(folder: Path, write: Any) -> None:
+    """Call ``write(staging)`` on a linked copy of ``folder`` beside it, then switch the copy in.
+    The names follow the runner's temporary folders (``.NAME.tmp-*``, ``.NAME.old-*``), which a
+    later run of the slide removes if a crash left one."""
+    stem = f".{folder.name}"
+    staging = folder.parent / f"{stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        linked_copy(folder, staging)
+        write(staging)
+        replace_folder(staging, folder, folder.parent / f"{stem}.old-{os.getpid()}")
+    except OSError as exc:
+        raise OutputError(folder, f"cannot rewrite the result: {exc.strerror or exc}; it was left as it "
+                                  "was") from exc
+    finally:
+        remove_path(staging)

@@ -121,7 +121,9 @@ class HotFolder(threading.Thread):
     def __init__(self, folder: str | os.PathLike[str], service: Any, settle_s: float = 30.0, poll_s: float = 2.0,
                  retry_failed: bool = False) -> None:
         super().__init__(name=f"tseg-watch-{Path(folder).name}", daemon=True)
-        self.folder = Path(folder)
+        # Absolute from the start: the service resolves a relative slide path against its first root,
+        # which would join a relative hot folder onto itself a second time ("hot/hot/x.tiff").
+        self.folder = Path(os.path.abspath(folder))
         if not self.folder.is_dir():
             raise InvalidArgumentError(f"{folder}: no such folder to watch")
         if settle_s < 0 or poll_s <= 0:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,22 @@ def _check_io(path: Path, session: Any, contract: ModelContract) -> None:
         raise ContractError(path, problem)
 
 
+#: ONNX Runtime's prefix to a load error: "[ONNXRuntimeError] : 1 : FAIL : Load model from PATH failed:".
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*(?P<code>\w+)\s*:\s*(Load model from .*? failed:)?\s*")
+
+
+def load_error(text: str) -> str:
+    """What to tell the user when ONNX Runtime refuses a model: an unparsable file is "corrupt or
+    not ONNX"; any other refusal (an unregistered custom operator, a type mismatch, an opset this
+    ONNX Runtime lacks) keeps ONNX Runtime's own reason, without its prefix."""
+    first = text.strip().splitlines()[0] if text.strip() else "no reason given"
+    match = _ORT_PREFIX.match(first)
+    reason = first[match.end():].strip() if match else first
+    if (match and match.group("code") == "INVALID_PROTOBUF") or "Protobuf parsing failed" in first:
+        return f"not a readable ONNX model (corrupt or not ONNX): {reason or 'protobuf parsing failed'}"
+    return f"ONNX Runtime cannot load the model: {reason or first}"
+
+
 class OnnxRuntimeBackend(Backend):
     kind = "onnxruntime"
 
@@ -104,10 +121,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             session = ort.InferenceSession(str(path), options, providers=requested)
         except Exception as exc:
-            text = str(exc)
-            if "INVALID_PROTOBUF" in text or "Protobuf parsing failed" in text or "Load model" in text:
-                raise ModelError(path, "not a readable ONNX model (corrupt or not ONNX)") from exc
-            raise ModelError(path, f"ONNX Runtime cannot load the model: {text.splitlines()[0]}") from exc
+            raise ModelError(path, load_error(str(exc))) from exc
         meta = session.get_modelmeta().custom_metadata_map
         if METADATA_KEY in meta:
             contract = ModelContract.from_json(meta[METADATA_KEY], str(path))

@@ -171,3 +171,56 @@ def test_two_workers(slides, tmp_path, model):
     run_batch(found, tmp_path / "single", Segmenter(model))
     for name in ("a", "b"):
         assert contents(out / name) == contents(tmp_path / "single" / name)
+
+
+def test_output_root_that_is_a_file_is_called_a_file(tmp_path, slides, model):
+    """--out naming a file (or a folder under a file) says it is a file, not "File exists"."""
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("x")
+    for out in (blocker, blocker / "out"):
+        with pytest.raises(OutputError) as err:
+            run_batch([slides / "a.tiff"], out, Segmenter(model))
+        text = str(err.value)
+        assert f"{blocker} is a file, not a folder" in text and "--out" in text and "File exists" not in text
+    assert blocker.read_text() == "x"
+
+
+def test_a_long_slides_csv_reports_its_progress(tmp_path):
+    """Reading millions of rows takes minutes: progress (rows, share of the file) is reported while
+    reading, and once at the end; a short list says nothing."""
+    from tseg.runtime.cohort.slides_csv import iter_slides_csv
+
+    table = tmp_path / "slides.csv"
+    table.write_text("path,low\n" + "".join(f"s{i % 50}.tiff,{80 + i % 3}\n" for i in range(5000)))
+    seen = []
+    rows = list(iter_slides_csv(table, progress=seen.append, every_s=0.0))
+    assert len(rows) == 5000 and len(seen) >= 3
+    assert [p.rows for p in seen] == sorted(p.rows for p in seen) and not any(p.finished for p in seen[:-1])
+    assert seen[-1].finished and seen[-1].rows == 5000 and "5,000 rows read, done" in seen[-1].describe()
+    middle = seen[len(seen) // 2]
+    assert middle.total_bytes == table.stat().st_size and 0 < middle.done_bytes <= middle.total_bytes
+    assert "rows read (" in middle.describe() and "%)" in middle.describe()
+    quiet = []
+    assert len(list(iter_slides_csv(table, progress=quiet.append))) == 5000 and quiet == []  # under 5 s: nothing
+
+
+def test_one_file_listed_under_several_names_is_one_slide_with_one_name(tmp_path, model):
+    """A slide, a symbolic link to it and a hard link to it in one folder are one file: one run,
+    one result, one cohort.csv row, and its name does not depend on the order of the inputs (the
+    file's own name when it is listed; otherwise the first name in sorted order)."""
+    from tseg.runtime.cohort.report import write_report
+
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    make_square_slide(folder / "b.tiff")
+    (folder / "a_link.tiff").symlink_to("b.tiff")
+    os.link(folder / "b.tiff", folder / "c_hard.tiff")
+    orders = ([folder], [folder / "b.tiff", folder / "a_link.tiff"], [folder / "a_link.tiff", folder / "b.tiff"])
+    assert [find_slides(i) for i in orders] == [[folder / "b.tiff"]] * 3
+    assert find_slides([folder / "a_link.tiff", folder / "c_hard.tiff"]) == [folder / "c_hard.tiff"]  # not a link
+    out = tmp_path / "out"
+    outcomes = run_batch(find_slides([folder]), out, Segmenter(model))
+    assert [(o.status, o.name) for o in outcomes] == [("done", "b")]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["b"]
+    made = write_report(out, thumbnails=False)
+    assert [r["name"] for r in made.rows] == ["b"]

@@ -316,3 +316,56 @@ def test_dsc_plot_points_sit_on_their_cohorts_column(cohort_evaluation, tmp_path
     x_axes = ax.transAxes.inverted().transform(ax.transData.transform(collection.get_offsets()))[:, 0]
     tick_axes = ax.transAxes.inverted().transform(ax.transData.transform([[0, 0]]))[0, 0]
     assert tick_axes == pytest.approx(0.5) and abs(x_axes[0] - 0.5) <= JITTER
+
+
+def test_a_mask_reference_must_have_the_slides_shape(tmp_path):
+    """A mask image covers the whole slide at any resolution, so its aspect is the slide's: a
+    transposed mask (400 x 300 for a 300 x 400 map) or a 1 x 1 one is an error naming both sizes,
+    not a DSC of 0.45 with exit 0; a mask at half or a tenth of the map's size is fine."""
+    from tseg.runtime.errors import AnnotationError
+
+    mask = np.zeros((400, 300), bool)
+    mask[100:300, 50:250] = True
+    fake_result(tmp_path / "r" / "a", mask, np.ones_like(mask))  # level 0: 3000 x 4000 px
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for size in ((400, 300), (1, 1), (300, 300)):
+        cv2.imwrite(str(refs / "a.mask.png"), np.zeros(size[::-1], np.uint8))
+        with pytest.raises(AnnotationError) as err:
+            evaluate(tmp_path / "r", refs, tmp_path / "e", plot=False)
+        text = str(err.value)
+        assert "a.mask.png" in text and f"{size[0]} x {size[1]}" in text and "3000 x 4000" in text, text
+    for scale in (2, 10):
+        cv2.imwrite(str(refs / "a.mask.png"), mask[::scale, ::scale].astype(np.uint8) * 255)
+        assert evaluate(tmp_path / "r", refs, tmp_path / f"ok{scale}", plot=False).per_slide[0]["dsc"] == 1.0
+
+
+@pytest.mark.parametrize("name, text", [
+    ("a.geojson", '{"type": "FeatureCollection", "features": []}'),
+    ("a.geojson", "[]"),
+    ("a.xml", "<Annotations></Annotations>"),
+    ("a.xml", '<Annotations><Annotation Id="1"><Regions></Regions></Annotation></Annotations>'),
+])
+def test_an_empty_reference_means_no_tumour_in_every_format(tmp_path, name, text):
+    """Empty means empty: an empty FeatureCollection is a slide without tumour, as `[]` and an
+    empty Aperio XML are (it was refused as "no features")."""
+    mask = np.zeros((40, 30), bool)
+    mask[10:20, 5:15] = True
+    fake_result(tmp_path / "r" / "a", mask, np.ones_like(mask))
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / name).write_text(text)
+    row = evaluate(tmp_path / "r", refs, tmp_path / "e", plot=False).per_slide[0]
+    assert row["tp"] == 0 and row["fn"] == 0 and row["fp"] == int(mask.sum())
+
+
+@pytest.mark.parametrize("text", ['{"slide": "a", "tumour": 1}', '{"type": "Point", "coordinates": [1, 2]}', '"a"'])
+def test_json_that_is_not_geojson_is_still_refused(tmp_path, text):
+    from tseg.runtime.errors import AnnotationError
+
+    fake_result(tmp_path / "r" / "a", np.zeros((40, 30), bool), np.ones((40, 30), bool))
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "a.geojson").write_text(text)
+    with pytest.raises(AnnotationError, match="a.geojson"):
+        evaluate(tmp_path / "r", refs, tmp_path / "e", plot=False)

@@ -128,3 +128,38 @@ def test_cuda_provider_is_refused_clearly_without_a_gpu(tmp_path):
         load_backend(path, providers="tensorrt")
     # auto falls back to the CPU, and says so in describe().
     assert load_backend(path, providers="auto").describe()["providers"] == ["CPUExecutionProvider"]
+
+
+def _graph(tmp_path, name, nodes, inputs, outputs, opsets):
+    path = tmp_path / name
+    graph = onnx.helper.make_graph(nodes, "g", inputs, outputs)
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid(d, v) for d, v in opsets]), path)
+    return path
+
+
+def test_onnx_runtime_load_errors_keep_their_own_reason(tmp_path):
+    """A valid graph that ONNX Runtime refuses (an unregistered custom op, a type mismatch) is not
+    "corrupt or not ONNX": the user sees ONNX Runtime's reason. Only an unparsable file is."""
+    vi = onnx.helper.make_tensor_value_info
+    image = vi("image", TensorProto.UINT8, ["N", "H", "W", 3])
+    mask = vi("mask", TensorProto.UINT8, ["N", 1, "H", "W"])
+    custom = _graph(tmp_path, "custom.onnx", [onnx.helper.make_node("Foo", ["image"], ["mask"], domain="com.example")],
+                    [image], [mask], [("", 17), ("com.example", 1)])
+    with pytest.raises(ModelError) as err:
+        load_backend(custom, providers="cpu")
+    text = str(err.value)
+    assert "custom.onnx" in text and "com.example:Foo" in text and "not a registered" in text
+    assert "corrupt or not ONNX" not in text
+
+    a, b = vi("a", TensorProto.FLOAT, [1]), vi("b", TensorProto.INT64, [1])
+    typed = _graph(tmp_path, "typed.onnx", [onnx.helper.make_node("Add", ["a", "b"], ["c"])],
+                   [a, b], [vi("c", TensorProto.FLOAT, [1])], [("", 17)])
+    with pytest.raises(ModelError) as err:
+        load_backend(typed, providers="cpu")
+    assert "Type Error" in str(err.value) and "corrupt or not ONNX" not in str(err.value)
+    assert "[ONNXRuntimeError]" not in str(err.value)  # the library's prefix is not the user's business
+
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00\x01 definitely not protobuf" * 10)
+    with pytest.raises(ModelError, match="corrupt or not ONNX"):
+        load_backend(junk, providers="cpu")

@@ -44,3 +44,63 @@ def test_postprocessing_again_with_the_same_thresholds_changes_nothing(result, t
                             bool(result.summary["settings"]["prune"]))
     assert {name: (folder / name).read_bytes() for name in (MASK, GEOJSON)} == before
     assert summary["areas"] == result.summary["areas"]
+
+
+def test_postprocess_changes_all_files_or_none(result, tmp_path, monkeypatch):
+    """The disk filling while `postprocess` writes overlay.png must not leave mask.png with the
+    new thresholds beside a summary.json with the old ones (the next run then skipped the slide as
+    finished and `eval` scored the inconsistent mask): the result's files change together or not
+    at all, and no staging folder is left behind."""
+    import builtins
+    import errno
+
+    from tseg.runtime.errors import OutputError
+    from tseg.runtime.outputs import files
+
+    folder = tmp_path / "out" / "r"
+    write_outputs(result, folder)
+    (folder / "dicom").mkdir()
+    (folder / "dicom" / "seg.dcm").write_bytes(b"DICM")  # other contents of the folder come along
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    real_open = builtins.open
+
+    def full_disk_open(path, *args, **kwargs):
+        if "overlay.png" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(files, "open", full_disk_open, raising=False)
+    with pytest.raises(OutputError, match="disk is full"):
+        repostprocess(folder, 250, 254, True)
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["r"]  # no staging folder left
+    monkeypatch.undo()
+    summary = repostprocess(folder, 250, 254, True)
+    assert summary["settings"]["low"] == 250 and json.loads((folder / SUMMARY).read_text())["settings"]["high"] == 254
+    assert (folder / MASK).read_bytes() != before[MASK] and (folder / "dicom" / "seg.dcm").read_bytes() == b"DICM"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["r"]
+
+
+def test_postprocess_switches_by_two_renames_where_names_cannot_be_exchanged(result, tmp_path, monkeypatch):
+    """On a file system without atomic exchange (NFS, SMB) the new set still replaces the old one
+    whole, and nothing is left beside it."""
+    from tseg.runtime.util import atomic
+
+    folder = tmp_path / "out" / "r"
+    write_outputs(result, folder)
+    monkeypatch.setattr(atomic, "exchange_paths", lambda a, b: False)
+    summary = repostprocess(folder, 250, 254, True)
+    assert json.loads((folder / SUMMARY).read_text())["settings"]["low"] == 250 == summary["settings"]["low"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["r"]
+
+
+def test_exchange_paths_swaps_two_folders(tmp_path):
+    from tseg.runtime.util.atomic import exchange_paths
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x").write_text("a")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x").write_text("b")
+    if not exchange_paths(tmp_path / "a", tmp_path / "b"):
+        pytest.skip("this file system cannot exchange names (the two-rename path is tested above)")
+    assert (tmp_path / "a" / "x").read_text() == "b" and (tmp_path / "b" / "x").read_text() == "a"

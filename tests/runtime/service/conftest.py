@@ -42,8 +42,8 @@ def service_factory(tmp_path):
     """Start services; every one still running at the end is killed."""
     started: list[ServiceProcess] = []
 
-    def start(command: str, out: Path, *args: Any, ready: bool = True) -> ServiceProcess:
-        s = ServiceProcess(command, out, args, tmp_path / f"{command}-{len(started)}.log")
+    def start(command: str, out: Path, *args: Any, ready: bool = True, cwd: Path | None = None) -> ServiceProcess:
+        s = ServiceProcess(command, out, args, tmp_path / f"{command}-{len(started)}.log", cwd=cwd)
         started.append(s)
         return s.start(ready=ready)
 

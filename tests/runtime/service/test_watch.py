@@ -12,6 +12,7 @@ import time
 import pytest
 from pathlib import Path
 
+import pytest
 from dicomwsi import square_slide_image, write_dicom_wsi
 from helpers import make_square_slide
 from tseg.runtime.cohort.identity import slide_identity
@@ -135,6 +136,7 @@ def test_serve_with_a_hot_folder(service_factory, tmp_path):
         assert c.get("/v1/info").json()["hot_folders"] == [str(inbox)]
 
 
+<<<<<<< HEAD
 NOBODY = 65534
 
 
@@ -231,3 +233,18 @@ def test_a_folder_the_watcher_cannot_read_is_skipped_with_one_warning(tmp_path, 
     finally:
         (inbox / "lost+found").chmod(0o755)
         service.stop()
+=======
+@pytest.mark.slow
+def test_watch_of_a_relative_folder_takes_its_slides(service_factory, tmp_path):
+    """`tseg-rt watch hot` run inside the folder that holds `hot`: the slide is found and processed
+    (the relative folder was joined onto the root a second time: "hot/hot/good.tiff: no such file")."""
+    inbox = tmp_path / "hot"
+    inbox.mkdir()
+    make_square_slide(inbox / "good.tiff")
+    service_factory("watch", Path("out"), Path("hot"), "--settle", SETTLE_S, "--poll", POLL_S,
+                    "--report-interval", "0", cwd=tmp_path)
+    out = tmp_path / "out"
+    job = wait_for(lambda: next((j for j in jobs(out) if j.final), None), 120, "the slide's job")
+    assert job.state == "success", (job.error_code, job.error)
+    assert Path(job.slide) == (inbox / "good.tiff").resolve() and (out / "good" / "summary.json").is_file()
+>>>>>>> i31-results
