@@ -136,7 +136,6 @@ def test_serve_with_a_hot_folder(service_factory, tmp_path):
         assert c.get("/v1/info").json()["hot_folders"] == [str(inbox)]
 
 
-<<<<<<< HEAD
 NOBODY = 65534
 
 
@@ -233,7 +232,8 @@ def test_a_folder_the_watcher_cannot_read_is_skipped_with_one_warning(tmp_path, 
     finally:
         (inbox / "lost+found").chmod(0o755)
         service.stop()
-=======
+
+
 @pytest.mark.slow
 def test_watch_of_a_relative_folder_takes_its_slides(service_factory, tmp_path):
     """`tseg-rt watch hot` run inside the folder that holds `hot`: the slide is found and processed
@@ -245,6 +245,5 @@ def test_watch_of_a_relative_folder_takes_its_slides(service_factory, tmp_path):
                     "--report-interval", "0", cwd=tmp_path)
     out = tmp_path / "out"
     job = wait_for(lambda: next((j for j in jobs(out) if j.final), None), 120, "the slide's job")
-    assert job.state == "success", (job.error_code, job.error)
+    assert job.state == "success", (job.error_code, job.error_message)
     assert Path(job.slide) == (inbox / "good.tiff").resolve() and (out / "good" / "summary.json").is_file()
->>>>>>> i31-results
