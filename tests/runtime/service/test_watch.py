@@ -8,8 +8,6 @@ import csv
 import os
 import shutil
 import time
-
-import pytest
 from pathlib import Path
 
 import pytest
