@@ -60,6 +60,11 @@ class UnsupportedSlideError(SlideError):
     """Neither OpenSlide nor the tifffile reader can open the file (or it is corrupt)."""
 
 
+class NonBrightfieldError(UnsupportedSlideError):
+    """The slide is not H&E brightfield (fluorescence, multiplex, grey), which the model was not
+    trained on; ``allow_non_brightfield`` / ``--allow-non-brightfield`` segments it anyway."""
+
+
 class MissingMppError(SlideError):
     """The slide carries no microns-per-pixel metadata."""
 
