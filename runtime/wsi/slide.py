@@ -142,8 +142,8 @@ class Slide:
             notes.append(f"the given resolution {self.mpp_x:.4g} x {self.mpp_y:.4g} µm/px overrides the slide's "
                          f"plausible metadata {stored[0]:.4g} x {stored[1]:.4g} µm/px")
         if getattr(self, "non_brightfield", None):
-            notes.append(f"not H&E brightfield ({self.non_brightfield}), segmented because it was forced "
-                         "(--allow-non-brightfield): the model was not trained on such images")
+            notes.append(f"not H&E brightfield: {self.non_brightfield}; segmented because it was forced "
+                         "(--allow-non-brightfield), although the model was not trained on such images")
         return notes
 
     @property
@@ -329,7 +329,7 @@ def open_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | None
         source.close()
         raise brightfield_refusal(p, reason)
     if reason:
-        log.warning("%s: not H&E brightfield (%s); segmenting it as forced", p, reason)
+        log.warning("%s: not H&E brightfield: %s; segmenting it as forced", p, reason)
     try:
         checked, origin, stored = resolve_mpp(p, mpp, source.mpp(), source.level_dimensions[0])
     except Exception:
@@ -350,15 +350,16 @@ def open_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | None
 
 
 def describe_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | None = None,
-                   max_slide_mm: float = MAX_SLIDE_MM) -> dict[str, Any]:
+                   max_slide_mm: float = MAX_SLIDE_MM, allow_non_brightfield: bool = False) -> dict[str, Any]:
     """What ``tseg-rt info`` shows: :meth:`Slide.info` with ``limits`` (the claimed size against
     ``max_slide_mm`` and the memory processing needs against the machine's, at the paper's 1 µm/px
     and 7680 px tiles, with what ``tseg-rt run`` would refuse: :mod:`tseg.runtime.wsi.limits`),
     or, for a slide whose resolution is missing or implausible, its vendor, levels and sizes in
-    pixels with the problem stated."""
+    pixels with the problem stated. A slide that is not H&E brightfield is refused as
+    :func:`open_slide` refuses it, unless ``allow_non_brightfield``."""
     p = as_slide(path)
     try:
-        with open_slide(p, mpp) as slide:
+        with open_slide(p, mpp, allow_non_brightfield=allow_non_brightfield) as slide:
             return dict(slide.info(), limits=budget_for(slide, NETWORK_MPP, PAPER_TILE_PX,
                                                         max_slide_mm=max_slide_mm).as_dict())
     except (MissingMppError, ImplausibleMppError) as exc:
