@@ -41,14 +41,18 @@ UNREADABLE = {VSI: ("Olympus", ".ets", "bfconvert", "OME-TIFF"),
               CZI: ("Zeiss CZI", "16-bit grey", "bfconvert", "OME-TIFF")}
 
 
+#: The instances of the PixelMed series, each given alone: read as their series.
+PIXELMED_FILES = {f"{PIXELMED}/boxes_0.dcm": HE[PIXELMED], f"{PIXELMED}/boxes_1.dcm": HE[PIXELMED]}
+
+
 @pytest.fixture(scope="module")
 def corpus() -> Path:
     return shared_corpus_dir()
 
 
-@pytest.mark.parametrize("name", sorted(HE))
+@pytest.mark.parametrize("name", sorted({**HE, **PIXELMED_FILES}))
 def test_he_files_are_described_with_their_resolution(corpus, name):
-    vendor, mpp, size = HE[name]
+    vendor, mpp, size = {**HE, **PIXELMED_FILES}[name]
     data = describe_slide(corpus / name)
     assert data["vendor"] == vendor
     assert data["mpp"] == pytest.approx([mpp, mpp], rel=1e-3)
