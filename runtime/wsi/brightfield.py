@@ -123,6 +123,21 @@ def dicom_reason(dataset: Any) -> str | None:
     return None
 
 
+def source_reason(source: Any) -> str | None:
+    """What an opened source says: a DICOMweb series' base level attributes
+    (:func:`dicom_reason`), and OpenSlide's illumination properties (:func:`properties_reason`)."""
+    dataset = getattr(source, "base_dataset", None)
+    if callable(dataset):
+        try:
+            reason = dicom_reason(dataset())
+        except Exception as exc:  # metadata the check cannot use: the reader decides
+            log.debug("%s: metadata not checked for brightfield (%s)", getattr(source, "path", "?"), exc)
+            reason = None
+        if reason:
+            return reason
+    return properties_reason(getattr(source, "properties", {}) or {})
+
+
 def properties_reason(properties: Mapping[str, str]) -> str | None:
     """OpenSlide properties naming a fluorescence illumination (e.g. ``leica.illumination-source``)."""
     for key, value in properties.items():

@@ -47,7 +47,7 @@ import numpy as np
 
 from tseg.runtime.errors import ImplausibleMppError, InvalidArgumentError, MissingMppError, SlideReadError
 from tseg.runtime.util.parallel import run_jobs
-from tseg.runtime.wsi.brightfield import file_reason, properties_reason, refusal as brightfield_refusal
+from tseg.runtime.wsi.brightfield import file_reason, refusal as brightfield_refusal, source_reason
 from tseg.runtime.wsi.locator import as_slide, is_remote
 from tseg.runtime.wsi.levels import ReadPlan, choose_level, level_allowed, plan_read, size_at_factors, target_factors
 from tseg.runtime.wsi.mpp import NETWORK_MPP, OVERVIEW_MPP, UPSAMPLE_TOLERANCE, resolve_mpp
@@ -324,7 +324,7 @@ def open_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | None
     if reason and not allow_non_brightfield:
         raise brightfield_refusal(p, reason)
     source = open_source(p, decoder)
-    reason = reason or properties_reason(source.properties)
+    reason = reason or source_reason(source)
     if reason and not allow_non_brightfield:
         source.close()
         raise brightfield_refusal(p, reason)

@@ -124,3 +124,18 @@ def test_run_refuses_a_fluorescence_slide_alone_and_segments_it_when_forced(tmp_
     summary = json.loads(next((tmp_path / "b").glob("*/summary.json")).read_text())
     assert summary["settings"]["allow_non_brightfield"] is True
     assert any(w.startswith("not H&E brightfield: it is a fluorescence image") for w in summary["warnings"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_dicomweb_series_with_epifluorescence_illumination_is_refused_unless_forced(orthanc, tmp_path):
+    import pydicom
+
+    files = sorted(_epifluorescence_dicom(tmp_path / "series").glob("*.dcm"))
+    orthanc.store_files(files)
+    first = pydicom.dcmread(files[0], stop_before_pixels=True)
+    url = orthanc.series_url(first.StudyInstanceUID, first.SeriesInstanceUID)
+    with pytest.raises(NonBrightfieldError, match="Epifluorescence illumination, 387 nm"):
+        open_slide(url)
+    with open_slide(url, allow_non_brightfield=True) as slide:
+        assert any(w.startswith("not H&E brightfield: ") for w in slide.warnings)
