@@ -65,6 +65,10 @@ class NonBrightfieldError(UnsupportedSlideError):
     trained on; ``allow_non_brightfield`` / ``--allow-non-brightfield`` segments it anyway."""
 
 
+class UnsupportedPixelsError(UnsupportedSlideError):
+    """The file is read, but its pixels are not 8-bit RGB(A) (grey channels, 16-bit samples)."""
+
+
 class MissingMppError(SlideError):
     """The slide carries no microns-per-pixel metadata."""
 

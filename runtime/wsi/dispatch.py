@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tseg.runtime.errors import NotRegularFileError, SlideNotFoundError, TsegError, UnsupportedSlideError
+from tseg.runtime.errors import (NotRegularFileError, SlideNotFoundError, TsegError, UnsupportedPixelsError,
+                                 UnsupportedSlideError)
 from tseg.runtime.util.safeio import UnsafeFileError, check_regular, open_regular
 from tseg.runtime.wsi import dicom_source as dicom
 from tseg.runtime.wsi.dicomweb_source import is_dicomweb_url
@@ -93,7 +94,7 @@ def open_source(p: Path | str, decoder: str = "auto") -> SlideSource:
     source: SlideSource | None = None
     errors: list[str] = []
     if is_ome_tiff(p):
-        return TiffFileSource(p)
+        return tifffile_source(p)
     import openslide
 
     try:
@@ -109,7 +110,9 @@ def open_source(p: Path | str, decoder: str = "auto") -> SlideSource:
         errors.append(f"OpenSlide: {exc}")
     if source is None:
         try:
-            source = TiffFileSource(p)
+            source = tifffile_source(p)
+        except UnsupportedPixelsError:
+            raise
         except UnsupportedSlideError as exc:
             errors.append(str(exc).split(": ", 1)[-1])
         except Exception as exc:
@@ -122,6 +125,16 @@ def open_source(p: Path | str, decoder: str = "auto") -> SlideSource:
             "Philips, Leica, Ventana, DICOM series, ...) and OME-TIFF. Is the file complete?",
         )
     return source
+
+
+def tifffile_source(p: Path) -> TiffFileSource:
+    """``TiffFileSource(p)``; pixels it cannot read (grey, not 8-bit) refused with what to do."""
+    try:
+        return TiffFileSource(p)
+    except UnsupportedPixelsError as exc:  # a TIFF read, with pixels that are not 8-bit RGB(A)
+        raise UnsupportedPixelsError(
+            p, f"a TIFF tseg-rt cannot read: {exc.message}, and tseg-rt reads 8-bit RGB brightfield scans. If this "
+               f"is an H&E brightfield scan, convert it {CONVERT.format(name=p.name)}") from None
 
 
 def stored_mpp(p: Path | str) -> tuple[float, float] | None:

@@ -129,3 +129,13 @@ def test_every_corpus_file_ends_in_a_result_or_a_refusal(corpus, tmp_path):
                             capture_output=True, text=True)
     assert forced.returncode == 0, forced.stderr
     assert json.loads(forced.stdout)["mpp"] == pytest.approx([0.499, 0.499], rel=1e-3)
+
+
+def test_the_forced_qptiff_says_its_grey_channels_cannot_be_read(corpus):
+    """Forcing does not make grey channel images readable: one line says why and what to do."""
+    with pytest.raises(UnsupportedSlideError) as err:
+        open_slide(corpus / QPTIFF, allow_non_brightfield=True)
+    message = err.value.cli_message()
+    assert message.startswith(f"{corpus / QPTIFF}: ") and "\n" not in message
+    assert "grey" in message and "8-bit RGB" in message and "bfconvert" in message
+    assert "Is the file complete" not in message
