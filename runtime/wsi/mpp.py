@@ -34,6 +34,8 @@ MPP_FIX = {"api": "Pass the level-0 resolution explicitly: open_slide(path, mpp=
 #: For an image too coarse to segment: its metadata is right, so --mpp only helps if it is not.
 LOW_RESOLUTION_FIX = {"api": "If that resolution is wrong, pass the true one: open_slide(path, mpp=MICRONS_PER_PIXEL).",
                       "cli": "If that resolution is wrong, pass the true one: --mpp MICRONS_PER_PIXEL."}
+#: µm/px of the dots-per-inch defaults image software writes (not a scanner's resolution).
+DEFAULT_DPI = (72, 96, 150, 300)
 #: An override is reported when it differs from plausible metadata by more than this fraction.
 MPP_OVERRIDE_TOLERANCE = 0.01
 #: OME length units in µm.
@@ -57,7 +59,9 @@ def check_mpp(path: Path, mpp: tuple[float | None, float | None], origin: str,
     mx = mx if mx is not None else my
     my = my if my is not None else mx
     lo, hi = PLAUSIBLE_MPP
-    if origin == "stored" and size_px is not None and mx is not None and my is not None and min(mx, my) > hi:
+    default_dpi = next((d for d in DEFAULT_DPI if mx is not None and abs(mx - 25400.0 / d) < 0.01), None)
+    if (origin == "stored" and size_px is not None and mx is not None and my is not None and min(mx, my) > hi
+            and default_dpi is None):
         w_mm, h_mm = size_px[0] * mx / 1000.0, size_px[1] * my / 1000.0
         if max(w_mm, h_mm) <= MAX_SLIDE_MM:
             raise ImplausibleMppError(
@@ -74,7 +78,8 @@ def check_mpp(path: Path, mpp: tuple[float | None, float | None], origin: str,
                 path,
                 f"the {origin} resolution {mx} x {my} µm/px is outside the plausible range "
                 f"{lo}-{hi} µm/px for a whole-slide image (scanners write about 0.1-0.5 at "
-                f"level 0), so the metadata is probably wrong.", MPP_FIX,
+                f"level 0), so the metadata is probably wrong"
+                + (f" (it is the {default_dpi} dpi default of image software)." if default_dpi else "."), MPP_FIX,
             )
     return (float(mx), float(my))  # type: ignore[arg-type]
 

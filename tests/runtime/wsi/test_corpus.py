@@ -139,3 +139,19 @@ def test_the_forced_qptiff_says_its_grey_channels_cannot_be_read(corpus):
     assert message.startswith(f"{corpus / QPTIFF}: ") and "\n" not in message
     assert "grey" in message and "8-bit RGB" in message and "bfconvert" in message
     assert "Is the file complete" not in message
+
+
+def test_a_low_resolution_picture_and_a_default_dpi_are_told_apart(tmp_path):
+    """Generated companions of the 29 µm/px DICOM: a 30 µm/px picture of a slide's size is a
+    low-resolution picture; 96 dpi (264.58 µm/px, as the corpus's .vsi overview has) is image
+    software's default, i.e. missing metadata."""
+    import numpy as np
+
+    from tseg.runtime.outputs.pyramid_tiff import write_pyramid
+
+    img = np.full((400, 600, 3), 230, np.uint8)
+    with pytest.raises(ImplausibleMppError, match="low-resolution picture of the slide") as err:
+        open_slide(write_pyramid(tmp_path / "coarse.tiff", [img], 30.0))
+    assert "18 x 12 mm" in err.value.cli_message()
+    with pytest.raises(ImplausibleMppError, match="probably wrong \\(it is the 96 dpi default of image software\\)"):
+        open_slide(write_pyramid(tmp_path / "dpi.tiff", [img], 25400.0 / 96))
