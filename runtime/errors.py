@@ -60,6 +60,15 @@ class UnsupportedSlideError(SlideError):
     """Neither OpenSlide nor the tifffile reader can open the file (or it is corrupt)."""
 
 
+class NonBrightfieldError(UnsupportedSlideError):
+    """The slide is not H&E brightfield (fluorescence, multiplex, grey), which the model was not
+    trained on; ``allow_non_brightfield`` / ``--allow-non-brightfield`` segments it anyway."""
+
+
+class UnsupportedPixelsError(UnsupportedSlideError):
+    """The file is read, but its pixels are not 8-bit RGB(A) (grey channels, 16-bit samples)."""
+
+
 class MissingMppError(SlideError):
     """The slide carries no microns-per-pixel metadata."""
 

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from tseg.runtime.cli.common import fail, mpp_option, reported
-from tseg.runtime.cli.options import MaxSlideMm
+from tseg.runtime.cli.options import AllowNonBrightfield, MaxSlideMm
 from tseg.runtime.wsi.limits import MAX_SLIDE_MM
 
 
@@ -19,6 +19,7 @@ def info(
     mpp: Optional[str] = typer.Option(None, help="Override the slide's level-0 resolution (µm/px)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     max_slide_mm: MaxSlideMm = MAX_SLIDE_MM,
+    allow_non_brightfield: AllowNonBrightfield = False,
 ) -> None:
     """Describe a slide (vendor, levels, MPP, size in mm), a model (its contract, and whether
     TensorRT's ONNX parser will take it) or an engine (its manifest)."""
@@ -29,7 +30,7 @@ def info(
         from tseg.runtime.wsi.slide import describe_slide
 
         with reported():
-            data = describe_slide(path, mpp_value, max_slide_mm)
+            data = describe_slide(path, mpp_value, max_slide_mm, allow_non_brightfield)
         _show(data, as_json)
         return
     path = Path(path)
@@ -66,7 +67,7 @@ def info(
         else:
             from tseg.runtime.wsi.slide import describe_slide
 
-            data = describe_slide(path, mpp_value, max_slide_mm)
+            data = describe_slide(path, mpp_value, max_slide_mm, allow_non_brightfield)
     _show(data, as_json)
 
 

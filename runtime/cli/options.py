@@ -41,6 +41,10 @@ LevelTolerance = Annotated[float, typer.Option(
 DctScaling = Annotated[bool, typer.Option(
     "--dct-scaling", help="Opt-in: decode JPEG tiles at 1/2, 1/4 or 1/8 in the DCT domain when that is still at "
                           "least the target resolution.")]
+AllowNonBrightfield = Annotated[bool, typer.Option(
+    "--allow-non-brightfield", help="Segment slides whose metadata says they are not H&E brightfield (fluorescence, "
+                                    "multiplex, grey), which are refused by default: the model was trained on H&E "
+                                    "brightfield only, so results on them are not validated.")]
 Prune = Annotated[bool, typer.Option(
     "--prune/--no-prune", help="Keep a region only if the 95th percentile of its smoothed probability exceeds the "
                                "high threshold (the paper's pruning).")]
@@ -85,14 +89,16 @@ Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True)]
 
 def slide_options(*, mpp: Optional[str], low: Optional[int], high: Optional[int], level_tolerance: float,
                   dct_scaling: bool, prune: bool = True, overlay_style: str = OVERLAY_STYLE_DEFAULT,
-                  overlay_opacity: float = OVERLAY_OPACITY_DEFAULT, dicom_out: bool = False) -> SlideOptions:
+                  overlay_opacity: float = OVERLAY_OPACITY_DEFAULT, dicom_out: bool = False,
+                  allow_non_brightfield: bool = False) -> SlideOptions:
     """The per-slide options as one checked :class:`SlideOptions` (exit 2 naming the problem)."""
     from tseg.runtime.errors import TsegError
 
     try:
         return SlideOptions(mpp=mpp_option(mpp), low=low, high=high, prune=prune, level_tolerance=level_tolerance,
                             dct_scaling=dct_scaling, overlay_style=overlay_style,  # type: ignore[arg-type]
-                            overlay_opacity=overlay_opacity, dicom_out=dicom_out).checked()
+                            overlay_opacity=overlay_opacity, dicom_out=dicom_out,
+                            allow_non_brightfield=allow_non_brightfield).checked()
     except TsegError as exc:
         fail(exc.cli_message())
 
@@ -100,13 +106,14 @@ def slide_options(*, mpp: Optional[str], low: Optional[int], high: Optional[int]
 def slide_settings(*, mpp: Optional[str], low: Optional[int], high: Optional[int],
                    reader_threads: Optional[int], level_tolerance: float, dct_scaling: bool,
                    overlay_style: str = OVERLAY_STYLE_DEFAULT, overlay_opacity: float = OVERLAY_OPACITY_DEFAULT,
-                   max_slide_mm: float = 100.0) -> dict[str, Any]:
+                   max_slide_mm: float = 100.0, allow_non_brightfield: bool = False) -> dict[str, Any]:
     """The per-slide options as Segmenter keyword arguments, ``--mpp`` parsed and every option
     checked (exit 2 naming the problem), plus the per-process ``reader_threads`` and ``max_slide_mm``.
     Thresholds are checked against the model's defaults by the caller, which may also have per-slide ones (a slides
     CSV) to check with them."""
     options = slide_options(mpp=mpp, low=low, high=high, level_tolerance=level_tolerance, dct_scaling=dct_scaling,
-                            overlay_style=overlay_style, overlay_opacity=overlay_opacity)
+                            overlay_style=overlay_style, overlay_opacity=overlay_opacity,
+                            allow_non_brightfield=allow_non_brightfield)
     return {**options.segmenter_settings(), "reader_threads": reader_threads, "max_slide_mm": max_slide_mm}
 
 

@@ -16,7 +16,7 @@ import typer
 
 from tseg.runtime.cli.common import EXIT_FAILED_SLIDES, csv_progress, devices_option, fail, reported, setup_logging
 from tseg.runtime.util.display import printable
-from tseg.runtime.cli.options import DctScaling, Devices, DicomMetadata, DicomOut, DicomwebCredentials, DicomWsi, Engine, High, LevelTolerance, Low, MaxSlideMm, Mpp, OverlayOpacity, OverlayStyle, Progress, Providers, ReaderThreads, Stow, Verbose, dicom_options, slide_settings
+from tseg.runtime.cli.options import AllowNonBrightfield, DctScaling, Devices, DicomMetadata, DicomOut, DicomwebCredentials, DicomWsi, Engine, High, LevelTolerance, Low, MaxSlideMm, Mpp, OverlayOpacity, OverlayStyle, Progress, Providers, ReaderThreads, Stow, Verbose, dicom_options, slide_settings
 from tseg.runtime.cohort.options import OVERLAY_OPACITY_DEFAULT, OVERLAY_STYLE_DEFAULT
 from tseg.runtime.cli.report import write_report_after_run
 from tseg.runtime.wsi.limits import MAX_SLIDE_MM
@@ -35,6 +35,7 @@ def run(
     reader_threads: ReaderThreads = None,
     level_tolerance: LevelTolerance = 0.0,
     dct_scaling: DctScaling = False,
+    allow_non_brightfield: AllowNonBrightfield = False,
     max_slide_mm: MaxSlideMm = MAX_SLIDE_MM,
     overlay_style: OverlayStyle = OVERLAY_STYLE_DEFAULT,
     overlay_opacity: OverlayOpacity = OVERLAY_OPACITY_DEFAULT,
@@ -92,7 +93,8 @@ def run(
             shard_k_n = parse_shard(shard)
     settings = slide_settings(mpp=mpp, low=low, high=high, reader_threads=reader_threads,
                               level_tolerance=level_tolerance, dct_scaling=dct_scaling, overlay_style=overlay_style,
-                              overlay_opacity=overlay_opacity, max_slide_mm=max_slide_mm)
+                              overlay_opacity=overlay_opacity, max_slide_mm=max_slide_mm,
+                              allow_non_brightfield=allow_non_brightfield)
     if not slides and csv_table is None:
         fail("give slides, folders or --csv SLIDES.csv")
     with reported():

@@ -10,7 +10,7 @@ import typer
 
 from tseg.runtime.cli.common import devices_option, reported, setup_logging
 from tseg.runtime.cohort.options import OVERLAY_OPACITY_DEFAULT, OVERLAY_STYLE_DEFAULT
-from tseg.runtime.cli.options import DctScaling, Devices, DicomMetadata, DicomOut, DicomwebCredentials, DicomWsi, Engine, High, LevelTolerance, Low, Mpp, OverlayOpacity, OverlayStyle, Providers, Prune, ReaderThreads, Stow, Verbose, dicom_options, slide_options
+from tseg.runtime.cli.options import AllowNonBrightfield, DctScaling, Devices, DicomMetadata, DicomOut, DicomwebCredentials, DicomWsi, Engine, High, LevelTolerance, Low, Mpp, OverlayOpacity, OverlayStyle, Providers, Prune, ReaderThreads, Stow, Verbose, dicom_options, slide_options
 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Results folder (the layout of `tseg-rt run`; the job queue "
                                                        "is kept in OUT/.tseg-service/).")]
@@ -66,6 +66,7 @@ def serve(
     prune: Prune = True,
     level_tolerance: LevelTolerance = 0.0,
     dct_scaling: DctScaling = False,
+    allow_non_brightfield: AllowNonBrightfield = False,
     overlay_style: OverlayStyle = OVERLAY_STYLE_DEFAULT,
     overlay_opacity: OverlayOpacity = OVERLAY_OPACITY_DEFAULT,
     dicom_out: DicomOut = False,
@@ -83,7 +84,7 @@ def serve(
                               dicomweb_credentials=dicomweb_credentials)
     options = slide_options(mpp=mpp, low=low, high=high, level_tolerance=level_tolerance, dct_scaling=dct_scaling,
                             prune=prune, overlay_style=overlay_style, overlay_opacity=overlay_opacity,
-                            dicom_out=dicom is not None)
+                            dicom_out=dicom is not None, allow_non_brightfield=allow_non_brightfield)
     with reported():
         from tseg.runtime.service.access import read_token_file
         from tseg.runtime.service.core import HotFolderConfig

@@ -9,7 +9,7 @@ import typer
 
 from tseg.runtime.cli.common import reported, setup_logging
 from tseg.runtime.cohort.options import OVERLAY_OPACITY_DEFAULT, OVERLAY_STYLE_DEFAULT
-from tseg.runtime.cli.options import DctScaling, Devices, DicomMetadata, DicomOut, DicomwebCredentials, DicomWsi, Engine, High, LevelTolerance, Low, Mpp, OverlayOpacity, OverlayStyle, Providers, Prune, ReaderThreads, Stow, Verbose, dicom_options, slide_options
+from tseg.runtime.cli.options import AllowNonBrightfield, DctScaling, Devices, DicomMetadata, DicomOut, DicomwebCredentials, DicomWsi, Engine, High, LevelTolerance, Low, Mpp, OverlayOpacity, OverlayStyle, Providers, Prune, ReaderThreads, Stow, Verbose, dicom_options, slide_options
 from tseg.runtime.cli.serve import KeepDays, Out, Poll, Report, ReportInterval, Settle, service_config
 
 
@@ -33,6 +33,7 @@ def watch(
     prune: Prune = True,
     level_tolerance: LevelTolerance = 0.0,
     dct_scaling: DctScaling = False,
+    allow_non_brightfield: AllowNonBrightfield = False,
     overlay_style: OverlayStyle = OVERLAY_STYLE_DEFAULT,
     overlay_opacity: OverlayOpacity = OVERLAY_OPACITY_DEFAULT,
     dicom_out: DicomOut = False,
@@ -49,7 +50,7 @@ def watch(
                               dicomweb_credentials=dicomweb_credentials)
     options = slide_options(mpp=mpp, low=low, high=high, level_tolerance=level_tolerance, dct_scaling=dct_scaling,
                             prune=prune, overlay_style=overlay_style, overlay_opacity=overlay_opacity,
-                            dicom_out=dicom is not None)
+                            dicom_out=dicom is not None, allow_non_brightfield=allow_non_brightfield)
     with reported():
         from tseg.runtime.service.core import HotFolderConfig
         from tseg.runtime.service.server import watch as run_watch

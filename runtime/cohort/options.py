@@ -64,6 +64,9 @@ class SlideOptions:
         "Opt-in: read a pyramid level within this many percent of the target resolution (0-50).", low=0, high=50))
     dct_scaling: bool = field(default=False, metadata=_meta(
         "Opt-in: decode JPEG tiles at 1/2, 1/4 or 1/8 in the DCT domain where still fine enough."))
+    allow_non_brightfield: bool = field(default=False, metadata=_meta(
+        "Segment slides whose metadata says they are not H&E brightfield (fluorescence, multiplex, grey), which are "
+        "refused by default: the model was trained on H&E brightfield only, so results on them are not validated."))
     overlay_style: OverlayStyle = field(default=OVERLAY_STYLE_DEFAULT, metadata=_meta(
         "overlay.png: fill (translucent tumour fill with its contour), contour (the contour alone) or heatmap "
         "(the probability as a colour-blind-safe heat map with the contour). Changes only the overlay."))
@@ -91,7 +94,7 @@ class SlideOptions:
         if self.low is not None and self.high is not None and not self.low < self.high:
             raise InvalidArgumentError(f"{at}thresholds must satisfy low < high (8-bit levels), got low={self.low}, "
                                        f"high={self.high}")
-        for name in ("prune", "dct_scaling", "dicom_out"):
+        for name in ("prune", "dct_scaling", "allow_non_brightfield", "dicom_out"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidArgumentError(f"{at}{name} must be true or false, got {getattr(self, name)!r}")
         tol = self.level_tolerance

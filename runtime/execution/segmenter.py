@@ -90,6 +90,7 @@ class Settings:
     reader_threads: int | None = None
     level_tolerance: float = 0.0  # opt-in (percent), see Slide.level_for
     dct_scaling: bool = False  # opt-in, see slide.ReadPlan
+    allow_non_brightfield: bool = False  # opt-in: fluorescence/multiplex/grey slides (wsi.brightfield)
     prefetch: int = 2
     skip_background: bool = True
     keep_full_probability: bool = True
@@ -185,6 +186,7 @@ class Segmenter:
         return {"low": self.low, "high": self.high, "prune": s.prune, "mpp_override": s.mpp,
                 "reader_threads": s.reader_threads, "prefetch": s.prefetch,
                 "level_tolerance_percent": s.level_tolerance, "dct_scaling": s.dct_scaling,
+                "allow_non_brightfield": s.allow_non_brightfield,
                 "skip_background": s.skip_background, "overlay_style": s.overlay_style,
                 "overlay_opacity": float(s.overlay_opacity)}
 
@@ -229,7 +231,8 @@ class Segmenter:
         t_start = t0 = time.perf_counter()
         with open_slide(path, self.settings.mpp, reader_threads=self.settings.reader_threads,
                         level_tolerance=self.settings.level_tolerance,
-                        dct_scaling=self.settings.dct_scaling) as slide:
+                        dct_scaling=self.settings.dct_scaling,
+                        allow_non_brightfield=self.settings.allow_non_brightfield) as slide:
             check_budget(slide.path, budget_for(slide, c.mpp, c.tile_size, self.settings.prefetch + 2,
                                        self.settings.max_slide_mm, self.settings.memory_bytes))
             timings["open_s"] = time.perf_counter() - t0

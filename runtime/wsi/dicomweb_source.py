@@ -288,6 +288,11 @@ class DicomWebSource:
     def path(self) -> str:
         return self.location.url
 
+    def base_dataset(self) -> Any:
+        """The DICOM attributes of the full-resolution level (for the H&E-only check of
+        :mod:`tseg.runtime.wsi.brightfield`)."""
+        return self._levels[0].default_instance.dataset
+
     def mpp(self) -> tuple[float | None, float | None]:
         return self._mpp
 

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from tseg.runtime.errors import ImplausibleMppError, InvalidArgumentError, MissingMppError
 from tseg.runtime.wsi.base import as_float
+from tseg.runtime.wsi.limits import MAX_SLIDE_MM
 
 #: Resolution the network sees (paper: 1 µm/px) and of the overview image (5 µm/px).
 NETWORK_MPP = 1.0
@@ -30,6 +31,11 @@ MPP_FIX = {"api": "Pass the level-0 resolution explicitly: open_slide(path, mpp=
                   "Segmenter(..., mpp=MICRONS_PER_PIXEL).",
            "cli": "Pass the level-0 resolution explicitly: --mpp MICRONS_PER_PIXEL, or an mpp column in a "
                   "--csv slides table for per-slide values."}
+#: For an image too coarse to segment: its metadata is right, so --mpp only helps if it is not.
+LOW_RESOLUTION_FIX = {"api": "If that resolution is wrong, pass the true one: open_slide(path, mpp=MICRONS_PER_PIXEL).",
+                      "cli": "If that resolution is wrong, pass the true one: --mpp MICRONS_PER_PIXEL."}
+#: µm/px of the dots-per-inch defaults image software writes (not a scanner's resolution).
+DEFAULT_DPI = (72, 96, 150, 300)
 #: An override is reported when it differs from plausible metadata by more than this fraction.
 MPP_OVERRIDE_TOLERANCE = 0.01
 #: OME length units in µm.
@@ -37,9 +43,12 @@ OME_UNITS_UM = {"µm": 1.0, "um": 1.0, "\u00b5m": 1.0, "micron": 1.0, "nm": 1e-3
                 "cm": 1e4, "m": 1e6, "pm": 1e-6}
 
 
-def check_mpp(path: Path, mpp: tuple[float | None, float | None], origin: str) -> tuple[float, float]:
+def check_mpp(path: Path, mpp: tuple[float | None, float | None], origin: str,
+              size_px: tuple[int, int] | None = None) -> tuple[float, float]:
     """``(x, y)`` µm/px, one axis standing in for a missing other; MissingMppError when neither
-    is known, ImplausibleMppError outside :data:`PLAUSIBLE_MPP` (``origin``: "given", "stored")."""
+    is known, ImplausibleMppError outside :data:`PLAUSIBLE_MPP` (``origin``: "given", "stored").
+    A stored resolution too coarse for level 0 whose image (``size_px``) still has a slide's size
+    is said to be a low-resolution image (one coarse level of a pyramid), not wrong metadata."""
     mx, my = mpp
     if mx is None and my is None:
         raise MissingMppError(
@@ -50,13 +59,27 @@ def check_mpp(path: Path, mpp: tuple[float | None, float | None], origin: str) -
     mx = mx if mx is not None else my
     my = my if my is not None else mx
     lo, hi = PLAUSIBLE_MPP
+    default_dpi = next((d for d in DEFAULT_DPI if mx is not None and abs(mx - 25400.0 / d) < 0.01), None)
+    if (origin == "stored" and size_px is not None and mx is not None and my is not None and min(mx, my) > hi
+            and default_dpi is None):
+        w_mm, h_mm = size_px[0] * mx / 1000.0, size_px[1] * my / 1000.0
+        if max(w_mm, h_mm) <= MAX_SLIDE_MM:
+            raise ImplausibleMppError(
+                path,
+                f"its finest image is {mx:.4g} x {my:.4g} µm/px ({size_px[0]} x {size_px[1]} px, {w_mm:.3g} x "
+                f"{h_mm:.3g} mm): a low-resolution picture of the slide (a thumbnail, or one coarse level of a "
+                f"pyramid), too coarse for the model, which reads tissue at {NETWORK_MPP:g} µm/px and never "
+                "upsamples. Give the slide's full-resolution scan (for DICOM, the series folder with its "
+                "full-resolution level).", LOW_RESOLUTION_FIX,
+            )
     for value in (mx, my):
         if value is None or not (lo <= value <= hi):
             raise ImplausibleMppError(
                 path,
                 f"the {origin} resolution {mx} x {my} µm/px is outside the plausible range "
                 f"{lo}-{hi} µm/px for a whole-slide image (scanners write about 0.1-0.5 at "
-                f"level 0), so the metadata is probably wrong.", MPP_FIX,
+                f"level 0), so the metadata is probably wrong"
+                + (f" (it is the {default_dpi} dpi default of image software)." if default_dpi else "."), MPP_FIX,
             )
     return (float(mx), float(my))  # type: ignore[arg-type]
 
@@ -72,14 +95,14 @@ def plausible_mpp(mpp: tuple[float | None, float | None]) -> tuple[float, float]
     return (float(mx), float(my))
 
 
-def resolve_mpp(path: Path, given: float | Sequence[float] | None,
-                stored: tuple[float | None, float | None]) -> tuple[tuple[float, float], str, tuple[float, float] | None]:
+def resolve_mpp(path: Path, given: float | Sequence[float] | None, stored: tuple[float | None, float | None],
+                size_px: tuple[int, int] | None = None) -> tuple[tuple[float, float], str, tuple[float, float] | None]:
     """The level-0 resolution to use: ``(mpp, origin, overridden)``. ``origin`` is ``override``
     for a ``given`` value, else ``metadata``; ``overridden`` is the plausible stored value that
     a given one replaced when they differ by more than :data:`MPP_OVERRIDE_TOLERANCE` (to warn
-    about), else None."""
+    about), else None. ``size_px``: level 0's size, to word the refusal of a coarse image."""
     if given is None:
-        return check_mpp(path, stored, "stored"), "metadata", None
+        return check_mpp(path, stored, "stored", size_px), "metadata", None
     values = [float(given)] * 2 if isinstance(given, (int, float)) else [float(v) for v in given]
     if len(values) != 2:
         raise InvalidArgumentError(f"mpp must be a number or (x, y), got {given!r}")

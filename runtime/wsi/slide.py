@@ -47,7 +47,8 @@ import numpy as np
 
 from tseg.runtime.errors import ImplausibleMppError, InvalidArgumentError, MissingMppError, SlideReadError
 from tseg.runtime.util.parallel import run_jobs
-from tseg.runtime.wsi.locator import as_slide
+from tseg.runtime.wsi.brightfield import file_reason, refusal as brightfield_refusal, source_reason
+from tseg.runtime.wsi.locator import as_slide, is_remote
 from tseg.runtime.wsi.levels import ReadPlan, choose_level, level_allowed, plan_read, size_at_factors, target_factors
 from tseg.runtime.wsi.mpp import NETWORK_MPP, OVERVIEW_MPP, UPSAMPLE_TOLERANCE, resolve_mpp
 from tseg.runtime.wsi.limits import MAX_SLIDE_MM, budget_for
@@ -86,6 +87,8 @@ class Slide:
         self.mpp_source = mpp_source
         #: Plausible metadata that an override replaced (differing by > 1 %), else None.
         self.stored_mpp: tuple[float, float] | None = None
+        #: Why the slide is not H&E brightfield, when it was opened with allow_non_brightfield; else None.
+        self.non_brightfield: str | None = None
         self.reader_threads = reader_threads or default_reader_threads()
         if block_px < 64:
             raise InvalidArgumentError(f"block_px must be >= 64, got {block_px!r}")
@@ -138,6 +141,9 @@ class Slide:
         if self.mpp_source == "override" and stored is not None:
             notes.append(f"the given resolution {self.mpp_x:.4g} x {self.mpp_y:.4g} µm/px overrides the slide's "
                          f"plausible metadata {stored[0]:.4g} x {stored[1]:.4g} µm/px")
+        if getattr(self, "non_brightfield", None):
+            notes.append(f"not H&E brightfield: {self.non_brightfield}; segmented because it was forced "
+                         "(--allow-non-brightfield), although the model was not trained on such images")
         return notes
 
     @property
@@ -289,7 +295,8 @@ class Slide:
 
 def open_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | None = None,
                reader_threads: int | None = None, block_px: int = DEFAULT_BLOCK_PX,
-               decoder: str = "auto", level_tolerance: float = 0.0, dct_scaling: bool = False) -> Slide:
+               decoder: str = "auto", level_tolerance: float = 0.0, dct_scaling: bool = False,
+               allow_non_brightfield: bool = False) -> Slide:
     """Open a whole-slide image: a file, the folder of a DICOM series, or a DICOMweb series URL
     (``https://HOST/ROOT/studies/S/series/T``, :mod:`tseg.runtime.wsi.dicomweb_source`; credentials from
     ``TSEG_DICOMWEB_CREDENTIALS`` or the other variables of :mod:`tseg.runtime.util.http`).
@@ -302,17 +309,29 @@ def open_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | None
     tifffile, DICOM series through :mod:`tseg.runtime.wsi.dicom_source`). ``level_tolerance`` (percent) and
     ``dct_scaling`` are opt-in speed-ups that change the pixels slightly (see
     :meth:`Slide.level_for`, :class:`ReadPlan` and the README).
+    A slide whose metadata says it is not H&E brightfield (fluorescence, multiplex, grey:
+    :mod:`tseg.runtime.wsi.brightfield`) is refused unless ``allow_non_brightfield``; forced, the
+    reason stays in :attr:`Slide.warnings`.
     Raises :class:`~tseg.runtime.errors.SlideNotFoundError`,
-    :class:`~tseg.runtime.errors.UnsupportedSlideError`,
+    :class:`~tseg.runtime.errors.UnsupportedSlideError` (:class:`~tseg.runtime.errors.NonBrightfieldError`),
     :class:`~tseg.runtime.errors.MissingMppError` or
     :class:`~tseg.runtime.errors.ImplausibleMppError`, each naming the file and the fix.
     """
     p = as_slide(path)
     if decoder not in DECODERS:
         raise InvalidArgumentError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+    reason = None if is_remote(p) else file_reason(Path(p))
+    if reason and not allow_non_brightfield:
+        raise brightfield_refusal(p, reason)
     source = open_source(p, decoder)
+    reason = reason or source_reason(source)
+    if reason and not allow_non_brightfield:
+        source.close()
+        raise brightfield_refusal(p, reason)
+    if reason:
+        log.warning("%s: not H&E brightfield: %s; segmenting it as forced", p, reason)
     try:
-        checked, origin, stored = resolve_mpp(p, mpp, source.mpp())
+        checked, origin, stored = resolve_mpp(p, mpp, source.mpp(), source.level_dimensions[0])
     except Exception:
         source.close()
         raise
@@ -326,19 +345,21 @@ def open_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | None
         source.close()
         raise
     slide.stored_mpp = stored
+    slide.non_brightfield = reason
     return slide
 
 
 def describe_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | None = None,
-                   max_slide_mm: float = MAX_SLIDE_MM) -> dict[str, Any]:
+                   max_slide_mm: float = MAX_SLIDE_MM, allow_non_brightfield: bool = False) -> dict[str, Any]:
     """What ``tseg-rt info`` shows: :meth:`Slide.info` with ``limits`` (the claimed size against
     ``max_slide_mm`` and the memory processing needs against the machine's, at the paper's 1 µm/px
     and 7680 px tiles, with what ``tseg-rt run`` would refuse: :mod:`tseg.runtime.wsi.limits`),
     or, for a slide whose resolution is missing or implausible, its vendor, levels and sizes in
-    pixels with the problem stated."""
+    pixels with the problem stated. A slide that is not H&E brightfield is refused as
+    :func:`open_slide` refuses it, unless ``allow_non_brightfield``."""
     p = as_slide(path)
     try:
-        with open_slide(p, mpp) as slide:
+        with open_slide(p, mpp, allow_non_brightfield=allow_non_brightfield) as slide:
             return dict(slide.info(), limits=budget_for(slide, NETWORK_MPP, PAPER_TILE_PX,
                                                         max_slide_mm=max_slide_mm).as_dict())
     except (MissingMppError, ImplausibleMppError) as exc:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tseg.runtime.errors import SlideReadError, UnsupportedSlideError
+from tseg.runtime.errors import SlideReadError, UnsupportedPixelsError
 from tseg.runtime.wsi.jpeg_check import defines_restarts, jpeg_problem
 
 #: Decoded TIFF tiles kept per open slide, so that neighbouring blocks, which share the tiles
@@ -67,10 +67,11 @@ class TiffLevel:
         self._level = level
         self._cache = cache
         if page.dtype is None or np.dtype(page.dtype) != np.uint8:
-            raise UnsupportedSlideError(path, f"pixel type {page.dtype} is not 8-bit")
+            raise UnsupportedPixelsError(path, f"its pixels are {page.dtype}, not 8-bit")
         samples = int(page.samplesperpixel)
         if samples not in (3, 4):
-            raise UnsupportedSlideError(path, f"{samples} samples per pixel; RGB(A) is required")
+            raise UnsupportedPixelsError(path, "its pixels are grey (1 sample per pixel)" if samples == 1 else
+                                         f"its pixels have {samples} samples, not RGB(A)")
         self.samples = samples
         self.separate = int(page.planarconfig) == 2
         self.width = int(page.imagewidth)

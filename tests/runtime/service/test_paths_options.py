@@ -57,10 +57,12 @@ def test_options_parse_check_and_merge():
     assert opts.mpp == (0.25, 0.3) and opts.thresholds() == (60, 200)
     assert SlideOptions.from_mapping({"mpp": [0.25, 0.25]}).to_dict()["mpp"] == [0.25, 0.25]
     assert SlideOptions().to_dict() == {"mpp": None, "low": None, "high": None, "prune": True,
-                                        "level_tolerance": 0.0, "dct_scaling": False, "overlay_style": "fill",
+                                        "level_tolerance": 0.0, "dct_scaling": False,
+                                        "allow_non_brightfield": False, "overlay_style": "fill",
                                         "overlay_opacity": 0.35, "dicom_out": False}
     assert SlideOptions(low=50).merged({"high": 90}).thresholds() == (50, 90)
     assert set(opts.segmenter_settings()) == {"mpp", "low", "high", "prune", "level_tolerance", "dct_scaling",
+                                              "allow_non_brightfield",
                                               "overlay_style", "overlay_opacity"}  # dicom_out: outputs, not Segmenter
     contour = SlideOptions.from_mapping({"overlay_style": "contour", "overlay_opacity": 1})
     assert contour.to_dict()["overlay_opacity"] == 1.0 and contour.segmenter_settings()["overlay_style"] == "contour"
