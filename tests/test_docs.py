@@ -77,3 +77,17 @@ def test_site_builds_strictly_and_offline(tmp_path):
             fetched |= set(re.findall(r"<link[^>]*\bhref=\"(https?://[^\"]+)\"", text))
             fetched |= set(re.findall(r"@import\s+url\(\"?(https?://[^)\"]+)", text))
     assert not fetched, f"the site fetches from the internet: {sorted(fetched)}"
+
+
+def test_time_to_first_tile_is_described_as_what_is_measured():
+    """The service measures from a job's start to its first tile merged (runtime/service/runner.py,
+    on_tile); the words in the API, the metrics and the guide say the same."""
+    import json
+
+    spec = json.loads((ROOT / "docs" / "openapi.json").read_text(encoding="utf-8"))
+    field = spec["components"]["schemas"]["Job"]["properties"]["time_to_first_tile_s"]
+    assert "first tile merged" in field["description"]
+    assert "first tile merged" in (ROOT / "runtime" / "service" / "metrics.py").read_text(encoding="utf-8")
+    guide = (ROOT / "docs" / "service.md").read_text(encoding="utf-8")
+    assert "first tile merged" in guide
+    assert "(identity, resume decision, opening, overview and background segmentation)" not in guide
