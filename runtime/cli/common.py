@@ -22,7 +22,7 @@ EXIT_FAILED_SLIDES = 1
 EXIT_ERROR = 2
 EXIT_NOT_FINISHED = 3
 # EXIT_INTERRUPTED = 130 and EXIT_TERMINATED = 143: 128 + the signal, as a shell reports it
-#: The documented exit statuses (README, *Exit status*); tests/runtime/test_public_api.py lists them.
+#: The documented exit statuses (docs/slides.md, *Exit status*); tests/runtime/test_public_api.py lists them.
 EXIT_CODES = {
     EXIT_OK: "everything asked for was done",
     EXIT_FAILED_SLIDES: "some slides (or result folders) failed; the others were processed",
