@@ -48,11 +48,27 @@ def test_stale_page_is_reported_with_the_command(tmp_path, monkeypatch, capsys):
     fake_root = tmp_path / "repo"
     (fake_root / "docs" / "reference").mkdir(parents=True)
     (fake_root / "docs" / "openapi.json").write_text((ROOT / "docs" / "openapi.json").read_text())
+    (fake_root / "README.md").write_text("# x\n\n[a page](docs/slides.md)\n")
     monkeypatch.setattr(gen, "ROOT", fake_root)
     assert gen.main(["--check"]) == 1
     assert "docs/reference/cli.md is stale: regenerate it with `.venv/bin/python tools/gen_reference.py`" \
         in capsys.readouterr().err
     assert gen.main([]) == 0 and gen.main(["--check"]) == 0
+    assert "[a page](slides.md)" in (fake_root / "docs" / "index.md").read_text()
+
+
+def test_readme_is_a_front_page_with_the_ci_test_command():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) < 200
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    commands = re.findall(r"```bash\n(python3 -m venv .*)\n```", readme)
+    assert len(commands) == 2 and commands[1] in ci  # the test command is what CI calls
+    assert commands[0].endswith(".venv/bin/tseg-rt demo")
+    assert "source .venv/bin/activate" in readme
+    image = re.search(r"!\[[^]]*\]\((docs/images/[^)]+)\)", readme).group(1)
+    assert (ROOT / image).stat().st_size < 200_000
+    for link in re.findall(r"\]\((docs/[^)#]+)", readme):
+        assert (ROOT / link).exists(), link
 
 
 @pytest.mark.slow

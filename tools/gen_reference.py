@@ -3,7 +3,8 @@
 - ``docs/reference/cli.md``: every command and option, from the typer app itself;
 - ``docs/reference/http.md``: the HTTP API, from ``docs/openapi.json`` (rendered here, offline);
 - ``docs/reference/python.md``: the public names of ``tseg.runtime`` (its lazy exports), as
-  mkdocstrings directives that render each name from its docstring.
+  mkdocstrings directives that render each name from its docstring;
+- ``docs/index.md``: the site's front page, the README with its links made relative to ``docs/``.
 
 Run from the repository root: ``.venv/bin/python tools/gen_reference.py`` rewrites the pages;
 ``--check`` only says which page is stale (exit 1). ``tests/test_docs.py`` runs the check.
@@ -214,11 +215,18 @@ def python_page() -> str:
     return "".join(out)
 
 
+def index_page(readme: str) -> str:
+    """The site's front page: the README, its links into ``docs/`` made relative to it."""
+    return (HEADER.format(cmd=REGENERATE, source="README.md") + readme.replace("](docs/", "]("))
+
+
 def pages() -> dict[Path, str]:
     """Every generated page and its text."""
     spec = json.loads((ROOT / "docs" / "openapi.json").read_text(encoding="utf-8"))
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     ref = ROOT / "docs" / "reference"
-    return {ref / "cli.md": cli_page(), ref / "http.md": http_page(spec), ref / "python.md": python_page()}
+    return {ref / "cli.md": cli_page(), ref / "http.md": http_page(spec), ref / "python.md": python_page(),
+            ROOT / "docs" / "index.md": index_page(readme)}
 
 
 def stale() -> list[Path]:
