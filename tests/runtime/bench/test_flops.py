@@ -117,7 +117,7 @@ def test_counting_leaves_no_file_of_onnxruntimes_failed_inference_behind(tmp_pat
 
 
 class _NoSympy:
-    """An import hook that makes ``sympy`` unimportable, as with the README's install (no dev extra)."""
+    """An import hook that makes ``sympy`` unimportable, as with the runtime's install (pip install -e ., no dev extra)."""
 
     def find_spec(self, name, path=None, target=None):
         if name == "sympy" or name.startswith("sympy."):
