@@ -14,7 +14,7 @@ GPU's memory free); the whole check stops within ``time_limit_s``:
 
 Without a CUDA GPU every step is skipped with the reason (nothing fails). A step that cannot run
 for want of a package says which to install. :func:`table_rows` turns the result into the rows of
-the README's GPU table.
+the GPU table of docs/performance.md.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def run_check(settings: CheckSettings = CheckSettings(),
 
 
 def table_rows(result: dict[str, Any]) -> list[str]:
-    """The README GPU table's rows (``| GPU | what | s per tile | TFLOP/s | fp16 vs fp32 | measured |``)."""
+    """The rows of the GPU table (docs/performance.md) (``| GPU | what | s per tile | TFLOP/s | fp16 vs fp32 | measured |``)."""
     gpu, day = gpu_label(result["machine"]["gpu"].get("devices") or []), result["created"][:10]
     side = result["tile"][0]
     rows = []

@@ -5,6 +5,10 @@ better by how much (``B 2.10x faster``: for times B's speed-up, A's seconds over
 B's rate over A's). Figures only one result has are left out; descriptive fields (the GPU, the
 limiting stage) are shown without a ratio. Files of another schema are refused when loaded
 (:func:`tseg.runtime.bench.result.load_result`).
+
+Two results measured on different tile sizes are compared per megapixel (a 2048² tile is not a
+7680² tile), and a comparison of slides/hour over different slide sets says so
+(:func:`caveats`).
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ def metrics(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[tuple[str, Gette
         ("engine: s/tile min", _get("engine", "s_per_tile", "min"), "lower"),
         ("engine: s/tile p99", _get("engine", "s_per_tile", "p99"), "lower"),
         ("engine: s/tile streamed", _get("engine", "streamed_s_per_tile"), "lower"),
+        ("engine: s/megapixel median", _per_megapixel(_get("engine", "s_per_tile", "median")), "lower"),
+        ("engine: s/megapixel min", _per_megapixel(_get("engine", "s_per_tile", "min")), "lower"),
         ("engine: megapixels/s", _get("engine", "megapixels_per_s"), "higher"),
         ("engine: TFLOP/s", _get("engine", "tflop_per_s"), "higher"),
         ("engine: TFLOP per tile", _get("engine", "flop", "tflop"), None),
@@ -71,6 +77,43 @@ def metrics(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[tuple[str, Gette
     return rows
 
 
+def _tile(data: Mapping[str, Any]) -> tuple[int, int] | None:
+    tile = _get("engine", "tile")(data)
+    return (int(tile[0]), int(tile[1])) if isinstance(tile, (list, tuple)) and len(tile) == 2 else None
+
+
+def _per_megapixel(get: Getter) -> Getter:
+    def per(data: Mapping[str, Any]) -> float | None:
+        seconds, tile = get(data), _tile(data)
+        if not isinstance(seconds, (int, float)) or tile is None:
+            return None
+        return seconds / (tile[0] * tile[1] / 1e6)
+    return per
+
+
+def _slide_set(data: Mapping[str, Any]) -> list[tuple[str, tuple[int, ...]]] | None:
+    per = _get("end_to_end", "per_slide")(data)
+    if not isinstance(per, list):
+        return None
+    return sorted((str(s.get("name")), tuple(s.get("size_at_model_mpp") or ())) for s in per)
+
+
+def caveats(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """What makes A and B measure different work: other tile sizes, other slides."""
+    notes = []
+    ta, tb = _tile(a), _tile(b)
+    if ta and tb and ta != tb:
+        notes.append(f"The tile sizes differ (A {ta[0]}x{ta[1]} px, B {tb[0]}x{tb[1]} px): per-tile times are "
+                     "not compared; the engines are compared per megapixel.")
+    sa, sb = _slide_set(a), _slide_set(b)
+    if sa is not None and sb is not None and sa != sb:
+        def count(s: list) -> str:
+            return f"{len(s)} slide" + ("s" if len(s) != 1 else "")
+        notes.append(f"The slide sets differ (A: {count(sa)}, B: {count(sb)}; names or sizes): slides/hour "
+                     "compares different work, not only the machines.")
+    return notes
+
+
 def _gb(value: Any) -> float | None:
     return value / 1e9 if isinstance(value, (int, float)) else None
 
@@ -94,6 +137,10 @@ def change(label: str, a: float, b: float, better: str) -> str:
 def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The rows of the module docstring."""
     out = []
+    ta, tb = _tile(a), _tile(b)
+    other_tiles = ta is not None and tb is not None and ta != tb
+    sa, sb = _slide_set(a), _slide_set(b)
+    other_slides = sa is not None and sb is not None and sa != sb
     for label, get, better in metrics(a, b):
         va, vb = get(a), get(b)
         if va is None or vb is None:
@@ -102,7 +149,11 @@ def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (va, vb))
         if numbers and va:
             row["ratio_b_over_a"] = vb / va
+            if other_tiles and label.startswith("engine: s/tile"):
+                better = None  # per megapixel instead (the rows below)
             if better:
                 row["change"] = change(label, float(va), float(vb), better)
+            if other_slides and label.startswith("end to end:") and row["change"]:
+                row["change"] += " (different slides)"
         out.append(row)
     return out

@@ -16,10 +16,14 @@ reduction, 2 per interpolation weight of a linear Resize). For the paper's netwo
 per cent of the total and memory-bound rather than compute-bound, which is why they stay out of
 TFLOP/s. Data movement (Reshape, Concat, Slice, Cast, Pad, ...) counts 0.
 
-Shapes come from shape inference at the concrete input shape: ONNX Runtime's symbolic shape
-inference (it follows the ``Shape`` arithmetic of dynamic-size graphs through ``Resize``), with
-ONNX's own as the fallback. The weights are not loaded (``load_external_data=False``): counting
-the paper's 73-million-parameter graph needs its shapes only.
+Shapes come from ONNX's own shape inference at the concrete input shape (with data
+propagation, which follows the ``Shape`` arithmetic of dynamic-size graphs; operators it has no
+rule for, such as GroupNormalization, keep their input's shape). ONNX Runtime's symbolic shape
+inference is not used: it needs ``sympy``, which the runtime does not install, and gave up on a
+Conv of the bundled model with ONNX Runtime 1.30. The weights are not loaded
+(``load_external_data=False``): counting the paper's 73-million-parameter graph needs its shapes
+only. :func:`count_flops_scaled` counts a fully convolutional graph at small sizes and scales by
+pixels, equal to the exact count (tested) where shape inference works at both.
 
 For the paper's network (eca_nfnet_l3 + DeepLabV3+) this gives 42.01 TFLOP per 7680 x 7680 tile,
 the "about 42 TFLOP" of SPEC.md; the tests compare the graph count with
@@ -30,9 +34,8 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -112,34 +115,93 @@ def _concrete(model: Any, shape: Sequence[int]) -> None:
         d.dim_value = int(value)
 
 
-#: What ONNX Runtime's symbolic shape inference saves into the *current directory* when it cannot
-#: infer every shape (before it raises): the graph, and its weights as external data under a random
-#: UUID name. Files of these names that appear during the call are removed, so that counting never
-#: leaves files behind.
-SYMBOLIC_LEFTOVER = re.compile(r"sym_shape_infer_temp\.onnx|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.data")
+#: Operators whose output has their first input's shape. ONNX's shape inference has no rule for
+#: some of them (GroupNormalization, a function since opset 18): :func:`_infer` carries the shape.
+SAME_SHAPE = frozenset(("GroupNormalization", "InstanceNormalization", "LayerNormalization",
+                        "BatchNormalization", "Softmax", "LogSoftmax", "Dropout", "Identity",
+                        *(op for op in ELEMENTWISE if op not in ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min",
+                                                                 "Sum", "Mean", "Where", "Equal", "Less", "Greater",
+                                                                 "LessOrEqual", "GreaterOrEqual", "And", "Or",
+                                                                 "PRelu"))))
 
 
-def _leftover_names() -> set[str]:
-    try:
-        return {name for name in os.listdir(".") if SYMBOLIC_LEFTOVER.fullmatch(name)}
-    except OSError:
-        return set()
+def _elem_types(model: Any) -> dict[str, int]:
+    types = {vi.name: vi.type.tensor_type.elem_type
+             for vi in [*model.graph.input, *model.graph.value_info, *model.graph.output]}
+    types.update({init.name: init.data_type for init in model.graph.initializer})
+    return types
+
+
+def _int_values(model: Any, shapes: dict[str, list[Any]]) -> dict[str, Any]:
+    """The values of the small integer tensors that describe sizes (``Shape`` and its arithmetic),
+    folded with NumPy: what ONNX's inference does not expose, e.g. a ``Range`` over the batch."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    values: dict[str, Any] = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer
+                              if i.data_type in (6, 7) and math.prod(i.dims) <= 64
+                              and (i.raw_data or i.int64_data or i.int32_data or not i.dims)}
+    binary = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.floor_divide}
+    for node in model.graph.node:
+        op, ins = node.op_type, [values.get(i) for i in node.input if i]
+        try:
+            if op == "Constant":
+                t = _attr(node, "value", None)
+                out = numpy_helper.to_array(t) if t is not None and t.data_type in (6, 7) else None
+            elif op == "Shape" and _known(shapes.get(node.input[0])):
+                out = np.array(shapes[node.input[0]][_attr(node, "start", 0):_attr(node, "end", None)], np.int64)
+            elif any(v is None for v in ins):
+                continue
+            elif op in binary:
+                out = binary[op](ins[0], ins[1])
+            elif op in ("Squeeze", "Unsqueeze"):
+                axes = tuple(int(a) for a in (ins[1] if len(ins) > 1 else _attr(node, "axes", [])))
+                out = (np.squeeze(ins[0], axes or None) if op == "Squeeze"
+                       else np.expand_dims(ins[0], axes))
+            elif op == "Gather":
+                out = np.take(ins[0], ins[1], axis=_attr(node, "axis", 0))
+            elif op == "Concat":
+                out = np.concatenate(ins, axis=_attr(node, "axis", 0))
+            elif op in ("Cast", "Identity"):
+                out = ins[0]
+            elif op == "Range":
+                out = np.arange(ins[0], ins[1], ins[2])
+            elif op == "Reshape":
+                out = ins[0].reshape([d if d else s for d, s in zip(ins[1], ins[0].shape)] if 0 in ins[1]
+                                     else ins[1])
+            else:
+                continue
+        except (ValueError, IndexError, TypeError):  # not a size computation this folding follows
+            continue
+        if out is not None and np.issubdtype(np.asarray(out).dtype, np.integer):
+            values[node.output[0]] = np.asarray(out)
+    return values
 
 
 def _infer(model: Any) -> Any:
-    before = _leftover_names()
-    try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
-        return SymbolicShapeInference.infer_shapes(model, auto_merge=True)
-    except Exception as exc:  # noqa: BLE001 - an op it does not know: ONNX's inference may still do
-        log.debug("symbolic shape inference failed (%s); using onnx.shape_inference", exc)
-    finally:
-        for name in _leftover_names() - before:
-            Path(name).unlink(missing_ok=True)
+    """ONNX's own shape inference (with data propagation, so ``Shape`` arithmetic before a
+    ``Resize`` is followed) at the graph's concrete input size; shapes the exporter recorded
+    symbolically are dropped first, and operators ONNX has no rule for get their input's shape."""
     import onnx
 
-    return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    del model.graph.value_info[:]
+    for output in model.graph.output:
+        output.type.tensor_type.ClearField("shape")
+    for _ in range(len(model.graph.node) + 1):
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        shapes, types = _shapes(inferred), _elem_types(inferred)
+        carried = [onnx.helper.make_tensor_value_info(node.output[0], types.get(node.input[0], 1),
+                                                      shapes[node.input[0]])
+                   for node in inferred.graph.node
+                   if node.op_type in SAME_SHAPE and node.input and _known(shapes.get(node.input[0]))
+                   and not _known(shapes.get(node.output[0]))]
+        carried += [onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT64, list(value.shape))
+                    for name, value in _int_values(inferred, shapes).items()
+                    if name in types and not _known(shapes.get(name)) and value.ndim and 0 not in value.shape]
+        if not carried:
+            return inferred
+        model.graph.value_info.extend(carried)
+    return inferred
 
 
 def _shapes(model: Any) -> dict[str, list[Any]]:
@@ -249,13 +311,63 @@ def count_model_flops(model: Any, input_shape: Sequence[int]) -> FlopCount:
     return FlopCount(tuple(int(v) for v in input_shape), macs, other, by_op, tuple(sorted(uncounted)))
 
 
-def count_flops(path: str | Path, height: int, width: int, batch: int = 1) -> FlopCount:
-    """FLOP of the model file at ``path`` on a uint8 (batch, height, width, 3) input (tseg-rt's
-    graph layout), counted from the graph (weights are not loaded)."""
+def _load(source: str | Path | Any) -> Any:
+    """An ``onnx.ModelProto``, loaded without its weights, or a copy of the one given."""
     import onnx
 
+    if isinstance(source, onnx.ModelProto):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(source)
+        return copy
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        return onnx.load(str(source), load_external_data=False)
     except Exception as exc:  # noqa: BLE001
-        raise ModelError(path, f"not a readable ONNX model ({exc})") from None
-    return count_model_flops(model, (batch, height, width, 3))
+        raise ModelError(source, f"not a readable ONNX model ({exc})") from None
+
+
+def count_flops(path: str | Path, height: int, width: int, batch: int = 1) -> FlopCount:
+    """FLOP of the model file at ``path`` on a uint8 (batch, height, width, 3) input (tseg-rt's
+    graph layout), counted from the graph (weights are not loaded). Where shape inference cannot
+    follow the graph at that size, a fully convolutional graph is counted at small sizes and
+    scaled (:func:`count_flops_scaled`)."""
+    try:
+        return count_model_flops(_load(path), (batch, height, width, 3))
+    except ModelError as exact_failed:
+        try:
+            scaled = count_flops_scaled(path, height, width, batch)
+        except ModelError:
+            raise exact_failed from None
+        log.info("%s: counted at small tiles and scaled to %dx%d px (%s)", path, height, width, exact_failed.message)
+        return scaled
+
+
+#: Tile sides at which :func:`count_flops_scaled` counts (multiples of any network stride up to 256).
+SCALE_SIDES = (256, 512, 768)
+
+
+def count_flops_scaled(source: str | Path | Any, height: int, width: int, batch: int = 1) -> FlopCount:
+    """FLOP of a fully convolutional graph at ``height`` x ``width``, from exact counts at three
+    small squares (:data:`SCALE_SIDES`): every count of such a graph is affine in the pixels (the
+    pooled branch of an ASPP is a constant part), so two sizes fix the line and the third checks
+    it. A graph whose counts are not affine (fixed sizes, global reshapes) is refused."""
+    if height % SCALE_SIDES[0] or width % SCALE_SIDES[0]:
+        raise ModelError(None, f"{height}x{width} px is not a multiple of {SCALE_SIDES[0]}: not scaled")
+    counts = [count_model_flops(_load(source), (batch, s, s, 3)) for s in SCALE_SIDES]
+    pixels = [s * s for s in SCALE_SIDES]
+    target = height * width
+
+    def extrapolate(values: list[int], what: str) -> int:
+        slope = Fraction(values[1] - values[0], pixels[1] - pixels[0])
+        base = values[0] - slope * pixels[0]
+        scaled = base + slope * target
+        if base + slope * pixels[2] != values[2] or scaled.denominator != 1:
+            raise ModelError(None, f"the graph's {what} are not affine in the pixels: not fully convolutional, "
+                                   "so a count at small tiles cannot be scaled")
+        return int(scaled)
+
+    macs = extrapolate([c.macs for c in counts], "multiply-adds")
+    other = extrapolate([c.other_flop for c in counts], "other operations")
+    ops = sorted(set().union(*(c.by_op for c in counts)))
+    by_op = {op: extrapolate([c.by_op.get(op, 0) for c in counts], f"{op} operations") for op in ops}
+    uncounted = tuple(sorted(set().union(*(c.uncounted_ops for c in counts))))
+    return FlopCount((batch, height, width, 3), macs, other, by_op, uncounted)

@@ -102,7 +102,7 @@ def format_check(check: Mapping[str, Any]) -> str:
                     f"{row['timing']['s_per_tile']['median']:.3f} s/tile" if row.get("timing") else "")
                 lines.append(f"{'engine':<11} {kind}: {what}")
     if check.get("rows"):
-        lines.append("README GPU table rows:")
+        lines.append("GPU table rows (docs/performance.md):")
         lines += check["rows"]
     return "\n".join(lines)
 

@@ -26,6 +26,12 @@ from tseg.runtime.errors import InvalidArgumentError
 log = logging.getLogger(__name__)
 
 
+#: Printed with every run of the bundled model.
+DEMO_NOTE = ("The bundled demonstration model (0.11 TFLOP per 7680² tile, against 42 for the paper's network): "
+             "these figures measure the pipeline and the machine, not the network. Pass --engine to measure "
+             "your own model.")
+
+
 def run_bench(model: str | os.PathLike[str] | None = None, slides: Sequence[Path] = (), *,
               engine: EngineSettings | None = EngineSettings(), end_to_end: bool = True,
               providers: str | None = None, device: int = 0, generated_mm: tuple[float, float] | None = None,
@@ -44,8 +50,7 @@ def run_bench(model: str | os.PathLike[str] | None = None, slides: Sequence[Path
     path = Path(model) if model is not None else default_model()
     result = new_result("bench")
     if model is None:
-        result["note"] = ("the bundled demonstration model (0.11 TFLOP per 7680² tile, against 42 for the paper's "
-                          "network): these figures measure the pipeline and the machine; pass --engine for a model's")
+        result["note"] = DEMO_NOTE
     backend = None
     try:
         if engine is not None:

@@ -156,7 +156,7 @@ def advice(result: Mapping[str, Any], backend: Mapping[str, Any], usable_cores: 
                 lines.append(f"{r['name']}: `--level-tolerance {r['tolerance_percent']}` would read level "
                              f"{r['tolerance_level']} ({r['tolerance_level_mpp']:.4g} µm/px, "
                              f"{r['tolerance_fewer_pixels']:.0f}x fewer pixels), resizing it up by under "
-                             f"{r['tolerance_percent']} %: faster, but not the paper's exact reading (README).")
+                             f"{r['tolerance_percent']} %: faster, but not the paper's exact reading (docs/performance.md).")
         if gpu and threads:
             cores = cores_for_busy_backend(seconds["read"], seconds["merge"], seconds["infer"], threads)
             if cores:

@@ -52,6 +52,7 @@ def bench(
     console = Console(stderr=True)
     with reported():
         if compare:
+            from tseg.runtime.bench.compare import caveats
             from tseg.runtime.bench.compare import compare as compare_results
             from tseg.runtime.bench.machine import describe_machine
             from tseg.runtime.bench.report import format_compare
@@ -60,6 +61,8 @@ def bench(
             a, b = (load_result(p) for p in compare)
             typer.echo(format_compare(compare_results(a, b), f"{compare[0].name}", f"{compare[1].name}"))
             typer.echo(f"\nA: {describe_machine(a['machine'])}\nB: {describe_machine(b['machine'])}")
+            for note in caveats(a, b):
+                typer.echo(f"Note: {note}")
             return
         if check:
             from tseg.runtime.bench.check import CheckSettings, run_check

@@ -22,7 +22,7 @@ EXIT_FAILED_SLIDES = 1
 EXIT_ERROR = 2
 EXIT_NOT_FINISHED = 3
 # EXIT_INTERRUPTED = 130 and EXIT_TERMINATED = 143: 128 + the signal, as a shell reports it
-#: The documented exit statuses (README, *Exit status*); tests/runtime/test_public_api.py lists them.
+#: The documented exit statuses (docs/slides.md, *Exit status*); tests/runtime/test_public_api.py lists them.
 EXIT_CODES = {
     EXIT_OK: "everything asked for was done",
     EXIT_FAILED_SLIDES: "some slides (or result folders) failed; the others were processed",
@@ -44,9 +44,19 @@ class _PrintableRecords(logging.Filter):
         return True
 
 
+class _OwnRecords(logging.Filter):
+    """Without ``-v``, only tseg-rt's own records: a library's log line (tifffile's "invalid page
+    offset") would come ahead of, and say less than, tseg-rt's own message about the same file.
+    uvicorn's records pass: it is ``serve``'s own server (a port in use is its error)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name.split(".")[0] in ("tseg", "uvicorn")
+
+
 def setup_logging(verbose: int) -> None:
     """Rich log lines on a terminal; plain unwrapped lines in files and pipes (one format for
-    this process and its workers, whose records come through the batch's log queue)."""
+    this process and its workers, whose records come through the batch's log queue). Libraries'
+    loggers are shown with ``-v`` only; progress lines (not on a terminal) always."""
     from rich.console import Console
     from rich.logging import RichHandler
 
@@ -60,8 +70,11 @@ def setup_logging(verbose: int) -> None:
         handler = logging.StreamHandler(sys.stderr)
         fmt = "[%(asctime)s] %(levelname)s %(message)s"
     handler.addFilter(_PrintableRecords())
+    if verbose <= 0:
+        handler.addFilter(_OwnRecords())
     logging.basicConfig(level=level, format=fmt, datefmt="[%X]" if console.is_terminal else "%X",
                         handlers=[handler], force=True)
+    logging.getLogger("tseg.runtime.cohort.progress").setLevel(min(level, logging.INFO))
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:

@@ -15,9 +15,22 @@ def demo(
     engine: Optional[Path] = typer.Option(None, "--engine", "-e", help="Another model (default: the bundled one)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True),
+    slide_only: Optional[Path] = typer.Option(
+        None, "--slide-only", metavar="PATH",
+        help="Only write the demo's generated slide (9 x 5 mm at 0.5 µm/px, a .tiff) to PATH, with its known "
+             "tumour mask beside it, and stop: a slide to try `serve` and `watch` with."),
 ) -> None:
     """Generate a synthetic slide, segment it with the bundled model, and report the DSC."""
     setup_logging(verbose)
+    if slide_only is not None:
+        from tseg.runtime.evaluation.demo import write_demo_slide
+
+        with reported():
+            slide = write_demo_slide(slide_only)
+        typer.echo(f"Demo slide: {slide} (generated; its known tumour mask beside it)\n"
+                   f"Try it: tseg-rt run {slide} --out results/   or put it under a `tseg-rt serve --root` "
+                   "or into a `tseg-rt watch` folder (docs/service.md).")
+        return
     from rich.console import Console
 
     from tseg.runtime.evaluation.demo import run_demo

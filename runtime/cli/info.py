@@ -77,9 +77,11 @@ def _show(data: dict, as_json: bool) -> None:
         typer.echo(json.dumps(data, indent=2))
         return
     from rich.console import Console
-    from rich.pretty import Pretty
 
-    Console().print(Pretty(data, expand_all=False))
+    from tseg.runtime.cli.info_text import describe
+
+    for line in describe(data):
+        typer.echo(line)
     for problem in (data.get("limits") or {}).get("problems", []) if isinstance(data, dict) else []:
         Console(stderr=True).print(f"[yellow]`tseg-rt run` would refuse it: {escape_text(problem)}[/]",
                                    highlight=False, soft_wrap=True)

@@ -70,7 +70,7 @@ DicomWsi = Annotated[bool, typer.Option(
                         "and archives have the images.")]
 DicomMetadata = Annotated[Optional[Path], typer.Option(
     "--dicom-metadata", metavar="CSV", help="Patient, accession and specimen per non-DICOM slide: a CSV with a path "
-                                            "column (see the README).")]
+                                            "column (see docs/dicom.md).")]
 Stow = Annotated[Optional[str], typer.Option(
     "--stow", metavar="URL", help="Store the DICOM objects on a DICOMweb server (STOW-RS), e.g. "
                                   "https://pacs/dicom-web; implies --dicom-out.")]

@@ -76,7 +76,7 @@ def serve(
     dicomweb_credentials: DicomwebCredentials = None,
     verbose: Verbose = 0,
 ) -> None:
-    """Serve a local HTTP API: submit slides by path, follow jobs, fetch results (see README)."""
+    """Serve a local HTTP API: submit slides by path, follow jobs, fetch results (docs/service.md)."""
     setup_logging(verbose + 1)  # a service logs what it does (INFO); -v adds every request, -vv debug
     logging.getLogger("uvicorn.access").setLevel(logging.INFO if verbose >= 1 else logging.WARNING)
     with reported():

@@ -35,6 +35,29 @@ class DemoResult:
     folder: Path
 
 
+def write_demo_slide(path: str | os.PathLike[str]) -> Path:
+    """Write the demo's generated slide at ``path`` (a pyramidal ``.tif``/``.tiff``), with its known
+    tumour mask (``<stem>.mask.png``) and polygons (``<stem>.geojson``) beside it: a slide to try
+    ``tseg-rt serve`` and ``watch`` with. Written under a hidden temporary name (which the hot
+    folder ignores) and renamed, the slide last."""
+    from tseg.runtime.errors import InvalidArgumentError
+    from tseg.runtime.evaluation.synthetic import generate_slide
+
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        raise InvalidArgumentError(f"{path}: the demo slide is a pyramidal TIFF; give a name ending in .tiff "
+                                   f"(e.g. {path.with_suffix('.tiff')})")
+    if path.is_dir():
+        raise InvalidArgumentError(f"{path} is a folder: give the slide's file name, e.g. {path / 'demo-slide.tiff'}")
+    temp = path.with_name(f".{path.stem}.part{path.suffix}")
+    generate_slide(temp, seed=DEMO_SEED, width_mm=DEMO_SIZE_MM[0], height_mm=DEMO_SIZE_MM[1],
+                   mpp=DEMO_MPP, n_sections=2, n_tumours=3)
+    for extra in (".mask.png", ".geojson"):
+        os.replace(temp.with_name(temp.stem + extra), path.with_name(path.stem + extra))
+    os.replace(temp, path)
+    return path
+
+
 def run_demo(out: str | os.PathLike[str], engine: str | None = None, overwrite: bool = True,
              on_tile: Callable[[int, bool], None] | None = None,
              on_plan: Callable[[int], None] | None = None) -> DemoResult:

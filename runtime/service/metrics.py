@@ -172,7 +172,7 @@ class Metrics:
             for name, hist, text in (("tseg_job_queue_seconds", self.queue, "Seconds from submission to start."),
                                      ("tseg_job_run_seconds", self.run, "Seconds from start to end of a job."),
                                      ("tseg_time_to_first_tile_seconds", self.first_tile_h,
-                                      "Seconds from the start of a job to its first tile.")):
+                                      "Seconds from the start of a job to its first tile merged.")):
                 lines.append(f"# HELP {name} {text}")
                 lines.append(f"# TYPE {name} histogram")
                 lines.extend(hist.lines(name))

@@ -112,7 +112,10 @@ class Job(BaseModel):
     attempts: int
     worker: Optional[str] = None
     progress: Progress
-    time_to_first_tile_s: Optional[float] = None
+    time_to_first_tile_s: Optional[float] = Field(
+        None, description="Seconds from the job's start to its first tile merged: identity and resume decision, "
+                          "opening the slide, overview, background segmentation, then reading, running and merging "
+                          "the first tile")
     cancel_requested: bool
     detail: Optional[str] = None
     result: Optional[JobResult] = None

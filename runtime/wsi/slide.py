@@ -308,7 +308,7 @@ def open_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | None
     everything else with OpenSlide; ``openslide`` forces OpenSlide (OME-TIFF is always read with
     tifffile, DICOM series through :mod:`tseg.runtime.wsi.dicom_source`). ``level_tolerance`` (percent) and
     ``dct_scaling`` are opt-in speed-ups that change the pixels slightly (see
-    :meth:`Slide.level_for`, :class:`ReadPlan` and the README).
+    :meth:`Slide.level_for`, :class:`ReadPlan` and docs/performance.md).
     A slide whose metadata says it is not H&E brightfield (fluorescence, multiplex, grey:
     :mod:`tseg.runtime.wsi.brightfield`) is refused unless ``allow_non_brightfield``; forced, the
     reason stays in :attr:`Slide.warnings`.

@@ -258,5 +258,5 @@ def test_the_trt_extras_hold_the_floor_and_offer_cuda_12():
     assert f"tensorrt>={TENSORRT_FLOOR}" in extras["trt"]
     assert f"tensorrt-cu12>={TENSORRT_FLOOR},<11" in extras["trt-cu12"]
     assert "cuda-bindings>=12.6,<13" in extras["trt-cu12"]
-    readme = (REPO / "README.md").read_text()
-    assert "[trt-cu12]" in readme and "pypi.nvidia.com" in readme and "580.65" in readme
+    guide = (REPO / "docs" / "gpus.md").read_text()
+    assert "[trt-cu12]" in guide and "pypi.nvidia.com" in guide and "580.65" in guide

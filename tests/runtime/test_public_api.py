@@ -1,6 +1,7 @@
 """The public API: what ``from tseg.runtime import ...`` gives, and the ``tseg-rt`` commands, their
 options and exit statuses. Changing any of them is changing the API: update this list, the
-README, and say so in the commit."""
+guide pages of docs/ (and regenerate docs/reference/: tools/gen_reference.py), and say so in the
+commit."""
 
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ import tseg.runtime
 from tseg.runtime.cli.common import EXIT_CODES
 from tseg.runtime.cli.main import app
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def guides() -> str:
+    """The documentation site's guide pages (the reference pages are generated from the code)."""
+    return "\n".join(p.read_text(encoding="utf-8") for p in sorted(DOCS.glob("*.md")))
 
 #: Name -> the module that defines it.
 LIBRARY = {
@@ -42,7 +48,7 @@ COMMANDS = {
     "postprocess": ["RESULTS", "--low", "--high", "--prune|--no-prune", "--overlay-style", "--overlay-opacity"],
     "report": ["RESULTS", "--slides", "--csv", "--shards", "--review-margin", "--thumbnails|--no-thumbnails", "--title"],
     "eval": ["--pred", "--ref", "--out/-o", "--cohorts", "--classes", "--sweep", "--repair-annotations"],
-    "demo": ["--out/-o", "--engine/-e", "--progress|--no-progress", "--verbose/-v"],
+    "demo": ["--out/-o", "--engine/-e", "--progress|--no-progress", "--verbose/-v", "--slide-only"],
     "export": ["CHECKPOINT", "--out/-o", "--precision", "--traced-size", "--tile-size", "--min-overlap", "--low",
                "--high", "--overwrite", "--parity|--no-parity", "--verbose/-v"],
     "build-engine": ["ONNX_MODEL", "--out/-o", "--min-tile", "--opt-tile", "--max-tile", "--workspace-gb",
@@ -68,7 +74,7 @@ COMMANDS = {
               "--level-tolerance", "--json", "--check", "--check-time-limit", "--compare", "--verbose/-v"],
 }
 
-#: The documented exit statuses (README, *Exit status*).
+#: The documented exit statuses (docs/slides.md, *Exit status*).
 EXIT_STATUSES = {0, 1, 2, 3, 130, 143}
 
 
@@ -110,27 +116,27 @@ def test_the_library_api():
 
 def test_the_commands_and_their_options():
     have = command_table()
-    assert sorted(have) == sorted(COMMANDS), "commands added or removed: update COMMANDS and the README"
+    assert sorted(have) == sorted(COMMANDS), "commands added or removed: update COMMANDS and the pages of docs/"
     for name, params in COMMANDS.items():
         args = [p for p in params if not p.startswith("-")]
         assert [p for p in have[name] if not p.startswith("-")] == args, f"tseg-rt {name}: arguments changed"
         assert sorted(p for p in have[name] if p.startswith("-")) == sorted(p for p in params if p.startswith("-")), \
-            f"tseg-rt {name}: options changed (update COMMANDS and the README)"
+            f"tseg-rt {name}: options changed (update COMMANDS and the pages of docs/)"
 
 
-def test_every_command_is_in_the_readme():
-    text = README.read_text(encoding="utf-8")
+def test_every_command_is_in_a_guide_page():
+    text = guides()
     for name in COMMANDS:
-        assert f"tseg-rt {name}" in text, f"`tseg-rt {name}` is not documented in README.md"
+        assert f"tseg-rt {name}" in text, f"`tseg-rt {name}` is not documented in a page of docs/"
 
 
 def test_the_exit_statuses_are_documented():
     assert set(EXIT_CODES) == EXIT_STATUSES
-    text = " ".join(README.read_text(encoding="utf-8").split())
+    text = " ".join((DOCS / "slides.md").read_text(encoding="utf-8").split())
     said = re.search(r"\*\*Exit status\.\*\*(.*?)(?:\n- |\Z)", text)
-    assert said, "README: the **Exit status.** paragraph is gone"
+    assert said, "docs/slides.md: the **Exit status.** paragraph is gone"
     for code in EXIT_STATUSES - {0}:
-        assert re.search(rf"\b{code}\b", said.group(1)), f"README's exit status paragraph does not mention {code}"
+        assert re.search(rf"\b{code}\b", said.group(1)), f"docs/slides.md's exit status paragraph does not mention {code}"
 
 
 @pytest.mark.parametrize("args, code, says", [

@@ -50,3 +50,36 @@ def test_load_result_refuses_other_files(tmp_path):
         load_result(other)
     with pytest.raises(InvalidArgumentError, match="missing.json: not a readable benchmark result"):
         load_result(tmp_path / "missing.json")
+
+
+def test_different_tile_sizes_are_compared_per_megapixel():
+    from tseg.runtime.bench.compare import caveats
+
+    a = result("H200", 3.0, 1000.0, 8e9, {})  # 7680² tiles
+    b = result("H200", 0.2126, 1000.0, 8e9, {})
+    b["engine"]["tile"] = [2048, 2048]
+    rows = {r["metric"]: r for r in compare(a, b)}
+    assert rows["engine: s/tile median"]["change"] == ""  # a 2048² tile is not a 7680² tile
+    per_mp = rows["engine: s/megapixel median"]
+    assert per_mp["a"] == pytest.approx(3.0 / (7680 ** 2 / 1e6))
+    assert per_mp["b"] == pytest.approx(0.2126 / (2048 ** 2 / 1e6))
+    assert per_mp["change"] == "B 1.00x slower" or per_mp["change"] == "same"
+    notes = " ".join(caveats(a, b))
+    assert "7680x7680" in notes and "2048x2048" in notes and "per megapixel" in notes
+    assert caveats(a, a) == []
+
+
+def test_different_slide_sets_are_named():
+    from tseg.runtime.bench.compare import caveats
+
+    a = result("A100", 0.45, 1000.0, 8e9, {})
+    b = result("H100", 0.15, 1500.0, 6e9, {})
+    a["end_to_end"]["per_slide"] = [{"name": "generated-10x8mm", "size_at_model_mpp": [10000, 8000]}]
+    b["end_to_end"]["per_slide"] = [{"name": "s1", "size_at_model_mpp": [20000, 15000]},
+                                    {"name": "s2", "size_at_model_mpp": [5000, 5000]}]
+    notes = " ".join(caveats(a, b))
+    assert "slide sets differ" in notes and "1 slide" in notes and "2 slides" in notes
+    rows = {r["metric"]: r for r in compare(a, b)}
+    assert "different slides" in rows["end to end: slides/hour"]["change"]
+    b["end_to_end"]["per_slide"] = list(a["end_to_end"]["per_slide"])
+    assert caveats(a, b) == []

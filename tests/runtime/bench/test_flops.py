@@ -114,3 +114,48 @@ def test_counting_leaves_no_file_of_onnxruntimes_failed_inference_behind(tmp_pat
     c = count_model_flops(small_graph(), (1, 32, 48, 3))
     assert c.by_op["Conv"] == 2 * 6 * 16 * 24 * 3 * 3  # ONNX's inference counted the same graph
     assert sorted(p.name for p in tmp_path.iterdir()) == [kept.name]
+
+
+class _NoSympy:
+    """An import hook that makes ``sympy`` unimportable, as with the runtime's install (pip install -e ., no dev extra)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "sympy" or name.startswith("sympy."):
+            raise ImportError(f"No module named {name!r} (blocked by the test)")
+        return None
+
+
+@pytest.fixture
+def no_sympy(monkeypatch):
+    import sys
+
+    for name in [m for m in sys.modules if m == "sympy" or m.startswith(("sympy.", "onnxruntime.tools.symbolic"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [_NoSympy(), *sys.meta_path])
+    with pytest.raises(ImportError):
+        __import__("sympy")
+
+
+def test_the_bundled_model_is_counted_without_sympy(no_sympy):
+    """`pip install -e .` brings no sympy: the count must not need it (it said "TFLOP/s unknown")."""
+    c = count_flops(default_model_path(), 7680, 7680)
+    assert c.tflop == pytest.approx(0.11, abs=0.01) and c.uncounted_ops == ()
+
+
+def test_a_count_scaled_from_small_tiles_equals_the_exact_count(no_sympy):
+    """Fully convolutional: FLOP are affine in the pixels (the ASPP's pooled branch is a constant
+    part), so counts at 256², 512² and 768² give the 7680² count exactly."""
+    from tseg.runtime.bench.flops import count_flops_scaled
+
+    exact = count_flops(default_model_path(), 7680, 7680)
+    scaled = count_flops_scaled(default_model_path(), 7680, 7680)
+    assert scaled.macs == exact.macs and scaled.other_flop == exact.other_flop
+    assert scaled.by_op == exact.by_op
+
+
+def test_a_graph_that_is_not_fully_convolutional_is_not_scaled():
+    from tseg.runtime.bench.flops import count_flops_scaled
+
+    model = small_graph()  # its Reshapes fix the sizes: only 32 x 48 works
+    with pytest.raises(ModelError):
+        count_flops_scaled(model, 64, 96)

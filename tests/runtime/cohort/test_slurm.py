@@ -1,6 +1,6 @@
 """``docs/tseg-rt-array.sbatch`` under a real single-node Slurm (``tests/slurm.py``), as a user meets it.
 
-The project's script is submitted as the README says (``sbatch --array=0-2 SCRIPT SLIDES RESULTS
+The project's script is submitted as docs/cohorts.md says (``sbatch --array=0-2 SCRIPT SLIDES RESULTS
 [run options]``, from a folder of one's own, the venv not active and named by ``TSEG_RT_VENV``),
 with a dependent report job, for a generated cohort: three small slides and one large one, run by
 a test-only model that is the colour model plus work that changes nothing (outputs identical),
@@ -154,7 +154,7 @@ def test_an_array_job_cancelled_mid_slide_and_resubmitted_runs_every_slide_once(
     run_args = [str(slides), str(results), "--engine", str(cohort["slow"]), "--providers", "cpu"]
     resources = site_resources(slurm)
 
-    # 1. The README's submission: the venv not active, named by TSEG_RT_VENV; a dependent report job.
+    # 1. The submission of docs/cohorts.md: the venv not active, named by TSEG_RT_VENV; a dependent report job.
     job = slurm.sbatch([f"--array=0-{SHARDS - 1}", *resources, str(SCRIPT), *run_args], submit,
                        user_env(False, TSEG_RT_VENV=str(VENV)))
     report_job = slurm.sbatch([f"--dependency=afterany:{job}", *resources, "--wrap",

@@ -145,7 +145,7 @@ def test_the_api_takes_and_records_the_overlay_settings(setup, tmp_path):
     assert np.array_equal(picture[:h, :w], draw_map(result.overview, result.probability, result.mask, result.foreground,
                                                     style="contour"))
     assert picture.shape[0] > h
-    write_outputs(result, tmp_path / "image")  # the README's embedding example
+    write_outputs(result, tmp_path / "image")  # the embedding example of docs/slides.md
     assert np.array_equal(read_rgb(tmp_path / "image" / OVERLAY), picture)
 
 
