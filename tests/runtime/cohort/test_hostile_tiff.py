@@ -1,0 +1,149 @@
+"""Hostile input, round 2 (issue 31): TIFF files whose structure loops, lies or is impossible,
+transparent pixels, and OME length units. Each test builds the bad file byte by byte
+(:func:`hand_tiff`) and checks what a user sees: one clear error naming the file, never a hang,
+a traceback or an empty reason; and that one bad slide does not stop a batch."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import make_colour_model, make_square_slide
+
+TYPES = {3: "H", 4: "I", 5: "I", 16: "Q"}
+
+
+def hand_tiff(path: Path, width: int, height: int, tile: tuple[int, int] = (256, 256), samples: int = 3,
+              tiles: list[bytes] | None = None, listed: int | None = None, counts: list[int] | None = None,
+              extra_samples: int | None = None, mpp: float = 0.5, bigtiff: bool = False,
+              loop: bool = False) -> Path:
+    """A one-page tiled deflate RGB(A) TIFF written field by field: ``tiles`` (compressed; reused
+    in turn for every tile entry), ``listed`` tile entries (default: as many as the size needs),
+    byte ``counts`` as given, an ExtraSamples value, BigTIFF, and a next-page offset pointing back
+    to the page itself (``loop``)."""
+    tw, th = tile
+    needed = -(-width // tw) * -(-height // th) if tw and th else 1
+    if tiles is None:
+        tiles = [zlib.compress(bytes([200]) * (max(tw, 1) * max(th, 1) * samples))]
+    res = [round(1e4 / mpp * 1000), 1000]  # pixels per cm, as a rational
+    long_t = 16 if bigtiff else 4
+    tags = {256: (4, [width]), 257: (4, [height]), 258: (3, [8] * samples), 259: (3, [8]), 262: (3, [2]),
+            277: (3, [samples]), 282: (5, res), 283: (5, res), 284: (3, [1]), 296: (3, [3]), 322: (4, [tw]),
+            323: (4, [th])}
+    if extra_samples is not None:
+        tags[338] = (3, [extra_samples])
+    head, count_fmt, entry_fmt, off_fmt = (16, "<Q", "<HHQ", "<Q") if bigtiff else (8, "<H", "<HHI", "<I")
+    off_size = struct.calcsize(off_fmt)
+    ifd_size = struct.calcsize(count_fmt) + (len(tags) + 2) * struct.calcsize(entry_fmt + off_fmt[1]) + off_size
+    blob = bytearray()
+
+    def place(data: bytes) -> int:
+        at = head + ifd_size + len(blob)
+        blob.extend(data + b"\0" * (len(data) % 2))
+        return at
+
+    places = [place(t) for t in tiles]
+    n = needed if listed is None else listed
+    tags[324] = (long_t, [places[i % len(places)] for i in range(n)])
+    tags[325] = (long_t, counts if counts is not None else [len(tiles[i % len(tiles)]) for i in range(n)])
+    entries = b""
+    for code in sorted(tags):
+        kind, values = tags[code]
+        payload = struct.pack("<" + TYPES[kind] * len(values), *values)
+        value = payload.ljust(off_size, b"\0") if len(payload) <= off_size else struct.pack(off_fmt, place(payload))
+        entries += struct.pack(entry_fmt, code, kind, len(values) // (2 if kind == 5 else 1)) + value
+    ifd = struct.pack(count_fmt, len(tags)) + entries + struct.pack(off_fmt, head if loop else 0)
+    header = b"II+\0" + struct.pack("<HHQ", 8, 0, head) if bigtiff else b"II*\0" + struct.pack("<I", head)
+    path.write_bytes(header + ifd + bytes(blob))
+    return path
+
+
+def looping_tiff(path: Path) -> Path:
+    """Three pages of different sizes whose last next-page offset points back to the first: the
+    loop tifffile's page series followed for ever (OpenSlide refuses the file)."""
+    import tifffile
+
+    img = np.full((512, 512, 3), 200, np.uint8)
+    with tifffile.TiffWriter(path) as writer:
+        for step in (1, 2, 4):
+            writer.write(img[::step, ::step], tile=(256, 256), compression="zlib", resolution=(20000, 20000),
+                         resolutionunit="CENTIMETER", metadata=None)
+    with tifffile.TiffFile(path) as tif:
+        offsets = [page.offset for page in tif.pages]
+    with open(path, "r+b") as fh:
+        fh.seek(offsets[-1])
+        entries = struct.unpack("<H", fh.read(2))[0]
+        fh.seek(offsets[-1] + 2 + 12 * entries)
+        fh.write(struct.pack("<I", offsets[0]))
+    return path
+
+
+#: name -> (builder, what the one-line error says)
+DAMAGED = {
+    "loop": (looping_tiff, "directory chain loops"),
+    "width0": (lambda p: hand_tiff(p, 0, 1536), "claims 0 x 1536 px"),
+    "short_table": (lambda p: hand_tiff(p, 2048, 1536, listed=5), "lists 5 tiles of the 48"),
+    "tilewidth0": (lambda p: hand_tiff(p, 2048, 1536, tile=(0, 256)), "claims tiles of 0 x 256 px"),
+    "huge_count": (lambda p: hand_tiff(p, 2048, 1536, bigtiff=True, counts=[2**40] * 48),
+                   "claims 1099511627776 bytes"),
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", sorted(DAMAGED))
+@pytest.mark.parametrize("decoder", ["auto", "openslide"])
+def test_impossible_tiff_structures_are_refused_on_opening_saying_why(tmp_path, case, decoder):
+    """A looping page chain, an empty size, a short tile table, a zero tile width, a byte count
+    past the end of the file: refused when the slide is opened (never a hang, a division by zero
+    or an index error while reading), on both decoding paths."""
+    from tseg.runtime.errors import UnsupportedSlideError
+    from tseg.runtime.wsi.slide import open_slide
+
+    build, says = DAMAGED[case]
+    path = build(tmp_path / f"{case}.tiff")
+    with pytest.raises(UnsupportedSlideError, match=says) as info:
+        open_slide(path, decoder=decoder).close()
+    assert str(path) in str(info.value) and "damaged" in str(info.value)
+
+
+def test_a_memory_error_while_decoding_names_the_tile_not_an_empty_reason(tmp_path, monkeypatch):
+    """A tile too large for the free memory: the error says so and names the tile's size (it
+    used to read "failed: " with nothing after it)."""
+    from tseg.runtime.errors import SlideReadError
+    from tseg.runtime.wsi.slide import open_slide
+
+    path = hand_tiff(tmp_path / "t.tiff", 1024, 1024)
+    with open_slide(path) as slide:
+        level = slide.source.tiff_levels[0]
+
+        def no_memory(*args, **kwargs):
+            raise MemoryError()
+
+        monkeypatch.setattr(level.page, "decode", no_memory)
+        with pytest.raises(SlideReadError, match=r"256 x 256 px.*needs more memory than is free"):
+            slide.read(slide.mpp_x, (0, 0, 300, 300))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_batch_with_damaged_tiffs_processes_the_good_slide_and_fails_each_bad_one_in_one_line(tmp_path):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    for case, (build, _) in DAMAGED.items():
+        build(inp / f"{case}.tiff")
+    make_square_slide(inp / "good.tiff")
+    model = make_colour_model(tmp_path / "fast.onnx", tile=1024, overlap=64)
+    r = subprocess.run([sys.executable, "-m", "tseg.runtime.cli", "run", str(inp), "--engine", str(model), "--out",
+                        str(out), "--no-progress"], capture_output=True, text=True, timeout=240)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert (out / "good" / "summary.json").is_file(), r.stderr
+    failed = [ln for ln in r.stderr.splitlines() if ln.startswith("failed: ")]
+    assert len(failed) == len(DAMAGED), r.stderr
+    for case, (_, says) in DAMAGED.items():
+        assert any(f"{case}.tiff" in ln and says in ln for ln in failed), (case, r.stderr)
