@@ -1,0 +1,69 @@
+"""Hostile input, round 2 (issue 31): files beside the slides that used to stop a whole search
+or fail a slide at its last step (malformed DICOM headers, tall slides' overlays, planted result
+images, eval references, read-only results). Each test builds the bad input and checks that it
+fails alone, in one clear line, or not at all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers import make_square_slide
+
+WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR IS")  # the planted text
+
+
+def malformed_dcm(path: Path, sop_class: str, columns: object, vr: str = "UL") -> Path:
+    """A DICOM file (no pixels) whose TotalPixelMatrixColumns is ``columns`` stored as ``vr``:
+    two values, or text where a number belongs."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID, ds.StudyInstanceUID = generate_uid(), generate_uid()
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    text = isinstance(columns, str)  # pydicom will not write text as a number: patched in below
+    ds.add_new(0x00480006, vr, "98765432" if text else columns)  # TotalPixelMatrixColumns
+    ds.TotalPixelMatrixRows = 10
+    ds.save_as(path, enforce_file_format=True)
+    if text:
+        path.write_bytes(path.read_bytes().replace(b"98765432", str(columns).encode().ljust(8)))
+    return path
+
+
+MALFORMED_DCM = {
+    "two_values.dcm": (SECONDARY_CAPTURE, [10, 20], "UL"),
+    "text.dcm": (WSI_SOP_CLASS, "abc", "IS"),
+    "zero.dcm": (WSI_SOP_CLASS, 0, "UL"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED_DCM))
+def test_a_malformed_dicom_header_is_an_unreadable_file_not_an_exception(tmp_path, name):
+    from tseg.runtime.wsi.dicom_source import read_header
+
+    header = read_header(malformed_dcm(tmp_path / name, *MALFORMED_DCM[name]))
+    assert header.error and "TotalPixelMatrixColumns" in header.error and not header.is_wsi, header
+
+
+def test_malformed_dicom_files_in_a_searched_folder_are_skipped_and_the_slides_found(tmp_path):
+    """One stray malformed .dcm used to stop the whole search (run, report --slides, watch)."""
+    from tseg.runtime.cohort.slide_lists import find_slides
+    from tseg.runtime.service.watch import dicom_series_complete
+
+    (tmp_path / "scans" / "stray").mkdir(parents=True)
+    for name, args in MALFORMED_DCM.items():
+        malformed_dcm(tmp_path / "scans" / "stray" / name, *args)
+    good = make_square_slide(tmp_path / "scans" / "good.tiff")["path"]
+    assert find_slides([tmp_path / "scans"]) == [good]
+    series, why = dicom_series_complete(sorted((tmp_path / "scans" / "stray").iterdir()))
+    assert series == [] and "not a readable DICOM file" in why, why
