@@ -5,6 +5,8 @@ fails alone, in one clear line, or not at all."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,65 @@ def test_malformed_dicom_files_in_a_searched_folder_are_skipped_and_the_slides_f
     assert find_slides([tmp_path / "scans"]) == [good]
     series, why = dicom_series_complete(sorted((tmp_path / "scans" / "stray").iterdir()))
     assert series == [] and "not a readable DICOM file" in why, why
+
+
+# --- a read-only results folder -----------------------------------------------------------------
+
+
+def test_a_folder_that_refuses_even_removing_the_temporary_file_gives_the_clear_error(tmp_path, monkeypatch):
+    """On a read-only file system the clean-up's unlink fails too (EROFS, even for a file that was
+    never made); it used to raise that instead of the error naming the file and the fix."""
+    import errno
+
+    from tseg.runtime.errors import OutputError
+    from tseg.runtime.util.atomic import write_text
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with pytest.raises(OutputError, match=r"cohort.csv: cannot write: the folder is read-only.*writable"):
+        write_text(tmp_path / "cohort.csv", "x")
+
+
+@pytest.fixture
+def read_only_results(tmp_path):
+    """A finished result folder seen through a read-only bind mount (needs root and mount rights:
+    skipped where they are missing)."""
+    import shutil
+    import subprocess
+
+    from helpers import make_colour_model
+
+    pytest.importorskip("onnxruntime")
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("a read-only bind mount needs root")
+    out, view = tmp_path / "out", tmp_path / "view"
+    view.mkdir()
+    model = make_colour_model(tmp_path / "fast.onnx", tile=1024, overlap=64)
+    slide = make_square_slide(tmp_path / "s.tiff")["path"]
+    r = subprocess.run([sys.executable, "-m", "tseg.runtime.cli", "run", str(slide), "--engine", str(model),
+                        "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    mounted = subprocess.run(["mount", "--bind", str(out), str(view)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("mount --bind is not permitted here")
+    try:
+        if subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], capture_output=True).returncode != 0:
+            pytest.skip("a read-only remount is not permitted here")
+        yield view
+    finally:
+        subprocess.run(["umount", str(view)], capture_output=True)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("command", [["report", "{out}"], ["postprocess", "{out}/s", "--low", "100"]])
+def test_report_and_postprocess_on_a_read_only_results_folder_say_so_in_one_line(read_only_results, command):
+    import subprocess
+
+    args = [a.format(out=read_only_results) for a in command]
+    r = subprocess.run([sys.executable, "-m", "tseg.runtime.cli", *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert "read-only" in r.stderr and str(read_only_results) in r.stderr, r.stderr
