@@ -131,3 +131,32 @@ def test_report_and_postprocess_on_a_read_only_results_folder_say_so_in_one_line
     r = subprocess.run([sys.executable, "-m", "tseg.runtime.cli", *args], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
     assert "read-only" in r.stderr and str(read_only_results) in r.stderr, r.stderr
+
+
+# --- eval references -----------------------------------------------------------------------------
+
+SQUARE = [[[0, 0], [100, 0], [100, 100], [0, 100], [0, 0]]]
+REFERENCES = {
+    "geometry_list.geojson": ('{"type": "Feature", "geometry": [1, 2], "properties": {}}', None,
+                              "feature 0: its geometry is list"),
+    "geometry_text.geojson": ('[{"type": "Feature", "geometry": "Polygon", "properties": {}}]', None,
+                              "feature 0: its geometry is str"),
+    "properties_text.geojson": ('{"type": "Feature", "properties": "Tumor", "geometry": {"type": "Polygon", '
+                                f'"coordinates": {SQUARE}}}}}', ["Tumor"], "feature 0: its properties are str"),
+    "deep.geojson": ("[" * 100000 + "]" * 100000, None, "nested too deeply"),
+    "vertex.xml": ('<Annotations><Annotation><Regions><Region Id="7"><Vertices><Vertex X="abc" Y="1"/>'
+                   '<Vertex X="5" Y="1"/><Vertex X="5" Y="9"/></Vertices></Region></Regions></Annotation>'
+                   "</Annotations>", None, "region 7: vertex X='abc'"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_malformed_eval_references_are_refused_naming_the_file_and_the_place(tmp_path, name):
+    from tseg.runtime.errors import AnnotationError
+    from tseg.runtime.evaluation.annotations import read_annotation
+
+    text, classes, says = REFERENCES[name]
+    (tmp_path / name).write_text(text)
+    with pytest.raises(AnnotationError, match=says) as info:
+        read_annotation(tmp_path / name, classes=classes)
+    assert name in str(info.value)
