@@ -160,3 +160,42 @@ def test_malformed_eval_references_are_refused_naming_the_file_and_the_place(tmp
     with pytest.raises(AnnotationError, match=says) as info:
         read_annotation(tmp_path / name, classes=classes)
     assert name in str(info.value)
+
+
+# --- tall and portrait slides ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(6, 10000), (100, 20000), (5000, 15600)])
+def test_the_legend_of_a_tall_map_follows_its_width_and_the_picture_stays_readable(size):
+    """A 6 x 10000 map got a 6660 x 13907 overlay, and a 0.5 x 100 mm slide's (100 x 20000 at
+    5 µm/px) failed with Pillow's DecompressionBombError after inference."""
+    import numpy as np
+
+    from tseg.runtime.outputs.overlay import OverlayLegend, legend_font_px, render_overlay
+
+    w, h = size
+    assert legend_font_px(w, h) == legend_font_px(w, 2 * w)  # taller than 2:1: the text of a 2:1 map
+    if w * h > 2e7:
+        return  # the big map: the font size is the check (rendering it takes seconds)
+    mask = np.zeros((h, w), bool)
+    mask[h // 3 : h // 2] = True
+    picture = render_overlay(np.full((h, w, 3), 230, np.uint8), (mask * 250).astype(np.uint8), mask,
+                             np.ones((h, w), bool), legend=OverlayLegend(title="tall", pixel_um=5.0))
+    assert picture.shape[1] <= max(w, 30 * 18) and picture.shape[0] < h + 60 * 18, picture.shape
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_half_millimetre_wide_strip_of_100_mm_is_processed_to_the_end(tmp_path):
+    """0.5 x 100 mm (500 x 100000 px at 1 µm/px): inside every size check, so no output step may
+    fail it (it failed drawing the overlay, after inference)."""
+    import subprocess
+
+    from helpers import make_claimed_tiff, make_colour_model
+
+    slide = make_claimed_tiff(tmp_path / "strip.tiff", 500, 100000, 1.0)
+    model = make_colour_model(tmp_path / "fast.onnx", tile=1024, overlap=64)
+    r = subprocess.run([sys.executable, "-m", "tseg.runtime.cli", "run", str(slide), "--engine", str(model), "--out",
+                        str(tmp_path / "out"), "--no-progress"], capture_output=True, text=True, timeout=280)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert (tmp_path / "out" / "strip" / "overlay.png").is_file()
