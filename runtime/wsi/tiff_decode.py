@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from tseg.runtime.errors import SlideReadError, UnsupportedSlideError
+from tseg.runtime.wsi.base import DEFAULT_BACKGROUND, rgba_to_rgb
 from tseg.runtime.wsi.jpeg_check import defines_restarts, jpeg_problem
 
 #: Decoded TIFF tiles kept per open slide, so that neighbouring blocks, which share the tiles
@@ -118,6 +119,10 @@ class TiffLevel:
         if samples not in (3, 4):
             raise UnsupportedSlideError(path, f"{samples} samples per pixel; RGB(A) is required")
         self.samples = samples
+        #: The fourth sample's meaning: "associated" (premultiplied; also libtiff's reading of an
+        #: unspecified extra sample) or "unassociated" alpha; None for RGB.
+        extra = tuple(page.extrasamples or (0,)) if samples == 4 else ()
+        self.alpha = None if samples == 3 else ("unassociated" if extra[:1] == (2,) else "associated")
         self.separate = int(page.planarconfig) == 2
         self.width = int(page.imagewidth)
         self.height = int(page.imagelength)
@@ -262,8 +267,10 @@ class TiffLevel:
                 "on a machine with more memory, or re-export it with smaller tiles")
 
     def read(self, x: int, y: int, width: int, height: int, scale: int = 1) -> np.ndarray:
-        """Pixels of the region in level coordinates divided by ``scale`` (DCT scaling)."""
-        out = np.empty((height, width, 3), dtype=np.uint8)
+        """RGB pixels of the region in level coordinates divided by ``scale`` (DCT scaling); an
+        alpha channel is composited on white, as OpenSlide does (:func:`rgba_to_rgb`)."""
+        channels = 4 if self.alpha else 3
+        out = np.empty((height, width, channels), dtype=np.uint8)
         cw, ch = self.chunk_w // scale, self.chunk_h // scale
         lw, lh = -(-self.width // scale), -(-self.height // scale)
         c0, c1 = x // cw, (x + width - 1) // cw
@@ -277,16 +284,16 @@ class TiffLevel:
                 iy1 = min(y + height, cy + ch, lh)
                 inside = cx >= x and cy >= y and cx + cw <= x + width and cy + ch <= y + height
                 if self.separate:
-                    planes = [self._chunk(s * per_plane + r * self.across + c)[..., 0] for s in range(3)]
+                    planes = [self._chunk(s * per_plane + r * self.across + c)[..., 0] for s in range(channels)]
                     chunk = np.stack(planes, axis=-1)
                 elif inside and scale == 1 and self._direct_jpeg is not None:
                     chunk = self._decode_jpeg_into_scratch(r * self.across + c)
                 else:
                     chunk = self._chunk(r * self.across + c, scale)
                 out[iy0 - y : iy1 - y, ix0 - x : ix1 - x] = chunk[
-                    iy0 - cy : iy1 - cy, ix0 - cx : ix1 - cx, :3
+                    iy0 - cy : iy1 - cy, ix0 - cx : ix1 - cx, :channels
                 ]
-        return out
+        return rgba_to_rgb(out, DEFAULT_BACKGROUND, premultiplied=self.alpha == "associated") if self.alpha else out
 
 
 def tiff_levels(tif: Any, fd: int, path: Path) -> list[TiffLevel]:

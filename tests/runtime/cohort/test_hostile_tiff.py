@@ -147,3 +147,27 @@ def test_a_batch_with_damaged_tiffs_processes_the_good_slide_and_fails_each_bad_
     assert len(failed) == len(DAMAGED), r.stderr
     for case, (_, says) in DAMAGED.items():
         assert any(f"{case}.tiff" in ln and says in ln for ln in failed), (case, r.stderr)
+
+
+# --- transparent pixels (item 9) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extra_samples, half", [(2, (177, 152, 202)), (1, (227, 177, 255)), (0, (227, 177, 255))])
+@pytest.mark.parametrize("decoder", ["auto", "openslide"])
+def test_transparent_pixels_read_as_white_glass_on_every_decoding_path(tmp_path, extra_samples, half, decoder):
+    """An RGBA TIFF whose right half has alpha 0 over colour: glass (white), as OpenSlide reads
+    it, not the colour under it (the tifffile path read the colour: tissue where there is none).
+    Half-transparent pixels blend with white (unassociated alpha) or add white (associated)."""
+    from tseg.runtime.wsi.slide import open_slide
+
+    tile = np.zeros((256, 256, 4), np.uint8)
+    tile[..., :3] = (100, 50, 150)
+    tile[:, :64, 3], tile[:, 64:128, 3], tile[:, 128:, 3] = 255, 128, 0
+    path = hand_tiff(tmp_path / "rgba.tiff", 512, 512, samples=4, tiles=[zlib.compress(tile.tobytes())],
+                     extra_samples=extra_samples)
+    with open_slide(path, decoder=decoder) as slide:
+        pixels = slide.read(slide.mpp_x, (0, 0, 256, 256))
+    assert (pixels[:, :64] == (100, 50, 150)).all()
+    assert (pixels[:, 128:] == 255).all()
+    if decoder == "auto" or extra_samples == 2:  # OpenSlide overflows on colour above alpha (premultiplied)
+        assert (pixels[:, 64:128] == half).all(), pixels[0, 100]
