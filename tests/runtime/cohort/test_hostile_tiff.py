@@ -171,3 +171,22 @@ def test_transparent_pixels_read_as_white_glass_on_every_decoding_path(tmp_path,
     assert (pixels[:, 128:] == 255).all()
     if decoder == "auto" or extra_samples == 2:  # OpenSlide overflows on colour above alpha (premultiplied)
         assert (pixels[:, 64:128] == half).all(), pixels[0, 100]
+
+
+# --- OME length units (item 13) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("unit, size", [("Å", 2500.0), ("in", 0.25 / 25400), ("thou", 0.25 / 25.4), ("nm", 250.0),
+                                        ("mm", 0.00025), ("pt", 0.25 * 72 / 25400), ("\u212b", 2500.0)])
+def test_every_ome_length_unit_is_converted(tmp_path, unit, size):
+    """0.25 µm/px in any unit of OME's UnitsLength: "Å" and "in" were reported as no resolution."""
+    import tifffile
+
+    from tseg.runtime.wsi.slide import open_slide
+
+    path = tmp_path / "s.ome.tiff"
+    tifffile.imwrite(path, np.full((512, 512, 3), 200, np.uint8), ome=True, photometric="rgb", tile=(256, 256),
+                     metadata={"axes": "YXS", "PhysicalSizeX": size, "PhysicalSizeXUnit": unit, "PhysicalSizeY": size,
+                               "PhysicalSizeYUnit": unit})
+    with open_slide(path) as slide:
+        assert slide.mpp_source == "metadata" and slide.mpp_x == pytest.approx(0.25) == slide.mpp_y
