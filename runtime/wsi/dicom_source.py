@@ -39,6 +39,7 @@ from tseg.runtime.errors import UnsupportedSlideError
 from tseg.runtime.util.safeio import open_regular
 from tseg.runtime.wsi.mpp import openslide_mpp
 from tseg.runtime.wsi.base import background_colour, rgba_to_rgb
+from tseg.runtime.wsi.openslide_source import keep_largest_tile, largest_tile
 
 log = logging.getLogger(__name__)
 
@@ -311,6 +312,8 @@ class DicomSource:
         self.level_dimensions = [tuple(map(int, d)) for d in self._slide.level_dimensions]
         self._downsamples = list(self._slide.level_downsamples)
         self.background = background_colour(self.properties)
+        self._largest = largest_tile(self.properties, self.level_dimensions)
+        keep_largest_tile(self._slide, self._largest[0])  # a 16384 px frame: decoded once, not per block
         self._mpp = openslide_mpp(self.properties)
         headers = [read_header(f) for f in self.series.files]
         volumes = [h for h in headers if h.flavour == "VOLUME"]
@@ -329,6 +332,10 @@ class DicomSource:
 
     def mpp(self) -> tuple[float | None, float | None]:
         return self._mpp
+
+    def largest_chunk(self) -> tuple[int, int]:
+        """Bytes of the largest frame a read decodes (RGBA), and the number of frames in its level."""
+        return self._largest
 
     def dct_scales(self, level: int) -> tuple[int, ...]:
         """No DCT-scaled decoding: OpenSlide decodes the frames."""

@@ -12,8 +12,9 @@ import os
 import struct
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -73,13 +74,15 @@ def check_ifd_chain(fd: int, path: Path, max_pages: int = MAX_TIFF_PAGES) -> int
 
 
 class TileCache:
-    """A bounded, thread-safe LRU of decoded tiles keyed by ``(level, index, scale)``."""
+    """A bounded, thread-safe LRU of decoded tiles keyed by ``(level, index, scale)``; the most
+    recent tile stays even when it alone exceeds the capacity (wsi/limits.py counts it)."""
 
     def __init__(self, capacity: int = TILE_CACHE_BYTES) -> None:
         self._items: "OrderedDict[tuple[int, int, int], np.ndarray]" = OrderedDict()
         self._bytes = 0
         self._capacity = capacity
         self._lock = threading.Lock()
+        self._decoding: dict[tuple[int, int, int], list[Any]] = {}  # key -> [lock, threads using it]
 
     def get(self, key: tuple[int, int, int]) -> np.ndarray | None:
         with self._lock:
@@ -87,6 +90,21 @@ class TileCache:
             if value is not None:
                 self._items.move_to_end(key)
             return value
+
+    @contextmanager
+    def decoding(self, key: tuple[int, int, int]) -> Iterator[None]:
+        """Held while ``key`` is decoded: threads needing the same chunk wait, then find it cached."""
+        with self._lock:
+            entry = self._decoding.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._lock:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    self._decoding.pop(key, None)
 
     def put(self, key: tuple[int, int, int], value: np.ndarray) -> None:
         with self._lock:
@@ -218,10 +236,17 @@ class TiffLevel:
         return array
 
     def _chunk(self, index: int, scale: int = 1) -> np.ndarray:
+        """One decoded chunk, from the cache, or decoded by one thread while the others that need
+        it wait (a 32768 px tile shared by 256 blocks is decoded once, not once per thread)."""
         key = (self._level, index, scale)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
+        with self._cache.decoding(key):
+            cached = self._cache.get(key)
+            return cached if cached is not None else self._decode_chunk(key, index, scale)
+
+    def _decode_chunk(self, key: tuple[int, int, int], index: int, scale: int) -> np.ndarray:
         data = self._raw(index)
         try:
             if scale > 1:
@@ -294,6 +319,11 @@ class TiffLevel:
                     iy0 - cy : iy1 - cy, ix0 - cx : ix1 - cx, :channels
                 ]
         return rgba_to_rgb(out, DEFAULT_BACKGROUND, premultiplied=self.alpha == "associated") if self.alpha else out
+
+
+def largest_chunk(levels: list[TiffLevel]) -> tuple[int, int]:
+    """Bytes of the largest decoded chunk among ``levels``, and the number of chunks in its level."""
+    return max(((lv.chunk_bytes, lv.across * lv.down) for lv in levels), default=(0, 1))
 
 
 def tiff_levels(tif: Any, fd: int, path: Path) -> list[TiffLevel]:

@@ -16,7 +16,8 @@ from tseg.runtime.util.safeio import open_fd, open_regular
 from tseg.runtime.wsi.mpp import ome_mpp, tiff_tag_mpp
 from tseg.runtime.wsi.openslide_source import OpenSlideSource
 from tseg.runtime.wsi.base import DEFAULT_BACKGROUND
-from tseg.runtime.wsi.tiff_decode import DamagedTiffError, TiffLevel, TileCache, check_ifd_chain, tiff_levels
+from tseg.runtime.wsi.tiff_decode import (DamagedTiffError, TiffLevel, TileCache, check_ifd_chain, largest_chunk,
+                                          tiff_levels)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ class TiffFileSource:
 
     def mpp(self) -> tuple[float | None, float | None]:
         return self._mpp
+
+    def largest_chunk(self) -> tuple[int, int]:
+        """Bytes of the largest decoded tile or strip, and the number of chunks in its level."""
+        return largest_chunk(self.tiff_levels)
 
     def read_level(self, level: int, x: int, y: int, width: int, height: int, scale: int = 1) -> np.ndarray:
         return self.tiff_levels[level].read(x, y, width, height, scale)
@@ -144,6 +149,10 @@ class DirectTiffSource(OpenSlideSource):
 
     def dct_scales(self, level: int) -> tuple[int, ...]:
         return self.tiff_levels[level].dct_scales()
+
+    def largest_chunk(self) -> tuple[int, int]:
+        """Bytes of the largest decoded tile, and the number of tiles in its level."""
+        return largest_chunk(self.tiff_levels)
 
     def close(self) -> None:
         super().close()

@@ -190,3 +190,76 @@ def test_every_ome_length_unit_is_converted(tmp_path, unit, size):
                                "PhysicalSizeYUnit": unit})
     with open_slide(path) as slide:
         assert slide.mpp_source == "metadata" and slide.mpp_x == pytest.approx(0.25) == slide.mpp_y
+
+
+# --- memory the checks did not see (item 5; issue 30, item 13) -----------------------------------
+
+
+def test_one_huge_tile_counts_in_the_estimate_and_is_refused_before_it_is_decoded(tmp_path):
+    """A 3 MB TIFF with one 32768 px tile passed every check (needs ~1.3 GB) and peaked at 6.5 GB:
+    the decoded tile (3.2 GB, kept once and decoded once) now counts, and a machine without room
+    for it refuses the slide before decoding (the tile's data here is not even valid)."""
+    from tseg.runtime.errors import SlideTooLargeError
+    from tseg.runtime.execution.segmenter import Segmenter
+    from tseg.runtime.wsi.limits import budget_for
+    from tseg.runtime.wsi.slide import open_slide
+
+    path = hand_tiff(tmp_path / "one_tile.tiff", 32768, 32768, tile=(32768, 32768), tiles=[b"\x78\x9c" + b"\0" * 64],
+                     mpp=0.25)
+    with open_slide(path) as slide:
+        budget = budget_for(slide, 1.0, 1024, machine_bytes=6 * 10**9)
+    parts = dict(budget.parts)
+    assert parts["reader"] >= 2 * 32768 * 32768 * 3, parts  # cached once, decoded once
+    assert budget.memory_problem and "the reader's decoded tiles and blocks 6." in budget.memory_problem
+    model = make_colour_model(tmp_path / "fast.onnx", tile=1024, overlap=64)
+    with pytest.raises(SlideTooLargeError, match="more than the 6.0 GB"):
+        Segmenter(model, memory_bytes=6 * 10**9).segment_slide(path)
+
+
+def test_the_backends_working_memory_grows_with_the_tile():
+    """ONNX Runtime on the CPU needed +5.7 GB for one 7680 px tile that the estimate left out."""
+    from tseg.runtime.wsi.limits import slide_budget
+
+    small, paper = (dict(slide_budget((10, 10), (10000, 10000), tile_px=t, machine_bytes=1).parts)
+                    for t in (1024, 7680))
+    assert paper["backend"] > 5e9 > small["backend"]
+    assert dict(slide_budget((10, 10), (10000, 10000), tile_px=7680, backend="gpu", machine_bytes=1).parts)[
+        "backend"] < 1e9
+
+
+def test_blocks_that_share_a_tile_decode_it_once(tmp_path):
+    """Four reader threads reading the 16 blocks of one 4096 px tile decoded it up to once per
+    thread; one decodes it now while the others wait for it."""
+    from tseg.runtime.wsi.slide import open_slide
+
+    tile = zlib.compress(np.full((4096, 4096, 3), 200, np.uint8).tobytes(), 1)
+    path = hand_tiff(tmp_path / "t.tiff", 4096, 4096, tile=(4096, 4096), tiles=[tile])
+    with open_slide(path, reader_threads=4, block_px=1024) as slide:
+        page = slide.source.tiff_levels[0].page
+        decode, calls = page.decode, []
+
+        def counted(*args, **kwargs):
+            calls.append(1)
+            return decode(*args, **kwargs)
+
+        page.decode = counted
+        pixels = slide.read(slide.mpp_x)
+    assert pixels.shape == (4096, 4096, 3) and (pixels == 200).all() and len(calls) == 1, len(calls)
+
+
+def test_the_memory_limit_of_the_processs_own_cgroup_counts(tmp_path):
+    """A container's limit sits on the process's own cgroup (or one above it), not on the root
+    files of the cgroup mount that were read before."""
+    from tseg.runtime.wsi.limits import machine_memory_bytes
+
+    (tmp_path / "proc" / "self").mkdir(parents=True)
+    (tmp_path / "proc" / "self" / "cgroup").write_text("4:memory:/jobs/job7\n0::/kubepods/pod1/c2\n")
+    v1 = tmp_path / "sys" / "fs" / "cgroup" / "memory" / "jobs"
+    (v1 / "job7").mkdir(parents=True)
+    (v1 / "job7" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    (v1 / "memory.limit_in_bytes").write_text(f"{3 * 10**9}\n")  # the parent's limit
+    assert machine_memory_bytes(str(tmp_path)) == min(3 * 10**9, machine_memory_bytes(str(tmp_path / "none")))
+    v2 = tmp_path / "sys" / "fs" / "cgroup" / "kubepods" / "pod1" / "c2"
+    v2.mkdir(parents=True)
+    (v2 / "memory.max").write_text(f"{2 * 10**9}\n")
+    assert machine_memory_bytes(str(tmp_path)) == 2 * 10**9
