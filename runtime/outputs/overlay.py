@@ -94,6 +94,16 @@ def legend_font_px(width: int, height: int, rows: int = 7) -> int:
     return max(MIN_TEXT_PX, round(px))
 
 
+def overlay_size_bound(width: int, height: int) -> tuple[int, int]:
+    """The largest overlay picture :func:`render_overlay` makes of a ``width x height`` map (any
+    style, a legend with up to four notes of 200 characters): what a reader of a result folder may accept
+    before decoding a planted ``overlay.png`` (``tseg-rt report``)."""
+    legend = OverlayLegend(notes=("x" * 200,) * 4)
+    px = legend_font_px(width, height, _legend_rows("heatmap", legend))
+    wide = max(width, 30 * px)
+    return wide, height + _legend_height(px, wide, "heatmap", legend)
+
+
 def line_px(font_px: int) -> int:
     """Width of the tumour contour's coloured line (px), in proportion to the text."""
     return max(2, round(font_px / 7))

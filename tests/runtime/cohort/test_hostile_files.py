@@ -199,3 +199,55 @@ def test_a_half_millimetre_wide_strip_of_100_mm_is_processed_to_the_end(tmp_path
                         str(tmp_path / "out"), "--no-progress"], capture_output=True, text=True, timeout=280)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert (tmp_path / "out" / "strip" / "overlay.png").is_file()
+
+
+# --- images planted in a result folder (item 6) ---------------------------------------------------
+
+
+def claimed_png(path: Path, width: int, height: int) -> Path:
+    """A few-hundred-byte PNG whose header claims ``width`` x ``height`` px (its data is cut)."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = lambda kind, body: (struct.pack(">I", len(body)) + kind + body  # noqa: E731
+                                + struct.pack(">I", zlib.crc32(kind + body)))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(4096)))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_an_overlay_whose_header_claims_more_than_its_map_is_not_decoded(tmp_path):
+    import json
+
+    from tseg.runtime.outputs.summary import overlay_problem
+
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "summary.json").write_text(json.dumps({"slide": {"size_at_overview_mpp": [300, 200]}}))
+    assert overlay_problem(folder, claimed_png(folder / "overlay.png", 540, 500).read_bytes()) is None
+    problem = overlay_problem(folder, claimed_png(folder / "overlay.png", 25000, 25000).read_bytes())
+    assert problem and "25000 x 25000 px" in problem and "300 x 200 px map" in problem
+    (folder / "summary.json").unlink()  # no summary: the largest slide's overlay is the bound
+    assert "20000 x 20000 px map" in overlay_problem(folder, claimed_png(folder / "o.png", 60000, 60000).read_bytes())
+    assert overlay_problem(folder, b"GIF89a...") == "not a PNG image"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(200)
+def test_the_report_makes_no_thumbnail_of_a_planted_huge_overlay(tmp_path, caplog):
+    import subprocess
+
+    from helpers import make_colour_model
+    from tseg.runtime.cohort.report import write_report
+
+    model = make_colour_model(tmp_path / "fast.onnx", tile=1024, overlap=64)
+    slide = make_square_slide(tmp_path / "s.tiff")["path"]
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "tseg.runtime.cli", "run", str(slide), "--engine", str(model),
+                        "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    claimed_png(out / "s" / "overlay.png", 25000, 25000)
+    made = write_report(out)
+    assert made.thumbnails == 0 and [row["name"] for row in made.rows] == ["s"]
+    assert "header claims 25000 x 25000 px" in caplog.text
