@@ -25,7 +25,6 @@ import argparse
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 from benchmarks.common import cached_slide, in_fresh_process, peak_rss_mb, rss_mb, write_json

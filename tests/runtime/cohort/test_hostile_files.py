@@ -91,27 +91,35 @@ def test_a_folder_that_refuses_even_removing_the_temporary_file_gives_the_clear_
         write_text(tmp_path / "cohort.csv", "x")
 
 
-@pytest.fixture
-def read_only_results(tmp_path):
-    """A finished result folder seen through a read-only bind mount (needs root and mount rights:
-    skipped where they are missing)."""
-    import shutil
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A results folder with one finished result ``s`` (run once; tests work on copies)."""
     import subprocess
 
     from helpers import make_colour_model
 
-    pytest.importorskip("onnxruntime")
+    tmp = tmp_path_factory.mktemp("finished")
+    model = make_colour_model(tmp / "fast.onnx", tile=1024, overlap=64)
+    slide = make_square_slide(tmp / "s.tiff")["path"]
+    r = subprocess.run([sys.executable, "-m", "tseg.runtime.cli", "run", str(slide), "--engine", str(model),
+                        "--out", str(tmp / "out"), "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return tmp / "out"
+
+
+@pytest.fixture
+def read_only_results(tmp_path, finished):
+    """A copy of :func:`finished` seen through a read-only bind mount (needs root and mount rights:
+    skipped where they are missing)."""
+    import shutil
+    import subprocess
+
     if os.geteuid() != 0 or not shutil.which("mount"):
         pytest.skip("a read-only bind mount needs root")
     out, view = tmp_path / "out", tmp_path / "view"
+    shutil.copytree(finished, out)
     view.mkdir()
-    model = make_colour_model(tmp_path / "fast.onnx", tile=1024, overlap=64)
-    slide = make_square_slide(tmp_path / "s.tiff")["path"]
-    r = subprocess.run([sys.executable, "-m", "tseg.runtime.cli", "run", str(slide), "--engine", str(model),
-                        "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    mounted = subprocess.run(["mount", "--bind", str(out), str(view)], capture_output=True)
-    if mounted.returncode != 0:
+    if subprocess.run(["mount", "--bind", str(out), str(view)], capture_output=True).returncode != 0:
         pytest.skip("mount --bind is not permitted here")
     try:
         if subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], capture_output=True).returncode != 0:
@@ -235,18 +243,13 @@ def test_an_overlay_whose_header_claims_more_than_its_map_is_not_decoded(tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.timeout(200)
-def test_the_report_makes_no_thumbnail_of_a_planted_huge_overlay(tmp_path, caplog):
-    import subprocess
+def test_the_report_makes_no_thumbnail_of_a_planted_huge_overlay(tmp_path, finished, caplog):
+    import shutil
 
-    from helpers import make_colour_model
     from tseg.runtime.cohort.report import write_report
 
-    model = make_colour_model(tmp_path / "fast.onnx", tile=1024, overlap=64)
-    slide = make_square_slide(tmp_path / "s.tiff")["path"]
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "tseg.runtime.cli", "run", str(slide), "--engine", str(model),
-                        "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
+    shutil.copytree(finished, out)
     claimed_png(out / "s" / "overlay.png", 25000, 25000)
     made = write_report(out)
     assert made.thumbnails == 0 and [row["name"] for row in made.rows] == ["s"]
