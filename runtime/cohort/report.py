@@ -59,6 +59,7 @@ from tseg.runtime.wsi.locator import slide_key
 from tseg.runtime.util.atomic import atomic_write, write_csv, write_text
 from tseg.runtime.util.safeio import check_regular, ensure_folder, open_regular, read_json
 from tseg.runtime.errors import InvalidArgumentError, OutputError
+from tseg.runtime.outputs.summary import overlay_problem
 
 log = logging.getLogger(__name__)
 
@@ -350,6 +351,10 @@ def _thumbnail(out: Path, name: str) -> str:
     except OSError as exc:
         if not isinstance(exc, FileNotFoundError):
             log.warning("%s: no thumbnail (%s)", overlay, getattr(exc, "what", exc.strerror or exc))
+        return ""
+    too_large = overlay_problem(out / name, data)
+    if too_large:
+        log.warning("%s: no thumbnail (%s)", overlay, too_large)
         return ""
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:

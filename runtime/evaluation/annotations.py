@@ -215,6 +215,8 @@ def _empty_geojson(data: Any) -> bool:
 
 def _classification(feature: dict[str, Any]) -> str | None:
     props = feature.get("properties") or {}
+    if not isinstance(props, dict):
+        raise ValueError(f"its properties are {type(props).__name__}, not a JSON object")
     cls = props.get("classification")
     if isinstance(cls, dict):
         return cls.get("name")
@@ -233,21 +235,31 @@ def read_geojson(path: Path, classes: Sequence[str] | None = None, repair: bool 
 
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+        features = _geojson_features(data)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AnnotationError(path, f"not readable GeoJSON: {exc}") from exc
-    features = _geojson_features(data)
+    except RecursionError:
+        raise AnnotationError(path, "not readable GeoJSON: nested too deeply to be an annotation") from None
     if not features and not _empty_geojson(data):
         raise AnnotationError(path, "no GeoJSON features or polygons found")
     wanted = {c.lower() for c in classes} if classes else None
     polygons = []
     for i, feature in enumerate(features):
-        if wanted is not None and (_classification(feature) or "").lower() not in wanted:
-            continue
+        try:
+            if wanted is not None and (_classification(feature) or "").lower() not in wanted:
+                continue
+        except ValueError as exc:
+            raise AnnotationError(path, f"feature {i}: {exc}") from None
         geometry = feature.get("geometry")
+        if geometry is not None and not isinstance(geometry, dict):
+            raise AnnotationError(path, f"feature {i}: its geometry is {type(geometry).__name__}, not a GeoJSON "
+                                        "geometry object")
         if not geometry or geometry.get("type") not in ("Polygon", "MultiPolygon", "GeometryCollection"):
             continue
         try:
             geom = shape(geometry)
+        except RecursionError:
+            raise AnnotationError(path, f"feature {i}: geometry nested too deeply") from None
         except Exception as exc:
             raise AnnotationError(path, f"feature {i}: malformed geometry ({exc})") from exc
         if geom.geom_type == "GeometryCollection":
@@ -266,7 +278,12 @@ def read_aperio_xml(path: Path, repair: bool = False) -> Annotation:
         raise AnnotationError(path, f"not readable Aperio XML: {exc}") from exc
     positive, negative = [], []
     for region in root.iter("Region"):
-        pts = [(float(v.get("X", "nan")), float(v.get("Y", "nan"))) for v in region.iter("Vertex")]
+        try:
+            pts = [(float(v.get("X", "nan")), float(v.get("Y", "nan"))) for v in region.iter("Vertex")]
+        except ValueError:
+            bad = next(v for v in region.iter("Vertex") if not _is_number(v.get("X", "nan"), v.get("Y", "nan")))
+            raise AnnotationError(path, f"region {region.get('Id')}: vertex X={bad.get('X')!r} Y={bad.get('Y')!r} "
+                                        "is not a pair of numbers") from None
         if len(pts) < 3 or any(not math.isfinite(c) for p in pts for c in p):
             raise AnnotationError(path, f"region {region.get('Id')} has fewer than 3 valid vertices")
         poly = _validate(path, Polygon(pts), repair)
@@ -277,6 +294,15 @@ def read_aperio_xml(path: Path, repair: bool = False) -> Annotation:
     if geometry is not None and negative:
         geometry = geometry.difference(unary_union(negative))
     return Annotation(path, geometry=geometry)
+
+
+def _is_number(*texts: str | None) -> bool:
+    try:
+        for text in texts:
+            float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def read_mask_image(path: Path) -> Annotation:

@@ -85,15 +85,20 @@ def tensor_problem(tensor: Any, folder: Path) -> str | None:
         return f"tensor '{name}' is stored externally but names no file"
     if os.path.isabs(location) or location.startswith(("/", "\\")) or (len(location) > 1 and location[1] == ":"):
         return f"tensor '{name}' names the absolute path {location!r}; external data must lie in the model's folder"
+    if "\0" in location:
+        return f"tensor '{name}' names {location!r}, which holds a NUL byte and cannot be a file name"
     root = folder.resolve()
-    target = (folder / location).resolve()
+    try:
+        target = (folder / location).resolve()
+    except (OSError, ValueError) as exc:  # a link loop, a name too long
+        return f"tensor '{name}' names {location!r}, which cannot be resolved ({getattr(exc, 'strerror', None) or exc})"
     if target != root and root not in target.parents:
         return (f"tensor '{name}' names {location!r}, which leads to {target}, outside the model's folder {root} "
                 "(through '..' or a symbolic link)")
     try:
         st = os.stat(target)
-    except OSError as exc:
-        return f"tensor '{name}': its data file {location!r} cannot be read ({exc.strerror or exc})"
+    except (OSError, ValueError) as exc:
+        return f"tensor '{name}': its data file {location!r} cannot be read ({getattr(exc, 'strerror', None) or exc})"
     if not stat.S_ISREG(st.st_mode):
         return f"tensor '{name}': its data file {location!r} is {kind_of(st.st_mode)}, not a regular file"
     offset, length = _int_field(entries, "offset"), _int_field(entries, "length")

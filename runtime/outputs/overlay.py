@@ -61,6 +61,8 @@ DIM_TO = 110.0
 TARGET_TEXT_PX = 18
 FIT_SCREEN = (1600, 1000)
 MIN_TEXT_PX = 12
+#: Maps taller than this many times their width get the text of one this tall (legend_font_px).
+TALLEST = 2
 BAND_PIXELS = 1 << 20  # the map is shaded in bands of rows of about this many pixels
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -79,12 +81,27 @@ class OverlayLegend:
 
 def legend_font_px(width: int, height: int, rows: int = 7) -> int:
     """Legend text size (px) for a ``width x height`` map with about ``rows`` lines of legend below
-    it: about 18 px once the whole picture is fitted to a 1600 x 1000 screen (never shown larger)."""
+    it: about 18 px once the whole picture is fitted to a 1600 x 1000 screen (never shown larger).
+
+    For tall pictures the size follows the width: a map more than :data:`TALLEST` times as tall as
+    wide counts as one that is :data:`TALLEST` times (a 0.5 x 100 mm slide's text would otherwise
+    grow with its length, and the canvas, widened to 30 x the text, to billions of pixels)."""
+    height = min(height, TALLEST * max(1, width))
     px = float(TARGET_TEXT_PX)
     for _ in range(30):  # the legend's height grows with the text: a contraction, converges fast
         fit = min(1.0, FIT_SCREEN[0] / max(1, width), FIT_SCREEN[1] / max(1.0, height + (1.5 * rows + 1.5) * px))
         px = TARGET_TEXT_PX / fit
     return max(MIN_TEXT_PX, round(px))
+
+
+def overlay_size_bound(width: int, height: int) -> tuple[int, int]:
+    """The largest overlay picture :func:`render_overlay` makes of a ``width x height`` map (any
+    style, a legend with up to four notes of 200 characters): what a reader of a result folder may accept
+    before decoding a planted ``overlay.png`` (``tseg-rt report``)."""
+    legend = OverlayLegend(notes=("x" * 200,) * 4)
+    px = legend_font_px(width, height, _legend_rows("heatmap", legend))
+    wide = max(width, 30 * px)
+    return wide, height + _legend_height(px, wide, "heatmap", legend)
 
 
 def line_px(font_px: int) -> int:
@@ -364,7 +381,8 @@ def render_overlay(overview: np.ndarray, probability: np.ndarray, mask: np.ndarr
                    foreground: np.ndarray | None = None, *, style: str = DEFAULT_OVERLAY_STYLE,
                    opacity: float = DEFAULT_OVERLAY_OPACITY, legend: OverlayLegend | None = None) -> np.ndarray:
     """The overlay picture: the map (:func:`draw_map`) with, when ``legend`` is given, the legend
-    below it (the canvas is widened to ``30 x`` the text size for very narrow maps).
+    below it (the canvas is widened to ``30 x`` the text size for very narrow maps; the text size
+    follows the map's width, :func:`legend_font_px`).
 
     ``overview`` RGB uint8, ``probability`` uint8 (x 255), ``mask`` and ``foreground`` boolean,
     all the same size (5 µm/px in tseg-rt's outputs)."""
@@ -419,4 +437,4 @@ def render_overlay(overview: np.ndarray, probability: np.ndarray, mask: np.ndarr
     for note in legend.notes:
         box.text(note)
     bottom = min(canvas.size[1], box.y + box.pad)
-    return np.asarray(canvas.crop((0, 0, width, bottom)))
+    return np.asarray(canvas)[:bottom].copy()  # numpy, not Pillow's crop: no decompression-bomb limit on our own picture

@@ -36,14 +36,28 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], Any], ke
         writer(tmp)
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        reason = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
-        raise OutputError(path, f"cannot write: {reason}. Free space or choose another folder; nothing "
-                                "was left half-written") from exc
+        _discard(tmp)
+        if exc.errno == errno.ENOSPC:
+            reason, fix = "the disk is full", "Free space or choose another folder"
+        elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            reason = f"the folder is read-only or not writable by this user ({exc.strerror or exc})"
+            fix = "Make the folder writable, or work on a writable copy of it"
+        else:
+            reason, fix = exc.strerror or str(exc) or type(exc).__name__, "Free space or choose another folder"
+        raise OutputError(path, f"cannot write: {reason}. {fix}; nothing was left half-written") from exc
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
     return path
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a temporary file if it is there; a folder that refuses even that (read-only: EROFS)
+    must not hide the error being reported."""
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:

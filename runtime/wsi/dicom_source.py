@@ -39,6 +39,7 @@ from tseg.runtime.errors import UnsupportedSlideError
 from tseg.runtime.util.safeio import open_regular
 from tseg.runtime.wsi.mpp import openslide_mpp
 from tseg.runtime.wsi.base import background_colour, rgba_to_rgb
+from tseg.runtime.wsi.openslide_source import keep_largest_tile, largest_tile
 
 log = logging.getLogger(__name__)
 
@@ -96,22 +97,39 @@ def read_header(path: str | Path) -> DicomFile:
     import pydicom
 
     p = Path(path)
-    try:
+    try:  # pydicom parses elements when they are read: every conversion stays inside the try
         with open_regular(p) as fh:
             ds = pydicom.dcmread(fh, stop_before_pixels=True)
+        meta = getattr(ds, "file_meta", None)
+        image_type = ds.get("ImageType") or ()
+        return DicomFile(
+            p,
+            series_uid=str(ds.get("SeriesInstanceUID", "")) or None,
+            sop_class=str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
+            or None,
+            image_type=tuple(str(v) for v in ((image_type,) if isinstance(image_type, str) else image_type)),
+            photometric=str(ds.get("PhotometricInterpretation", "")) or None,
+            transfer_syntax=str(meta.get("TransferSyntaxUID", "")) if meta is not None else None,
+            total_size=_total_size(ds),
+        )
     except Exception as exc:  # pydicom raises InvalidDicomError, OSError, ValueError, ...
-        return DicomFile(p, error=f"not a readable DICOM file ({exc})")
-    meta = getattr(ds, "file_meta", None)
+        return DicomFile(p, error=f"not a readable DICOM file ({exc or type(exc).__name__})")
+
+
+def _total_size(ds: Any) -> tuple[int, int] | None:
+    """``TotalPixelMatrixColumns/Rows`` as whole numbers >= 1, None when absent; ValueError when
+    they are anything else (several values, text, zero)."""
     cols, rows = ds.get("TotalPixelMatrixColumns"), ds.get("TotalPixelMatrixRows")
-    return DicomFile(
-        p,
-        series_uid=str(ds.get("SeriesInstanceUID", "")) or None,
-        sop_class=str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else "")) or None,
-        image_type=tuple(str(v) for v in (ds.get("ImageType") or ())),
-        photometric=str(ds.get("PhotometricInterpretation", "")) or None,
-        transfer_syntax=str(meta.get("TransferSyntaxUID", "")) if meta is not None else None,
-        total_size=(int(cols), int(rows)) if cols is not None and rows is not None else None,
-    )
+    if cols is None or rows is None:
+        return None
+    size = []
+    for name, value in (("TotalPixelMatrixColumns", cols), ("TotalPixelMatrixRows", rows)):
+        if isinstance(value, bool) or not isinstance(value, (int, str, bytes)) or not str(value).strip().isdigit():
+            raise ValueError(f"{name} is {value!r}, not one whole number")
+        if int(value) < 1:
+            raise ValueError(f"{name} is {value!r}")
+        size.append(int(value))
+    return (size[0], size[1])
 
 
 @dataclass(frozen=True)
@@ -294,6 +312,8 @@ class DicomSource:
         self.level_dimensions = [tuple(map(int, d)) for d in self._slide.level_dimensions]
         self._downsamples = list(self._slide.level_downsamples)
         self.background = background_colour(self.properties)
+        self._largest = largest_tile(self.properties, self.level_dimensions)
+        keep_largest_tile(self._slide, self._largest[0])  # a 16384 px frame: decoded once, not per block
         self._mpp = openslide_mpp(self.properties)
         headers = [read_header(f) for f in self.series.files]
         volumes = [h for h in headers if h.flavour == "VOLUME"]
@@ -312,6 +332,10 @@ class DicomSource:
 
     def mpp(self) -> tuple[float | None, float | None]:
         return self._mpp
+
+    def largest_chunk(self) -> tuple[int, int]:
+        """Bytes of the largest frame a read decodes (RGBA), and the number of frames in its level."""
+        return self._largest
 
     def dct_scales(self, level: int) -> tuple[int, ...]:
         """No DCT-scaled decoding: OpenSlide decodes the frames."""

@@ -14,6 +14,7 @@ from tseg.runtime.wsi.dicomweb_source import is_dicomweb_url
 from tseg.runtime.wsi.mpp import plausible_mpp
 from tseg.runtime.wsi.openslide_source import OpenSlideSource
 from tseg.runtime.wsi.base import SlideSource
+from tseg.runtime.wsi.tiff_decode import DamagedTiffError
 from tseg.runtime.wsi.tifffile_source import DirectTiffSource, TiffFileSource, is_ome_tiff
 
 #: ``decoder=`` choices of :func:`tseg.runtime.wsi.slide.open_slide` (see there).
@@ -99,8 +100,7 @@ def open_source(p: Path | str, decoder: str = "auto") -> SlideSource:
 
     try:
         source = OpenSlideSource(p)
-        if decoder in ("auto", "tifffile"):
-            source = DirectTiffSource.wrap(p, source)
+        source = DirectTiffSource.wrap(p, source, direct=decoder in ("auto", "tifffile"))
     except openslide.OpenSlideUnsupportedFormatError:
         errors.append("OpenSlide: unsupported or missing image file")
     except openslide.OpenSlideError as exc:
@@ -111,8 +111,8 @@ def open_source(p: Path | str, decoder: str = "auto") -> SlideSource:
     if source is None:
         try:
             source = tifffile_source(p)
-        except UnsupportedPixelsError:
-            raise
+        except (UnsupportedPixelsError, DamagedTiffError):
+            raise  # pixels tseg-rt cannot read, or a TIFF whose structure is impossible: say why
         except UnsupportedSlideError as exc:
             errors.append(str(exc).split(": ", 1)[-1])
         except Exception as exc:

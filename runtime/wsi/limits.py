@@ -13,11 +13,13 @@ and in ``tseg-rt info``:
   ``--max-slide-mm`` (the resolution metadata may be wrong too: ``--mpp``).
 * **Memory.** Processing keeps the probability map at the model's resolution in memory with its
   merge, post-processing and pyramidal output: :data:`BYTES_PER_MODEL_PIXEL` bytes a pixel
-  (measured: ``python -m benchmarks.slide_memory``), plus the tiles in flight. More than the
-  machine has (its physical memory, or the limit of the container or cgroup it runs in, or
-  ``RLIMIT_AS``) is refused with :class:`~tseg.runtime.errors.SlideTooLargeError`, saying how much
-  is needed and how much there is. The model's own working memory comes on top (the backend was
-  loaded already, so it is part of what the process holds).
+  (measured: ``python -m benchmarks.slide_memory``), plus the tiles in flight, plus the reader's
+  buffers (the largest chunk a read decodes, once in the decoded-tile cache and once per reader
+  thread decoding, and the blocks being resampled: :func:`reader_bytes`), plus the backend's
+  working memory per tile (:data:`BACKEND_WORKING`, measured per backend and tile size). More
+  than the machine has (its physical memory, or the limit of the container or cgroup it runs in,
+  or ``RLIMIT_AS``) is refused with :class:`~tseg.runtime.errors.SlideTooLargeError`, saying how
+  much is needed, for what, and how much there is, before any pixel is decoded.
 
 Both are decided from the slide's metadata alone, in microseconds.
 """
@@ -40,18 +42,26 @@ MAX_SLIDE_MM = 100.0
 BYTES_PER_MODEL_PIXEL = 5.0
 #: Bytes per tile pixel of one tile in flight (RGB in, probability out).
 BYTES_PER_TILE_PIXEL = 4
+#: The backend's working memory for one tile: (fixed bytes, bytes per tile pixel). ONNX Runtime
+#: on the CPU, the bundled model (``python -m benchmarks.slide_memory --backend``): +217 MB at
+#: 1024 px, +484 MB at 2048 px (89 B/px between them); rounded up. On a GPU the activations live
+#: in the device's memory: the host holds pinned input/output copies.
+BACKEND_WORKING = {"cpu": (128 * 2**20, 96.0), "gpu": (64 * 2**20, 8.0)}
+#: A decoded chunk a reader cannot avoid when nothing says otherwise (256 px RGBA tiles).
+DEFAULT_CHUNK_BYTES = 256 * 256 * 4
 GB = 1e9
 
 
-def machine_memory_bytes() -> int | None:
-    """What this process may use at most: physical memory, lowered by a cgroup (v2 ``memory.max``
-    or v1 ``memory.limit_in_bytes``) or ``RLIMIT_AS`` limit; None when unknown."""
+def machine_memory_bytes(root: str = "/") -> int | None:
+    """What this process may use at most: physical memory, lowered by the memory limit of the
+    cgroup it runs in or any cgroup above it (v2 ``memory.max``, v1 ``memory.limit_in_bytes``, as
+    ``/proc/self/cgroup`` names it) or by ``RLIMIT_AS``; None when unknown. ``root``: for tests."""
     limits = []
     try:
         limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, ValueError, OSError):
         pass
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+    for path in cgroup_limit_files(root):
         try:
             with open(path, encoding="ascii") as fh:
                 text = fh.read(64).strip()
@@ -68,6 +78,54 @@ def machine_memory_bytes() -> int | None:
     return min(limits) if limits else None
 
 
+def cgroup_limit_files(root: str = "/") -> list[str]:
+    """The memory-limit files of this process's cgroups and of every cgroup above them (a
+    container's limit may sit on a parent), v2 and v1, and the mount's own root files."""
+    base = os.path.join(root, "sys/fs/cgroup")
+    files = [os.path.join(base, "memory.max"), os.path.join(base, "memory", "memory.limit_in_bytes")]
+    try:
+        with open(os.path.join(root, "proc/self/cgroup"), encoding="utf-8", errors="replace") as fh:
+            lines = fh.read(65536).splitlines()
+    except OSError:
+        return files
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        controllers, group = parts[1].split(","), parts[2].strip("/")
+        if parts[0] == "0" and parts[1] == "":
+            folder, name = base, "memory.max"
+        elif "memory" in controllers:
+            folder, name = os.path.join(base, "memory"), "memory.limit_in_bytes"
+        else:
+            continue
+        steps = [s for s in group.split("/") if s and s not in (".", "..")]
+        files += [os.path.join(folder, *steps[:i], name) for i in range(len(steps), 0, -1)]
+    return files
+
+
+def reader_bytes(chunk_bytes: int, chunks: int, threads: int, block_px: int) -> int:
+    """Memory the reader holds at most: the largest decoded chunk kept in the decoded-tile cache,
+    one more being decoded by each thread (at most one per chunk: threads wait for a chunk another
+    is decoding), and each thread's block (RGBA read, RGB, resampled)."""
+    decoding = max(1, min(threads, chunks))
+    return int(chunk_bytes * (1 + decoding) + threads * block_px * block_px * 11)
+
+
+def backend_kind(backend: Any) -> str:
+    """"cpu" for ONNX Runtime on the CPU (and backends that do not say), else "gpu"."""
+    providers = getattr(backend, "providers", None) or ["CPUExecutionProvider"]
+    if getattr(backend, "kind", "onnxruntime") == "tensorrt" or providers[0] != "CPUExecutionProvider":
+        return "gpu"
+    return "cpu"
+
+
+def backend_bytes(kind: str, tile_px: int) -> int:
+    """The backend's working memory for one ``tile_px`` tile (:data:`BACKEND_WORKING`)."""
+    fixed, per_px = BACKEND_WORKING.get(kind, BACKEND_WORKING["cpu"])
+    return int(fixed + per_px * tile_px * tile_px)
+
+
 @dataclass(frozen=True)
 class SlideBudget:
     """What a slide claims and what processing it needs (for messages, ``info`` and tests)."""
@@ -78,6 +136,8 @@ class SlideBudget:
     model_mpp: float
     needed_bytes: int
     machine_bytes: int | None
+    #: What ``needed_bytes`` is made of: "map", "tiles", "reader", "backend" (bytes).
+    parts: tuple[tuple[str, int], ...] = ()
 
     @property
     def size_problem(self) -> str | None:
@@ -92,30 +152,37 @@ class SlideBudget:
         if self.machine_bytes is None or self.needed_bytes <= self.machine_bytes:
             return None
         w, h = self.model_px
-        return (f"processing it needs about {self.needed_bytes / GB:.1f} GB of memory (its probability map of "
-                f"{w} x {h} px at {self.model_mpp:g} µm/px, merged and written, about {BYTES_PER_MODEL_PIXEL:g} bytes "
-                f"a pixel, and the tiles in flight), more than the {self.machine_bytes / GB:.1f} GB this machine "
-                "has for it")
+        what = {"map": f"its probability map of {w} x {h} px at {self.model_mpp:g} µm/px, merged and written",
+                "tiles": "the tiles in flight", "reader": "the reader's decoded tiles and blocks",
+                "backend": "the model's working memory per tile"}
+        parts = ", ".join(f"{what.get(k, k)} {v / GB:.1f} GB" for k, v in self.parts if v >= 0.05 * GB)
+        return (f"processing it needs about {self.needed_bytes / GB:.1f} GB of memory ({parts}), more than the "
+                f"{self.machine_bytes / GB:.1f} GB this machine (or its container) has for it")
 
     def as_dict(self) -> dict[str, Any]:
         return {"size_mm": [round(v, 4) for v in self.size_mm], "max_slide_mm": self.max_slide_mm,
                 "memory_needed_gb": round(self.needed_bytes / GB, 2),
+                "memory_parts_gb": {k: round(v / GB, 2) for k, v in self.parts},
                 "memory_available_gb": round(self.machine_bytes / GB, 2) if self.machine_bytes else None,
                 "problems": [p for p in (self.size_problem, self.memory_problem) if p]}
 
 
 def slide_budget(size_mm: tuple[float, float], model_px: tuple[int, int], model_mpp: float = 1.0,
                  tile_px: int = 7680, tiles_in_flight: int = 4, max_slide_mm: float = MAX_SLIDE_MM,
-                 machine_bytes: int | None = None) -> SlideBudget:
+                 machine_bytes: int | None = None, reader: int = 0, backend: str = "cpu") -> SlideBudget:
     """The :class:`SlideBudget` of a slide of ``size_mm`` that is ``model_px`` at the model's
-    resolution, read in tiles of ``tile_px``; ``machine_bytes`` None: :func:`machine_memory_bytes`."""
+    resolution, read in tiles of ``tile_px`` with ``reader`` bytes of reader buffers
+    (:func:`reader_bytes`) and a ``backend`` ("cpu" or "gpu"); ``machine_bytes`` None:
+    :func:`machine_memory_bytes`."""
     if not (isinstance(max_slide_mm, (int, float)) and math.isfinite(max_slide_mm) and max_slide_mm > 0):
         raise InvalidArgumentError(f"max_slide_mm must be a positive number of mm, got {max_slide_mm!r}")
     w, h = model_px
-    tile = min(tile_px, max(w, h)) ** 2
-    needed = int(BYTES_PER_MODEL_PIXEL * w * h + BYTES_PER_TILE_PIXEL * tile * tiles_in_flight)
+    side = min(tile_px, max(w, h))
+    parts = (("map", int(BYTES_PER_MODEL_PIXEL * w * h)), ("tiles", int(BYTES_PER_TILE_PIXEL * side * side * tiles_in_flight)),
+             ("reader", int(reader)), ("backend", backend_bytes(backend, side)))
+    needed = sum(v for _, v in parts)
     return SlideBudget(size_mm, float(max_slide_mm), (int(w), int(h)), float(model_mpp), needed,
-                       machine_bytes if machine_bytes is not None else machine_memory_bytes())
+                       machine_bytes if machine_bytes is not None else machine_memory_bytes(), parts)
 
 
 def check_budget(path: Any, budget: SlideBudget) -> None:
@@ -129,10 +196,17 @@ def check_budget(path: Any, budget: SlideBudget) -> None:
 
 
 def budget_for(slide: Any, model_mpp: float = 1.0, tile_px: int = 7680, tiles_in_flight: int = 4,
-               max_slide_mm: float = MAX_SLIDE_MM, machine_bytes: int | None = None) -> SlideBudget:
+               max_slide_mm: float = MAX_SLIDE_MM, machine_bytes: int | None = None,
+               backend: str = "cpu") -> SlideBudget:
     """The :class:`SlideBudget` of an open :class:`~tseg.runtime.wsi.slide.Slide` for a model at
-    ``model_mpp`` with ``tile_px`` tiles (``tseg-rt info``: the paper's 1 µm/px and 7680 px)."""
+    ``model_mpp`` with ``tile_px`` tiles on ``backend`` (``tseg-rt info``: the paper's 1 µm/px and
+    7680 px, on the CPU); the reader's part from the slide's largest chunk (``largest_chunk()`` of
+    its source: bytes decoded, chunks in its level)."""
     w0, h0 = slide.dimensions
     fx, fy = model_mpp / slide.mpp_x, model_mpp / slide.mpp_y
     model_px = (max(1, int(w0 / max(fx, 1.0))), max(1, int(h0 / max(fy, 1.0))))  # never more than level 0
-    return slide_budget(slide.size_mm(), model_px, model_mpp, tile_px, tiles_in_flight, max_slide_mm, machine_bytes)
+    largest = getattr(slide.source, "largest_chunk", None)
+    chunk, chunks = largest() if largest is not None else (DEFAULT_CHUNK_BYTES, 1)
+    reader = reader_bytes(chunk, chunks, slide.reader_threads, slide.block_px)
+    return slide_budget(slide.size_mm(), model_px, model_mpp, tile_px, tiles_in_flight, max_slide_mm, machine_bytes,
+                        reader, backend)

@@ -38,9 +38,17 @@ LOW_RESOLUTION_FIX = {"api": "If that resolution is wrong, pass the true one: op
 DEFAULT_DPI = (72, 96, 150, 300)
 #: An override is reported when it differs from plausible metadata by more than this fraction.
 MPP_OVERRIDE_TOLERANCE = 0.01
-#: OME length units in µm.
-OME_UNITS_UM = {"µm": 1.0, "um": 1.0, "\u00b5m": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3,
-                "cm": 1e4, "m": 1e6, "pm": 1e-6}
+#: Every length unit of OME's ``UnitsLength`` enumeration (OME schema 2016-06), in µm, plus the
+#: spellings seen in files ("um", "micron", Greek mu, the Ångström sign). "pixel" and "reference
+#: frame" are not lengths: no resolution.
+OME_UNITS_UM = {
+    "Ym": 1e30, "Zm": 1e27, "Em": 1e24, "Pm": 1e21, "Tm": 1e18, "Gm": 1e15, "Mm": 1e12, "km": 1e9, "hm": 1e8,
+    "dam": 1e7, "m": 1e6, "dm": 1e5, "cm": 1e4, "mm": 1e3, "\u00b5m": 1.0, "nm": 1e-3, "pm": 1e-6, "fm": 1e-9,
+    "am": 1e-12, "zm": 1e-15, "ym": 1e-18, "\u00c5": 1e-4, "thou": 25.4, "li": 25400.0 / 12, "in": 25400.0,
+    "ft": 304800.0, "yd": 914400.0, "mi": 1609344e3, "ua": 149597870700e6, "ly": 9460730472580800e6,
+    "pc": 3.0856775814913673e22, "pt": 25400.0 / 72,
+    "um": 1.0, "micron": 1.0, "\u03bcm": 1.0, "\u212b": 1e-4,
+}
 
 
 def check_mpp(path: Path, mpp: tuple[float | None, float | None], origin: str,

@@ -45,7 +45,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tseg.runtime.errors import ImplausibleMppError, InvalidArgumentError, MissingMppError, SlideReadError
+from tseg.runtime.errors import (ImplausibleMppError, InvalidArgumentError, MissingMppError, SlideReadError,
+                                 UnsupportedSlideError)
 from tseg.runtime.util.parallel import run_jobs
 from tseg.runtime.wsi.brightfield import file_reason, refusal as brightfield_refusal, source_reason
 from tseg.runtime.wsi.locator import as_slide, is_remote
@@ -97,6 +98,10 @@ class Slide:
             raise InvalidArgumentError(f"level_tolerance is a percentage in [0, 50], got {level_tolerance!r}")
         self.level_tolerance = float(level_tolerance)
         self.dct_scaling = bool(dct_scaling)
+        for level, (w, h) in enumerate(source.level_dimensions):
+            if w < 1 or h < 1:
+                raise UnsupportedSlideError(path, f"level {level} claims {w} x {h} px, an empty image: the file "
+                                                  "is damaged; re-export or re-scan the slide")
         w0, h0 = source.level_dimensions[0]
         self.level_downsamples = [(w0 / w, h0 / h) for (w, h) in source.level_dimensions]
 
@@ -243,8 +248,12 @@ class Slide:
                     src = self._source.read_level(plan.level, sx0, sy0, sx1 - sx0, sy1 - sy0)
             except SlideReadError:
                 raise  # already names the file, the level and the tile
+            except MemoryError as exc:
+                raise SlideReadError(self.path, f"reading level {plan.level} needs more memory than is free; "
+                                                "process the slide on a machine with more memory") from exc
             except Exception as exc:  # OpenSlide/tifffile errors on corrupt tiles
-                raise SlideReadError(self.path, f"reading level {plan.level} failed: {exc}") from exc
+                raise SlideReadError(self.path, f"reading level {plan.level} failed: "
+                                                f"{exc or type(exc).__name__}") from exc
             out[by : by + ch, bx : bx + cw] = area_resample(
                 src, (cw, ch), (rx, ry), (a_x - sx0, a_y - sy0)
             )

@@ -9,30 +9,80 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
-from tseg.runtime.errors import SlideReadError, UnsupportedPixelsError
+from tseg.runtime.errors import SlideReadError, UnsupportedPixelsError, UnsupportedSlideError
+from tseg.runtime.wsi.base import DEFAULT_BACKGROUND, rgba_to_rgb
 from tseg.runtime.wsi.jpeg_check import defines_restarts, jpeg_problem
 
 #: Decoded TIFF tiles kept per open slide, so that neighbouring blocks, which share the tiles
 #: on their edges, decode each tile once (about one row of blocks of a 7680 px tile).
 TILE_CACHE_BYTES = 96 * 2**20
 JPEG = 7  # TIFF compression code of (new-style) JPEG
+#: Most pages (IFDs) a slide's main TIFF chain may hold; real pyramids have a few dozen.
+MAX_TIFF_PAGES = 10_000
+#: What to do about a TIFF whose structure is damaged, in the user's terms.
+DAMAGED = "the file is damaged or was not written by a scanner; re-export or re-scan the slide"
+
+
+class DamagedTiffError(UnsupportedSlideError):
+    """The TIFF's structure is impossible (a looping chain, empty sizes, short tables, data past
+    its end): refused before any pixel is read, on every decoding path."""
+
+
+def check_ifd_chain(fd: int, path: Path, max_pages: int = MAX_TIFF_PAGES) -> int:
+    """The number of pages in the main IFD chain of a (Big)TIFF, read with ``os.pread``;
+    :class:`UnsupportedSlideError` when the chain loops back, points outside the file or is
+    longer than ``max_pages`` (tifffile's page series would follow a loop for ever)."""
+    size = os.fstat(fd).st_size
+    head = os.pread(fd, 16, 0)
+    order = {b"II": "<", b"MM": ">"}.get(head[:2])
+    if order is None or len(head) < 8:
+        raise UnsupportedSlideError(path, "not a TIFF file (no TIFF header)")
+    version = struct.unpack(order + "H", head[2:4])[0]
+    if version == 43 and len(head) == 16:  # BigTIFF: 8-byte counts and offsets, 20-byte entries
+        count_fmt, off_fmt, entry, offset = "Q", "Q", 20, struct.unpack(order + "Q", head[8:16])[0]
+    elif version == 42:
+        count_fmt, off_fmt, entry, offset = "H", "I", 12, struct.unpack(order + "I", head[4:8])[0]
+    else:
+        raise UnsupportedSlideError(path, f"not a TIFF file (version {version})")
+    count_size, off_size = struct.calcsize(count_fmt), struct.calcsize(off_fmt)
+    seen: dict[int, int] = {}
+    while offset:
+        if offset in seen:
+            raise DamagedTiffError(path, f"its TIFF directory chain loops: page {len(seen)} points back to "
+                                              f"page {seen[offset]}; {DAMAGED}")
+        if len(seen) >= max_pages:
+            raise DamagedTiffError(path, f"its TIFF directory chain has more than {max_pages} pages; {DAMAGED}")
+        raw = os.pread(fd, count_size, offset)
+        if len(raw) < count_size or offset + count_size > size:
+            raise DamagedTiffError(path, f"TIFF page {len(seen)} lies beyond the end of the file; {DAMAGED}")
+        seen[offset] = len(seen)
+        entries = struct.unpack(order + count_fmt, raw)[0]
+        raw = os.pread(fd, off_size, offset + count_size + entries * entry)
+        if len(raw) < off_size:
+            raise DamagedTiffError(path, f"TIFF page {len(seen) - 1} is cut short; {DAMAGED}")
+        offset = struct.unpack(order + off_fmt, raw)[0]
+    return len(seen)
 
 
 class TileCache:
-    """A bounded, thread-safe LRU of decoded tiles keyed by ``(level, index, scale)``."""
+    """A bounded, thread-safe LRU of decoded tiles keyed by ``(level, index, scale)``; the most
+    recent tile stays even when it alone exceeds the capacity (wsi/limits.py counts it)."""
 
     def __init__(self, capacity: int = TILE_CACHE_BYTES) -> None:
         self._items: "OrderedDict[tuple[int, int, int], np.ndarray]" = OrderedDict()
         self._bytes = 0
         self._capacity = capacity
         self._lock = threading.Lock()
+        self._decoding: dict[tuple[int, int, int], list[Any]] = {}  # key -> [lock, threads using it]
 
     def get(self, key: tuple[int, int, int]) -> np.ndarray | None:
         with self._lock:
@@ -40,6 +90,21 @@ class TileCache:
             if value is not None:
                 self._items.move_to_end(key)
             return value
+
+    @contextmanager
+    def decoding(self, key: tuple[int, int, int]) -> Iterator[None]:
+        """Held while ``key`` is decoded: threads needing the same chunk wait, then find it cached."""
+        with self._lock:
+            entry = self._decoding.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._lock:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    self._decoding.pop(key, None)
 
     def put(self, key: tuple[int, int, int], value: np.ndarray) -> None:
         with self._lock:
@@ -73,6 +138,10 @@ class TiffLevel:
             raise UnsupportedPixelsError(path, "its pixels are grey (1 sample per pixel)" if samples == 1 else
                                          f"its pixels have {samples} samples, not RGB(A)")
         self.samples = samples
+        #: The fourth sample's meaning: "associated" (premultiplied; also libtiff's reading of an
+        #: unspecified extra sample) or "unassociated" alpha; None for RGB.
+        extra = tuple(page.extrasamples or (0,)) if samples == 4 else ()
+        self.alpha = None if samples == 3 else ("unassociated" if extra[:1] == (2,) else "associated")
         self.separate = int(page.planarconfig) == 2
         self.width = int(page.imagewidth)
         self.height = int(page.imagelength)
@@ -81,8 +150,7 @@ class TiffLevel:
         else:
             self.chunk_w, self.chunk_h = self.width, int(page.rowsperstrip or self.height)
         self.chunk_h = min(self.chunk_h, self.height) if not page.is_tiled else self.chunk_h
-        self.across = -(-self.width // self.chunk_w)
-        self.down = -(-self.height // self.chunk_h)
+        self._check_structure(page, fd)
         self.compression = int(page.compression)
         self.photometric = int(page.photometric)
         # JPEG tiles inside a block are decoded by imagecodecs straight into a per-thread buffer
@@ -99,6 +167,39 @@ class TiffLevel:
                 self._direct_jpeg = None
         self._scratch = threading.local()
         self._jpeg_restarts = defines_restarts(page.jpegtables) if self.compression == JPEG else False
+
+    def _check_structure(self, page: Any, fd: int) -> None:
+        """Refuse, before any pixel is read, sizes and tables that would divide by zero, index
+        past a table or read past the end of the file; sets ``across``, ``down`` and ``chunk_bytes``."""
+        where = f"level {self._level}"
+        if self.width < 1 or self.height < 1:
+            raise DamagedTiffError(self._path, f"{where} claims {self.width} x {self.height} px, an empty "
+                                               f"image; {DAMAGED}")
+        tile_tags = [page.tags.get(code) for code in (322, 323)]  # TileWidth, TileLength
+        if not page.is_tiled and any(tag is not None for tag in tile_tags):  # tifffile took 0 for "no tiles"
+            tw, th = (tag.value if tag is not None else "no" for tag in tile_tags)
+            raise DamagedTiffError(self._path, f"{where} claims tiles of {tw} x {th} px; {DAMAGED}")
+        if self.chunk_w < 1 or self.chunk_h < 1:
+            raise DamagedTiffError(self._path, f"{where} claims tiles of {self.chunk_w} x {self.chunk_h} px; "
+                                               f"{DAMAGED}")
+        self.across = -(-self.width // self.chunk_w)
+        self.down = -(-self.height // self.chunk_h)
+        #: Bytes of one decoded chunk (tile or strip): what a read holds at least (wsi/limits.py).
+        self.chunk_bytes = self.chunk_w * self.chunk_h * self.samples
+        needed = self.across * self.down * (self.samples if self.separate else 1)
+        offsets, counts = page.dataoffsets, page.databytecounts
+        listed = min(len(offsets), len(counts))
+        if listed < needed:
+            raise DamagedTiffError(self._path, f"{where}'s tile table lists {listed} tiles of the {needed} "
+                                               f"its size needs; {DAMAGED}")
+        ends = np.asarray(offsets[:needed], np.float64) + np.asarray(counts[:needed], np.float64)
+        size = os.fstat(fd).st_size
+        beyond = np.flatnonzero(ends > size)
+        if beyond.size:
+            index = int(beyond[0])
+            raise DamagedTiffError(self._path, f"tile {index} of {where} claims {int(counts[index])} bytes "
+                                               f"at offset {int(offsets[index])}, beyond the end of the "
+                                               f"{size}-byte file (cut short, or its tables are wrong); {DAMAGED}")
 
     def dct_scales(self) -> tuple[int, ...]:
         """Power-of-two reductions libjpeg can decode in the DCT domain for this level."""
@@ -136,10 +237,17 @@ class TiffLevel:
         return array
 
     def _chunk(self, index: int, scale: int = 1) -> np.ndarray:
+        """One decoded chunk, from the cache, or decoded by one thread while the others that need
+        it wait (a 32768 px tile shared by 256 blocks is decoded once, not once per thread)."""
         key = (self._level, index, scale)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
+        with self._cache.decoding(key):
+            cached = self._cache.get(key)
+            return cached if cached is not None else self._decode_chunk(key, index, scale)
+
+    def _decode_chunk(self, key: tuple[int, int, int], index: int, scale: int) -> np.ndarray:
         data = self._raw(index)
         try:
             if scale > 1:
@@ -151,9 +259,11 @@ class TiffLevel:
                 chunk = np.asarray(segment).reshape(segment.shape[-3], segment.shape[-2], -1)
         except SlideReadError:
             raise
+        except MemoryError as exc:
+            raise SlideReadError(self._path, self._no_memory(index)) from exc
         except Exception as exc:  # codec errors on corrupt data
             raise SlideReadError(self._path, f"decoding TIFF chunk {index} of level {self._level} "
-                                 f"failed: {exc}") from exc
+                                 f"failed: {exc or type(exc).__name__}") from exc
         self._cache.put(key, chunk)
         return chunk
 
@@ -170,14 +280,23 @@ class TiffLevel:
                                     shape=(self.chunk_h, self.chunk_w), out=scratch)
         except SlideReadError:
             raise
+        except MemoryError as exc:
+            raise SlideReadError(self._path, self._no_memory(index)) from exc
         except Exception as exc:
             raise SlideReadError(self._path, f"decoding TIFF chunk {index} of level {self._level} "
-                                 f"failed: {exc}") from exc
+                                 f"failed: {exc or type(exc).__name__}") from exc
         return scratch
 
+    def _no_memory(self, index: int) -> str:
+        return (f"decoding TIFF chunk {index} of level {self._level} ({self.chunk_w} x {self.chunk_h} px, "
+                f"{self.chunk_bytes / 1e9:.1f} GB decoded) needs more memory than is free; process the slide "
+                "on a machine with more memory, or re-export it with smaller tiles")
+
     def read(self, x: int, y: int, width: int, height: int, scale: int = 1) -> np.ndarray:
-        """Pixels of the region in level coordinates divided by ``scale`` (DCT scaling)."""
-        out = np.empty((height, width, 3), dtype=np.uint8)
+        """RGB pixels of the region in level coordinates divided by ``scale`` (DCT scaling); an
+        alpha channel is composited on white, as OpenSlide does (:func:`rgba_to_rgb`)."""
+        channels = 4 if self.alpha else 3
+        out = np.empty((height, width, channels), dtype=np.uint8)
         cw, ch = self.chunk_w // scale, self.chunk_h // scale
         lw, lh = -(-self.width // scale), -(-self.height // scale)
         c0, c1 = x // cw, (x + width - 1) // cw
@@ -191,20 +310,26 @@ class TiffLevel:
                 iy1 = min(y + height, cy + ch, lh)
                 inside = cx >= x and cy >= y and cx + cw <= x + width and cy + ch <= y + height
                 if self.separate:
-                    planes = [self._chunk(s * per_plane + r * self.across + c)[..., 0] for s in range(3)]
+                    planes = [self._chunk(s * per_plane + r * self.across + c)[..., 0] for s in range(channels)]
                     chunk = np.stack(planes, axis=-1)
                 elif inside and scale == 1 and self._direct_jpeg is not None:
                     chunk = self._decode_jpeg_into_scratch(r * self.across + c)
                 else:
                     chunk = self._chunk(r * self.across + c, scale)
                 out[iy0 - y : iy1 - y, ix0 - x : ix1 - x] = chunk[
-                    iy0 - cy : iy1 - cy, ix0 - cx : ix1 - cx, :3
+                    iy0 - cy : iy1 - cy, ix0 - cx : ix1 - cx, :channels
                 ]
-        return out
+        return rgba_to_rgb(out, DEFAULT_BACKGROUND, premultiplied=self.alpha == "associated") if self.alpha else out
+
+
+def largest_chunk(levels: list[TiffLevel]) -> tuple[int, int]:
+    """Bytes of the largest decoded chunk among ``levels``, and the number of chunks in its level."""
+    return max(((lv.chunk_bytes, lv.across * lv.down) for lv in levels), default=(0, 1))
 
 
 def tiff_levels(tif: Any, fd: int, path: Path) -> list[TiffLevel]:
     """The levels of the first series (its pyramid) of an open TIFF, sharing one tile cache."""
+    check_ifd_chain(fd, path)  # before tifffile walks the chain: a loop would never end
     series = tif.series[0]
     levels = getattr(series, "levels", None) or [series]
     cache = TileCache()

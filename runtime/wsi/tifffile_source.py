@@ -16,7 +16,8 @@ from tseg.runtime.util.safeio import open_fd, open_regular
 from tseg.runtime.wsi.mpp import ome_mpp, tiff_tag_mpp
 from tseg.runtime.wsi.openslide_source import OpenSlideSource
 from tseg.runtime.wsi.base import DEFAULT_BACKGROUND
-from tseg.runtime.wsi.tiff_decode import TiffLevel, TileCache, tiff_levels
+from tseg.runtime.wsi.tiff_decode import (DamagedTiffError, TiffLevel, TileCache, check_ifd_chain, largest_chunk,
+                                          tiff_levels)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ class TiffFileSource:
 
     def mpp(self) -> tuple[float | None, float | None]:
         return self._mpp
+
+    def largest_chunk(self) -> tuple[int, int]:
+        """Bytes of the largest decoded tile or strip, and the number of chunks in its level."""
+        return largest_chunk(self.tiff_levels)
 
     def read_level(self, level: int, x: int, y: int, width: int, height: int, scale: int = 1) -> np.ndarray:
         return self.tiff_levels[level].read(x, y, width, height, scale)
@@ -96,8 +101,9 @@ class DirectTiffSource(OpenSlideSource):
         self.properties = dict(self.properties, **{"tseg.decoder": "tifffile"})
 
     @classmethod
-    def wrap(cls, path: Path, opened: OpenSlideSource) -> "OpenSlideSource":
-        """``opened`` with direct decoding when the TIFF is one we can decode identically."""
+    def wrap(cls, path: Path, opened: OpenSlideSource, direct: bool = True) -> "OpenSlideSource":
+        """``opened`` with direct decoding when the TIFF is one we can decode identically (and
+        ``direct``); :class:`DamagedTiffError` when its structure is impossible, on either path."""
         if opened.vendor not in DIRECT_VENDORS:
             return opened
         import tifffile
@@ -106,6 +112,7 @@ class DirectTiffSource(OpenSlideSource):
         try:
             tif = tifffile.TiffFile(str(path))
             fd = open_fd(path)
+            check_ifd_chain(fd, path)
             # OpenSlide's levels of these formats are tiled pages of the main IFD chain: match
             # them by size (tifffile's own pyramid detection misses non-2x pyramids).
             pages = [pg for pg in tif.pages if pg.is_tiled]
@@ -119,9 +126,16 @@ class DirectTiffSource(OpenSlideSource):
             same = [(lv.width, lv.height) for lv in levels] == list(opened.level_dimensions)
             usable = all(lv.page.is_tiled and lv.compression in DIRECT_COMPRESSIONS
                          and not lv.separate and lv.photometric in (2, 6) for lv in levels)
-            if same and usable:
+            if same and usable and direct:
                 return cls(path, opened, tif, fd, levels)
             log.debug("%s: tifffile levels or codecs differ from OpenSlide's; decoding with OpenSlide", path)
+        except DamagedTiffError:  # refused on every decoding path, never read as OpenSlide guesses
+            if tif is not None:
+                tif.close()
+            if fd is not None:
+                os.close(fd)
+            opened.close()
+            raise
         except Exception as exc:  # anything odd: OpenSlide decodes as before
             log.debug("%s: direct TIFF decoding unavailable (%s); using OpenSlide", path, exc)
         if tif is not None:
@@ -135,6 +149,10 @@ class DirectTiffSource(OpenSlideSource):
 
     def dct_scales(self, level: int) -> tuple[int, ...]:
         return self.tiff_levels[level].dct_scales()
+
+    def largest_chunk(self) -> tuple[int, int]:
+        """Bytes of the largest decoded tile, and the number of tiles in its level."""
+        return largest_chunk(self.tiff_levels)
 
     def close(self) -> None:
         super().close()

@@ -26,7 +26,8 @@ def test_data_inside_the_folder_loads_and_runs(tmp_path):
 @pytest.mark.parametrize("case, expected", [
     ("dotdot", "outside the model's folder"), ("absolute", "absolute path"), ("link out", "outside the model's folder"),
     ("fifo", "FIFO"), ("past the end", "the file holds 4 bytes"), ("bad offset", "not an integer"),
-    ("missing", "cannot be read"), ("no location", "names no file"),
+    ("missing", "cannot be read"), ("no location", "names no file"), ("nul byte", "NUL byte"),
+    ("name too long", "cannot be"),
 ])
 def test_hostile_locations_are_refused_naming_model_and_tensor(tmp_path, case, expected):
     folder = tmp_path / "model"
@@ -39,7 +40,8 @@ def test_hostile_locations_are_refused_naming_model_and_tensor(tmp_path, case, e
     location, offset, length = {
         "dotdot": ("../secret.bin", 0, 4), "absolute": (str(secret), 0, 4), "link out": ("link.bin", 0, 4),
         "fifo": ("pipe.bin", 0, 4), "past the end": ("w.bin", 2, 4), "bad offset": ("w.bin", "x", 4),
-        "missing": ("gone.bin", 0, 4), "no location": ("", 0, 4)}[case]
+        "missing": ("gone.bin", 0, 4), "no location": ("", 0, 4), "nul byte": ("w.bin\0.txt", 0, 4),
+        "name too long": ("x" * 5000 + ".bin", 0, 4)}[case]
     model = make_external_data_model(folder / "m.onnx", location, offset, length, write_data=False)
     with pytest.raises(ModelError, match=expected) as info:
         load_backend(model, providers="cpu")
