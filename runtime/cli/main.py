@@ -18,7 +18,7 @@ import sys
 
 import typer
 
-from tseg.runtime.cli import bench, demo, evaluate, export, info, postprocess, report, run, serve, train, watch
+from tseg.runtime.cli import bench, demo, evaluate, export, info, postprocess, report, run, serve, train, view, watch
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Pan-cancer tumour segmentation in H&E whole-slide images.")
@@ -34,6 +34,7 @@ app.command("build-engine")(export.build_engine)
 app.command("bench")(bench.bench)
 app.command("serve")(serve.serve)
 app.command("watch")(watch.watch)
+app.command("view")(view.view)
 
 
 def main() -> None:

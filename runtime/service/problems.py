@@ -35,6 +35,7 @@ TYPE_PREFIX = "urn:tseg-rt:problem:"
 PROBLEMS: dict[str, tuple[int, str]] = {
     "invalid_json": (400, "The body is not valid JSON"),
     "bad_path": (400, "Bad slide path"),
+    "bad_tile": (400, "Bad tile address"),
     "path_traversal": (400, "'..' in a slide path"),
     "unauthorized": (401, "Missing or wrong token"),
     "outside_roots": (403, "Path outside the roots"),
@@ -50,6 +51,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "unsupported_media_type": (415, "Unsupported media type"),
     "invalid_request": (422, "Invalid request"),
     "invalid_options": (422, "Invalid options"),
+    "invalid_review": (422, "Invalid verdict"),
     "not_a_slide": (422, "Not a slide"),
     "idempotency_key_reused": (422, "Idempotency key used for another request"),
     "not_ready": (503, "Not ready"),

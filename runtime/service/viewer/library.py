@@ -132,11 +132,11 @@ class Library:
             self._open[name] = opened
         return opened
 
-    def deepzoom(self, name: str, layer: str) -> DeepZoom:
+    def deepzoom(self, name: str, layer: str, tile_size: int | None = None, overlap: int | None = None) -> DeepZoom:
         if layer not in LAYERS:
             raise PathRefused("not_found", f"no layer {layer!r}; the layers are {', '.join(LAYERS)}")
         w, h = self.result(name).slide.dimensions
-        return DeepZoom(w, h, self.tile_size, self.overlap, LAYERS[layer])
+        return DeepZoom(w, h, tile_size or self.tile_size, self.overlap if overlap is None else overlap, LAYERS[layer])
 
     def image(self, opened: OpenResult, layer: str) -> LayerImage:
         if layer in opened.images:
@@ -165,7 +165,32 @@ class Library:
         dz.tile_box(level, col, row)  # out of range: before the cache
         return self.cache.get((name, layer, level, col, row), lambda: self._render(name, layer, dz, level, col, row))
 
-    def _render(self, name: str, layer: str, dz: DeepZoom, level: int, col: int, row: int) -> bytes:
+    def view_tile(self, name: str, layer: str, level: int, col: int, row: int, size: int = 256) -> bytes:
+        """A tile of the viewer page's own grid: ``size`` px, no overlap, always full-sized (padded
+        with the background or transparency), blank beside the slide; out of range only past the
+        last level."""
+        dz = self.deepzoom(name, layer, size, 0)
+        if not 0 <= level < dz.level_count:
+            dz.tile_box(level, 0, 0)  # raises TileOutOfRange
+        cols, rows = dz.level_tiles[level]
+        inside = 0 <= col < cols and 0 <= row < rows
+        key = (name, layer, "view", size, level, col, row) if inside else ("blank", layer, size)
+        return self.cache.get(key, lambda: self._render(name, layer, dz, level, col, row, pad=size, blank=not inside))
+
+    def _render(self, name: str, layer: str, dz: DeepZoom, level: int, col: int, row: int,
+                pad: int | None = None, blank: bool = False) -> bytes:
+        channels = 3 if layer == "slide" else 4
+        if blank:
+            return encode(np.full((pad or 1, pad or 1, channels), 255 if channels == 3 else 0, np.uint8),
+                          LAYERS[layer])
+        rgb = self._pixels(name, layer, dz, level, col, row)
+        if pad is not None and rgb.shape[:2] != (pad, pad):
+            full = np.full((pad, pad, channels), 255 if channels == 3 else 0, np.uint8)
+            full[: rgb.shape[0], : rgb.shape[1]] = rgb
+            rgb = full
+        return encode(rgb, LAYERS[layer])
+
+    def _pixels(self, name: str, layer: str, dz: DeepZoom, level: int, col: int, row: int) -> np.ndarray:
         opened = self.result(name)
         image = self.image(opened, layer)
         _, _, w, h = dz.tile_box(level, col, row)
@@ -174,11 +199,10 @@ class Library:
         sx, sy = iw / dz.width, ih / dz.height  # the layer's pixels per slide level-0 pixel
         pixels = read_area(image, (x0 * sx, y0 * sy, x1 * sx, y1 * sy), (w, h))
         if layer == "slide":
-            rgb = pixels if pixels.ndim == 3 else np.repeat(pixels[..., None], 3, axis=2)
-            return encode(rgb[..., :3], "jpeg")
+            return (pixels if pixels.ndim == 3 else np.repeat(pixels[..., None], 3, axis=2))[..., :3]
         if layer == "probability":
-            return encode(heat_rgba(pixels, self._lut), "png")
-        return encode(mask_rgba(pixels, TUMOUR_COLOUR if layer == "mask" else TISSUE_COLOUR), "png")
+            return heat_rgba(pixels, self._lut)
+        return mask_rgba(pixels, TUMOUR_COLOUR if layer == "mask" else TISSUE_COLOUR)
 
     def geojson(self, name: str) -> bytes:
         return self.result_file(name, GEOJSON)
