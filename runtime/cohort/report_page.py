@@ -31,6 +31,7 @@ TABLE_COLUMNS = (
     ("name", "slide", "text"),
     ("status", "status", "text"),
     ("review", "review first", "text"),
+    ("verdict", "verdict", "text"),
     ("tissue_area_mm2", "tissue mm²", "num"),
     ("tumour_area_mm2", "tumour mm²", "num"),
     ("tumour_fraction", "tumour fraction", "num"),
@@ -42,7 +43,7 @@ TABLE_COLUMNS = (
 )
 
 #: Row fields embedded in the page (the table's columns plus what the filter searches).
-FIELDS = ("name", "status", "review", "tissue_area_mm2", "tumour_area_mm2", "tumour_fraction", "regions",
+FIELDS = ("name", "status", "review", "verdict", "tissue_area_mm2", "tumour_area_mm2", "tumour_fraction", "regions",
           "tiles_run", "tiles_skipped_background", "total_s", "failure_reason", "folder", "thumb", "slide",
           "warnings", "mpp_source", "model_sha256")
 

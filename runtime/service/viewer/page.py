@@ -138,7 +138,7 @@ def viewer_page(name: str, summary: Mapping[str, Any], dz: DeepZoom, demo_model:
                      f'{_e(t)}</label><br>' for v, t in VERDICT_TEXT.items())
     config = json.dumps({"name": name, "mpp": mpp, "width": dz.width, "height": dz.height})
     return f"""<!doctype html><html><head><meta charset=utf-8><title>{_e(name)} · tseg-rt viewer</title>
-<style>{STYLE}</style><script src="{BOKEH_JS}"></script></head><body>
+<link rel=icon href="data:,"><style>{STYLE}</style><script src="{BOKEH_JS}"></script></head><body>
 {banner}<header><a href="/">all slides</a><b>{_e(name)}</b><a href="tumour.geojson" download>GeoJSON for QuPath</a>
 <span id=cursor>cursor: –</span><span>keys: + − zoom, Home: whole slide</span></header>
 <main><div id=plot></div><aside><h2>Layers</h2>{controls}<h2>Legend</h2>{_legend(summary)}
