@@ -12,25 +12,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from helpers import make_colour_model, make_square_slide
-from tseg.runtime.cohort.batch import run_batch
-from tseg.runtime.execution.segmenter import Segmenter
 from tseg.runtime.service.viewer.app import create_viewer_app
 from tseg.runtime.service.viewer.deepzoom import DeepZoom
 from tseg.runtime.service.viewer.library import Library
 
 TOKEN = "t" * 24
-
-
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    root = tmp_path_factory.mktemp("viewer")
-    (root / "slides").mkdir()
-    geometry = make_square_slide(root / "slides" / "a.tiff")
-    out = root / "out"
-    outcome = run_batch([(root / "slides" / "a.tiff").resolve()], out, Segmenter(make_colour_model(root / "m.onnx")))
-    assert outcome[0].status == "done"
-    return {"root": root, "out": out, **geometry}
 
 
 def client_for(out, token=None, **kwargs):
@@ -39,16 +25,16 @@ def client_for(out, token=None, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def client(result):
-    c, library = client_for(result["out"])
+def client(viewer_result):
+    c, library = client_for(viewer_result["out"])
     yield c
     library.close()
 
 
-def test_index_page_and_descriptors(client, result):
+def test_index_page_and_descriptors(client, viewer_result):
     r = client.get("/")
     assert r.status_code == 200 and '/slides/a/' in r.text and "not reviewed" in r.text
-    w, h = result["size_level0"]
+    w, h = viewer_result["size_level0"]
     for layer, fmt in (("slide", "jpeg"), ("probability", "png"), ("mask", "png"), ("tissue", "png")):
         r = client.get(f"/slides/a/{layer}.dzi")
         assert r.status_code == 200, r.text
@@ -62,15 +48,15 @@ def test_index_page_and_descriptors(client, result):
     assert geo.status_code == 200 and geo.json()["type"] == "FeatureCollection"
 
 
-def test_tiles_and_the_overlay_on_the_tumour(client, result):
+def test_tiles_and_the_overlay_on_the_tumour(client, viewer_result):
     """At full resolution the tumour layer is on the slide's known square and nowhere else."""
-    w, h = result["size_level0"]
+    w, h = viewer_result["size_level0"]
     dz = DeepZoom(w, h)
     top = dz.level_count - 1
     r = client.get(f"/slides/a/slide_files/{top}/0_0.jpeg")
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
     assert cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR).shape == (255, 255, 3)
-    sx, sy, sw, sh = result["square_level0"]
+    sx, sy, sw, sh = viewer_result["square_level0"]
     alpha = np.zeros((h, w), np.uint8)
     cols, rows = dz.level_tiles[top]
     for col in range(cols):
@@ -107,7 +93,7 @@ def test_bad_addresses_are_problems(client, url, status, code):
     assert r.headers["content-type"] == "application/problem+json" and r.json()["code"] == code
 
 
-def test_verdict_round_trip(client, result):
+def test_verdict_round_trip(client, viewer_result):
     assert client.get("/slides/a/review").json() == {"verdict": None}
     r = client.put("/slides/a/review", json={"verdict": "reject", "note": "stain artefact", "reviewer": "Dr C"})
     assert r.status_code == 200 and r.json()["verdict"] == "reject" and r.json()["stale"] is False
@@ -116,33 +102,33 @@ def test_verdict_round_trip(client, result):
     assert bad.status_code == 422 and bad.json()["code"] == "invalid_review"
     assert client.put("/slides/zz/review", json={"verdict": "accept"}).status_code == 404
     assert "Reject" in client.get("/").text
-    os.remove(result["out"] / "a" / "review.json")
+    os.remove(viewer_result["out"] / "a" / "review.json")
 
 
-def test_access_rules_are_serves(result):
-    c, library = client_for(result["out"])
+def test_access_rules_are_serves(viewer_result):
+    c, library = client_for(viewer_result["out"])
     assert c.get("/", headers={"Host": "evil.example"}).json()["code"] == "forbidden_host"
     assert c.get("/", headers={"Origin": "http://evil.example"}).json()["code"] == "forbidden_origin"
     library.close()
-    c, library = client_for(result["out"], token=TOKEN)
+    c, library = client_for(viewer_result["out"], token=TOKEN)
     assert c.get("/slides/a/slide.dzi").status_code == 401
     assert c.get("/slides/a/slide.dzi", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
     library.close()
 
 
-def test_links_out_are_refused(result, tmp_path):
+def test_links_out_are_refused(viewer_result, tmp_path):
     """A result folder planted as a link, and a slide replaced by a link, are not followed."""
     out = tmp_path / "out"
-    shutil.copytree(result["out"] / "a", out / "a")
-    os.symlink(result["out"] / "a", out / "linked")
+    shutil.copytree(viewer_result["out"] / "a", out / "a")
+    os.symlink(viewer_result["out"] / "a", out / "linked")
     elsewhere = tmp_path / "elsewhere.tiff"
-    shutil.copy(result["path"], elsewhere)
+    shutil.copy(viewer_result["path"], elsewhere)
     c, library = client_for(out)
     assert c.get("/slides/linked/slide.dzi").status_code == 404
     assert "linked" not in c.get("/").text
     library.close()
-    moved = result["root"] / "slides" / "a.tiff"
-    saved = result["root"] / "slides" / "a.saved"
+    moved = viewer_result["root"] / "slides" / "a.tiff"
+    saved = viewer_result["root"] / "slides" / "a.saved"
     os.rename(moved, saved)
     try:
         os.symlink(elsewhere, moved)
