@@ -10,6 +10,7 @@ recorded path is a real path) or is gone; result files are read without followin
 from __future__ import annotations
 
 import logging
+import math
 import os
 import stat
 import threading
@@ -34,7 +35,9 @@ from tseg.runtime.wsi.slide import Slide, open_slide
 
 log = logging.getLogger(__name__)
 
-#: layer -> (Deep Zoom name, tile format)
+#: How many levels the page's grid goes past full resolution (2x, 4x magnified).
+OVERZOOM = 2
+#: layer -> tile format
 LAYERS = {"slide": "jpeg", "probability": "png", "mask": "png", "tissue": "png"}
 
 
@@ -167,37 +170,46 @@ class Library:
 
     def view_tile(self, name: str, layer: str, level: int, col: int, row: int, size: int = 256) -> bytes:
         """A tile of the viewer page's own grid: ``size`` px, no overlap, always full-sized (padded
-        with the background or transparency), blank beside the slide; out of range only past the
-        last level."""
+        with the background or transparency), blank beside the slide. Levels go up to
+        :data:`OVERZOOM` past Deep Zoom's last (level 0 magnified 2x, 4x); beyond, out of range."""
         dz = self.deepzoom(name, layer, size, 0)
-        if not 0 <= level < dz.level_count:
-            dz.tile_box(level, 0, 0)  # raises TileOutOfRange
-        cols, rows = dz.level_tiles[level]
-        inside = 0 <= col < cols and 0 <= row < rows
-        key = (name, layer, "view", size, level, col, row) if inside else ("blank", layer, size)
-        return self.cache.get(key, lambda: self._render(name, layer, dz, level, col, row, pad=size, blank=not inside))
+        last = dz.level_count - 1
+        if not 0 <= level <= last + OVERZOOM:
+            raise TileOutOfRange(f"level {level} is outside 0..{last + OVERZOOM}")
+        f = 2.0 ** (level - last)  # screen px per level-0 px
+        vw, vh = math.ceil(dz.width * f), math.ceil(dz.height * f)
+        inside = 0 <= col * size < vw and 0 <= row * size < vh
+        if not inside:
+            return self.cache.get(("blank", layer, size), lambda: self._encode(layer, None, size))
+        w, h = min(size, vw - col * size), min(size, vh - row * size)
+        box = (col * size / f, row * size / f, min(dz.width, (col * size + w) / f), min(dz.height, (row * size + h) / f))
+        return self.cache.get((name, layer, "view", size, level, col, row),
+                              lambda: self._encode(layer, self._pixels(name, layer, dz, box, (w, h)), size))
 
-    def _render(self, name: str, layer: str, dz: DeepZoom, level: int, col: int, row: int,
-                pad: int | None = None, blank: bool = False) -> bytes:
+    def _render(self, name: str, layer: str, dz: DeepZoom, level: int, col: int, row: int) -> bytes:
+        _, _, w, h = dz.tile_box(level, col, row)
+        return self._encode(layer, self._pixels(name, layer, dz, dz.level0_box(level, col, row), (w, h)))
+
+    @staticmethod
+    def _encode(layer: str, pixels: np.ndarray | None, pad: int | None = None) -> bytes:
+        """Encode a tile; ``pad``: to ``pad`` x ``pad`` px (background or transparency); None pixels: blank."""
         channels = 3 if layer == "slide" else 4
-        if blank:
-            return encode(np.full((pad or 1, pad or 1, channels), 255 if channels == 3 else 0, np.uint8),
-                          LAYERS[layer])
-        rgb = self._pixels(name, layer, dz, level, col, row)
-        if pad is not None and rgb.shape[:2] != (pad, pad):
-            full = np.full((pad, pad, channels), 255 if channels == 3 else 0, np.uint8)
-            full[: rgb.shape[0], : rgb.shape[1]] = rgb
-            rgb = full
-        return encode(rgb, LAYERS[layer])
+        if pixels is None or (pad is not None and pixels.shape[:2] != (pad, pad)):
+            full = np.full((pad or 1, pad or 1, channels), 255 if channels == 3 else 0, np.uint8)
+            if pixels is not None:
+                full[: pixels.shape[0], : pixels.shape[1]] = pixels
+            pixels = full
+        return encode(pixels, LAYERS[layer])
 
-    def _pixels(self, name: str, layer: str, dz: DeepZoom, level: int, col: int, row: int) -> np.ndarray:
+    def _pixels(self, name: str, layer: str, dz: DeepZoom, box: tuple[float, float, float, float],
+                out: tuple[int, int]) -> np.ndarray:
+        """The layer's pixels of ``box`` (slide level-0 px) at ``out`` size, coloured."""
         opened = self.result(name)
         image = self.image(opened, layer)
-        _, _, w, h = dz.tile_box(level, col, row)
-        x0, y0, x1, y1 = dz.level0_box(level, col, row)
+        x0, y0, x1, y1 = box
         iw, ih = image.level_dimensions[0]
         sx, sy = iw / dz.width, ih / dz.height  # the layer's pixels per slide level-0 pixel
-        pixels = read_area(image, (x0 * sx, y0 * sy, x1 * sx, y1 * sy), (w, h))
+        pixels = read_area(image, (x0 * sx, y0 * sy, x1 * sx, y1 * sy), out)
         if layer == "slide":
             return (pixels if pixels.ndim == 3 else np.repeat(pixels[..., None], 3, axis=2))[..., :3]
         if layer == "probability":

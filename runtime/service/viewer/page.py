@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 from urllib.parse import quote
 
 from tseg.runtime.service.viewer.deepzoom import DeepZoom
+from tseg.runtime.service.viewer.library import OVERZOOM
 
 VIEW_TILE = 256
 BOKEH_JS = "/static/bokeh/js/bokeh.min.js"
@@ -95,7 +96,7 @@ def plot_json(name: str, dz: DeepZoom, mpp: float, layers: Sequence[str]) -> dic
         _, alpha, shown = LAYER_TEXT[layer]
         fmt = "jpeg" if layer == "slide" else "png"
         source = WMTSTileSource(url=f"/slides/{quote(name)}/view/{layer}/{{Z}}/{{X}}/{{Y}}.{fmt}",
-                                tile_size=VIEW_TILE, min_zoom=0, max_zoom=dz.level_count - 1,
+                                tile_size=VIEW_TILE, min_zoom=0, max_zoom=dz.level_count - 1 + OVERZOOM,
                                 initial_resolution=zoom0 / VIEW_TILE, x_origin_offset=0, y_origin_offset=zoom0,
                                 wrap_around=False, attribution="")
         renderer = p.add_tile(source, retina=False)
