@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tseg.runtime.service.access import Access
 from tseg.runtime.service.problems import problem_body
-from tseg.runtime.service.routers import health, jobs, metrics, results
+from tseg.runtime.service.routers import health, jobs, metrics, results, viewer
 
 MAX_BODY_BYTES = 64 * 1024
 TITLE = "tseg-rt service"
@@ -95,7 +95,7 @@ def create_app(service: Any = None, token: str | None = None, max_body_bytes: in
     app = FastAPI(title=TITLE, description=DESCRIPTION, version=API_VERSION, docs_url=None, redoc_url=None,
                   openapi_url=None, dependencies=[Depends(Access(token))], lifespan=lifespan)
     app.state.service = service
-    for router in (jobs.router, results.router, health.router, metrics.router):
+    for router in (jobs.router, results.router, viewer.router, health.router, metrics.router):
         app.include_router(router)
     install(app)
     app.add_middleware(BodyLimit, limit=max_body_bytes)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Body, Depends, FastAPI
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -42,6 +43,17 @@ def _number(value: str, what: str) -> int:
         raise Problem("bad_tile", f"the tile {what} must be a whole number, not {value!r} (Deep Zoom URLs are "
                                   "{layer}_files/{level}/{column}_{row}.{format})")
     return int(value)
+
+
+def bundled_model_sha256() -> str | None:
+    """The bundled demonstration model's SHA-256 (its results get the "NOT a diagnostic model" banner)."""
+    from tseg.runtime.execution.backends.base import file_sha256
+    from tseg.runtime.models import default_model_path
+
+    try:
+        return file_sha256(default_model_path())
+    except OSError:
+        return None
 
 
 def create_viewer_app(library: Library, token: str | None = None, demo_model_sha256: str | None = None) -> FastAPI:
@@ -71,7 +83,7 @@ def create_viewer_app(library: Library, token: str | None = None, demo_model_sha
 
     @app.get("/slides/{name}")
     def slash(name: str) -> RedirectResponse:
-        return RedirectResponse(f"/slides/{name}/")
+        return RedirectResponse(f"{quote(name)}/")
 
     @app.get("/slides/{name}/", response_class=HTMLResponse)
     def viewer(name: str) -> HTMLResponse:

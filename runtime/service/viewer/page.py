@@ -2,7 +2,8 @@
 installed ``bokeh`` package: no CDN, no npm, no build step).
 
 The viewer is a Bokeh plot in µm (so Bokeh's scale bar reads µm/mm) whose layers are Bokeh tile
-renderers over the library's padded 256 px tiles (``/slides/{name}/view/{layer}/{z}/{x}/{y}``):
+renderers over the library's padded 256 px tiles (``view/{layer}/{z}/{x}/{y}``; every URL of the
+pages is relative, so the viewer works at ``/`` and under ``serve``'s ``/viewer/``):
 tile zoom ``z`` is Deep Zoom level ``z``, so at zoom 0 a tile spans ``256 * 2**(levels - 1)``
 level-0 pixels (Bokeh's ``initial_resolution``), and WMTS rows count down from the slide's top
 edge (y = 0; the slide lies at negative y). The page around it is plain HTML: layers with opacity
@@ -20,7 +21,7 @@ from tseg.runtime.service.viewer.deepzoom import DeepZoom
 from tseg.runtime.service.viewer.library import OVERZOOM
 
 VIEW_TILE = 256
-BOKEH_JS = "/static/bokeh/js/bokeh.min.js"
+BOKEH_JS = "../../static/bokeh/js/bokeh.min.js"  # relative: the viewer also runs under serve's /viewer/
 #: layer -> (label, default opacity, shown at first)
 LAYER_TEXT = {"slide": ("Slide", 1.0, True), "mask": ("Tumour mask (fill + contour)", 1.0, True),
               "probability": ("Tumour probability (cividis)", 0.6, False), "tissue": ("Tissue mask", 0.6, False)}
@@ -63,7 +64,7 @@ def index_page(rows: Sequence[Mapping[str, Any]]) -> str:
             body.append(f"<tr><td>{_e(name)}</td><td colspan=4>{_e(row['error'])}</td></tr>")
             continue
         areas = row["summary"].get("areas") or {}
-        body.append(f'<tr data-name="{_e(name)}"><td><a href="/slides/{quote(name)}/">{_e(name)}</a></td>'
+        body.append(f'<tr data-name="{_e(name)}"><td><a href="slides/{quote(name)}/">{_e(name)}</a></td>'
                     f'<td>{_num(areas.get("tumour_area_mm2"), ".2f")}</td>'
                     f'<td>{_num(areas.get("tumour_fraction_of_tissue"), ".3f")}</td>'
                     f'<td>{_num(areas.get("regions"), "d")}</td>'
@@ -95,7 +96,7 @@ def plot_json(name: str, dz: DeepZoom, mpp: float, layers: Sequence[str]) -> dic
     for layer in layers:
         _, alpha, shown = LAYER_TEXT[layer]
         fmt = "jpeg" if layer == "slide" else "png"
-        source = WMTSTileSource(url=f"/slides/{quote(name)}/view/{layer}/{{Z}}/{{X}}/{{Y}}.{fmt}",
+        source = WMTSTileSource(url=f"view/{layer}/{{Z}}/{{X}}/{{Y}}.{fmt}",
                                 tile_size=VIEW_TILE, min_zoom=0, max_zoom=dz.level_count - 1 + OVERZOOM,
                                 initial_resolution=zoom0 / VIEW_TILE, x_origin_offset=0, y_origin_offset=zoom0,
                                 wrap_around=False, attribution="")
@@ -140,7 +141,7 @@ def viewer_page(name: str, summary: Mapping[str, Any], dz: DeepZoom, demo_model:
     config = json.dumps({"name": name, "mpp": mpp, "width": dz.width, "height": dz.height})
     return f"""<!doctype html><html><head><meta charset=utf-8><title>{_e(name)} · tseg-rt viewer</title>
 <link rel=icon href="data:,"><style>{STYLE}</style><script src="{BOKEH_JS}"></script></head><body>
-{banner}<header><a href="/">all slides</a><b>{_e(name)}</b><a href="tumour.geojson" download>GeoJSON for QuPath</a>
+{banner}<header><a href="../../">all slides</a><b>{_e(name)}</b><a href="tumour.geojson" download>GeoJSON for QuPath</a>
 <span id=cursor>cursor: –</span><span>keys: + − zoom, Home: whole slide</span></header>
 <main><div id=plot></div><aside><h2>Layers</h2>{controls}<h2>Legend</h2>{_legend(summary)}
 <h2>Verdict</h2><form id=review>{radios}<textarea name=note rows=3 style="width:100%" placeholder="note"

@@ -14,17 +14,6 @@ from tseg.runtime.service.viewer.library import Library
 log = logging.getLogger(__name__)
 
 
-def bundled_model_sha256() -> str | None:
-    """The bundled demonstration model's SHA-256 (its results get the "NOT a diagnostic model" banner)."""
-    from tseg.runtime.execution.backends.base import file_sha256
-    from tseg.runtime.models import default_model_path
-
-    try:
-        return file_sha256(default_model_path())
-    except OSError:
-        return None
-
-
 def view(results: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8643, token: str | None = None,
          cache_mb: int = 256, on_listening: Callable[[str], None] | None = None) -> None:
     """Serve the viewer over ``results`` until SIGTERM/SIGINT."""
@@ -32,7 +21,7 @@ def view(results: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8
 
     import uvicorn
 
-    from tseg.runtime.service.viewer.app import create_viewer_app
+    from tseg.runtime.service.viewer.app import bundled_model_sha256, create_viewer_app
 
     check_binding(host, token)
     library = Library(results, cache_bytes=cache_mb * 1024 * 1024)
