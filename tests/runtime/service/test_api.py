@@ -324,3 +324,9 @@ def test_a_jobs_result_in_the_viewer(client, slide_root):
     assert client.get("/viewer/slides/.tseg-service/slide.dzi").status_code == 404
     other = client.get("/viewer/", headers={"Origin": "http://evil.example"})
     assert other.status_code == 403 and other.json()["code"] == "forbidden_origin"
+    # The verdict given in the viewer is in the job's result.
+    assert client.get(f"/v1/jobs/{job['id']}").json()["result"]["review"] is None
+    put = client.put(r.headers["location"] + "review", json={"verdict": "accept", "reviewer": "Dr D"})
+    assert put.status_code == 200, put.text
+    review = client.get(f"/v1/jobs/{job['id']}").json()["result"]["review"]
+    assert review["verdict"] == "accept" and review["stale"] is False and review["reviewer"] == "Dr D"
