@@ -70,3 +70,11 @@ def test_cohort_csv_has_the_verdict(results):
     assert made.totals["verdicts"] == 1
     assert '"verdict"' in made.html.read_text()
     assert (results / COHORT_CSV).exists()
+
+
+@pytest.mark.timeout(30)
+def test_a_fifo_planted_as_the_verdict_does_not_hang(results):
+    os.mkfifo(results / "a" / REVIEW)
+    with pytest.raises(OutputError):
+        read_review(results / "a")
+    assert review_columns(results / "a")["verdict"] == "unreadable"

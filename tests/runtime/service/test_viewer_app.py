@@ -116,14 +116,24 @@ def test_access_rules_are_serves(viewer_result):
     library.close()
 
 
+@pytest.mark.timeout(60)
 def test_links_out_are_refused(viewer_result, tmp_path):
-    """A result folder planted as a link, and a slide replaced by a link, are not followed."""
+    """A result folder planted as a link, result files planted as a link or a FIFO, and a slide
+    replaced by a link are not followed."""
     out = tmp_path / "out"
     shutil.copytree(viewer_result["out"] / "a", out / "a")
     os.symlink(viewer_result["out"] / "a", out / "linked")
     elsewhere = tmp_path / "elsewhere.tiff"
     shutil.copy(viewer_result["path"], elsewhere)
+    os.remove(out / "a" / "mask.png")
+    os.mkfifo(out / "a" / "mask.png")  # never opened as a file: no hang
+    os.remove(out / "a" / "probability.tif")
+    os.symlink(result_tif := viewer_result["out"] / "a" / "probability.tif", out / "a" / "probability.tif")
+    assert result_tif.exists()
     c, library = client_for(out)
+    assert c.get("/slides/a/mask_files/12/0_0.png").status_code == 404
+    assert c.get("/slides/a/probability_files/12/0_0.png").status_code == 404
+    assert c.get("/slides/a/slide_files/12/0_0.jpeg").status_code == 200
     assert c.get("/slides/linked/slide.dzi").status_code == 404
     assert "linked" not in c.get("/").text
     library.close()
