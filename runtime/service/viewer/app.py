@@ -24,6 +24,7 @@ from urllib.parse import quote
 from fastapi import Body, Depends, FastAPI
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from tseg.runtime.cohort.report import REVIEW_TEXT, review_flags, row_from_summary
 from tseg.runtime.errors import InvalidArgumentError
 from tseg.runtime.outputs.review import read_review, write_review
 from tseg.runtime.service.access import Access
@@ -78,7 +79,9 @@ def create_viewer_app(library: Library, token: str | None = None, demo_model_sha
             except Exception as exc:  # one bad result never hides the others
                 rows.append({"name": name, "error": str(exc)})
                 continue
-            rows.append({"name": name, "summary": summary, "review": review})
+            flags = review_flags(row_from_summary(name, summary))
+            rows.append({"name": name, "summary": summary, "review": review,
+                         "flags": "; ".join(REVIEW_TEXT[f] for f in flags)})
         return HTMLResponse(index_page(rows), headers=NO_STORE)
 
     @app.get("/slides/{name}")

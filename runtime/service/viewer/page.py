@@ -55,26 +55,58 @@ def review_text(review: Mapping[str, Any] | None) -> str:
     return text + (" (stale: given on an earlier result)" if review.get("stale") else "")
 
 
+def _state(review: Mapping[str, Any] | None) -> str:
+    if not review or not review.get("verdict"):
+        return "none"
+    return "stale" if review.get("stale") else str(review["verdict"])
+
+
+INDEX_SCRIPT = """
+const q = document.getElementById("q"), st = document.getElementById("state");
+function apply() {
+  const text = q.value.toLowerCase(), want = st.value;
+  let shown = 0;
+  document.querySelectorAll("#rows tr").forEach(tr => {
+    const ok = tr.textContent.toLowerCase().includes(text) && (want === "all" ||
+      (want === "first" ? tr.dataset.flags !== "" : tr.dataset.state === want));
+    tr.hidden = !ok; shown += ok;
+  });
+  document.getElementById("count").textContent = shown;
+}
+q.addEventListener("input", apply); st.addEventListener("change", apply); apply();
+document.body.dataset.ready = "1";
+"""
+
+
 def index_page(rows: Sequence[Mapping[str, Any]]) -> str:
-    """``/``: every result with its areas and review state."""
+    """``/``: every result with its areas, the cohort report's "review first" flags and the
+    verdict, filtered by text and by review state."""
     body = []
     for row in rows:
         name = row["name"]
         if "error" in row:
-            body.append(f"<tr><td>{_e(name)}</td><td colspan=4>{_e(row['error'])}</td></tr>")
+            body.append(f'<tr data-name="{_e(name)}" data-state="error" data-flags="error"><td>{_e(name)}</td>'
+                        f"<td colspan=5>{_e(row['error'])}</td></tr>")
             continue
         areas = row["summary"].get("areas") or {}
-        body.append(f'<tr data-name="{_e(name)}"><td><a href="slides/{quote(name)}/">{_e(name)}</a></td>'
+        body.append(f'<tr data-name="{_e(name)}" data-state="{_state(row["review"])}" data-flags="{_e(row["flags"])}">'
+                    f'<td><a href="slides/{quote(name)}/">{_e(name)}</a></td>'
                     f'<td>{_num(areas.get("tumour_area_mm2"), ".2f")}</td>'
                     f'<td>{_num(areas.get("tumour_fraction_of_tissue"), ".3f")}</td>'
-                    f'<td>{_num(areas.get("regions"), "d")}</td>'
+                    f'<td>{_num(areas.get("regions"), "d")}</td><td class=flag>{_e(row["flags"])}</td>'
                     f'<td class="{"stale" if (row["review"] or {}).get("stale") else ""}">'
                     f'{_e(review_text(row["review"]))}</td></tr>')
-    return (f"<!doctype html><html><head><meta charset=utf-8><title>tseg-rt viewer</title><style>{STYLE}</style>"
-            "</head><body><header><b>tseg-rt viewer</b><span>" + f"{len(rows)} result(s)</span></header>"
+    states = "".join(f"<option value={v}>{t}</option>" for v, t in (
+        ("all", "all"), ("first", "review first"), ("none", "not reviewed"), ("stale", "stale verdict"),
+        *VERDICT_TEXT.items()))
+    return (f"<!doctype html><html><head><meta charset=utf-8><title>tseg-rt viewer</title>"
+            f'<link rel=icon href="data:,"><style>{STYLE}</style></head><body><header><b>tseg-rt viewer</b>'
+            f"<span><span id=count>{len(rows)}</span> of {len(rows)} result(s)</span>"
+            '<input type=search id=q placeholder="filter: name, flags, verdict…" aria-label=filter>'
+            f"<select id=state aria-label='review state'>{states}</select></header>"
             "<main><div style='padding:12px'><table><thead><tr><th>slide</th><th>tumour mm²</th>"
-            "<th>tumour fraction</th><th>regions</th><th>verdict</th></tr></thead><tbody id=rows>"
-            + "".join(body) + "</tbody></table></div></main></body></html>")
+            "<th>tumour fraction</th><th>regions</th><th>review first</th><th>verdict</th></tr></thead><tbody id=rows>"
+            + "".join(body) + f"</tbody></table></div></main><script>{INDEX_SCRIPT}</script></body></html>")
 
 
 def plot_json(name: str, dz: DeepZoom, mpp: float, layers: Sequence[str]) -> dict[str, Any]:

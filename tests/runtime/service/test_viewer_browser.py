@@ -87,6 +87,12 @@ def first(run: np.ndarray) -> int:
 
 def test_the_viewer_in_a_real_browser(viewer, viewer_result, browser):
     b = browser
+    b.open(viewer, "document.body.dataset.ready === '1'")  # the list, filtered by review state
+    visible = "document.querySelectorAll('#rows tr:not([hidden])').length"
+    assert b.evaluate(visible) == 1
+    b.evaluate("(() => { const s = document.getElementById('state'); s.value = 'accept';"
+               "s.dispatchEvent(new Event('change')); })()")
+    assert b.evaluate(visible) == 0
     b.open(viewer + "slides/a/", "document.body.dataset.ready === '1'")
     settle(b)
     assert b.console_errors() == []
