@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -118,6 +119,13 @@ def test_the_viewer_in_a_real_browser(viewer, viewer_result, browser):
     scale = 5.0 / mpp
     edge_result = first(mask[int((sy + sh // 2) / scale)] > 0) * scale
     assert abs(edge_screen - (left + edge_result - x0)) <= 2, (edge_screen, left + edge_result - x0)
+    # The cursor's position, in level-0 px, where the mouse is.
+    b.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": left + 100, "y": row}, session=True)
+    b.wait_for("document.getElementById('cursor').textContent.includes(' px, y ')")
+    said = b.evaluate("document.getElementById('cursor').textContent")
+    px, py = (int(v) for v in re.findall(r"[xy] (\d+) px", said))
+    assert abs(px - (x0 + 100)) <= 1 and abs(py - (y0 + row - top)) <= 1, said
+
     # The slide under it: the dark square's edge, with the tumour layer hidden.
     b.evaluate("document.querySelector('input[data-layer=mask]').click()")
     settle(b)
@@ -136,6 +144,17 @@ def test_the_viewer_in_a_real_browser(viewer, viewer_result, browser):
     assert b.evaluate("Bokeh.documents[0].get_model_by_name('layer-probability').visible") is True
     assert any("/view/probability/" in u for u in b.requests())
     assert abs(int(outside[0]) - int(inside[0])) + abs(int(outside[2]) - int(inside[2])) > 60
+
+    # Keys as in slide viewers: + zooms in (half the width), Home shows the whole slide.
+    width = "(() => { const x = Bokeh.documents[0].get_model_by_name('x'); return x.end - x.start; })()"
+    before = b.evaluate(width)
+    for key in ("+", "Home"):
+        b.send("Input.dispatchKeyEvent", {"type": "keyDown", "key": key, "text": key if key == "+" else ""},
+               session=True)
+        b.send("Input.dispatchKeyEvent", {"type": "keyUp", "key": key}, session=True)
+        if key == "+":
+            assert abs(b.evaluate(width) - before / 2) < 1e-6 * before
+    assert abs(b.evaluate(width) - viewer_result["size_level0"][0] * mpp) < 1e-6 * before
 
     # The verdict, saved from the page, reaches cohort.csv.
     b.evaluate("document.querySelector('input[value=needs_correction]').click();"
