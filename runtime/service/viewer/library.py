@@ -27,7 +27,7 @@ from tseg.runtime.outputs.overlay import colour_lut
 from tseg.runtime.outputs.summary import read_summary
 from tseg.runtime.method.polygons import TUMOUR_COLOUR
 from tseg.runtime.service.paths import PathRefused
-from tseg.runtime.service.viewer.deepzoom import DeepZoom
+from tseg.runtime.service.viewer.deepzoom import DeepZoom, TileOutOfRange
 from tseg.runtime.service.viewer.tiles import (TISSUE_COLOUR, ArrayImage, LayerImage, TileCache, encode, heat_rgba,
                                                mask_rgba, read_area)
 from tseg.runtime.util.safeio import UnsafeFileError, read_bytes

@@ -85,6 +85,8 @@ def test_tiles_and_the_overlay_on_the_tumour(client, viewer_result):
     ("/slides/a/slide_files/12/0_-1.jpeg", 400, "bad_tile"),
     ("/slides/a/slide_files/1e3/0_0.jpeg", 400, "bad_tile"),
     ("/slides/a/view/slide/x/0/0.jpeg", 400, "bad_tile"),
+    ("/slides/a/view/slide/99/0/0.jpeg", 404, "not_found"),
+    ("/slides/a/view/slide/12/0/0.png", 404, "not_found"),
     ("/slides/.hidden/slide.dzi", 404, "not_found"),
 ])
 def test_bad_addresses_are_problems(client, url, status, code):

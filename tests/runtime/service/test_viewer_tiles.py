@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-import cv2
 import numpy as np
 import openslide
 import pytest
