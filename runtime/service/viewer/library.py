@@ -51,6 +51,7 @@ class OpenResult:
     slide: Slide
     images: dict[str, LayerImage] = field(default_factory=dict)
     others: list[Slide] = field(default_factory=list)  # probability.tif, closed with the slide
+    stamp: tuple[int, int, int] = (0, 0, 0)  # summary.json's inode, time and size when opened
 
 
 class Library:
@@ -114,11 +115,23 @@ class Library:
             raise PathRefused("not_found", f"{folder / file} is missing or not a regular file") from None
 
     # -- opened results --
+    def _stamp(self, name: str) -> tuple[int, int, int]:
+        try:
+            st = os.lstat(self.folder(name) / "summary.json")
+        except OSError:
+            return (0, 0, 0)
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
     def result(self, name: str) -> OpenResult:
+        """The result ``name`` opened; opened anew (its tiles forgotten) when its ``summary.json``
+        changed, as a new result of the slide (or a post-processing) rewrites it last."""
+        stamp = self._stamp(name)
         with self._lock:
             opened = self._open.get(name)
         if opened is not None:
-            return opened
+            if opened.stamp == stamp:
+                return opened
+            self.forget(name)
         summary = self.summary(name)
         recorded = str((summary.get("slide") or {}).get("path") or "")
         is_url = recorded.startswith(("http://", "https://"))
@@ -127,7 +140,7 @@ class Library:
                                            f"({recorded or 'none'}); it was moved, replaced by a link or deleted")
         mpp = (summary.get("slide") or {}).get("mpp_level0")
         slide = open_slide(recorded, mpp=mpp if (summary.get("slide") or {}).get("mpp_source") == "override" else None)
-        opened = OpenResult(name, self.folder(name), summary, slide)
+        opened = OpenResult(name, self.folder(name), summary, slide, stamp=stamp)
         with self._lock:
             if name in self._open:
                 slide.close()

@@ -151,3 +151,26 @@ def test_links_out_are_refused(viewer_result, tmp_path):
     finally:
         os.remove(moved)
         os.rename(saved, moved)
+
+
+def test_a_new_result_is_shown_not_the_cached_one(viewer_result, tmp_path):
+    """A result replaced while the viewer runs (serve writes results as it goes) is read anew."""
+    out = tmp_path / "out"
+    shutil.copytree(viewer_result["out"] / "a", out / "a")
+    c, library = client_for(out)
+    sx, sy, sw, sh = viewer_result["square_level0"]
+    dz = DeepZoom(*viewer_result["size_level0"])
+    top = dz.level_count - 1
+    url = f"/slides/a/mask_files/{top}/{(sx + sw // 2) // 254}_{(sy + sh // 2) // 254}.png"
+
+    def alpha() -> int:
+        return int(cv2.imdecode(np.frombuffer(c.get(url).content, np.uint8), cv2.IMREAD_UNCHANGED)[..., 3].max())
+
+    assert alpha() > 0
+    mask = cv2.imread(str(out / "a" / "mask.png"), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(out / "a" / "mask.png"), np.zeros_like(mask))
+    summary = (out / "a" / "summary.json").read_text()
+    (out / "a" / "summary.json").unlink()
+    (out / "a" / "summary.json").write_text(summary.replace('"created"', '"created_again": 1, "created"', 1))
+    assert alpha() == 0
+    library.close()
