@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from tseg.runtime.cli.report import report_counts
 from tseg.runtime.cohort.report import COHORT_CSV, write_report
 from tseg.runtime.errors import InvalidArgumentError, OutputError
 from tseg.runtime.outputs.review import REVIEW, read_review, review_columns, write_review
@@ -68,6 +69,7 @@ def test_cohort_csv_has_the_verdict(results):
         row = next(csv.DictReader(fh))
     assert (row["verdict"], row["verdict_note"], row["reviewer"]) == ("accept", "fine", "Dr B")
     assert made.totals["verdicts"] == 1
+    assert report_counts(made.totals).endswith("; 1 with a reviewer's verdict")  # what `tseg-rt report` says
     assert '"verdict"' in made.html.read_text()
     assert (results / COHORT_CSV).exists()
 
