@@ -67,6 +67,7 @@ class Library:
         self.tile_size, self.overlap = tile_size, overlap
         self._open: dict[str, OpenResult] = {}
         self._lock = threading.Lock()
+        self._opening = threading.Lock()
         self._lut = colour_lut()
 
     # -- which folders --
@@ -131,7 +132,7 @@ class Library:
         if opened is not None:
             if opened.stamp == stamp:
                 return opened
-            self.forget(name)
+            self.forget(name, close=False)  # tiles may still be read from it: dropped, closed when unused
         summary = self.summary(name)
         recorded = str((summary.get("slide") or {}).get("path") or "")
         is_url = recorded.startswith(("http://", "https://"))
@@ -155,8 +156,15 @@ class Library:
         return DeepZoom(w, h, tile_size or self.tile_size, self.overlap if overlap is None else overlap, LAYERS[layer])
 
     def image(self, opened: OpenResult, layer: str) -> LayerImage:
+        """The layer's pyramid, opened once (concurrent first requests wait for one opening)."""
         if layer in opened.images:
             return opened.images[layer]
+        with self._opening:
+            if layer not in opened.images:
+                opened.images[layer] = self._open_image(opened, layer)
+        return opened.images[layer]
+
+    def _open_image(self, opened: OpenResult, layer: str) -> LayerImage:
         if layer == "slide":
             image: LayerImage = opened.slide.source
         elif layer == "probability":
@@ -172,7 +180,6 @@ class Library:
             if array is None:
                 raise PathRefused("not_found", f"{opened.folder} holds an unreadable {layer} picture")
             image = ArrayImage(array)
-        opened.images[layer] = image
         return image
 
     def tile(self, name: str, layer: str, level: int, col: int, row: int) -> bytes:
@@ -232,11 +239,11 @@ class Library:
     def geojson(self, name: str) -> bytes:
         return self.result_file(name, GEOJSON)
 
-    def forget(self, name: str) -> None:
-        """Close a result's slide and drop its tiles (its result changed)."""
+    def forget(self, name: str, close: bool = True) -> None:
+        """Drop a result's tiles and its opened slide (closed now with ``close``)."""
         with self._lock:
             opened = self._open.pop(name, None)
-        if opened is not None:
+        if opened is not None and close:
             for slide in (opened.slide, *opened.others):
                 slide.close()
         self.cache.drop((name,))
