@@ -1,7 +1,7 @@
 """The ``tseg-rt`` command line: a thin front end; each command calls one library function.
 
 One module per command group (``run``, ``info``, ``postprocess``, ``report``, ``eval``,
-``demo``, ``export``/``build-engine``, ``train``, ``bench``, ``serve``, ``watch``); this module only registers them. To add a
+``demo``, ``export``/``build-engine``, ``train``, ``bench``, ``serve``, ``watch``, ``view``); this module only registers them. To add a
 command: write ``tseg/runtime/cli/<name>.py`` with a typer function (heavy imports inside it,
 options shared with ``run`` from :mod:`tseg.runtime.cli.options`) and add one line below.
 

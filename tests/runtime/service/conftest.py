@@ -52,7 +52,7 @@ def service_factory(tmp_path):
         s.kill()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def viewer_result(tmp_path_factory) -> dict[str, Any]:
     """A results folder with one real result: a generated slide (a dark square of known place in
     pink tissue) segmented by a real ONNX model that sees only the square (the viewer's tests)."""

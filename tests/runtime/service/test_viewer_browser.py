@@ -69,14 +69,14 @@ def screenshot(b: Browser) -> np.ndarray:
 
 
 def settle(b: Browser) -> None:
-    """Wait until the page has asked for no new tile for 1.5 s (each one drawn as it arrives)."""
+    """Wait until the page has asked for no new tile for 1 s (each one drawn as it arrives)."""
     count, stable_since = -1, time.monotonic()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         now = b.evaluate("performance.getEntriesByType('resource').length")
         if now != count:
             count, stable_since = now, time.monotonic()
-        elif time.monotonic() - stable_since > 1.5:
+        elif time.monotonic() - stable_since > 1.0:
             return
         time.sleep(0.2)
 
