@@ -28,7 +28,8 @@ def view(
     setup_logging(verbose + 1)
 
     def listening(url: str) -> None:
-        print(f"tseg-rt view: {url}", flush=True)  # the one line a user (or a script) needs
+        typer.echo(f"tseg-rt view: {url}")  # the one line a user (or a script) needs
+        sys.stdout.flush()
         if open_browser:
             import webbrowser
 
