@@ -148,7 +148,8 @@ SCRIPT = r"""
     if (key === "total_s") return Number(value).toFixed(1);
     return String(value);
   }
-  function href(folder) { return encodeURIComponent(folder) + "/"; }
+  // served by `tseg-rt view` (over HTTP), a row leads to the slide's viewer; as a file, to its folder
+  function href(folder) { return (location.protocol.indexOf("http") === 0 ? "slides/" : "") + encodeURIComponent(folder) + "/"; }
   function cell(tr, cls) { var td = document.createElement("td"); if (cls) td.className = cls; tr.appendChild(td); return td; }
   function render() {
     var list = selected();

@@ -24,7 +24,7 @@ from urllib.parse import quote
 from fastapi import Body, Depends, FastAPI
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from tseg.runtime.cohort.report import REVIEW_TEXT, review_flags, row_from_summary
+from tseg.runtime.cohort.report import REPORT_DIR, REPORT_HTML, REVIEW_TEXT, THUMBS_DIR, review_flags, row_from_summary
 from tseg.runtime.errors import InvalidArgumentError
 from tseg.runtime.outputs.review import read_review, write_review
 from tseg.runtime.service.access import Access
@@ -83,6 +83,17 @@ def create_viewer_app(library: Library, token: str | None = None, demo_model_sha
             rows.append({"name": name, "summary": summary, "review": review,
                          "flags": "; ".join(REVIEW_TEXT[f] for f in flags)})
         return HTMLResponse(index_page(rows), headers=NO_STORE)
+
+    @app.get("/report.html", response_class=HTMLResponse)
+    def report() -> Response:
+        """The cohort report, whose rows then lead to the viewer (read without following links)."""
+        return Response(_results_file(library, REPORT_HTML), media_type="text/html", headers=NO_STORE)
+
+    @app.get(f"/{REPORT_DIR}/{THUMBS_DIR}/{{file}}")
+    def thumbnail(file: str) -> Response:
+        if not file.endswith(".jpg") or file.startswith(".") or "/" in file:
+            raise Problem("not_found", f"no thumbnail {file!r}")
+        return Response(_results_file(library, f"{REPORT_DIR}/{THUMBS_DIR}/{file}"), media_type="image/jpeg")
 
     @app.get("/slides/{name}")
     def slash(name: str) -> RedirectResponse:
@@ -148,6 +159,17 @@ def create_viewer_app(library: Library, token: str | None = None, demo_model_sha
         return Response(data, media_type=f"image/{fmt}", headers=TILE_CACHE)
 
     return app
+
+
+def _results_file(library: Library, relative: str) -> bytes:
+    """A file of the report inside the results folder, never through a link; 404 when absent."""
+    from tseg.runtime.util.safeio import UnsafeFileError, read_bytes
+
+    try:
+        return read_bytes(library.root / relative, follow=False, below=library.root, limit=None)
+    except (OSError, UnsafeFileError):
+        raise Problem("not_found", f"{library.root / relative} is missing: make the report with `tseg-rt report "
+                                   f"{library.root}`") from None
 
 
 def _model_sha(summary: dict[str, Any]) -> str:

@@ -101,7 +101,7 @@ def index_page(rows: Sequence[Mapping[str, Any]]) -> str:
         *VERDICT_TEXT.items()))
     return (f"<!doctype html><html><head><meta charset=utf-8><title>tseg-rt viewer</title>"
             f'<link rel=icon href="data:,"><style>{STYLE}</style></head><body><header><b>tseg-rt viewer</b>'
-            f"<span><span id=count>{len(rows)}</span> of {len(rows)} result(s)</span>"
+            f"<span><span id=count>{len(rows)}</span> of {len(rows)} result(s)</span><a href=report.html>cohort report</a>"
             '<input type=search id=q placeholder="filter: name, flags, verdict…" aria-label=filter>'
             f"<select id=state aria-label='review state'>{states}</select></header>"
             "<main><div style='padding:12px'><table><thead><tr><th>slide</th><th>tumour mm²</th>"

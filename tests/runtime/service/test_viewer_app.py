@@ -174,3 +174,28 @@ def test_a_new_result_is_shown_not_the_cached_one(viewer_result, tmp_path):
     (out / "a" / "summary.json").write_text(summary.replace('"created"', '"created_again": 1, "created"', 1))
     assert alpha() == 0
     library.close()
+
+
+def test_the_cohort_report_through_the_viewer(viewer_result, tmp_path):
+    """`/report.html` is the cohort report (its rows then lead to the viewer), with its thumbnails;
+    nothing else of the results folder is served, and nothing through a link."""
+    from tseg.runtime.cohort.report import write_report
+
+    out = tmp_path / "out"
+    shutil.copytree(viewer_result["out"] / "a", out / "a")
+    c, library = client_for(out)
+    missing = c.get("/report.html")
+    assert missing.status_code == 404 and "tseg-rt report" in missing.json()["detail"]
+    write_report(out)
+    page = c.get("/report.html")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '"slides/"' in page.text  # the rows' links, when served over HTTP
+    thumb = c.get("/.tseg-report/thumbs/a.jpg")
+    assert thumb.status_code == 200 and thumb.content[:2] == b"\xff\xd8"
+    for bad in ("/.tseg-report/thumbs/..%2F..%2Fa%2Fsummary.json", "/.tseg-report/failed/x.json",
+                "/.tseg-report/thumbs/.a.jpg"):
+        assert c.get(bad).status_code == 404, bad
+    os.symlink(viewer_result["out"] / "a" / "summary.json", out / "report.html.tmp")
+    os.replace(out / "report.html.tmp", out / "report.html")  # a link planted as the report
+    assert c.get("/report.html").status_code == 404
+    library.close()

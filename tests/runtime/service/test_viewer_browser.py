@@ -165,5 +165,8 @@ def test_the_viewer_in_a_real_browser(viewer, viewer_result, browser):
     with open(made.csv, newline="", encoding="utf-8") as fh:
         row_csv = next(csv.DictReader(fh))
     assert (row_csv["verdict"], row_csv["verdict_note"]) == ("needs_correction", "border at the top")
+    # The cohort report through the viewer: its rows lead to the slides' viewers.
+    b.open(viewer + "report.html", "document.body.dataset.ready === '1'")
+    assert b.evaluate("document.querySelector('#rows tr a').href") == viewer + "slides/a/"
     assert b.console_errors() == []
     os.remove(viewer_result["out"] / "a" / "review.json")
