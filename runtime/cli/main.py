@@ -1,7 +1,7 @@
 """The ``tseg-rt`` command line: a thin front end; each command calls one library function.
 
 One module per command group (``run``, ``info``, ``postprocess``, ``report``, ``eval``,
-``demo``, ``export``/``build-engine``, ``train``, ``bench``, ``serve``, ``watch``); this module only registers them. To add a
+``demo``, ``export``/``build-engine``, ``train``, ``bench``, ``serve``, ``watch``, ``view``); this module only registers them. To add a
 command: write ``tseg/runtime/cli/<name>.py`` with a typer function (heavy imports inside it,
 options shared with ``run`` from :mod:`tseg.runtime.cli.options`) and add one line below.
 
@@ -18,7 +18,7 @@ import sys
 
 import typer
 
-from tseg.runtime.cli import bench, demo, evaluate, export, info, postprocess, report, run, serve, train, watch
+from tseg.runtime.cli import bench, demo, evaluate, export, info, postprocess, report, run, serve, train, view, watch
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Pan-cancer tumour segmentation in H&E whole-slide images.")
@@ -34,6 +34,7 @@ app.command("build-engine")(export.build_engine)
 app.command("bench")(bench.bench)
 app.command("serve")(serve.serve)
 app.command("watch")(watch.watch)
+app.command("view")(view.view)
 
 
 def main() -> None:

@@ -97,4 +97,5 @@ def report_counts(totals: dict) -> str:
     outside = (f" ({totals['outside']} other result(s) in the folder, not in this cohort, not listed)"
                if totals.get("outside") else "")
     return (f"{totals['slides']} slide(s): {totals['done']} finished, {failed} failed, {unfinished}"
-            f"{totals['review']} to review first{outside}")
+            f"{totals['review']} to review first{outside}"
+            + (f"; {totals['verdicts']} with a reviewer's verdict" if totals.get("verdicts") else ""))

@@ -80,7 +80,7 @@ STAGES = ("open_s", "overview_s", "background_s", "read_s", "infer_s", "merge_s"
 
 #: The columns of ``cohort.csv``, in order.
 COLUMNS = (
-    "name", "slide", "status", "failure_reason", "review",
+    "name", "slide", "status", "failure_reason", "review", "verdict", "verdict_note", "reviewer", "reviewed_at",
     "tissue_area_mm2", "tumour_area_mm2", "tumour_fraction", "regions",
     "tiles_total", "tiles_run", "tiles_skipped_background",
     *STAGES,
@@ -88,6 +88,9 @@ COLUMNS = (
     "mpp_x", "mpp_y", "mpp_source", "colour_correction", "warnings",
     "vendor", "width_mm", "height_mm", "created", "worker", "folder",
 )
+
+#: The reviewer's verdict (``review.json``, :mod:`tseg.runtime.outputs.review`): a stale one says so.
+REVIEW_COLUMNS = ("verdict", "verdict_note", "reviewer", "reviewed_at")
 
 REVIEW_TEXT = {
     "no_tissue": "no tissue found",
@@ -209,7 +212,7 @@ def row_from_summary(name: str, summary: Mapping[str, Any]) -> dict[str, Any]:
 
 def _empty_row(**values: Any) -> dict[str, Any]:
     row: dict[str, Any] = {c: None for c in COLUMNS}
-    row.update({c: "" for c in ("slide", "failure_reason", "review", "model_sha256", "model_path", "backend",
+    row.update({c: "" for c in ("slide", "failure_reason", "review", *REVIEW_COLUMNS, "model_sha256", "model_path", "backend",
                                 "mpp_source", "colour_correction", "warnings", "vendor", "created", "worker",
                                 "folder")})
     row.update(values)
@@ -228,6 +231,7 @@ def _result_folders(out: Path) -> Iterable[Path]:
 
 def collect_rows(out: str | os.PathLike[str], review_margin: float = REVIEW_MARGIN) -> list[dict[str, Any]]:
     """One row per slide in ``out`` (result folders and recorded failures), sorted by name."""
+    from tseg.runtime.outputs.review import review_columns
     from tseg.runtime.outputs.summary import read_summary
 
     out = Path(out)
@@ -243,7 +247,7 @@ def collect_rows(out: str | os.PathLike[str], review_margin: float = REVIEW_MARG
             continue
         if summary is None:
             continue  # a marked folder without a summary: never renamed into place finished
-        row = row_from_summary(folder.name, summary)
+        row = {**row_from_summary(folder.name, summary), **review_columns(folder)}  # the reviewer's verdict
         rows.append(row)
         if row["slide"]:
             by_slide[row["slide"]] = row
@@ -316,6 +320,7 @@ def cohort_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "unreadable": sum(r["status"] == "unreadable" for r in rows),
         "running": sum(r["status"] == RUNNING for r in rows), "not_run": sum(r["status"] == NOT_RUN for r in rows),
         "review": sum(bool(r["review"]) for r in rows),
+        "verdicts": sum(bool(r.get("verdict")) and not str(r["verdict"]).endswith("(stale)") for r in rows),
         "tissue_area_mm2": round(tissue, 4), "tumour_area_mm2": round(tumour, 4),
         "tumour_fraction_pooled": round(tumour / tissue, 6) if tissue > 0 else None,
         "tumour_fraction_median": round(median, 6) if median is not None else None,

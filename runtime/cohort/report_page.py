@@ -33,6 +33,7 @@ TABLE_COLUMNS = (
     ("name", "slide", "text"),
     ("status", "status", "text"),
     ("review", "review first", "text"),
+    ("verdict", "verdict", "text"),
     ("tissue_area_mm2", "tissue mm²", "num"),
     ("tumour_area_mm2", "tumour mm²", "num"),
     ("tumour_fraction", "tumour fraction", "num"),
@@ -44,7 +45,7 @@ TABLE_COLUMNS = (
 )
 
 #: Row fields embedded in the page (the table's columns plus what the filter searches).
-FIELDS = ("name", "status", "review", "tissue_area_mm2", "tumour_area_mm2", "tumour_fraction", "regions",
+FIELDS = ("name", "status", "review", "verdict", "tissue_area_mm2", "tumour_area_mm2", "tumour_fraction", "regions",
           "tiles_run", "tiles_skipped_background", "total_s", "failure_reason", "folder", "thumb", "slide",
           "warnings", "mpp_source", "model_sha256")
 
@@ -149,7 +150,8 @@ SCRIPT = r"""
     if (key === "total_s") return Number(value).toFixed(1);
     return String(value);
   }
-  function href(folder) { return encodeURIComponent(folder) + "/"; }
+  // served by `tseg-rt view` (over HTTP), a row leads to the slide's viewer; as a file, to its folder
+  function href(folder) { return (location.protocol.indexOf("http") === 0 ? "slides/" : "") + encodeURIComponent(folder) + "/"; }
   function cell(tr, cls) { var td = document.createElement("td"); if (cls) td.className = cls; tr.appendChild(td); return td; }
   function render() {
     var list = selected();

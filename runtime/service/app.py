@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from tseg.runtime.service.access import Access
 from tseg.runtime.service.middleware import (MAX_BODY_BYTES, MAX_REQUESTS, AccessGuard, BodyLimit, ProblemsOnly,
                                              RequestLimit)
-from tseg.runtime.service.routers import health, jobs, metrics, results
+from tseg.runtime.service.routers import health, jobs, metrics, results, viewer
 
 TITLE = "tseg-rt service"
 DESCRIPTION = ("Tumour segmentation of whole-slide images on a local machine: submit a slide by path, follow "
@@ -37,7 +37,7 @@ def create_app(service: Any = None, token: str | None = None, max_body_bytes: in
     app = FastAPI(title=TITLE, description=DESCRIPTION, version=API_VERSION, docs_url=None, redoc_url=None,
                   openapi_url=None, lifespan=lifespan)
     app.state.service = service
-    for router in (jobs.router, results.router, health.router, metrics.router):
+    for router in (jobs.router, results.router, viewer.router, health.router, metrics.router):
         app.include_router(router)
     install(app)
     app.add_middleware(BodyLimit, limit=max_body_bytes)  # added last = outermost: the order below is inside out

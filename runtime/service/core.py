@@ -326,10 +326,22 @@ class Service:
             "result": None, "error": None,
         }
         if job.state == "success":
-            data["result"] = {"outcome": job.outcome, "folder": printable(str(job.result_folder)), **(job.summary or {})}
+            data["result"] = {"outcome": job.outcome, "folder": printable(str(job.result_folder)), **(job.summary or {}),
+                              "review": self._review(job)}
         if job.error_code:
             data["error"] = {"code": job.error_code, "message": printable(job.error_message or "") or None}
         return data
+
+    def _review(self, job: Job) -> dict[str, Any] | None:
+        """The verdict on the job's result folder (None: none, or unreadable)."""
+        from tseg.runtime.outputs.review import read_review
+
+        if not job.result_folder:
+            return None
+        try:
+            return read_review(self.out / str(job.result_folder))
+        except (OutputError, OSError):
+            return None
 
     def jobs(self, states: Sequence[str] = (), limit: int = 100, before: int | None = None) -> list[Job]:
         bad = [s for s in states if s not in STATES]

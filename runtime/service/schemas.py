@@ -90,6 +90,9 @@ class JobResult(BaseModel):
     dicom: Optional[dict[str, Any]] = Field(None, description=(
         "The DICOM objects (options.dicom_out): series UIDs, instances, bytes, STOW-RS status; the files are in "
         "the results listing under dicom/"))
+    review: Optional[dict[str, Any]] = Field(None, description=(
+        "The reviewer's verdict (review.json, saved from the viewer at /v1/jobs/{id}/viewer): verdict, note, "
+        "reviewer, time, result_sha256, and stale (true when given on an earlier result of the slide)"))
 
 
 class Links(BaseModel):

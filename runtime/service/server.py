@@ -63,6 +63,8 @@ def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8642, toke
     from tseg.runtime.service.app import create_app
     from tseg.runtime.service.transport import ServiceServer
     from tseg.runtime.service.transport import config as transport_config
+    from tseg.runtime.service.viewer.app import bundled_model_sha256, create_viewer_app
+    from tseg.runtime.service.viewer.library import Library
 
     check_binding(host, token)
     sock = bind(host, port)
@@ -89,6 +91,7 @@ def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8642, toke
             if not service.stopping.is_set():
                 log.info("tseg-rt serve: stopping (running jobs go back to the queue)")
             service.stop()
+            viewer.close()
 
     def fatal(message: str) -> None:
         if server is not None:
@@ -100,6 +103,8 @@ def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8642, toke
 
     service.on_fatal(fatal)
     app = create_app(service, token, lifespan=lifespan)
+    viewer = Library(service.out)  # the viewer of the service's results (`GET /v1/jobs/{id}/viewer`)
+    app.mount("/viewer", create_viewer_app(viewer, token, bundled_model_sha256()))
     server = ServiceServer(transport_config(app, log_config=None, access_log=True, server_header=False,
                                             proxy_headers=False, lifespan="on", timeout_graceful_shutdown=30),
                            on_stop=begin_stop)

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from helpers import REPO
 
 
@@ -79,3 +81,20 @@ def test_cohort_benchmarks_quick(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["failed"] == 1 and data["thumbnails"] == 149 and data["html_bytes_per_slide"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_viewer_benchmark_quick(tmp_path):
+    """``python -m benchmarks.viewer``: tile latency of the viewer and of DeepZoomGenerator, same tiles."""
+    env = dict(os.environ, TSEG_BENCH_CACHE=str(tmp_path / "cache"))
+    out = tmp_path / "viewer.json"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.viewer", "--quick", "--tiles", "6", "--json", str(out)],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=280)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert set(data["cases"]) == {"full_1_clients", "full_8_clients", "quarter_1_clients", "quarter_8_clients"}
+    for case in data["cases"].values():
+        for temp in ("cold", "warm"):
+            assert case[temp]["viewer"]["tiles"] == case[temp]["deepzoomgenerator"]["tiles"] >= 1
+            assert case[temp]["p50_ratio"] > 0

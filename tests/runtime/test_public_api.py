@@ -69,6 +69,7 @@ COMMANDS = {
               "--reader-threads", "--report|--no-report", "--report-interval", "--keep-days", "--mpp", "--low",
               "--high", "--prune|--no-prune", "--level-tolerance", "--dct-scaling", "--allow-non-brightfield", "--overlay-style", "--overlay-opacity", "--dicom-out", "--dicom-wsi", "--dicom-metadata", "--stow",
               "--dicomweb-credentials", "--verbose/-v"],
+    "view": ["RESULTS", "--host", "--port", "--token-file", "--cache-mb", "--open", "--verbose/-v"],
     "bench": ["SLIDES", "--engine/-e", "--providers", "--device", "--tile", "--tiles", "--warmup", "--time-limit",
               "--onnx", "--engine-only", "--end-to-end-only", "--generate", "--generated-mpp", "--reader-threads",
               "--level-tolerance", "--json", "--check", "--check-time-limit", "--compare", "--verbose/-v"],

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from helpers import make_slow_model, make_square_slide
+from helpers import make_colour_model, make_slow_model, make_square_slide
 from service_process import ServiceProcess
 
 #: 24 matrix products per 256 px tile: ~0.15 s a tile on 2 cores, so a square slide's 42 tiles
@@ -50,3 +50,19 @@ def service_factory(tmp_path):
     yield start
     for s in started:
         s.kill()
+
+
+@pytest.fixture(scope="session")
+def viewer_result(tmp_path_factory) -> dict[str, Any]:
+    """A results folder with one real result: a generated slide (a dark square of known place in
+    pink tissue) segmented by a real ONNX model that sees only the square (the viewer's tests)."""
+    from tseg.runtime.cohort.batch import run_batch
+    from tseg.runtime.execution.segmenter import Segmenter
+
+    root = tmp_path_factory.mktemp("viewer")
+    (root / "slides").mkdir()
+    geometry = make_square_slide(root / "slides" / "a.tiff")
+    out = root / "out"
+    outcome = run_batch([(root / "slides" / "a.tiff").resolve()], out, Segmenter(make_colour_model(root / "m.onnx")))
+    assert outcome[0].status == "done"
+    return {"root": root, "out": out, **geometry}

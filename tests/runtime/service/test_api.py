@@ -306,3 +306,27 @@ def test_health_info_metrics_openapi(client, service, slide_root):
     served = client.get("/v1/openapi.json").json()
     assert served == json.loads((REPO / "docs" / "openapi.json").read_text()), (
         "docs/openapi.json is not current: run python -m tseg.runtime.service.openapi")
+
+
+def test_a_jobs_result_in_the_viewer(client, slide_root):
+    """`GET /v1/jobs/{id}/viewer` leads to the slide viewer of the job's result, under the
+    service's access rules; a result of the bundled model carries the "NOT a diagnostic model" banner."""
+    job = wait_job(client, submit(client, slide_root / "b.tiff").json()["id"])
+    assert job["state"] == "success", job
+    r = client.get(f"/v1/jobs/{job['id']}/viewer", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/viewer/slides/{job['result']['folder']}/"
+    page = client.get(r.headers["location"])
+    assert page.status_code == 200 and "NOT a diagnostic model" in page.text
+    assert client.get(r.headers["location"] + "slide.dzi").text.startswith("<?xml")
+    assert client.get("/viewer/").status_code == 200
+    assert client.get("/viewer/static/bokeh/js/bokeh.min.js").status_code == 200
+    assert client.get("/v1/jobs/nosuchjob/viewer").json()["code"] == "job_not_found"
+    assert client.get("/viewer/slides/.tseg-service/slide.dzi").status_code == 404
+    other = client.get("/viewer/", headers={"Origin": "http://evil.example"})
+    assert other.status_code == 403 and other.json()["code"] == "forbidden_origin"
+    # The verdict given in the viewer is in the job's result.
+    assert client.get(f"/v1/jobs/{job['id']}").json()["result"]["review"] is None
+    put = client.put(r.headers["location"] + "review", json={"verdict": "accept", "reviewer": "Dr D"})
+    assert put.status_code == 200, put.text
+    review = client.get(f"/v1/jobs/{job['id']}").json()["result"]["review"]
+    assert review["verdict"] == "accept" and review["stale"] is False and review["reviewer"] == "Dr D"

@@ -15,7 +15,7 @@ def test_docs_openapi_json_is_current():
     doc = json.loads(render())
     assert doc["info"]["version"] == "1.0.0" and doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert set(doc["paths"]) == {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/results",
-                                 "/v1/jobs/{job_id}/results/{name}", "/v1/health/live", "/v1/health/ready", "/v1/info",
+                                 "/v1/jobs/{job_id}/results/{name}", "/v1/jobs/{job_id}/viewer", "/v1/health/live", "/v1/health/ready", "/v1/info",
                                  "/metrics"}
     submit = doc["paths"]["/v1/jobs"]["post"]
     assert set(submit["responses"]) >= {"200", "202", "400", "401", "403", "404", "413", "415", "422"}

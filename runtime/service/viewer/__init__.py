@@ -1,0 +1,1 @@
+"""``tseg-rt view``: a local slide viewer over a results folder (Deep Zoom tiles, overlays, verdicts)."""
