@@ -140,7 +140,10 @@ class Library:
             raise PathRefused("not_found", f"the slide of {name} is not at the path its result recorded "
                                            f"({recorded or 'none'}); it was moved, replaced by a link or deleted")
         mpp = (summary.get("slide") or {}).get("mpp_level0")
-        slide = open_slide(recorded, mpp=mpp if (summary.get("slide") or {}).get("mpp_source") == "override" else None)
+        # Shown, not segmented: the brightfield rule of open_slide is for segmenting (a result made
+        # with --allow-non-brightfield is shown too).
+        slide = open_slide(recorded, mpp=mpp if (summary.get("slide") or {}).get("mpp_source") == "override" else None,
+                           allow_non_brightfield=True)
         opened = OpenResult(name, self.folder(name), summary, slide, stamp=stamp)
         with self._lock:
             if name in self._open:
@@ -171,7 +174,7 @@ class Library:
             path = opened.folder / PROBABILITY_TIFF
             if os.path.islink(path) or not os.path.isfile(path):
                 raise PathRefused("not_found", f"{path} is missing (results written without the probability map)")
-            other = open_slide(path)
+            other = open_slide(path, allow_non_brightfield=True)  # the grey probability pyramid
             opened.others.append(other)
             image = other.source
         else:
