@@ -130,9 +130,7 @@ def run(
                 outcomes = run_batch(found, out, segmenter, overwrite=overwrite,
                                      workers=workers if ray is not None else local_workers,
                                      engine=engine_path, providers=providers,
-                                     devices=device_list, settings=settings,
-                                     on_slide_start=bar.slide_started, on_slide_done=bar.slide_done,
-                                     on_tile=bar.tile_done, on_plan=bar.tiles_planned, on_tiles=bar.tiles_done,
+                                     devices=device_list, settings=settings, events=bar,
                                      slide_settings=per_slide, wait_for_locks=wait_for_locks,
                                      quiet_worker_load=True, ray=ray, dicom=dicom)
         except BatchInterrupted as stop:

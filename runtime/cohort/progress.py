@@ -20,8 +20,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from tseg.runtime.cohort.outcomes import BatchEvents
 
-class BatchProgress:
+
+class BatchProgress(BatchEvents):
     """The cohort bar, plus a tile bar per slide (``per_slide_tiles``). Disabled: every callback
     only counts."""
 
