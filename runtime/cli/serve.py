@@ -48,7 +48,8 @@ def service_config(service: dict[str, Any], reading: dict[str, Any], slide: Slid
     from tseg.runtime.service.core import HotFolderConfig, ServiceConfig
 
     settings = dict(service)
-    hot = tuple(HotFolderConfig(folder, settings.pop("settle"), settings.pop("poll")) for folder in watch)
+    settle, poll = settings.pop("settle"), settings.pop("poll")
+    hot = tuple(HotFolderConfig(folder, settle, poll) for folder in watch)
     return ServiceConfig(**settings, **reading, defaults=replace(slide, dicom_out=dicom is not None), dicom=dicom,
                          hot_folders=hot, **more)
 

@@ -47,6 +47,12 @@ def test_serve_and_watch_take_the_reading_and_per_slide_options(command, started
     assert config.out == tmp_path / "out" and config.dicom is None
 
 
+def test_serve_without_a_hot_folder(started, tmp_path):
+    result = CliRunner().invoke(app, ["serve", "--out", str(tmp_path), "--no-prune", "--port", "0"])
+    assert result.exit_code == 0, result.output
+    assert started["serve"].hot_folders == () and started["serve"].defaults == SlideOptions(prune=False)
+
+
 def test_a_bad_per_slide_option_exits_2_before_anything_starts(started, tmp_path):
     result = CliRunner().invoke(app, ["watch", str(tmp_path), "--low", "200", "--high", "100"])
     assert result.exit_code == 2 and "low < high" in result.output and not started
