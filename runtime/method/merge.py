@@ -278,7 +278,6 @@ class CellMerger:
         self._buffered_bytes += nbytes
         self.peak_buffered_bytes = max(self.peak_buffered_bytes, self._buffered_bytes)
 
-    # -- irregular plans: per-cell float64 weights from the definition --
     def _aggregate(self, index: int, values: np.ndarray | None) -> None:
         t = self.tiles[index]
         for cell in self._cells_of[index]:
