@@ -78,10 +78,10 @@ def _merge_worker(method: str, width: int, height: int, tile: int, overlap: int,
         threads = 1 if method == "tseg-1-thread" else None
         times, out = _repeat(lambda: merge_tiles(height, width, pairs, threads=threads), repeats)
     elif method == "tseg-cells-float64":  # the merger before issue 13: per-cell float64 weights
-        from tseg.runtime.method.merge import TileMerger
+        from tseg.runtime.method.merge import CellMerger
 
         def cells() -> np.ndarray:
-            merger = TileMerger(plan.tiles, height, width, separable=False)
+            merger = CellMerger(plan.tiles, height, width)
             for i, g in enumerate(outputs):
                 merger.aggregate(i, g)
             return merger.finalize()

@@ -39,9 +39,7 @@ def demo(
     console = Console(stderr=True)
     with reported():
         with BatchProgress(1, enabled=progress, console=console) as bar:
-            bar.slide_started(Path("demo-slide"), "demo-slide")
-            result = run_demo(out, str(engine) if engine else None, on_tile=bar.tile_done, on_plan=bar.tiles_planned)
-            bar.slide_done(None)
+            result = run_demo(out, str(engine) if engine else None, events=bar)
     areas = result.summary["areas"]
     tiles = result.summary["tiles"]
     score = f"{result.dsc:.3f}" if result.dsc is not None else "undefined (no tumour in reference or prediction)"

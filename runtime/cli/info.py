@@ -9,8 +9,10 @@ from typing import Optional
 import typer
 
 from tseg.runtime.cli.common import fail, mpp_option, reported
-from tseg.runtime.cli.options import AllowNonBrightfield, MaxSlideMm
+from tseg.runtime.cli.options import MaxSlideMm, slide_option
 from tseg.runtime.wsi.limits import MAX_SLIDE_MM
+
+AllowNonBrightfield = slide_option("allow_non_brightfield")  # declared once, in SlideOptions
 
 
 def info(

@@ -1,22 +1,29 @@
-"""Options shared by the commands that segment slides, declared once.
+"""Options shared by the commands that segment slides, each declared once.
 
-``run`` takes them, and so do ``serve`` and ``watch``: give a parameter one of these types and it
-gets the same flag, default, range and help. The per-slide ones become one
-:class:`~tseg.runtime.cohort.options.SlideOptions` (:func:`slide_options`: the object the service's
-jobs and request schema use too, so a per-slide option is added there once), and
-:func:`slide_settings` turns that into the keyword arguments of
-:class:`~tseg.runtime.execution.segmenter.Segmenter` (and of ``run_batch(settings=...)``).
+Commands subscribe to option groups (as Polygraphy's tools subscribe to its argument groups): a
+parameter whose default is an :class:`OptionGroup` is replaced, in the signature typer reads, by
+the group's options, and the command receives the object the group makes of them
+(:func:`takes_groups`). :data:`SLIDE` is generated from
+:class:`~tseg.runtime.cohort.options.SlideOptions`' fields (flag, help, range, default: the
+object the service's jobs and request schema use too, so a per-slide option is added there
+once); :data:`READING` holds the per-process reading settings, :data:`DICOM` the DICOM outputs.
+Single options (``--engine``, ``--devices``...) are types: a parameter of that type gets the
+same flag, range and help in every command.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
 from tseg.runtime.cli.common import fail, mpp_option
-from tseg.runtime.cohort.options import OVERLAY_OPACITY_DEFAULT, OVERLAY_STYLE_DEFAULT, SlideOptions
+from tseg.runtime.cohort.options import SlideOptions
+from tseg.runtime.wsi.limits import MAX_SLIDE_MM
 
 # --- the model -------------------------------------------------------------------------------
 Engine = Annotated[Optional[Path], typer.Option(
@@ -25,41 +32,8 @@ Engine = Annotated[Optional[Path], typer.Option(
 Providers = Annotated[str, typer.Option(help="ONNX Runtime providers: auto, cpu, cuda or tensorrt.")]
 Devices = Annotated[Optional[str], typer.Option(help="GPU indices for the workers, e.g. 0,1 (one worker per GPU).")]
 
-# --- per-slide settings (a slides CSV row may override mpp, low, high and prune) ----------------
-Mpp = Annotated[Optional[str], typer.Option(
-    help="Level-0 resolution (µm/px), X or X,Y, for every slide; overrides metadata (with a warning when "
-         "that was plausible).")]
-Low = Annotated[Optional[int], typer.Option(
-    min=0, max=255, help="Hysteresis low threshold, 0-255 (default: the model's, 85).")]
-High = Annotated[Optional[int], typer.Option(
-    min=0, max=255, help="Hysteresis high threshold, 0-255 (default: the model's, 229).")]
 ReaderThreads = Annotated[Optional[int], typer.Option(
     min=1, help="Threads reading slide blocks (default: CPUs, max 4).")]
-LevelTolerance = Annotated[float, typer.Option(
-    min=0.0, max=50.0, help="Opt-in: read a pyramid level within this many percent of the target resolution and "
-                            "resize it slightly up (e.g. 2 for Aperio 40x slides). Default 0: the paper's rule.")]
-DctScaling = Annotated[bool, typer.Option(
-    "--dct-scaling", help="Opt-in: decode JPEG tiles at 1/2, 1/4 or 1/8 in the DCT domain when that is still at "
-                          "least the target resolution.")]
-AllowNonBrightfield = Annotated[bool, typer.Option(
-    "--allow-non-brightfield", help="Segment slides whose metadata says they are not H&E brightfield (fluorescence, "
-                                    "multiplex, grey), which are refused by default: the model was trained on H&E "
-                                    "brightfield only, so results on them are not validated.")]
-Prune = Annotated[bool, typer.Option(
-    "--prune/--no-prune", help="Keep a region only if the 95th percentile of its smoothed probability exceeds the "
-                               "high threshold (the paper's pruning).")]
-
-# --- the overlay (overlay.png only: never the maps, the mask or the polygons) --------------------
-OverlayStyle = Annotated[str, typer.Option(
-    "--overlay-style", metavar="fill|contour|heatmap",
-    help="overlay.png: the tumour mask as a translucent fill with its contour, the contour alone, or the "
-         "probability as a colour-blind-safe heat map with the contour.")]
-OverlayOpacity = Annotated[float, typer.Option(
-    "--overlay-opacity", min=0.0, max=1.0,
-    help="Opacity of the overlay's fill or heat map, 0-1 (the tissue stays visible below it).")]
-#: Their defaults (OVERLAY_STYLE_DEFAULT, OVERLAY_OPACITY_DEFAULT, imported above) are SlideOptions',
-#: tested against DEFAULT_OVERLAY_* of execution.segmenter, which is not imported here so that
-#: --help stays fast.
 
 # --- DICOM results and DICOMweb (per run; the site metadata file gives per-slide values) ---------
 DicomOut = Annotated[bool, typer.Option(
@@ -87,34 +61,96 @@ MaxSlideMm = Annotated[float, typer.Option(
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True)]
 
-def slide_options(*, mpp: Optional[str], low: Optional[int], high: Optional[int], level_tolerance: float,
-                  dct_scaling: bool, prune: bool = True, overlay_style: str = OVERLAY_STYLE_DEFAULT,
-                  overlay_opacity: float = OVERLAY_OPACITY_DEFAULT, dicom_out: bool = False,
-                  allow_non_brightfield: bool = False) -> SlideOptions:
+
+# --- option groups -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OptionGroup:
+    """Options several commands take: their parameters, and ``parse(**values)``, which makes one
+    object of them (exit 2 naming the problem)."""
+
+    params: tuple[inspect.Parameter, ...]
+    parse: Callable[..., Any]
+
+    def without(self, *names: str) -> "OptionGroup":
+        """The group less some options (they keep their defaults)."""
+        return replace(self, params=tuple(p for p in self.params if p.name not in names))
+
+
+def _param(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=annotation)
+
+
+def takes_groups(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``command`` with each parameter whose default is an :class:`OptionGroup` replaced by the
+    group's options; the command receives, under that parameter's name, what the group makes."""
+    signature = inspect.signature(command, eval_str=True)
+    params: list[inspect.Parameter] = []
+    groups: dict[str, OptionGroup] = {}
+    for p in signature.parameters.values():
+        if isinstance(p.default, OptionGroup):
+            groups[p.name] = p.default
+            params.extend(p.default.params)
+        else:
+            params.append(p)
+
+    @functools.wraps(command)
+    def subscribed(**values: Any) -> Any:
+        for name, group in groups.items():
+            values[name] = group.parse(**{p.name: values.pop(p.name) for p in group.params})
+        return command(**values)
+
+    subscribed.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    subscribed.__annotations__ = {p.name: p.annotation for p in params}
+    return subscribed
+
+
+def _slide_params() -> tuple[inspect.Parameter, ...]:
+    """One option per :class:`SlideOptions` field that has a ``flag``, typed from its default."""
+    params = []
+    for f in fields(SlideOptions):
+        meta = f.metadata
+        if not meta.get("flag"):
+            continue
+        default = None if f.default is MISSING else f.default
+        kind: Any = (bool if isinstance(default, bool) else type(default) if default is not None
+                     else Optional[int] if meta.get("min") is not None else Optional[str])
+        low, high = ((None if v is None else float(v) if kind is float else v) for v in (meta["min"], meta["max"]))
+        option = typer.Option(*meta["flag"].split(" "), help=meta["help"], min=low, max=high, metavar=meta["metavar"])
+        params.append(_param(f.name, Annotated[kind, option], default))
+    return tuple(params)
+
+
+def _slide_options(mpp: Optional[str] = None, **values: Any) -> SlideOptions:
     """The per-slide options as one checked :class:`SlideOptions` (exit 2 naming the problem)."""
     from tseg.runtime.errors import TsegError
 
     try:
-        return SlideOptions(mpp=mpp_option(mpp), low=low, high=high, prune=prune, level_tolerance=level_tolerance,
-                            dct_scaling=dct_scaling, overlay_style=overlay_style,  # type: ignore[arg-type]
-                            overlay_opacity=overlay_opacity, dicom_out=dicom_out,
-                            allow_non_brightfield=allow_non_brightfield).checked()
+        return SlideOptions(mpp=mpp_option(mpp), **values).checked()
     except TsegError as exc:
         fail(exc.cli_message())
 
 
-def slide_settings(*, mpp: Optional[str], low: Optional[int], high: Optional[int],
-                   reader_threads: Optional[int], level_tolerance: float, dct_scaling: bool,
-                   overlay_style: str = OVERLAY_STYLE_DEFAULT, overlay_opacity: float = OVERLAY_OPACITY_DEFAULT,
-                   max_slide_mm: float = 100.0, allow_non_brightfield: bool = False) -> dict[str, Any]:
-    """The per-slide options as Segmenter keyword arguments, ``--mpp`` parsed and every option
-    checked (exit 2 naming the problem), plus the per-process ``reader_threads`` and ``max_slide_mm``.
-    Thresholds are checked against the model's defaults by the caller, which may also have per-slide ones (a slides
-    CSV) to check with them."""
-    options = slide_options(mpp=mpp, low=low, high=high, level_tolerance=level_tolerance, dct_scaling=dct_scaling,
-                            overlay_style=overlay_style, overlay_opacity=overlay_opacity,
-                            allow_non_brightfield=allow_non_brightfield)
-    return {**options.segmenter_settings(), "reader_threads": reader_threads, "max_slide_mm": max_slide_mm}
+def _reading(reader_threads: Optional[int], max_slide_mm: float = MAX_SLIDE_MM) -> dict[str, Any]:
+    """The per-process reading settings, as Segmenter keyword arguments."""
+    return {"reader_threads": reader_threads, "max_slide_mm": max_slide_mm}
+
+
+def _dicom(**values: Any) -> Any:
+    from tseg.runtime.cli.common import reported
+
+    with reported():
+        return dicom_options(**values)
+
+
+#: The per-slide options (a slides CSV row, a job's options may override them), as a SlideOptions.
+SLIDE = OptionGroup(_slide_params(), _slide_options)
+#: How this process reads slides: ``{"reader_threads": ..., "max_slide_mm": ...}``.
+READING = OptionGroup((_param("reader_threads", ReaderThreads, None), _param("max_slide_mm", MaxSlideMm, MAX_SLIDE_MM)),
+                      _reading)
+#: DICOM outputs and DICOMweb credentials: a DicomOptions, or None without DICOM outputs.
+DICOM = OptionGroup((_param("dicom_out", DicomOut, False), _param("dicom_wsi", DicomWsi, False),
+                     _param("dicom_metadata", DicomMetadata, None), _param("stow", Stow, None),
+                     _param("dicomweb_credentials", DicomwebCredentials, None)), _dicom)
 
 
 def dicom_options(*, dicom_out: bool, dicom_wsi: bool, dicom_metadata: Optional[Path], stow: Optional[str],
@@ -136,3 +172,8 @@ def dicom_options(*, dicom_out: bool, dicom_wsi: bool, dicom_metadata: Optional[
 
     return make_options(convert_slide=dicom_wsi, stow_url=stow, metadata_file=dicom_metadata,
                         credentials_file=str(dicomweb_credentials.resolve()) if dicomweb_credentials else None)
+
+
+def slide_option(name: str) -> Any:
+    """The option of one per-slide field, for a command that takes it alone (``info``)."""
+    return next(p.annotation for p in SLIDE.params if p.name == name)

@@ -16,29 +16,21 @@ import typer
 
 from tseg.runtime.cli.common import EXIT_FAILED_SLIDES, csv_progress, devices_option, fail, reported, setup_logging
 from tseg.runtime.util.display import printable
-from tseg.runtime.cli.options import AllowNonBrightfield, DctScaling, Devices, DicomMetadata, DicomOut, DicomwebCredentials, DicomWsi, Engine, High, LevelTolerance, Low, MaxSlideMm, Mpp, OverlayOpacity, OverlayStyle, Progress, Providers, ReaderThreads, Stow, Verbose, dicom_options, slide_settings
-from tseg.runtime.cohort.options import OVERLAY_OPACITY_DEFAULT, OVERLAY_STYLE_DEFAULT
+from tseg.runtime.cli.options import DICOM, READING, SLIDE, Devices, Engine, Progress, Providers, Verbose, takes_groups
+from tseg.runtime.cohort.options import DEFAULT_THRESHOLDS, SlideOptions
 from tseg.runtime.cli.report import write_report_after_run
-from tseg.runtime.wsi.limits import MAX_SLIDE_MM
 
 
+@takes_groups
 def run(
     slides: Optional[List[str]] = typer.Argument(None, help="Slide files, DICOM series folders, folders (searched "
                                                  "recursively) and/or DICOMweb series URLs (https://HOST/ROOT/studies/"
                                                  "UID/series/UID)."),
     out: Path = typer.Option(Path("results"), "--out", "-o", help="Output folder (one sub-folder per slide)."),
     engine: Engine = None,
-    mpp: Mpp = None,
     csv_table: Optional[Path] = typer.Option(None, "--csv", help="Slides CSV: a path column and optional mpp (or mpp_x, mpp_y), low, high, prune per slide."),
-    low: Low = None,
-    high: High = None,
-    reader_threads: ReaderThreads = None,
-    level_tolerance: LevelTolerance = 0.0,
-    dct_scaling: DctScaling = False,
-    allow_non_brightfield: AllowNonBrightfield = False,
-    max_slide_mm: MaxSlideMm = MAX_SLIDE_MM,
-    overlay_style: OverlayStyle = OVERLAY_STYLE_DEFAULT,
-    overlay_opacity: OverlayOpacity = OVERLAY_OPACITY_DEFAULT,
+    slide: SlideOptions = SLIDE.without("prune"),  # per slide: a slides CSV row may set prune
+    reading: dict = READING,
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo slides that already have results."),
     workers: Optional[int] = typer.Option(None, min=1, help="Slides processed in parallel, each process with its own backend (default 1; with --ray: one per GPU, or one per 4 CPUs)."),
     devices: Devices = None,
@@ -55,11 +47,7 @@ def run(
     wait_for_locks: bool = typer.Option(True, "--wait-for-locks/--no-wait-for-locks",
                                         help="Wait at the end for slides another process is working on."),
     progress: Progress = True,
-    dicom_out: DicomOut = False,
-    dicom_wsi: DicomWsi = False,
-    dicom_metadata: DicomMetadata = None,
-    stow: Stow = None,
-    dicomweb_credentials: DicomwebCredentials = None,
+    dicom: Any = DICOM,
     verbose: Verbose = 0,
 ) -> None:
     """Segment slides: masks, probability maps, polygons, overlays and a summary per slide."""
@@ -91,16 +79,11 @@ def run(
             from tseg.runtime.cohort.shard import parse_shard
 
             shard_k_n = parse_shard(shard)
-    settings = slide_settings(mpp=mpp, low=low, high=high, reader_threads=reader_threads,
-                              level_tolerance=level_tolerance, dct_scaling=dct_scaling, overlay_style=overlay_style,
-                              overlay_opacity=overlay_opacity, max_slide_mm=max_slide_mm,
-                              allow_non_brightfield=allow_non_brightfield)
+    settings = {**slide.segmenter_settings(), **reading}
     if not slides and csv_table is None:
         fail("give slides, folders or --csv SLIDES.csv")
     with reported():
-        table_rows = _checked_rows(csv_table, low, high, console)
-        dicom = dicom_options(dicom_out=dicom_out, dicom_wsi=dicom_wsi, dicom_metadata=dicom_metadata, stow=stow,
-                              dicomweb_credentials=dicomweb_credentials)
+        table_rows = _checked_rows(csv_table, slide, console)
     if dicom is not None and ray is not None:
         fail("--dicom-out, --dicom-wsi and --stow do not run on Ray yet: run without --ray (--workers N runs slides "
              "in parallel on this machine)")
@@ -132,9 +115,7 @@ def run(
                 outcomes = run_batch(found, out, segmenter, overwrite=overwrite,
                                      workers=workers if ray is not None else local_workers,
                                      engine=engine_path, providers=providers,
-                                     devices=device_list, settings=settings,
-                                     on_slide_start=bar.slide_started, on_slide_done=bar.slide_done,
-                                     on_tile=bar.tile_done, on_plan=bar.tiles_planned, on_tiles=bar.tiles_done,
+                                     devices=device_list, settings=settings, events=bar,
                                      slide_settings=per_slide, wait_for_locks=wait_for_locks,
                                      quiet_worker_load=True, ray=ray, dicom=dicom)
         except BatchInterrupted as stop:
@@ -151,26 +132,17 @@ def run(
         print_outcomes(outcomes, console)
 
 
-def _checked_rows(csv_table: Optional[Path], low: Optional[int], high: Optional[int], console: Any) -> Iterator[Any]:
+def _checked_rows(csv_table: Optional[Path], slide: SlideOptions, console: Any) -> Iterator[Any]:
     """The slides CSV's rows, streamed (:func:`~tseg.runtime.cohort.slides_csv.iter_slides_csv`,
-    its progress on ``console``), with the run's thresholds checked at once and every row's as it
-    is read."""
+    its progress on ``console``), each row's options checked over the run's (:meth:`SlideOptions.merged`) as it is read."""
     from tseg.runtime.cohort.slides_csv import iter_slides_csv
-    from tseg.runtime.errors import InvalidArgumentError
-    from tseg.runtime.method.postprocess import check_thresholds
 
-    if low is not None or high is not None:
-        check_thresholds(low if low is not None else 0, high if high is not None else 255)
     if csv_table is None:
         return iter(())
 
     def rows() -> Iterator[Any]:
         for row in iter_slides_csv(csv_table, progress=csv_progress(console)):
-            try:
-                check_thresholds(row.settings.get("low", low if low is not None else 85),
-                                 row.settings.get("high", high if high is not None else 229))
-            except InvalidArgumentError as exc:
-                raise InvalidArgumentError(f"{csv_table}, row {row.row}: {exc}") from None
+            slide.merged(row.settings, f"{csv_table}, row {row.row}", defaults=DEFAULT_THRESHOLDS)
             yield row
 
     return rows()

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
-from typing import Annotated, Any, List, Optional
+from dataclasses import replace
+from typing import Annotated, Any, List, Optional, Sequence
 
 import typer
 
 from tseg.runtime.cli.common import devices_option, reported, setup_logging
-from tseg.runtime.cohort.options import OVERLAY_OPACITY_DEFAULT, OVERLAY_STYLE_DEFAULT
-from tseg.runtime.cli.options import AllowNonBrightfield, DctScaling, Devices, DicomMetadata, DicomOut, DicomwebCredentials, DicomWsi, Engine, High, LevelTolerance, Low, Mpp, OverlayOpacity, OverlayStyle, Providers, Prune, ReaderThreads, Stow, Verbose, dicom_options, slide_options
+from tseg.runtime.cohort.options import SlideOptions
+from tseg.runtime.cli.options import DICOM, READING, SLIDE, Devices, Engine, OptionGroup, Providers, Verbose, takes_groups
 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Results folder (the layout of `tseg-rt run`; the job queue "
                                                        "is kept in OUT/.tseg-service/).")]
@@ -25,73 +27,61 @@ KeepDays = Annotated[float, typer.Option(help="Forget finished jobs after this m
                                               "stay.")]
 
 
-def service_config(out: Path, engine: Optional[Path], devices: Optional[str], providers: str,
-                   reader_threads: Optional[int], options: Any, report: bool, report_interval: float,
-                   keep_days: float, **more: Any) -> Any:
-    """The :class:`~tseg.runtime.service.core.ServiceConfig` both service commands build."""
-    from tseg.runtime.service.core import ServiceConfig
-
-    return ServiceConfig(out=out, engine=str(engine) if engine else None, providers=providers,
-                         devices=tuple(devices_option(devices)), reader_threads=reader_threads, defaults=options,
-                         report=report, report_interval_s=report_interval,
-                         keep_days=keep_days if keep_days > 0 else None, **more)
+def _service(out: Out = Path("results"), engine: Engine = None, devices: Devices = None, providers: Providers = "auto",
+             settle: Settle = 30.0, poll: Poll = 2.0, report: Report = True, report_interval: ReportInterval = 30.0,
+             keep_days: KeepDays = 90.0) -> dict[str, Any]:
+    """The options both service commands take, as :class:`~tseg.runtime.service.core.ServiceConfig` keywords
+    (``settle`` and ``poll`` apply to each hot folder: :func:`service_config` takes them out)."""
+    return {"out": out, "engine": str(engine) if engine else None, "providers": providers,
+            "devices": tuple(devices_option(devices)), "settle": settle, "poll": poll, "report": report,
+            "report_interval_s": report_interval, "keep_days": keep_days if keep_days > 0 else None}
 
 
+#: The options of ``serve`` and ``watch`` that are not per slide (generated from :func:`_service`'s parameters).
+SERVICE = OptionGroup(tuple(inspect.signature(_service, eval_str=True).parameters.values()), _service)
+
+
+def service_config(service: dict[str, Any], reading: dict[str, Any], slide: SlideOptions, dicom: Any,
+                   watch: Sequence[Path] = (), **more: Any) -> Any:
+    """The :class:`~tseg.runtime.service.core.ServiceConfig` both service commands build; a job's
+    options default to ``slide`` (DICOM outputs on where the service makes them)."""
+    from tseg.runtime.service.core import HotFolderConfig, ServiceConfig
+
+    settings = dict(service)
+    settle, poll = settings.pop("settle"), settings.pop("poll")
+    hot = tuple(HotFolderConfig(folder, settle, poll) for folder in watch)
+    return ServiceConfig(**settings, **reading, defaults=replace(slide, dicom_out=dicom is not None), dicom=dicom,
+                         hot_folders=hot, **more)
+
+
+@takes_groups
 def serve(
-    out: Out = Path("results"),
+    service: dict = SERVICE,
     root: Annotated[Optional[List[Path]], typer.Option("--root", help="A folder slides may be read from (repeat for "
                                                                       "several). Paths outside every root are refused.")] = None,
-    engine: Engine = None,
     host: Annotated[str, typer.Option(help="Address to listen on. Anything but loopback needs --token-file.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free port; the one taken is in "
                                                              "OUT/.tseg-service/service.json).")] = 8642,
     token_file: Annotated[Optional[Path], typer.Option("--token-file", help="File whose first line is the token every "
                                                                             "request must send as 'Authorization: Bearer TOKEN'.")] = None,
-    devices: Devices = None,
-    providers: Providers = "auto",
-    reader_threads: ReaderThreads = None,
     watch: Annotated[Optional[List[Path]], typer.Option("--watch", help="Also process slides that appear in this folder "
                                                                         "(a hot folder, as `tseg-rt watch`).")] = None,
-    settle: Settle = 30.0,
-    poll: Poll = 2.0,
-    report: Report = True,
-    report_interval: ReportInterval = 30.0,
-    keep_days: KeepDays = 90.0,
     max_queued: Annotated[int, typer.Option("--max-queued", min=0, help=(
         "Refuse new submissions (429, Retry-After) while this many jobs are pending (0: no limit); an equal "
         "pending job is still returned, and hot-folder slides are always taken."))] = 1000,
-    mpp: Mpp = None,
-    low: Low = None,
-    high: High = None,
-    prune: Prune = True,
-    level_tolerance: LevelTolerance = 0.0,
-    dct_scaling: DctScaling = False,
-    allow_non_brightfield: AllowNonBrightfield = False,
-    overlay_style: OverlayStyle = OVERLAY_STYLE_DEFAULT,
-    overlay_opacity: OverlayOpacity = OVERLAY_OPACITY_DEFAULT,
-    dicom_out: DicomOut = False,
-    dicom_wsi: DicomWsi = False,
-    dicom_metadata: DicomMetadata = None,
-    stow: Stow = None,
-    dicomweb_credentials: DicomwebCredentials = None,
+    reading: dict = READING,
+    slide: SlideOptions = SLIDE,
+    dicom: Any = DICOM,
     verbose: Verbose = 0,
 ) -> None:
     """Serve a local HTTP API: submit slides by path, follow jobs, fetch results (docs/service.md)."""
     setup_logging(verbose + 1)  # a service logs what it does (INFO); -v adds every request, -vv debug
     logging.getLogger("uvicorn.access").setLevel(logging.INFO if verbose >= 1 else logging.WARNING)
     with reported():
-        dicom = dicom_options(dicom_out=dicom_out, dicom_wsi=dicom_wsi, dicom_metadata=dicom_metadata, stow=stow,
-                              dicomweb_credentials=dicomweb_credentials)
-    options = slide_options(mpp=mpp, low=low, high=high, level_tolerance=level_tolerance, dct_scaling=dct_scaling,
-                            prune=prune, overlay_style=overlay_style, overlay_opacity=overlay_opacity,
-                            dicom_out=dicom is not None, allow_non_brightfield=allow_non_brightfield)
-    with reported():
         from tseg.runtime.service.access import read_token_file
-        from tseg.runtime.service.core import HotFolderConfig
         from tseg.runtime.service.server import serve as run_service
 
         token = read_token_file(token_file) if token_file is not None else None
-        config = service_config(out, engine, devices, providers, reader_threads, options, report, report_interval,
-                                keep_days, dicom=dicom, roots=tuple(root or ()), max_queued=max_queued or None,
-                                hot_folders=tuple(HotFolderConfig(w, settle, poll) for w in watch or ()))
+        config = service_config(service, reading, slide, dicom, watch or (), roots=tuple(root or ()),
+                                max_queued=max_queued or None)
         run_service(config, host=host, port=port, token=token)

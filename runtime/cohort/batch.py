@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from tseg.runtime.cohort.local import run_here, run_in_processes
-from tseg.runtime.cohort.outcomes import Ledger, SlideOutcome
+from tseg.runtime.cohort.outcomes import BatchEvents, Ledger, SlideOutcome
 from tseg.runtime.cohort.locks import remove_stale_locks
 from tseg.runtime.cohort.runner import check_output_root
 from tseg.runtime.errors import InvalidArgumentError
@@ -45,20 +45,13 @@ from tseg.runtime.wsi.locator import SlideRef, is_remote
 
 log = logging.getLogger(__name__)
 
-#: The batch API; the names from the modules it was split into stay importable from here.
-
 def run_batch(slides: Sequence[SlideRef], out: Path, segmenter: Any = None, overwrite: bool = False,
               workers: int | None = 1, engine: str | None = None, providers: Any = None,
               devices: Sequence[int] = (), settings: dict[str, Any] | None = None,
-              on_slide_start: Callable[[Path, str], None] | None = None,
-              on_slide_done: Callable[[SlideOutcome], None] | None = None,
-              on_tile: Callable[[int, bool], None] | None = None,
-              on_plan: Callable[[int], None] | None = None,
+              events: BatchEvents | None = None,
               slide_settings: Mapping[str, Mapping[str, Any]] | None = None,
               wait_for_locks: bool = True, quiet_worker_load: bool = False,
-              on_lock_wait: Callable[[Path, str], None] | None = None,
-              ray: str | None = None, on_tiles: Callable[[int], None] | None = None,
-              max_worker_deaths: int = 2, dicom: Any = None) -> list[SlideOutcome]:
+              ray: str | None = None, max_worker_deaths: int = 2, dicom: Any = None) -> list[SlideOutcome]:
     """Process ``slides`` into ``out``: in this process with ``segmenter``, in ``workers``
     processes each loading its own backend from ``engine`` (one per device in ``devices``), or,
     with ``ray`` (``"auto"`` or a cluster address), on a Ray cluster, one long-lived worker per
@@ -68,8 +61,9 @@ def run_batch(slides: Sequence[SlideRef], out: Path, segmenter: Any = None, over
     ``slide_settings`` maps a slide path (as given) to per-slide settings (``mpp``, ``low``,
     ``high``, ...) that override ``settings`` for that slide. Slides whose lock another process
     holds are waited for at the end (``wait_for_locks``), or reported as ``locked``.
-    ``on_tiles(n)`` counts tiles finished anywhere (every runner); ``on_tile`` and ``on_plan``
-    follow the tiles of the slide being processed in this process. ``dicom``
+    ``events`` (:class:`~tseg.runtime.cohort.outcomes.BatchEvents`) hears of slides starting and
+    finishing, tiles finished anywhere (every runner) and the tiles of the slide being processed
+    in this process. ``dicom``
     (:class:`~tseg.runtime.outputs.dicom_export.DicomOptions`): make each result's DICOM objects
     and store them where it says (not with ``ray`` yet). Slides may be DICOMweb series URLs.
     Raises :class:`BatchInterrupted` on Ctrl-C."""
@@ -81,21 +75,18 @@ def run_batch(slides: Sequence[SlideRef], out: Path, segmenter: Any = None, over
     if stale:
         log.info("removed %d stale lock file(s) in %s", stale, out)
     per_slide = {str(k): dict(v) for k, v in (slide_settings or {}).items()}
-    ledger = Ledger(slides, out, on_slide_done)
+    ledger = Ledger(slides, out, events)
     if ray is not None:
         from tseg.runtime.cohort.ray_batch import run_on_ray
 
         run_on_ray(slides, out, ledger, address=ray, engine=engine, providers=providers, settings=settings or {},
                    per_slide=per_slide, overwrite=overwrite, workers=workers, wait_for_locks=wait_for_locks,
-                   on_slide_start=on_slide_start, on_tiles=on_tiles, max_worker_deaths=max_worker_deaths,
-                   quiet_load=quiet_worker_load)
+                   max_worker_deaths=max_worker_deaths, quiet_load=quiet_worker_load)
     elif workers is None or workers <= 1:
         run_here(slides, out, ledger, segmenter, per_slide=per_slide, overwrite=overwrite,
-                 wait_for_locks=wait_for_locks, on_slide_start=on_slide_start, on_tile=on_tile, on_plan=on_plan,
-                 on_tiles=on_tiles, on_lock_wait=on_lock_wait, dicom=dicom)
+                 wait_for_locks=wait_for_locks, dicom=dicom)
     else:
         run_in_processes(slides, out, ledger, workers=workers, engine=engine, providers=providers, devices=devices,
                          settings=settings or {}, per_slide=per_slide, overwrite=overwrite,
-                         wait_for_locks=wait_for_locks, quiet_worker_load=quiet_worker_load, on_tiles=on_tiles,
-                         dicom=dicom)
+                         wait_for_locks=wait_for_locks, quiet_worker_load=quiet_worker_load, dicom=dicom)
     return ledger.sorted()

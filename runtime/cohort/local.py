@@ -33,19 +33,16 @@ log = logging.getLogger(__name__)
 
 def run_here(slides: Sequence[Path], out: Path, ledger: Ledger, segmenter: Any, *,
              per_slide: Mapping[str, Mapping[str, Any]], overwrite: bool, wait_for_locks: bool,
-             on_slide_start: Callable[[Path, str], None] | None = None,
-             on_tile: Callable[[int, bool], None] | None = None,
-             on_plan: Callable[[int], None] | None = None,
-             on_tiles: Callable[[int], None] | None = None,
-             on_lock_wait: Callable[[Path, str], None] | None = None, dicom: Any = None) -> None:
-    """Process ``slides`` one after another in this process with ``segmenter``."""
+             dicom: Any = None) -> None:
+    """Process ``slides`` one after another in this process with ``segmenter``; progress goes to
+    ``ledger.events``."""
+    events = ledger.events
 
     def waiting(slide: Path) -> Callable[[dict[str, Any] | None], None]:
         def note(holder: dict[str, Any] | None) -> None:
             text = f"{slide}: waiting for {describe_holder(holder)}, which is processing it"
             log.warning(text)
-            if on_lock_wait:
-                on_lock_wait(slide, describe_holder(holder))
+            events.lock_wait(slide, describe_holder(holder))
         return note
 
     current: list[str] = []
@@ -53,21 +50,18 @@ def run_here(slides: Sequence[Path], out: Path, ledger: Ledger, segmenter: Any, 
     deferred: list[Path] = []
 
     def tile(index: int, was_run: bool) -> None:
-        if on_tile:
-            on_tile(index, was_run)
-        if on_tiles:
-            on_tiles(1)
+        events.tile_done(index, was_run)
+        events.tiles_done(1)
 
     try:
         for wait_now in (False, True):
             queue, pending = (pending, []) if not wait_now else (deferred, [])
             while queue:
                 slide = queue.pop(0)
-                if on_slide_start:
-                    on_slide_start(slide, result_stem(slide) if slide_exists(slide) else slide_stem(slide))
+                events.slide_started(slide, result_stem(slide) if slide_exists(slide) else slide_stem(slide))
                 current[:] = [str(slide)]
                 outcome = run_slide(segmenter, slide, out, overwrite, wait_now, per_slide.get(str(slide)),
-                                    on_tile=tile if (on_tile or on_tiles) else None, on_plan=on_plan,
+                                    on_tile=tile, on_plan=events.tiles_planned,
                                     on_wait=waiting(slide), dicom=dicom)
                 current.clear()
                 outcome.worker = describe_worker()
@@ -156,8 +150,7 @@ def _interrupt_workers(pool: ProcessPoolExecutor) -> None:
 def run_in_processes(slides: Sequence[Path], out: Path, ledger: Ledger, *, workers: int, engine: str | None,
                      providers: Any, devices: Sequence[int], settings: Mapping[str, Any],
                      per_slide: Mapping[str, Mapping[str, Any]], overwrite: bool, wait_for_locks: bool,
-                     quiet_worker_load: bool = False, on_tiles: Callable[[int], None] | None = None,
-                     dicom: Any = None) -> None:
+                     quiet_worker_load: bool = False, dicom: Any = None) -> None:
     """Process ``slides`` in ``workers`` spawned processes, each loading its own backend from
     ``engine`` (device ``devices[i % len(devices)]``); their log records come back to this
     process's handlers, each distinct message once."""
@@ -199,8 +192,8 @@ def run_in_processes(slides: Sequence[Path], out: Path, ledger: Ledger, *, worke
                         ledger.defer(slide, outcome)
                         deferred.append(slide)
                         continue
-                    if on_tiles and outcome.summary.get("tiles"):
-                        on_tiles(int(outcome.summary["tiles"].get("tiles_total", 0)))
+                    if outcome.summary.get("tiles"):
+                        ledger.events.tiles_done(int(outcome.summary["tiles"].get("tiles_total", 0)))
                     ledger.finish(outcome)
             if not wait_for_locks or not deferred:
                 break

@@ -42,8 +42,17 @@ OVERLAY_STYLE_DEFAULT = "fill"
 OVERLAY_OPACITY_DEFAULT = 0.35
 
 
-def _meta(help: str, scope: str = "segmenter", low: float | None = None, high: float | None = None) -> dict[str, Any]:
-    return {"help": help, "scope": scope, "min": low, "max": high}
+#: The model's default thresholds (the bundled model's; a model's contract may differ), against
+#: which ``tseg-rt run`` checks a --low or --high given alone (the model's own are checked again
+#: when it is loaded).
+DEFAULT_THRESHOLDS = (85, 229)
+
+
+def _meta(help: str, flag: str | None, scope: str = "segmenter", low: float | None = None, high: float | None = None,
+          metavar: str | None = None) -> dict[str, Any]:
+    """A field's help, range and consumer, and its command-line ``flag`` (None: not a flag); the
+    commands' parameters are generated from them (:mod:`tseg.runtime.cli.options`)."""
+    return {"help": help, "scope": scope, "min": low, "max": high, "flag": flag, "metavar": metavar}
 
 
 @dataclass(frozen=True)
@@ -52,35 +61,43 @@ class SlideOptions:
     input with :meth:`from_mapping` (JSON, CSV rows), which names the field at fault."""
 
     mpp: float | tuple[float, float] | None = field(default=None, metadata=_meta(
-        "Level-0 resolution in µm per pixel (X, or [X, Y]); overrides the slide's metadata. "
-        "Default: the slide's metadata."))
+        "Level-0 resolution in µm per pixel, X or X,Y (in JSON: a number or [X, Y]); overrides the slide's "
+        "metadata (with a warning when that was plausible). Default: the slide's metadata.", "--mpp"))
     low: int | None = field(default=None, metadata=_meta(
-        "Hysteresis low threshold, 0-255. Default: the model's (85).", low=0, high=255))
+        "Hysteresis low threshold, 0-255. Default: the model's (85).", "--low", low=0, high=255))
     high: int | None = field(default=None, metadata=_meta(
-        "Hysteresis high threshold, 0-255. Default: the model's (229).", low=0, high=255))
+        "Hysteresis high threshold, 0-255. Default: the model's (229).", "--high", low=0, high=255))
     prune: bool = field(default=True, metadata=_meta(
-        "Keep a region only if the 95th percentile of its smoothed probability exceeds the high threshold."))
+        "Keep a region only if the 95th percentile of its smoothed probability exceeds the high threshold "
+        "(the paper's pruning).", "--prune/--no-prune"))
     level_tolerance: float = field(default=0.0, metadata=_meta(
-        "Opt-in: read a pyramid level within this many percent of the target resolution (0-50).", low=0, high=50))
+        "Opt-in: read a pyramid level within this many percent of the target resolution and resize it slightly "
+        "up (e.g. 2 for Aperio 40x slides), 0-50. Default 0: the paper's rule.", "--level-tolerance", low=0, high=50))
     dct_scaling: bool = field(default=False, metadata=_meta(
-        "Opt-in: decode JPEG tiles at 1/2, 1/4 or 1/8 in the DCT domain where still fine enough."))
+        "Opt-in: decode JPEG tiles at 1/2, 1/4 or 1/8 in the DCT domain when that is still at least the target "
+        "resolution.", "--dct-scaling"))
     allow_non_brightfield: bool = field(default=False, metadata=_meta(
         "Segment slides whose metadata says they are not H&E brightfield (fluorescence, multiplex, grey), which are "
-        "refused by default: the model was trained on H&E brightfield only, so results on them are not validated."))
+        "refused by default: the model was trained on H&E brightfield only, so results on them are not validated.",
+        "--allow-non-brightfield"))
     overlay_style: OverlayStyle = field(default=OVERLAY_STYLE_DEFAULT, metadata=_meta(
         "overlay.png: fill (translucent tumour fill with its contour), contour (the contour alone) or heatmap "
-        "(the probability as a colour-blind-safe heat map with the contour). Changes only the overlay."))
+        "(the probability as a colour-blind-safe heat map with the contour). Changes only the overlay.",
+        "--overlay-style", metavar="fill|contour|heatmap"))
     overlay_opacity: float = field(default=OVERLAY_OPACITY_DEFAULT, metadata=_meta(
-        "Opacity of the overlay's fill or heat map, 0-1 (the tissue stays visible below it).", low=0, high=1))
+        "Opacity of the overlay's fill or heat map, 0-1 (the tissue stays visible below it).", "--overlay-opacity",
+        low=0, high=1))
     dicom_out: bool = field(default=False, metadata=_meta(
         "Also make the result's DICOM objects (SEG, probability SEG, bulk annotations; stored with STOW-RS when the "
         "service has --stow). Only where the service was started with --dicom-out or --stow; default: on there.",
-        scope="outputs"))
+        None, scope="outputs"))
 
     # --- checking and parsing ----------------------------------------------------------------
 
-    def checked(self, where: str = "") -> "SlideOptions":
-        """This object, after checking every field (InvalidArgumentError naming it)."""
+    def checked(self, where: str = "", defaults: tuple[int, int] | None = None) -> "SlideOptions":
+        """This object, after checking every field (InvalidArgumentError naming it). Thresholds
+        are checked here only (:func:`~tseg.runtime.method.postprocess.check_thresholds`): a pair
+        given together, or, with ``defaults`` (the model's low and high), one given alone."""
         at = f"{where}: " if where else ""
         if self.mpp is not None:
             values = [self.mpp] if isinstance(self.mpp, (int, float)) else list(self.mpp)
@@ -91,9 +108,13 @@ class SlideOptions:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255):
                 raise InvalidArgumentError(f"{at}{name} must be an integer 0-255, got {value!r}")
-        if self.low is not None and self.high is not None and not self.low < self.high:
-            raise InvalidArgumentError(f"{at}thresholds must satisfy low < high (8-bit levels), got low={self.low}, "
-                                       f"high={self.high}")
+        if defaults is not None or (self.low is not None and self.high is not None):
+            from tseg.runtime.method.postprocess import check_thresholds
+
+            try:
+                check_thresholds(*self.thresholds(*(defaults or DEFAULT_THRESHOLDS)))
+            except InvalidArgumentError as exc:
+                raise InvalidArgumentError(f"{at}{exc}") from None
         for name in ("prune", "dct_scaling", "allow_non_brightfield", "dicom_out"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidArgumentError(f"{at}{name} must be true or false, got {getattr(self, name)!r}")
@@ -130,9 +151,10 @@ class SlideOptions:
                 values[name] = float(values[name])
         return cls(**values).checked(where)
 
-    def merged(self, overrides: Mapping[str, Any], where: str = "") -> "SlideOptions":
+    def merged(self, overrides: Mapping[str, Any], where: str = "",
+               defaults: tuple[int, int] | None = None) -> "SlideOptions":
         """These options with some fields replaced (a slides-CSV row over the run's flags)."""
-        return replace(self, **dict(overrides)).checked(where)
+        return replace(self, **dict(overrides)).checked(where, defaults)
 
     # --- what the parts of the system take ---------------------------------------------------
 

@@ -12,7 +12,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from tseg.runtime.errors import TsegError
 from tseg.runtime.util.signals import describe_signal, signal_of
@@ -81,18 +81,41 @@ def failed_outcome(slide: Path, name: str, exc: BaseException, t0: float) -> Sli
     return SlideOutcome(str(slide), name, "failed", text, seconds, error_cli=text, error_type=kind)
 
 
+class BatchEvents:
+    """What a batch tells its caller as it goes (progress bars, a service's job state). Every
+    method does nothing here: subclass and override the ones you need
+    (:class:`~tseg.runtime.cohort.progress.BatchProgress` does)."""
+
+    def slide_started(self, slide: Path, name: str) -> None:
+        """``slide`` (result folder ``name``) is being processed, here or on a worker."""
+
+    def slide_done(self, outcome: SlideOutcome) -> None:
+        """A slide's final outcome (in the order slides finish)."""
+
+    def tiles_planned(self, count: int) -> None:
+        """The slide being processed in this process has ``count`` tiles."""
+
+    def tile_done(self, index: int, was_run: bool) -> None:
+        """Tile ``index`` of the slide being processed in this process is merged."""
+
+    def tiles_done(self, count: int) -> None:
+        """``count`` more tiles finished somewhere in the batch (every runner)."""
+
+    def lock_wait(self, slide: Path, holder: str) -> None:
+        """This process waits for ``holder``, which holds ``slide``'s lock."""
+
+
 class Ledger:
     """This process's account of a batch: outcomes in input order, slides put back because
     another process held their lock, and what each finished or failed slide leaves for the
     cohort report. Whichever runner processes the slides, outcomes go through :meth:`finish`."""
 
-    def __init__(self, slides: Sequence[Path], out: Path,
-                 on_slide_done: Callable[[SlideOutcome], None] | None) -> None:
+    def __init__(self, slides: Sequence[Path], out: Path, events: BatchEvents | None = None) -> None:
         self.order = {str(s): i for i, s in enumerate(slides)}
         self.out = out
         self.outcomes: list[SlideOutcome] = []
         self.holders: dict[str, str] = {}
-        self._on_slide_done = on_slide_done
+        self.events = events or BatchEvents()
 
     def defer(self, slide: Path, outcome: SlideOutcome) -> None:
         """A slide whose lock another live process holds: come back to it at the end."""
@@ -113,8 +136,7 @@ class Ledger:
             record_outcome(self.out, outcome)
         except (TsegError, OSError) as exc:  # the report loses a line; the batch goes on
             log.warning("could not record the outcome of %s for the cohort report: %s", outcome.slide, exc)
-        if self._on_slide_done:
-            self._on_slide_done(outcome)
+        self.events.slide_done(outcome)
 
     def finished(self) -> set[str]:
         return {o.slide for o in self.outcomes}

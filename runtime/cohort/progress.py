@@ -26,13 +26,16 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from tseg.runtime.cohort.outcomes import BatchEvents
+
 log = logging.getLogger(__name__)
 
 #: Seconds between two progress lines when the output is not a terminal.
 PLAIN_INTERVAL_S = 30.0
 
 
-class BatchProgress:
+
+class BatchProgress(BatchEvents):
     """The cohort bar, plus a tile bar per slide (``per_slide_tiles``). Disabled: every callback
     only counts."""
 

@@ -34,7 +34,7 @@ the runtime never needs it.
   releases its lock) for up to :data:`CANCEL_GRACE_S`, then the actors are killed, and
   :class:`~tseg.runtime.cohort.outcomes.BatchInterrupted` says what finished and what was left.
 * **Progress and logs.** The driver polls each busy actor for its tile count about once a
-  second (``on_tiles``); each actor returns the log records of its work with the outcome, and
+  second (``ledger.events.tiles_done``); each actor returns the log records of its work with the outcome, and
   the driver logs them (each distinct message once), as local workers' records are forwarded.
 """
 
@@ -99,19 +99,16 @@ def _death_reason(exc: BaseException) -> str:
 
 def run_on_ray(slides: Sequence[Path], out: Path, ledger: Ledger, *, address: str | None, engine: str | None,
                providers: Any, settings: Mapping[str, Any], per_slide: Mapping[str, Mapping[str, Any]],
-               overwrite: bool, workers: int | None, wait_for_locks: bool,
-               on_slide_start: Callable[[Path, str], None] | None = None,
-               on_tiles: Callable[[int], None] | None = None, max_worker_deaths: int = 2,
+               overwrite: bool, workers: int | None, wait_for_locks: bool, max_worker_deaths: int = 2,
                quiet_load: bool = False) -> None:
-    """Process ``slides`` on Ray workers; outcomes go to ``ledger`` (:class:`tseg.runtime.cohort.outcomes.Ledger`)."""
+    """Process ``slides`` on Ray workers; outcomes go to ``ledger`` (:class:`tseg.runtime.cohort.outcomes.Ledger`),
+    progress to ``ledger.events``."""
     if workers is not None and workers < 1:
         raise InvalidArgumentError(f"workers must be at least 1, got {workers}")
     if max_worker_deaths < 1:
         raise InvalidArgumentError(f"max_worker_deaths must be at least 1, got {max_worker_deaths}")
     if not slides:  # nothing to do: no cluster to start
         return
-    given = {str(Path(s).absolute()): str(s) for s in slides}
-    out_abs = str(Path(out).absolute())
     engine = str(Path(engine).absolute()) if engine is not None else None  # workers' folders differ
     with ray_session(address) as ray:
         from ray.exceptions import RayError, RayTaskError
@@ -126,209 +123,268 @@ def run_on_ray(slides: Sequence[Path], out: Path, ledger: Ledger, *, address: st
         options: dict[str, Any] = {"num_cpus": 1, "num_gpus": 1 if gpu else 0}
         if not gpu:
             options["scheduling_strategy"] = "SPREAD"
-        actor_class = worker_class(ray)
-        log_level = logging.getLogger().getEffectiveLevel()
         log.info("Ray: %d %s worker(s) on a cluster of %s CPUs and %s GPUs", count, "GPU" if gpu else "CPU",
                  int(resources.get("CPU", 0)), int(resources.get("GPU", 0)))
+        scheduler = RayScheduler(
+            ray, worker_class(ray), ledger, slides, out, errors=(RayError, RayTaskError), actor_options=options,
+            actor_args=(engine, providers, dict(settings), logging.getLogger().getEffectiveLevel()),
+            quiet_load=quiet_load, per_slide=per_slide, overwrite=overwrite, wait_for_locks=wait_for_locks,
+            max_worker_deaths=max_worker_deaths,
+            no_room=f"the cluster has no free {'GPU' if gpu else 'CPU'} for one (resources: {resources})")
+        scheduler.run(count)
 
-        seen_logs: set[tuple[int, str]] = set()
 
-        def relay(records: Sequence[tuple[str, int, str]]) -> None:
-            for name, level, text in records:
-                if (level, text) in seen_logs:
-                    continue
-                seen_logs.add((level, text))
-                logger = logging.getLogger(name)
-                if logger.isEnabledFor(level):
-                    logger.log(level, "%s", text)
+class RayScheduler:
+    """One batch on Ray actors: the slides' queue and the workers (starting, idle, busy), with
+    one method per event (a worker ready or refusing, a slide's result, a worker's death, a
+    progress answer, Ctrl-C). ``ray`` is the module (or a stand-in with ``wait``, ``get`` and
+    ``kill``); ``errors`` is ``(RayError, RayTaskError)`` of ``ray.exceptions``."""
 
-        numbers = iter(range(1_000_000))
-        starting: dict[Any, _Worker] = {}
-        idle: deque[_Worker] = deque()
-        busy: dict[Any, _Job] = {}
-        alive: list[_Worker] = []
-        refusals: dict[str, list[str]] = {}
-        deaths: dict[str, _Deaths] = {}
-        progress_refs: dict[Any, _Worker] = {}
-        queue: deque[tuple[Path, bool]] = deque((Path(s), False) for s in slides)
-        deferred: list[Path] = []
-        ever_ready = False
-        started_at = time.monotonic()
-        last_poll = 0.0
+    def __init__(self, ray: Any, actor_class: Any, ledger: Ledger, slides: Sequence[Path], out: Path, *,
+                 errors: tuple[type[BaseException], type[BaseException]], actor_options: Mapping[str, Any],
+                 actor_args: tuple[Any, ...], quiet_load: bool, per_slide: Mapping[str, Mapping[str, Any]],
+                 overwrite: bool, wait_for_locks: bool, max_worker_deaths: int, no_room: str = "") -> None:
+        self.ray, self.actor_class, self.ledger, self.slides, self.out = ray, actor_class, ledger, slides, out
+        self.ray_error, self.task_error = errors
+        self.actor_options, self.actor_args, self.quiet_load = dict(actor_options), actor_args, quiet_load
+        self.per_slide, self.overwrite, self.wait_for_locks = per_slide, overwrite, wait_for_locks
+        self.max_worker_deaths, self.no_room = max_worker_deaths, no_room
+        self.given = {str(Path(s).absolute()): str(s) for s in slides}
+        self.out_abs = str(Path(out).absolute())
+        self.numbers = iter(range(1_000_000))
+        self.starting: dict[Any, _Worker] = {}
+        self.idle: deque[_Worker] = deque()
+        self.busy: dict[Any, _Job] = {}
+        self.alive: list[_Worker] = []
+        self.refusals: dict[str, list[str]] = {}
+        self.deaths: dict[str, _Deaths] = {}
+        self.progress_refs: dict[Any, _Worker] = {}
+        self.queue: deque[tuple[Path, bool]] = deque((Path(s), False) for s in slides)
+        self.deferred: list[Path] = []
+        self.seen_logs: set[tuple[int, str]] = set()
+        self.ever_ready = False
+        self.second_pass = False
+        self.started_at = time.monotonic()
+        self.last_poll = 0.0
 
-        def start_worker() -> None:
-            n = next(numbers)
-            handle = actor_class.options(**options).remote(engine, providers, dict(settings), log_level, n, quiet_load)
-            w = _Worker(handle, n)
-            starting[handle.ready.remote()] = w
+    # --- the loop ------------------------------------------------------------------------------
 
-        def kill(w: _Worker) -> None:
-            try:
-                ray.kill(w.handle, no_restart=True)
-            except Exception:  # already dead
-                pass
-            if w in alive:
-                alive.remove(w)
-
-        def poll_progress(force: bool = False) -> None:
-            nonlocal last_poll
-            if progress_refs:
-                ready, _ = ray.wait(list(progress_refs), num_returns=len(progress_refs), timeout=0)
-                for ref in ready:
-                    w = progress_refs.pop(ref)
-                    try:
-                        tiles = int(ray.get(ref)["tiles"])
-                    except RayError:
-                        continue
-                    if tiles > w.tiles_seen and on_tiles:
-                        on_tiles(tiles - w.tiles_seen)
-                    w.tiles_seen = max(w.tiles_seen, tiles)
-            now = time.monotonic()
-            if force or now - last_poll >= PROGRESS_POLL_S:
-                last_poll = now
-                asked = set(progress_refs.values())
-                for job in busy.values():
-                    if job.worker not in asked:
-                        progress_refs[job.worker.handle.progress.options(concurrency_group=CONTROL).remote()] = job.worker
-
-        def finish(outcome: Any, slide: Path) -> None:
-            outcome.slide = given.get(outcome.slide, str(slide))
-            absolute = str(Path(slide).absolute())
-            for attr in ("error", "error_cli", "detail"):
-                value = getattr(outcome, attr)
-                if value and absolute != str(slide):
-                    setattr(outcome, attr, value.replace(absolute, str(slide)))
-            history = deaths.get(str(slide))
-            if history and outcome.ok:
-                note = f"finished after {len(history.reasons)} worker(s) died processing it ({history.reasons[-1]})"
-                outcome.detail = f"{outcome.detail}; {note}" if outcome.detail else note
-            ledger.finish(outcome)
-
-        def dispatch() -> None:
-            while idle and queue:
-                w = idle.popleft()
-                slide, wait_now = queue.popleft()
-                absolute = str(Path(slide).absolute())
-                ref = w.handle.process.remote(absolute, out_abs, overwrite, wait_now, per_slide.get(str(slide)))
-                busy[ref] = _Job(w, slide, wait_now)
-                if on_slide_start:
-                    on_slide_start(slide, slide_stem(Path(slide)))
-
-        def worker_died(job: _Job, exc: BaseException) -> None:
-            w, slide = job.worker, job.slide
-            reason = _death_reason(exc)
-            kill(w)
-            history = deaths.setdefault(str(slide), _Deaths())
-            history.reasons.append(reason)
-            _remove_left(out, slide)
-            if len(history.reasons) >= max_worker_deaths:
-                text = (f"{slide}: {len(history.reasons)} workers died while processing it (a crash, a lost node or "
-                        f"out of memory); last: {reason}")
-                log.error(text)
-                finish(SlideOutcome(str(Path(slide).absolute()), slide_stem(Path(slide)), "failed", text,
-                                    error_cli=text, worker=w.label), slide)
-            else:
-                log.warning("%s: its worker (%s) died while processing it (%s); retrying on another worker", slide,
-                            w.label or f"#{w.number}", reason)
-                queue.appendleft((slide, job.wait))
-            start_worker()  # replace the dead worker
-
-        def in_progress() -> list[str]:
-            return [str(j.slide) for j in busy.values()]
-
+    def run(self, count: int) -> None:
+        """Start ``count`` workers and process every slide; raises BatchInterrupted on Ctrl-C."""
         for _ in range(count):
-            start_worker()
+            self.start_worker()
         try:
-            second_pass = False
-            while True:
-                dispatch()
-                if not busy and not queue:
-                    if deferred and wait_for_locks and not second_pass:
-                        second_pass = True
-                        for slide in deferred:
-                            log.info("%s: waiting for the process that holds its lock", slide)
-                        queue.extend((s, True) for s in deferred)
-                        deferred = []
-                        continue
-                    break
-                if not busy and not idle and not starting:
-                    reasons = "; ".join(sorted(refusals)) or "every worker died"
-                    if not ever_ready:
-                        raise ClusterError(f"no Ray worker could load the model: {reasons}")
-                    for slide, _wait in list(queue):
-                        text = f"{slide}: no Ray worker left to process it ({reasons})"
-                        finish(SlideOutcome(str(Path(slide).absolute()), slide_stem(Path(slide)), "failed", text,
-                                            error_cli=text), slide)
-                    queue.clear()
-                    break
-                if not ever_ready and time.monotonic() - started_at > START_TIMEOUT_S:
-                    raise ClusterError(f"no Ray worker started within {START_TIMEOUT_S:.0f} s: the cluster has no free "
-                                       f"{'GPU' if gpu else 'CPU'} for one (resources: {resources})")
-                waiting = list(busy) + list(starting)
-                done, _ = ray.wait(waiting, num_returns=1, timeout=PROGRESS_POLL_S)
-                for ref in done:
-                    if ref in starting:
-                        w = starting.pop(ref)
-                        try:
-                            info = ray.get(ref)
-                        except RayError as exc:
-                            info = {"label": f"worker #{w.number}", "error": _death_reason(exc), "logs": []}
-                        relay(info.get("logs", []))
-                        w.label = info.get("label", "")
-                        if info.get("error"):
-                            refusals.setdefault(str(info["error"]), []).append(w.label)
-                            log.warning("Ray worker %s refused: %s", w.label, info["error"])
-                            kill(w)
-                            continue
-                        ever_ready = True
-                        alive.append(w)
-                        idle.append(w)
-                        log.debug("Ray worker %s ready: %s", w.label, (info.get("backend") or {}).get("path"))
-                        continue
-                    job = busy.pop(ref)
-                    try:
-                        outcome, records = ray.get(ref)
-                    except RayTaskError as exc:  # an error that escaped run_slide: this slide fails
-                        text = f"{job.slide}: unexpected error in the worker: {str(exc).splitlines()[0]}"
-                        finish(SlideOutcome(str(Path(job.slide).absolute()), slide_stem(Path(job.slide)), "failed",
-                                            text, error_cli=text, worker=job.worker.label), job.slide)
-                        idle.append(job.worker)
-                        continue
-                    except RayError as exc:  # the worker died (killed, node lost, out of memory)
-                        worker_died(job, exc)
-                        continue
-                    relay(records)
-                    idle.append(job.worker)
-                    if outcome.status == "locked" and not job.wait and wait_for_locks:
-                        outcome.slide = str(job.slide)
-                        ledger.defer(job.slide, outcome)
-                        deferred.append(job.slide)
-                        continue
-                    finish(outcome, job.slide)
-                poll_progress()
-            asked = set(progress_refs.values())  # the last tiles of the last slides
-            for w in alive:
-                if w not in asked:
-                    progress_refs[w.handle.progress.options(concurrency_group=CONTROL).remote()] = w
-            if progress_refs:
-                ray.wait(list(progress_refs), num_returns=len(progress_refs), timeout=2.0)
-                poll_progress()
-            if refusals and ever_ready:
-                for reason, who in refusals.items():
+            while self.step():
+                pass
+            self.last_progress()
+            if self.refusals and self.ever_ready:
+                for reason, who in self.refusals.items():
                     log.warning("%d Ray worker(s) refused (%s): %s", len(who), ", ".join(who), reason)
         except KeyboardInterrupt as stop:
-            running = in_progress()
-            _stop(ray, busy, RayError, finish, out)
-            for w in list(alive) + list(starting.values()):
-                kill(w)
-            finished = ledger.finished()
-            running = [s for s in running if s not in finished]
-            for job in busy.values():  # killed before they stopped: what they left is removed
-                _remove_left(out, job.slide)
-            raise ledger.interrupted(slides, running, stop) from None
+            self.interrupted(stop)
         finally:
-            for w in list(alive) + list(starting.values()):
-                kill(w)
+            for w in list(self.alive) + list(self.starting.values()):
+                self.kill(w)
+
+    def step(self) -> bool:
+        """Dispatch, wait for one event (up to :data:`PROGRESS_POLL_S`) and handle it; False when done."""
+        self.dispatch()
+        if not self.busy and not self.queue:
+            return self.next_pass()
+        if not self.busy and not self.idle and not self.starting:
+            self.no_workers_left()
+            return False
+        if not self.ever_ready and time.monotonic() - self.started_at > START_TIMEOUT_S:
+            raise ClusterError(f"no Ray worker started within {START_TIMEOUT_S:.0f} s: {self.no_room}")
+        done, _ = self.ray.wait(list(self.busy) + list(self.starting), num_returns=1, timeout=PROGRESS_POLL_S)
+        for ref in done:
+            if ref in self.starting:
+                self.worker_started(ref)
+            else:
+                self.slide_returned(ref)
+        self.poll_progress()
+        return True
+
+    def next_pass(self) -> bool:
+        """The queue is empty: go back to the slides whose lock another process held (once)."""
+        if self.deferred and self.wait_for_locks and not self.second_pass:
+            self.second_pass = True
+            for slide in self.deferred:
+                log.info("%s: waiting for the process that holds its lock", slide)
+            self.queue.extend((s, True) for s in self.deferred)
+            self.deferred = []
+            return True
+        return False
+
+    def dispatch(self) -> None:
+        """Give the next slides to idle workers."""
+        while self.idle and self.queue:
+            w = self.idle.popleft()
+            slide, wait_now = self.queue.popleft()
+            absolute = str(Path(slide).absolute())
+            ref = w.handle.process.remote(absolute, self.out_abs, self.overwrite, wait_now,
+                                          self.per_slide.get(str(slide)))
+            self.busy[ref] = _Job(w, slide, wait_now)
+            self.ledger.events.slide_started(slide, slide_stem(Path(slide)))
+
+    # --- workers -------------------------------------------------------------------------------
+
+    def start_worker(self) -> None:
+        n = next(self.numbers)
+        handle = self.actor_class.options(**self.actor_options).remote(*self.actor_args, n, self.quiet_load)
+        self.starting[handle.ready.remote()] = _Worker(handle, n)
+
+    def kill(self, w: _Worker) -> None:
+        try:
+            self.ray.kill(w.handle, no_restart=True)
+        except Exception:  # already dead
+            pass
+        if w in self.alive:
+            self.alive.remove(w)
+
+    def worker_started(self, ref: Any) -> None:
+        """A worker's constructor returned: it is ready, or it refused (no plan for its GPU...)."""
+        w = self.starting.pop(ref)
+        try:
+            info = self.ray.get(ref)
+        except self.ray_error as exc:
+            info = {"label": f"worker #{w.number}", "error": _death_reason(exc), "logs": []}
+        self.relay(info.get("logs", []))
+        w.label = info.get("label", "")
+        if info.get("error"):
+            self.refusals.setdefault(str(info["error"]), []).append(w.label)
+            log.warning("Ray worker %s refused: %s", w.label, info["error"])
+            self.kill(w)
+            return
+        self.ever_ready = True
+        self.alive.append(w)
+        self.idle.append(w)
+        log.debug("Ray worker %s ready: %s", w.label, (info.get("backend") or {}).get("path"))
+
+    def worker_died(self, job: _Job, exc: BaseException) -> None:
+        """Retry the slide on another worker, or fail it after ``max_worker_deaths``; replace the worker."""
+        w, slide = job.worker, job.slide
+        reason = _death_reason(exc)
+        self.kill(w)
+        history = self.deaths.setdefault(str(slide), _Deaths())
+        history.reasons.append(reason)
+        _remove_left(self.out, slide)
+        if len(history.reasons) >= self.max_worker_deaths:
+            text = (f"{slide}: {len(history.reasons)} workers died while processing it (a crash, a lost node or "
+                    f"out of memory); last: {reason}")
+            log.error(text)
+            self.finish(SlideOutcome(str(Path(slide).absolute()), slide_stem(Path(slide)), "failed", text,
+                                     error_cli=text, worker=w.label), slide)
+        else:
+            log.warning("%s: its worker (%s) died while processing it (%s); retrying on another worker", slide,
+                        w.label or f"#{w.number}", reason)
+            self.queue.appendleft((slide, job.wait))
+        self.start_worker()  # replace the dead worker
+
+    def no_workers_left(self) -> None:
+        """Every worker refused or died: stop (none ever started) or fail the slides left."""
+        reasons = "; ".join(sorted(self.refusals)) or "every worker died"
+        if not self.ever_ready:
+            raise ClusterError(f"no Ray worker could load the model: {reasons}")
+        for slide, _wait in list(self.queue):
+            text = f"{slide}: no Ray worker left to process it ({reasons})"
+            self.finish(SlideOutcome(str(Path(slide).absolute()), slide_stem(Path(slide)), "failed", text,
+                                     error_cli=text), slide)
+        self.queue.clear()
+
+    # --- slides ----------------------------------------------------------------------------------
+
+    def slide_returned(self, ref: Any) -> None:
+        """A worker returned a slide's outcome, or raised, or died."""
+        job = self.busy.pop(ref)
+        try:
+            outcome, records = self.ray.get(ref)
+        except self.task_error as exc:  # an error that escaped run_slide: this slide fails
+            text = f"{job.slide}: unexpected error in the worker: {str(exc).splitlines()[0]}"
+            self.finish(SlideOutcome(str(Path(job.slide).absolute()), slide_stem(Path(job.slide)), "failed",
+                                     text, error_cli=text, worker=job.worker.label), job.slide)
+            self.idle.append(job.worker)
+            return
+        except self.ray_error as exc:  # the worker died (killed, node lost, out of memory)
+            self.worker_died(job, exc)
+            return
+        self.relay(records)
+        self.idle.append(job.worker)
+        if outcome.status == "locked" and not job.wait and self.wait_for_locks:
+            outcome.slide = str(job.slide)
+            self.ledger.defer(job.slide, outcome)
+            self.deferred.append(job.slide)
+            return
+        self.finish(outcome, job.slide)
+
+    def finish(self, outcome: Any, slide: Path) -> None:
+        """Record ``outcome`` under the slide's name as given (not the workers' absolute path)."""
+        outcome.slide = self.given.get(outcome.slide, str(slide))
+        absolute = str(Path(slide).absolute())
+        for attr in ("error", "error_cli", "detail"):
+            value = getattr(outcome, attr)
+            if value and absolute != str(slide):
+                setattr(outcome, attr, value.replace(absolute, str(slide)))
+        history = self.deaths.get(str(slide))
+        if history and outcome.ok:
+            note = f"finished after {len(history.reasons)} worker(s) died processing it ({history.reasons[-1]})"
+            outcome.detail = f"{outcome.detail}; {note}" if outcome.detail else note
+        self.ledger.finish(outcome)
+
+    def relay(self, records: Sequence[tuple[str, int, str]]) -> None:
+        """Log a worker's records here, each distinct message once."""
+        for name, level, text in records:
+            if (level, text) in self.seen_logs:
+                continue
+            self.seen_logs.add((level, text))
+            logger = logging.getLogger(name)
+            if logger.isEnabledFor(level):
+                logger.log(level, "%s", text)
+
+    # --- progress and Ctrl-C ----------------------------------------------------------------------
+
+    def ask_progress(self, workers: Sequence[_Worker]) -> None:
+        asked = set(self.progress_refs.values())
+        for w in workers:
+            if w not in asked:
+                self.progress_refs[w.handle.progress.options(concurrency_group=CONTROL).remote()] = w
+
+    def poll_progress(self) -> None:
+        """Count the tiles the answered progress calls report; ask busy workers again each second."""
+        if self.progress_refs:
+            ready, _ = self.ray.wait(list(self.progress_refs), num_returns=len(self.progress_refs), timeout=0)
+            for ref in ready:
+                w = self.progress_refs.pop(ref)
+                try:
+                    tiles = int(self.ray.get(ref)["tiles"])
+                except self.ray_error:
+                    continue
+                if tiles > w.tiles_seen:
+                    self.ledger.events.tiles_done(tiles - w.tiles_seen)
+                w.tiles_seen = max(w.tiles_seen, tiles)
+        now = time.monotonic()
+        if now - self.last_poll >= PROGRESS_POLL_S:
+            self.last_poll = now
+            self.ask_progress([job.worker for job in self.busy.values()])
+
+    def last_progress(self) -> None:
+        """The last tiles of the last slides."""
+        self.ask_progress(self.alive)
+        if self.progress_refs:
+            self.ray.wait(list(self.progress_refs), num_returns=len(self.progress_refs), timeout=2.0)
+            self.poll_progress()
+
+    def interrupted(self, stop: KeyboardInterrupt) -> None:
+        """Ctrl-C: stop the running slides, kill the workers, raise BatchInterrupted."""
+        running = [str(j.slide) for j in self.busy.values()]
+        _stop(self.ray, self.busy, self.ray_error, self.finish, self.out)
+        for w in list(self.alive) + list(self.starting.values()):
+            self.kill(w)
+        finished = self.ledger.finished()
+        running = [s for s in running if s not in finished]
+        for job in self.busy.values():  # killed before they stopped: what they left is removed
+            _remove_left(self.out, job.slide)
+        raise self.ledger.interrupted(self.slides, running, stop) from None
 
 
 def _remove_left(out: Path, slide: Path, tries: int = 20) -> None:

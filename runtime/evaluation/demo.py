@@ -14,9 +14,11 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
+
+from tseg.runtime.cohort.outcomes import BatchEvents
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +61,9 @@ def write_demo_slide(path: str | os.PathLike[str]) -> Path:
 
 
 def run_demo(out: str | os.PathLike[str], engine: str | None = None, overwrite: bool = True,
-             on_tile: Callable[[int, bool], None] | None = None,
-             on_plan: Callable[[int], None] | None = None) -> DemoResult:
-    """Generate the demo slide into ``out``, segment it into ``out/results``, measure the DSC."""
+             events: BatchEvents | None = None) -> DemoResult:
+    """Generate the demo slide into ``out``, segment it into ``out/results``, measure the DSC;
+    ``events`` hears of the slide and its tiles (a progress bar)."""
     from tseg.runtime.cohort.batch import run_batch
     from tseg.runtime.errors import TsegError
     from tseg.runtime.evaluation.metrics import dsc
@@ -77,7 +79,7 @@ def run_demo(out: str | os.PathLike[str], engine: str | None = None, overwrite: 
                        mpp=DEMO_MPP, n_sections=2, n_tumours=3)
     segmenter = Segmenter(engine)
     results = out / "results"
-    outcome = run_batch([slide_path], results, segmenter, overwrite=overwrite, on_tile=on_tile, on_plan=on_plan)[0]
+    outcome = run_batch([slide_path], results, segmenter, overwrite=overwrite, events=events)[0]
     if not outcome.ok:
         raise TsegError(f"the demo failed: {outcome.error}")
     folder = results / outcome.name

@@ -8,7 +8,8 @@ waiting on each side of the backend, plus the one being run):
 * the calling thread pads each tile to the model's divisor (zeros at the bottom and right,
   *Method application* step 2), streams the tiles through the backend (``infer_many``, which
   lets a TensorRT backend overlap copies with compute), and crops the padding off the output;
-* a merge thread accumulates outputs into a :class:`~tseg.runtime.method.merge.TileMerger`.
+* a merge thread accumulates outputs into the merger it is given (by default
+  :func:`~tseg.runtime.method.merge.merger_for` the plan: a :class:`~tseg.runtime.method.merge.TileMerger`).
 
 Tiles whose box holds no foreground in the 5 µm/px background mask are not run: they are
 counted and contribute zero probability (the merger still gives them their share of the
@@ -22,13 +23,13 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from tseg.runtime.execution.backends.base import Backend
 from tseg.runtime.errors import InvalidArgumentError, TsegError
-from tseg.runtime.method.merge import TileMerger
+from tseg.runtime.method.merge import CellMerger, merger_for
 from tseg.runtime.method.tiling import Tile, TilePlan, pad_to_divisor
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,101 @@ class TileStats:
         }
 
 
-class _Failure:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
+class _Stages:
+    """The three stages of :func:`run_tiles` and the state they share (queues, stop, errors)."""
+
+    def __init__(self, tiles: list[Tile], run: list[bool], merger: CellMerger, stats: TileStats, prefetch: int,
+                 on_tile: Callable[[int, bool], None] | None, stop: threading.Event) -> None:
+        self.tiles, self.run, self.merger, self.stats, self.on_tile, self.stop = tiles, run, merger, stats, on_tile, stop
+        self.to_infer: "queue.Queue[object]" = queue.Queue(maxsize=prefetch)
+        self.to_merge: "queue.Queue[object]" = queue.Queue(maxsize=prefetch)
+        self.errors: list[BaseException] = []
+        self.blocked = 0.0  # time the inference loop spent waiting on its queues
+
+    def fail(self, exc: BaseException) -> None:
+        self.errors.append(exc)
+        self.stop.set()
+
+    def put(self, q: "queue.Queue[object]", item: object) -> bool:
+        while not self.stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(self, q: "queue.Queue[object]") -> object:
+        while True:
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                if self.stop.is_set():
+                    return _DONE
+
+    def reader(self, read_tile: Callable[[Tile], np.ndarray]) -> None:
+        try:
+            for index, tile in enumerate(self.tiles):
+                if not self.run[index]:
+                    continue
+                t0 = time.perf_counter()
+                rgb = read_tile(tile)
+                self.stats.read_s += time.perf_counter() - t0
+                if rgb.shape != (tile.height, tile.width, 3) or rgb.dtype != np.uint8:
+                    raise TsegError(f"tile {index} was read as {rgb.dtype} {rgb.shape}, expected "
+                                    f"uint8 {(tile.height, tile.width, 3)}")
+                if not self.put(self.to_infer, (index, rgb)):
+                    return
+            self.put(self.to_infer, _DONE)
+        except BaseException as exc:  # propagated to the caller
+            self.fail(exc)
+
+    def merging(self) -> None:
+        try:
+            for index in range(len(self.tiles)):
+                if not self.run[index]:
+                    self.merger.aggregate(index, None)
+                    if self.on_tile:
+                        self.on_tile(index, False)
+            while True:
+                item = self.get(self.to_merge)
+                if item is _DONE:
+                    return
+                index, out = item  # type: ignore[misc]
+                t0 = time.perf_counter()
+                self.merger.aggregate(index, out)
+                self.stats.merge_s += time.perf_counter() - t0
+                if self.on_tile:
+                    self.on_tile(index, True)
+        except BaseException as exc:
+            self.fail(exc)
+
+    def batches(self, divisor: int) -> Iterator[tuple[int, np.ndarray]]:
+        """The read tiles, padded to the model's divisor (*Method application* step 2)."""
+        while True:
+            t_wait = time.perf_counter()
+            item = self.get(self.to_infer)
+            self.blocked += time.perf_counter() - t_wait
+            if item is _DONE:
+                return
+            index, rgb = item  # type: ignore[misc]
+            yield index, pad_to_divisor(rgb, divisor)[None]
+
+    def infer(self, backend: Backend) -> None:
+        """Stream the tiles through ``backend`` and hand each output, cropped, to the merger."""
+        try:
+            t_loop = time.perf_counter()
+            for index, out in backend.infer_many(self.batches(backend.contract.divisor)):
+                tile = self.tiles[index]
+                t_wait = time.perf_counter()
+                ok = self.put(self.to_merge, (index, np.ascontiguousarray(out[0, 0, : tile.height, : tile.width])))
+                self.blocked += time.perf_counter() - t_wait
+                if not ok:
+                    break
+            self.stats.infer_s = time.perf_counter() - t_loop - self.blocked
+            self.put(self.to_merge, _DONE)
+        except BaseException as exc:
+            self.fail(exc)
 
 
 def run_tiles(
@@ -77,11 +170,15 @@ def run_tiles(
     prefetch: int = 2,
     on_tile: Callable[[int, bool], None] | None = None,
     cancel: threading.Event | None = None,
+    merger: CellMerger | None = None,
 ) -> tuple[np.ndarray, TileStats]:
     """Run ``backend`` on the tiles of ``plan`` and merge them into the uint8 probability map.
 
     ``read_tile(tile)`` returns the tile's RGB uint8 pixels; ``run[i]`` False skips tile ``i``
     (background); ``on_tile(index, was_run)`` is called after each tile is merged (progress).
+    ``merger`` (``aggregate``, ``finalize``, ``peak_buffered_bytes``; default
+    :func:`~tseg.runtime.method.merge.merger_for` the plan) receives the outputs: pass one built
+    with ``out=`` a ``numpy.memmap`` to keep the map on disk.
     """
     if prefetch < 1:
         raise InvalidArgumentError(f"prefetch must be >= 1, got {prefetch}")
@@ -89,105 +186,22 @@ def run_tiles(
     run = [True] * len(tiles) if run is None else list(run)
     if len(run) != len(tiles):
         raise InvalidArgumentError(f"run has {len(run)} entries for {len(tiles)} tiles")
+    if merger is None:
+        merger = merger_for(tiles, plan.height, plan.width)
+    elif len(merger.tiles) != len(tiles):
+        raise InvalidArgumentError(f"the merger has {len(merger.tiles)} tiles, the plan {len(tiles)}")
     stats = TileStats(tiles_total=len(tiles), tiles_run=sum(run), tiles_skipped=len(run) - sum(run))
-    merger = TileMerger(tiles, plan.height, plan.width)
-    stop = cancel or threading.Event()
-    to_infer: "queue.Queue[object]" = queue.Queue(maxsize=prefetch)
-    to_merge: "queue.Queue[object]" = queue.Queue(maxsize=prefetch)
-    errors: list[BaseException] = []
-    divisor = backend.contract.divisor
+    stages = _Stages(tiles, run, merger, stats, prefetch, on_tile, cancel or threading.Event())
     started = time.perf_counter()
-
-    def put(q: "queue.Queue[object]", item: object) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def get(q: "queue.Queue[object]") -> object:
-        while True:
-            try:
-                return q.get(timeout=0.1)
-            except queue.Empty:
-                if stop.is_set():
-                    return _DONE
-
-    def reader() -> None:
-        try:
-            for index, tile in enumerate(tiles):
-                if not run[index]:
-                    continue
-                t0 = time.perf_counter()
-                rgb = read_tile(tile)
-                stats.read_s += time.perf_counter() - t0
-                if rgb.shape != (tile.height, tile.width, 3) or rgb.dtype != np.uint8:
-                    raise TsegError(f"tile {index} was read as {rgb.dtype} {rgb.shape}, expected "
-                                    f"uint8 {(tile.height, tile.width, 3)}")
-                if not put(to_infer, (index, rgb)):
-                    return
-            put(to_infer, _DONE)
-        except BaseException as exc:  # propagated to the caller
-            errors.append(exc)
-            stop.set()
-
-    def merging() -> None:
-        try:
-            for index, tile in enumerate(tiles):
-                if not run[index]:
-                    merger.aggregate(index, None)
-                    if on_tile:
-                        on_tile(index, False)
-            while True:
-                item = get(to_merge)
-                if item is _DONE:
-                    return
-                index, out = item  # type: ignore[misc]
-                t0 = time.perf_counter()
-                merger.aggregate(index, out)
-                stats.merge_s += time.perf_counter() - t0
-                if on_tile:
-                    on_tile(index, True)
-        except BaseException as exc:
-            errors.append(exc)
-            stop.set()
-
-    threads = [threading.Thread(target=reader, name="tseg-reader", daemon=True),
-               threading.Thread(target=merging, name="tseg-merger", daemon=True)]
+    threads = [threading.Thread(target=stages.reader, args=(read_tile,), name="tseg-reader", daemon=True),
+               threading.Thread(target=stages.merging, name="tseg-merger", daemon=True)]
     for t in threads:
         t.start()
-    blocked = [0.0]  # time the inference loop spent waiting on its queues
-
-    def batches():  # type: ignore[no-untyped-def]
-        while True:
-            t_wait = time.perf_counter()
-            item = get(to_infer)
-            blocked[0] += time.perf_counter() - t_wait
-            if item is _DONE:
-                return
-            index, rgb = item  # type: ignore[misc]
-            yield index, pad_to_divisor(rgb, divisor)[None]
-
-    try:
-        t_loop = time.perf_counter()
-        for index, out in backend.infer_many(batches()):
-            tile = tiles[index]
-            t_wait = time.perf_counter()
-            ok = put(to_merge, (index, np.ascontiguousarray(out[0, 0, : tile.height, : tile.width])))
-            blocked[0] += time.perf_counter() - t_wait
-            if not ok:
-                break
-        stats.infer_s = time.perf_counter() - t_loop - blocked[0]
-        put(to_merge, _DONE)
-    except BaseException as exc:
-        errors.append(exc)
-        stop.set()
+    stages.infer(backend)
     for t in threads:
         t.join()
-    if errors:
-        raise errors[0]
+    if stages.errors:
+        raise stages.errors[0]
     if cancel is not None and cancel.is_set():
         raise TsegError("tile inference was cancelled")
     stats.wall_s = time.perf_counter() - started

@@ -30,6 +30,7 @@ from tseg.runtime.execution.backends.base import Backend
 from tseg.runtime.execution.backends import load_backend
 from tseg.runtime.errors import InvalidArgumentError, SlideChangedError, SlideError
 from tseg.runtime.execution.pipeline import run_tiles
+from tseg.runtime.method.merge import merger_for
 from tseg.runtime.method.polygons import mask_to_geojson
 from tseg.runtime.method.postprocess import check_thresholds, label_regions, postprocess
 from tseg.runtime.wsi.limits import MAX_SLIDE_MM, backend_kind, budget_for, check_budget
@@ -201,7 +202,8 @@ class Segmenter:
             run = [tile_foreground_fraction(foreground, t, (width, height)) > 0 for t in plan]
         else:
             run = [True] * len(plan)
-        return run_tiles(plan, read, self.backend, run, self.settings.prefetch, on_tile, cancel)
+        return run_tiles(plan, read, self.backend, run, self.settings.prefetch, on_tile, cancel,
+                         merger=merger_for(plan.tiles, plan.height, plan.width))
 
     def segment_slide(self, path: str | os.PathLike[str], on_tile: Callable[[int, bool], None] | None = None,
                       cancel: threading.Event | None = None,

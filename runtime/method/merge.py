@@ -14,7 +14,7 @@ rounded half to even to uint8.
 i.e. the ramp is ``linspace(1, 0, l + 2)[1:-1]``: it never reaches 1 or 0 inside the overlap and,
 for two tiles overlapping by ``l``, the two ramps already add to exactly 1 before normalisation.
 
-**Cost.** :class:`TileMerger` splits the image into cells bounded by every tile edge. A cell
+**Cost.** :class:`TileMerger` (full grids) splits the image into cells bounded by every tile edge. A cell
 covered by one tile is copied from it (its normalised weight is exactly 1). For a full grid of
 tiles (every plan of Listing 1) the normalised weights are separable, ``outer(ny_r, nx_c)`` with
 two precomputed 1-D vectors per tile. In a cell covered by several tiles the first tile to
@@ -27,7 +27,7 @@ float32 buffer between their middle arrivals. Tiles may arrive in any order. For
 itself is 320 MB of uint8. The naive method (two float arrays of the full size, as
 :func:`merge_tiles_reference`) would need 2 x 2.6 GB in float64. Pass ``out=`` a
 ``numpy.memmap`` to keep the uint8 result on disk for even larger slides. Irregular tile sets
-(not a grid) use per-cell float64 weights and buffers.
+(not a grid) use :class:`CellMerger`: per-cell float64 weights and buffers.
 """
 
 from __future__ import annotations
@@ -178,26 +178,23 @@ def default_merge_threads() -> int:
 _BAND_ROWS = 256
 
 
-class TileMerger:
-    """Accumulates tile outputs one at a time, in any order, into the merged uint8 map.
+class CellMerger:
+    """Accumulates tile outputs one at a time, in any order, into the merged uint8 map, for any
+    set of tiles (the paper's *Reconstruction from tiles*).
 
     ``aggregate(tile_index, values)`` adds one tile's uint8 output (its shape is the tile's);
     ``aggregate(tile_index, None)`` records a tile that was not run (background), which
     contributes zero probability but still takes its share of the weights. ``finalize()``
     returns the result once every tile has been aggregated. Thread-safe.
 
-    For a full grid of tiles (every plan of :func:`~tseg.runtime.method.tiling.plan_tiles`) the
-    normalised weights are outer products of precomputed per-axis vectors (see
-    :func:`_normalised_axis`); the overlap cells sum ``ny * (g * nx)`` in float32, band by band
-    on ``threads`` threads, and are rounded half to even into the result when their last tile
-    arrives (see :meth:`_aggregate_separable`). *Decision*: float32 changes the uint8 result only where the
-    float64 sum lies within ~1e-4 of a half level (a few pixels per million, each one level;
-    tests/runtime/method/test_merge.py measures it). Other plans (irregular tiles) use per-cell float64
-    weights computed from the paper's definition.
+    The image is split into cells bounded by every tile edge; an overlap cell keeps a float64
+    buffer of its weighted sum, with each tile's normalised weight computed from the paper's
+    definition. Used for irregular tile sets; :class:`TileMerger` is the fast one for full grids
+    (and this one is the benchmarks' "before" for it).
     """
 
     def __init__(self, tiles: Sequence[Tile], height: int, width: int,
-                 out: np.ndarray | None = None, threads: int | None = None, separable: bool = True) -> None:
+                 out: np.ndarray | None = None, threads: int | None = None) -> None:
         tiles = list(tiles)
         _validate(tiles, height, width)
         if threads is not None and threads < 1:
@@ -209,18 +206,7 @@ class TileMerger:
             raise InvalidArgumentError(
                 f"out must be uint8 of shape {(self.height, self.width)}, got {out.dtype} {out.shape}"
             )
-        grid = grid_axes(tiles) if separable else None  # False: per-cell float64 (the benchmarks' "before")
-        self._separable: list[tuple[np.ndarray, np.ndarray]] | None = None
-        if grid is not None:
-            cols, rows = grid
-            xspans = sorted({(t.x, t.x_end) for t in tiles})
-            yspans = sorted({(t.y, t.y_end) for t in tiles})
-            nx = [v.astype(np.float32) for v in _normalised_axis(xspans, self.width)]
-            ny = [v.astype(np.float32) for v in _normalised_axis(yspans, self.height)]
-            self._separable = [(ny[r], nx[c]) for r, c in zip(rows, cols)]
-            self._weights = []
-        else:
-            self._weights = [side_weights(tiles, i) for i in range(len(tiles))]
+        self._prepare_weights()
         xs = sorted({0, self.width, *[t.x for t in tiles], *[t.x_end for t in tiles]})
         ys = sorted({0, self.height, *[t.y for t in tiles], *[t.y_end for t in tiles]})
         self._cells_of: list[list[_Cell]] = [[] for _ in tiles]
@@ -233,12 +219,12 @@ class TileMerger:
                     for i in covering:
                         self._cells_of[i].append(cell)
         covered = sum((c.x1 - c.x0) * (c.y1 - c.y0) for c in {id(c): c for cs in self._cells_of for c in cs}.values())
-        # A grid that covers the image writes every pixel itself: no zero-filling pass (and no
-        # page faults of calloc'ed memory: np.empty of a large array gets transparent huge pages).
-        self._writes_every_pixel = self._separable is not None and covered == self.height * self.width
+        # A merger that writes every pixel itself needs no zero-filling pass (and no page faults
+        # of calloc'ed memory: np.empty of a large array gets transparent huge pages).
+        writes_every_pixel = self._writes_every_covered_pixel and covered == self.height * self.width
         if out is None:
-            out = (np.empty if self._writes_every_pixel else np.zeros)((self.height, self.width), dtype=np.uint8)
-        elif not self._writes_every_pixel:
+            out = (np.empty if writes_every_pixel else np.zeros)((self.height, self.width), dtype=np.uint8)
+        elif not writes_every_pixel:
             out[...] = 0
         self._out = out
         self._done = [False] * len(tiles)
@@ -246,6 +232,12 @@ class TileMerger:
         self._lock = threading.Lock()
         self._buffered_bytes = 0
         self.peak_buffered_bytes = 0
+
+    #: :meth:`_aggregate` writes every pixel of every cell, background tiles included.
+    _writes_every_covered_pixel = False
+
+    def _prepare_weights(self) -> None:
+        self._weights = [side_weights(self.tiles, i) for i in range(len(self.tiles))]
 
     @property
     def pending(self) -> int:
@@ -280,13 +272,74 @@ class TileMerger:
             if self._done[index]:
                 raise InvalidArgumentError(f"tile {index} was aggregated twice")
             self._done[index] = True
-            if self._separable is not None:
-                self._aggregate_separable(index, values)
-            else:
-                self._aggregate_cells(index, values)
+            self._aggregate(index, values)
 
-    # -- full grids: separable float32 weights, banded and threaded --
-    def _aggregate_separable(self, index: int, values: np.ndarray | None) -> None:
+    def _count(self, nbytes: int) -> None:
+        self._buffered_bytes += nbytes
+        self.peak_buffered_bytes = max(self.peak_buffered_bytes, self._buffered_bytes)
+
+    def _aggregate(self, index: int, values: np.ndarray | None) -> None:
+        t = self.tiles[index]
+        for cell in self._cells_of[index]:
+            region = (slice(cell.y0, cell.y1), slice(cell.x0, cell.x1))
+            local = (slice(cell.y0 - t.y, cell.y1 - t.y), slice(cell.x0 - t.x, cell.x1 - t.x))
+            if len(cell.covering) == 1:
+                if values is not None:
+                    self._out[region] = values[local]
+                cell.remaining = 0
+                continue
+            if values is not None:
+                contribution = self._cell_weight(cell, index) * values[local]
+                if cell.buffer is None:
+                    cell.buffer = contribution
+                    self._count(contribution.nbytes)
+                else:
+                    cell.buffer += contribution
+            cell.remaining -= 1
+            if cell.remaining == 0:
+                if cell.buffer is not None:
+                    self._out[region] = round_half_even_u8(cell.buffer)
+                    self._buffered_bytes -= cell.buffer.nbytes
+                    cell.buffer = None
+
+    def finalize(self) -> np.ndarray:
+        with self._lock:
+            missing = [i for i, done in enumerate(self._done) if not done]
+            if missing:
+                raise TsegError(f"cannot finalize: {len(missing)} tiles never aggregated (first: {missing[:5]})")
+            self._finalized = True
+            return self._out
+
+
+
+
+class TileMerger(CellMerger):
+    """The merger for a full grid of tiles (every plan of
+    :func:`~tseg.runtime.method.tiling.plan_tiles`); :func:`merger_for` picks it.
+
+    The normalised weights are outer products of precomputed per-axis vectors (see
+    :func:`_normalised_axis`); the overlap cells sum ``ny * (g * nx)`` in float32, band by band
+    on ``threads`` threads, and are rounded half to even into the result when their last tile
+    arrives (see :meth:`_aggregate`). *Decision*: float32 changes the uint8 result only where the
+    float64 sum lies within ~1e-4 of a half level (a few pixels per million, each one level;
+    tests/runtime/method/test_merge.py measures it). A tile set that is not a full grid is refused
+    (use :class:`CellMerger`).
+    """
+
+    _writes_every_covered_pixel = True
+
+    def _prepare_weights(self) -> None:
+        grid = grid_axes(self.tiles)
+        if grid is None:
+            raise InvalidArgumentError("TileMerger takes a full grid of tiles (as plan_tiles makes); "
+                                       "use CellMerger (or merger_for) for other tile sets")
+        cols, rows = grid
+        xspans = sorted({(t.x, t.x_end) for t in self.tiles})
+        yspans = sorted({(t.y, t.y_end) for t in self.tiles})
+        nx = [v.astype(np.float32) for v in _normalised_axis(xspans, self.width)]
+        ny = [v.astype(np.float32) for v in _normalised_axis(yspans, self.height)]
+        self._separable = [(ny[r], nx[c]) for r, c in zip(rows, cols)]
+    def _aggregate(self, index: int, values: np.ndarray | None) -> None:
         """One tile into every cell it covers.
 
         A cell covered by one tile is a copy. In a cell covered by several, the first tile to
@@ -321,7 +374,7 @@ class TileMerger:
         if not jobs:
             return
         t = self.tiles[index]
-        ny, nx = self._separable[index]  # type: ignore[index]
+        ny, nx = self._separable[index]
         scratch: "queue.SimpleQueue[np.ndarray]" = queue.SimpleQueue()
         widest = max(c.x1 - c.x0 for c, *_ in jobs)
         n = min(self.threads, len(jobs))
@@ -331,7 +384,7 @@ class TileMerger:
         def weighted(i: int, g: np.ndarray, cell: _Cell, b0: int, b1: int, out: np.ndarray) -> None:
             """``out = ny_i * (g * nx_i)`` on the band ``[b0, b1)`` of ``cell``."""
             ti = self.tiles[i]
-            wy, wx = self._separable[i]  # type: ignore[index]
+            wy, wx = self._separable[i]
             np.multiply(g, wx[cell.x0 - ti.x : cell.x1 - ti.x], out=out)
             np.multiply(out, wy[b0 - ti.y : b1 - ti.y, None], out=out)
 
@@ -378,49 +431,20 @@ class TileMerger:
                 self._buffered_bytes -= cell.buffer.nbytes
                 cell.buffer = None
 
-    def _count(self, nbytes: int) -> None:
-        self._buffered_bytes += nbytes
-        self.peak_buffered_bytes = max(self.peak_buffered_bytes, self._buffered_bytes)
 
-    # -- irregular plans: per-cell float64 weights from the definition --
-    def _aggregate_cells(self, index: int, values: np.ndarray | None) -> None:
-        t = self.tiles[index]
-        for cell in self._cells_of[index]:
-            region = (slice(cell.y0, cell.y1), slice(cell.x0, cell.x1))
-            local = (slice(cell.y0 - t.y, cell.y1 - t.y), slice(cell.x0 - t.x, cell.x1 - t.x))
-            if len(cell.covering) == 1:
-                if values is not None:
-                    self._out[region] = values[local]
-                cell.remaining = 0
-                continue
-            if values is not None:
-                contribution = self._cell_weight(cell, index) * values[local]
-                if cell.buffer is None:
-                    cell.buffer = contribution
-                    self._count(contribution.nbytes)
-                else:
-                    cell.buffer += contribution
-            cell.remaining -= 1
-            if cell.remaining == 0:
-                if cell.buffer is not None:
-                    self._out[region] = round_half_even_u8(cell.buffer)
-                    self._buffered_bytes -= cell.buffer.nbytes
-                    cell.buffer = None
 
-    def finalize(self) -> np.ndarray:
-        with self._lock:
-            missing = [i for i, done in enumerate(self._done) if not done]
-            if missing:
-                raise TsegError(f"cannot finalize: {len(missing)} tiles never aggregated (first: {missing[:5]})")
-            self._finalized = True
-            return self._out
+def merger_for(tiles: Sequence[Tile], height: int, width: int, out: np.ndarray | None = None,
+               threads: int | None = None) -> CellMerger:
+    """The merger for ``tiles``: :class:`TileMerger` for a full grid, else :class:`CellMerger`."""
+    cls = TileMerger if grid_axes(list(tiles)) is not None else CellMerger
+    return cls(tiles, height, width, out=out, threads=threads)
 
 
 def merge_tiles(height: int, width: int,
                 tiles: Iterable[tuple[Tile, np.ndarray | None]], threads: int | None = None) -> np.ndarray:
     """Merge a complete set of ``(tile, uint8 output)`` pairs (``None`` = a tile not run)."""
     pairs = list(tiles)
-    merger = TileMerger([t for t, _ in pairs], height, width, threads=threads)
+    merger = merger_for([t for t, _ in pairs], height, width, threads=threads)
     for i, (_, values) in enumerate(pairs):
         merger.aggregate(i, values)
     return merger.finalize()

@@ -48,6 +48,7 @@ from tseg.runtime.service.reporter import ReportWriter
 from tseg.runtime.service.runner import EngineSpec, JobRunner
 from tseg.runtime.service.store import STATE_DIR, STATES, Job, JobStore, Submitted
 from tseg.runtime.util.display import printable
+from tseg.runtime.wsi.limits import MAX_SLIDE_MM
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ class ServiceConfig:
     providers: str | list[Any] = "auto"
     devices: Sequence[int] = ()
     reader_threads: int | None = None
+    #: Slides whose metadata claims a side longer than this (mm) are refused before pixels are read.
+    max_slide_mm: float = MAX_SLIDE_MM
     defaults: SlideOptions = field(default_factory=SlideOptions)
     report: bool = True
     report_interval_s: float = 30.0
@@ -193,7 +196,7 @@ class Service:
         self.ended = 0
         self.reporter = ReportWriter(self.out, self._idle, config.report_interval_s) if config.report else None
         self.runner = JobRunner(self.store, self.out, EngineSpec(config.engine, config.providers, tuple(config.devices),
-                                                                config.reader_threads),
+                                                                config.reader_threads, config.max_slide_mm),
                                 roots=self.roots, metrics=self.metrics, on_job_done=self._job_done,
                                 on_fatal=self._on_fatal, dicom=config.dicom)
         from tseg.runtime.service.watch import HotFolder

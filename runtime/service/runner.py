@@ -43,6 +43,7 @@ from tseg.runtime.errors import InvalidArgumentError, TsegError
 from tseg.runtime.service.metrics import Metrics
 from tseg.runtime.service.paths import PathRefused, Roots
 from tseg.runtime.service.store import Job, JobStore
+from tseg.runtime.wsi.limits import MAX_SLIDE_MM
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class EngineSpec:
     providers: str | list[Any] = "auto"
     devices: tuple[int, ...] = ()
     reader_threads: int | None = None
+    max_slide_mm: float = MAX_SLIDE_MM
 
 
 @dataclass
@@ -128,7 +130,7 @@ class Worker(threading.Thread):
         spec = self.runner.spec
         t0 = time.perf_counter()
         self.segmenter = Segmenter(spec.engine, providers=spec.providers, device_id=self.device or 0,
-                                   reader_threads=spec.reader_threads)
+                                   reader_threads=spec.reader_threads, max_slide_mm=spec.max_slide_mm)
         c = self.segmenter.contract
         size = max(c.divisor, (min(512, c.tile_size) // c.divisor) * c.divisor)
         self.segmenter.backend.infer(np.zeros((1, size, size, 3), np.uint8))  # warm-up (first-call costs)

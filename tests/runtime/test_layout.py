@@ -253,3 +253,28 @@ def test_tests_mirror_the_package(package):
     if package == "models":
         pytest.skip("the bundled model is data; it is tested through execution and evaluation")
     assert sorted((REPO / "tests" / "runtime" / package).glob("test_*.py")), f"no tests/runtime/{package}/test_*.py"
+
+
+#: Issue 28: a longer function hides state in closures; split it into a class or small steps.
+MAX_FUNCTION_LINES = 120
+
+
+def long_functions(modules: dict[str, Path], limit: int) -> list[str]:
+    """``module.function (N lines)`` for every function or method of ``modules`` longer than ``limit``."""
+    found = []
+    for module, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+                if lines > limit:
+                    found.append(f"{module}.{node.name} ({lines} lines, line {node.lineno})")
+    return found
+
+
+def test_function_length_is_measured():
+    assert long_functions({"tseg.runtime.cohort.ray_batch": MODULES["tseg.runtime.cohort.ray_batch"]}, 5)
+
+
+def test_no_runtime_function_over_120_lines():
+    found = long_functions(MODULES, MAX_FUNCTION_LINES)
+    assert not found, f"split these (a class with one method per step, or helpers): {found}"

@@ -408,14 +408,17 @@ def test_10_the_batch_re_checks_the_fingerprint_after_reading(big_slide, tmp_pat
     """A rewrite that keeps the size and the modification time (``touch -r``) is caught by the
     content fingerprint the batch takes again after reading."""
     from tseg.runtime.cohort.batch import run_batch
+    from tseg.runtime.cohort.outcomes import BatchEvents
     from tseg.runtime.execution.segmenter import Segmenter
 
     path, small_tiles = big_slide
     stat = os.stat(path)
     done = []
 
-    def rewrite_once(index, was_run):
-        if not done:
+    class RewriteOnce(BatchEvents):
+        def tile_done(self, index, was_run):
+            if done:
+                return
             with open(path, "r+b") as fh:  # flip the last byte, keep size and times
                 fh.seek(-1, os.SEEK_END)
                 last = fh.read(1)
@@ -424,7 +427,7 @@ def test_10_the_batch_re_checks_the_fingerprint_after_reading(big_slide, tmp_pat
             os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
             done.append(index)
 
-    outcomes = run_batch([path], tmp_path / "out", Segmenter(small_tiles), on_tile=rewrite_once)
+    outcomes = run_batch([path], tmp_path / "out", Segmenter(small_tiles), events=RewriteOnce())
     assert outcomes[0].status == "failed" and "the file changed while it was read" in outcomes[0].error
     assert "fingerprint" in outcomes[0].error and not (tmp_path / "out" / "s").exists()
 

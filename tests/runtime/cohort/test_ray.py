@@ -70,7 +70,7 @@ def test_same_results_as_a_local_run_and_one_backend_per_worker(cluster, data, t
     out = tmp_path / "out"
     bar = BatchProgress(len(data["slides"]), enabled=False, per_slide_tiles=False)
     outcomes = run_batch(data["slides"], out, ray="auto", engine=str(data["model"]), providers="cpu", workers=2,
-                         on_slide_start=bar.slide_started, on_slide_done=bar.slide_done, on_tiles=bar.tiles_done)
+                         events=bar)
     assert [(o.slide, o.name, o.status) for o in outcomes] == [(o.slide, o.name, o.status) for o in data["local"]]
     # The cohort's progress: every slide counted once, every tile of every worker counted.
     assert (bar.done, bar.failed, bar.running) == (len(outcomes) - 1, 1, 0)

@@ -10,8 +10,8 @@ import pytest
 
 from tseg.runtime.execution.backends.base import Backend
 from tseg.runtime.execution.contract import ModelContract
-from tseg.runtime.errors import TsegError
-from tseg.runtime.method.merge import merge_tiles_reference
+from tseg.runtime.errors import InvalidArgumentError, TsegError
+from tseg.runtime.method.merge import CellMerger, merge_tiles_reference
 from tseg.runtime.execution.pipeline import run_tiles
 from tseg.runtime.method.tiling import plan_tiles
 
@@ -148,3 +148,20 @@ def test_memory_stays_bounded():
     run_tiles(plan, read, Counting(), prefetch=2)
     # At most prefetch (queued) + 1 (being inferred) + 1 (being read) tiles ahead.
     assert max(in_flight) <= 4
+
+
+def test_the_caller_chooses_the_merger(tmp_path):
+    # A disk-backed merger (out= a memmap) receives the map; a merger for another plan is refused.
+    img = image()
+    plan = plan_tiles(170, 150, 64, 16)
+    out = np.lib.format.open_memmap(tmp_path / "prob.npy", mode="w+", dtype=np.uint8, shape=(150, 170))
+    prob, _ = run_tiles(plan, lambda t: img[t.y : t.y_end, t.x : t.x_end], EchoBackend(),
+                        merger=CellMerger(plan.tiles, 150, 170, out=out))
+    expected = merge_tiles_reference(150, 170, [(t, img[t.y : t.y_end, t.x : t.x_end, 0]) for t in plan])
+    assert prob is out
+    out.flush()
+    np.testing.assert_array_equal(np.load(tmp_path / "prob.npy"), expected)
+    other = plan_tiles(100, 100, 64, 16)
+    with pytest.raises(InvalidArgumentError, match="merger"):
+        run_tiles(plan, lambda t: img[t.y : t.y_end, t.x : t.x_end], EchoBackend(),
+                  merger=CellMerger(other.tiles, 100, 100))

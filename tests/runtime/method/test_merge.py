@@ -7,7 +7,9 @@ import pytest
 
 from tseg.runtime.errors import InvalidArgumentError, TsegError
 from tseg.runtime.method.merge import (
+    CellMerger,
     TileMerger,
+    merger_for,
     grid_axes,
     merge_tiles,
     merge_tiles_reference,
@@ -163,7 +165,7 @@ def test_float32_grid_merge_agrees_with_float64_at_scale(seed):
     np.testing.assert_array_equal(results[0], results[1])
     assert_float32_merge_agrees(merge_tiles(h, w, pairs), expected)
     # The per-cell float64 merger (used for irregular plans) is the reference, exactly.
-    cells = TileMerger(plan.tiles, h, w, separable=False)
+    cells = CellMerger(plan.tiles, h, w)
     for i in order:
         cells.aggregate(i, pairs[i][1])
     np.testing.assert_array_equal(cells.finalize(), expected)
@@ -211,3 +213,13 @@ def test_memmap_output(tmp_path):
     for i, t in enumerate(plan):
         merger.aggregate(i, np.full((t.height, t.width), 9, np.uint8))
     assert merger.finalize() is out and (np.load(tmp_path / "f.npy") == 9).all()
+
+
+def test_each_strategy_is_its_own_class():
+    # TileMerger is the full-grid merger; other tile sets go to CellMerger (merger_for picks).
+    tiles = irregular_tiles(5)
+    with pytest.raises(InvalidArgumentError, match="CellMerger"):
+        TileMerger(tiles, 60, 80)
+    assert type(merger_for(tiles, 60, 80)) is CellMerger
+    plan = plan_tiles(150, 110, 48, 12)
+    assert type(merger_for(plan.tiles, 110, 150)) is TileMerger
