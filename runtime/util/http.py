@@ -146,6 +146,25 @@ def find_credentials(url: str, credentials_file: str | os.PathLike[str] | None =
     return None
 
 
+def host_header(url: str, host: str) -> str:
+    """The ``Host`` header for a request to ``url`` when a client set it to ``host``: with the
+    port when the URL names a port other than its scheme's default (RFC 7230 §5.4).
+    dicomweb-client sets ``Host`` to the bare host name; a server that builds URLs from it (a
+    default Orthanc's bulk-data URIs) then points to port 80 (issue 29)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return host
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    has_port = "]:" in host if host.startswith("[") else host.count(":") == 1
+    if port is None or port == default or has_port:
+        return host
+    if parts.hostname and host.strip("[]").lower() != parts.hostname.lower():
+        return host  # set on purpose to another name: leave it
+    return f"[{parts.hostname}]:{port}" if ":" in (parts.hostname or "") else f"{parts.hostname}:{port}"
+
+
 def http_session(url: str, credentials_file: str | os.PathLike[str] | None = None,
                  retries: int = DEFAULT_RETRIES, timeout_s: tuple[float, float] = DEFAULT_TIMEOUT_S,
                  backoff_s: float = 0.5) -> Any:
@@ -160,6 +179,9 @@ def http_session(url: str, credentials_file: str | os.PathLike[str] | None = Non
         def send(self, request: Any, **kwargs: Any) -> Any:  # noqa: ANN401
             if kwargs.get("timeout") is None:
                 kwargs["timeout"] = timeout_s
+            host = request.headers.get("Host")
+            if host is not None:
+                request.headers["Host"] = host_header(request.url, host)
             return super().send(request, **kwargs)
 
     retry = Retry(total=retries, connect=retries, read=retries, status=retries, backoff_factor=backoff_s,

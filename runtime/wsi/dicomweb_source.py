@@ -207,13 +207,31 @@ def series_datasets(connection: Connection) -> list[Any]:
     return [Dataset.from_json(item, bulk_data_uri_handler=lambda *args: b"") for item in items]
 
 
+#: Bulk data a slide is read without when the server cannot deliver it (with one warning):
+#: the ICC profile (0028,2000) only changes colour management, never the segmentation's input
+#: as the paper's method reads it (RGB as stored).
+OPTIONAL_BULK_DATA = {"00282000": "ICC profile"}
+
+
 def _client_with_bulk_data(base: Any, connection: Connection) -> Any:
     """wsidicom's web client, with the bulk data of instance metadata (ICC profiles, ...)
-    fetched from the server instead of dropped with a warning per instance."""
+    fetched from the server instead of dropped with a warning per instance. An optional item
+    (:data:`OPTIONAL_BULK_DATA`) the server cannot deliver is left out with one warning per slide."""
+    warned: set[str] = set()
 
     def bulk(tag: Any, vr: str, uri: str) -> Any:
-        parts = connection.call("reading bulk data", connection.client.retrieve_bulkdata, uri,
-                                media_types=("application/octet-stream",))
+        what = OPTIONAL_BULK_DATA.get(str(tag).upper())
+        try:
+            parts = connection.call(f"reading bulk data ({what or tag})", connection.client.retrieve_bulkdata, uri,
+                                    media_types=("application/octet-stream",))
+        except TsegError as exc:
+            if what is None:
+                raise
+            if what not in warned:
+                warned.add(what)
+                log.warning("%s: the server did not deliver the %s (%s); read without it (colours as stored)",
+                            connection.location.url, what, getattr(exc, "message", exc))
+            return None
         return bytes(parts[0]) if parts else None
 
     class _Client(base):  # type: ignore[misc, valid-type]

@@ -178,3 +178,46 @@ def test_a_server_error_while_wsidicom_reads_metadata_is_not_called_unsupported(
     with pytest.raises(DicomWebError, match="refused access \\(401") as caught:
         DicomWebSource(url)
     assert caught.value.status == 401
+
+
+@pytest.mark.parametrize("url, host, sent", [
+    ("http://127.0.0.1:8042/dicom-web/studies", "127.0.0.1", "127.0.0.1:8042"),
+    ("https://pacs.example.org/dicom-web", "pacs.example.org", "pacs.example.org"),  # default port: none
+    ("http://pacs:80/x", "pacs", "pacs"),
+    ("http://[::1]:8042/x", "::1", "[::1]:8042"),
+    ("http://pacs:8042/x", "pacs:8042", "pacs:8042"),
+    ("http://pacs:8042/x", "proxy.example.org", "proxy.example.org"),  # set on purpose: kept
+])
+def test_the_host_header_carries_a_non_default_port(url, host, sent):
+    from tseg.runtime.util.http import host_header
+
+    assert host_header(url, host) == sent
+
+
+def test_a_default_orthanc_hands_out_bulk_data_uris_with_its_port(orthanc, stored_wsi):
+    """Issue 29, defect 1: the Orthanc of these tests runs with the DICOMweb plugin's defaults (no
+    ``DicomWeb.Host``), so it builds bulk-data URIs from the request's Host header."""
+    from tseg.runtime.wsi.dicomweb_source import connect
+
+    location = DicomWebLocation.parse(stored_wsi)
+    connection = connect(location)
+    try:
+        text = json.dumps(connection.client.retrieve_series_metadata(location.study, location.series))
+    finally:
+        connection.close()
+    uris = [u for u in text.split('"') if "/bulk/" in u]
+    assert uris and all(u.startswith(f"{orthanc.url}/") for u in uris), uris[:2]
+
+
+def test_an_icc_profile_the_server_cannot_deliver_is_one_warning(stored_wsi, monkeypatch, caplog):
+    import requests
+    from dicomweb_client import DICOMwebClient
+
+    def unreachable(self, url, *args, **kwargs):
+        raise requests.ConnectionError(f"cannot connect to {url}")
+
+    monkeypatch.setattr(DICOMwebClient, "retrieve_bulkdata", unreachable)
+    with caplog.at_level("WARNING"), open_slide(stored_wsi) as slide:
+        assert slide.read(5.0).shape[2] == 3
+    warnings = [r.getMessage() for r in caplog.records if "ICC profile" in r.getMessage()]
+    assert len(warnings) == 1 and stored_wsi in warnings[0] and "read without it" in warnings[0]
