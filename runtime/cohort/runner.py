@@ -26,6 +26,7 @@ from tseg.runtime.cohort.locks import LockBusy, SlideLock, claim_result_folder, 
 from tseg.runtime.cohort.resume import decide, wanted_from
 from tseg.runtime.errors import DicomWebError, OutputError, SlideChangedError, TsegError
 from tseg.runtime.util.safeio import open_fd, read_json
+from tseg.runtime.util.http import RETRY_STATUS
 from tseg.runtime.outputs.files import repostprocess, write_outputs
 from tseg.runtime.wsi.locator import SlideRef, as_slide, is_remote, slide_exists, slide_key
 from tseg.runtime.wsi.dispatch import stored_mpp
@@ -159,8 +160,11 @@ def with_dicom(outcome: SlideOutcome, final: Path, dicom: Any, t0: float) -> Sli
         entry = export_dicom(final, dicom)
     except Exception as exc:
         failed = failed_outcome(outcome.slide, outcome.name, exc, t0)
+        stored = isinstance(exc, DicomWebError)
         note = (f"; the result in {final} is complete, but its DICOM objects could not be "
-                f"{'stored' if isinstance(exc, DicomWebError) else 'made'}: run the same command again to retry")
+                f"{'stored' if stored else 'made'}")
+        if stored and (exc.status is None or exc.status in RETRY_STATUS):  # the network: may pass next time
+            note += ": run the same command again to retry (the slide is not segmented again)"
         failed.error = (failed.error or "") + note
         failed.error_cli = (failed.error_cli or "") + note
         failed.summary = outcome.summary

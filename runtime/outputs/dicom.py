@@ -144,12 +144,40 @@ def _segment(number: int, label: str, category: Any, kind: Any, algorithm: Algor
         algorithm_identification=algorithm.identification(), display_color=hd.color.CIELabColor(*colour))
 
 
+#: The smallest frame (rows and columns) JPEG 2000 lossless encodes (openjpeg, through highdicom).
+J2K_MIN_FRAME = 32
+
+
+def pyramid_levels(volumes: Sequence[Any], base: int, compressed: bool) -> tuple[list[Any], bool]:
+    """The source levels a result pyramid is built on (from ``base``, each smaller than the last
+    on both axes, as highdicom requires), and whether it can be compressed: levels whose frames
+    JPEG 2000 cannot encode (under :data:`J2K_MIN_FRAME` px, e.g. a pyramid down to 1 x 1 px)
+    are left out; when that is the base level itself, the whole pyramid is written uncompressed."""
+    levels: list[Any] = []
+    for ds in volumes[base:]:
+        size = (int(ds.TotalPixelMatrixColumns), int(ds.TotalPixelMatrixRows))
+        if not levels or all(a < b for a, b in zip(size, (int(levels[-1].TotalPixelMatrixColumns),
+                                                          int(levels[-1].TotalPixelMatrixRows)))):
+            levels.append(ds)
+    if not compressed:
+        return levels, False
+
+    def fits(ds: Any) -> bool:
+        return min(int(ds.Rows), int(ds.Columns)) >= J2K_MIN_FRAME
+
+    return ([ds for ds in levels if fits(ds)], True) if fits(levels[0]) else (levels, False)
+
+
 def _pyramid(volumes: Sequence[Any], base: int, array: np.ndarray, kind: str, segments: list, series: Series,
              algorithm: Algorithm, transfer_syntax: str, label: str, **kwargs: Any) -> list[Any]:
     import highdicom as hd
+    from pydicom.uid import ExplicitVRLittleEndian
 
+    levels, compressed = pyramid_levels(volumes, base, transfer_syntax != ExplicitVRLittleEndian)
+    if not compressed:
+        transfer_syntax = ExplicitVRLittleEndian
     objects = hd.seg.create_segmentation_pyramid(
-        source_images=list(volumes[base:]), pixel_arrays=[array], segmentation_type=kind,
+        source_images=levels, pixel_arrays=[array], segmentation_type=kind,
         segment_descriptions=segments, series_instance_uid=series.uid, series_number=series.number,
         manufacturer=MANUFACTURER, manufacturer_model_name=algorithm.name[:64],
         software_versions=algorithm.software_version, device_serial_number="none",

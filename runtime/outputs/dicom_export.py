@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 DICOM_FOLDER = "dicom"
 MANIFEST = "manifest.json"
 INPUTS = ("mask.png", "foreground.png", "probability.png", "tumour.geojson")
+OBJECT_FILES = {"seg": "tumour-seg-", "probability": "probability-seg-", "annotations": "tumour-annotations"}
 SERIES = {"seg": (9001, "tseg-rt tumour segmentation"), "probability": (9002, "tseg-rt tumour probability"),
           "annotations": (9003, "tseg-rt tumour regions")}
 
@@ -176,6 +177,8 @@ def is_current(folder: str | os.PathLike[str], options: DicomOptions) -> bool:
         return False
     if manifest.get("site", {}) != _site_values(_read_json(folder / "summary.json"), options):
         return False
+    if manifest.get("failed"):
+        return False
     kind = (manifest.get("source") or {}).get("kind")
     return not (options.convert_slide and kind == "stand-in")
 
@@ -274,18 +277,36 @@ def write_dicom(folder: str | os.PathLike[str], options: DicomOptions) -> dict[s
         result_um = objects.result_pixel_um(source.level0, mpp0)
         series = {k: objects.Series(str(generate_uid()), n, d) for k, (n, d) in SERIES.items()}
         made = [dict(_slide_entry(f, build), kind="slide") for f in source.files]
-        for i, seg in enumerate(objects.tumour_segmentation(source.volumes, mask, tissue, result_um, algorithm,
-                                                            series["seg"])):
-            made.append(dict(_save(seg, build / f"tumour-seg-{i}.dcm"), kind="seg", level=i))
-        for i, seg in enumerate(objects.probability_segmentation(source.volumes, probability, result_um, algorithm,
-                                                                 series["probability"], options.compress)):
-            made.append(dict(_save(seg, build / f"probability-seg-{i}.dcm"), kind="probability", level=i))
-        ann = objects.tumour_annotations(source.level0, geojson, mpp0, algorithm, series["annotations"])
-        if ann is not None:  # no tumour region, no annotation object (the SEG says so)
-            made.append(dict(_save(ann, build / "tumour-annotations.dcm"), kind="annotations"))
+        failed: dict[str, str] = {}  # one object failing does not stop the others (issue 29)
+
+        def build_seg() -> None:
+            for i, seg in enumerate(objects.tumour_segmentation(source.volumes, mask, tissue, result_um, algorithm,
+                                                                series["seg"])):
+                made.append(dict(_save(seg, build / f"tumour-seg-{i}.dcm"), kind="seg", level=i))
+
+        def build_probability() -> None:
+            for i, seg in enumerate(objects.probability_segmentation(
+                    source.volumes, probability, result_um, algorithm, series["probability"], options.compress)):
+                made.append(dict(_save(seg, build / f"probability-seg-{i}.dcm"), kind="probability", level=i))
+
+        def build_annotations() -> None:
+            ann = objects.tumour_annotations(source.level0, geojson, mpp0, algorithm, series["annotations"])
+            if ann is not None:  # no tumour region, no annotation object (the SEG says so)
+                made.append(dict(_save(ann, build / "tumour-annotations.dcm"), kind="annotations"))
+
+        for kind, step in (("seg", build_seg), ("probability", build_probability), ("annotations", build_annotations)):
+            try:
+                step()
+            except Exception as exc:  # highdicom's checks raise ValueError, TypeError, AttributeError...
+                log.debug("%s: DICOM %s failed", folder.name, kind, exc_info=exc)
+                failed[kind] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                made[:] = [o for o in made if o["kind"] != kind]
+                for path in build.glob(f"{OBJECT_FILES[kind]}*.dcm"):
+                    path.unlink()
         level0 = source.level0
         manifest = {
             "made_from": made_from, "site": site, "uids": uids, "objects": made, "warnings": warnings,
+            "failed": failed,
             "source": {"kind": source.kind, "study_instance_uid": str(level0.StudyInstanceUID),
                        "series_instance_uid": str(level0.SeriesInstanceUID),
                        "frame_of_reference_uid": str(level0.FrameOfReferenceUID),
@@ -301,7 +322,18 @@ def write_dicom(folder: str | os.PathLike[str], options: DicomOptions) -> dict[s
         raise
     for text in warnings:
         log.warning("%s: DICOM: %s", folder.name, text)
+    if failed:
+        raise OutputError(folder / DICOM_FOLDER, failure_message(failed))
     return manifest
+
+
+def failure_message(failed: Mapping[str, str]) -> str:
+    """What could not be made and why; the others were written. A failure here is the result's
+    or the source's (deterministic): running again makes the same, so the message says so."""
+    parts = "; ".join(f"the {SERIES[kind][1].removeprefix('tseg-rt ')} object ({OBJECT_FILES[kind]}*.dcm): {why}"
+                      for kind, why in failed.items())
+    return (f"could not make {parts}. The other DICOM objects were written. Running again gives the same; "
+            "please report it with the slide's summary.json")
 
 
 def _slide_entry(path: Path, build: Path) -> dict[str, Any]:
