@@ -200,6 +200,14 @@ def complete(volumes: list[Any]) -> list[str]:
         if "FrameOfReferenceUID" not in ds:
             raise OutputError(str(ds.get("SOPInstanceUID", "?")), "the source image has no Frame of Reference UID; "
                                                                    "results cannot be placed on it")
+    frames = {str(ds.FrameOfReferenceUID) for ds in volumes}
+    if len(frames) > 1:  # viewers need one Frame of Reference across a pyramid: the base level's
+        base = str(volumes[0].FrameOfReferenceUID)
+        for ds in volumes:
+            ds.FrameOfReferenceUID = base
+        notes.append(f"the source series {volumes[0].get('SeriesInstanceUID', '?')} has a Frame of Reference per "
+                     f"level ({len(frames)} different UIDs, where a pyramid has one); every object uses the base "
+                     f"level's, {base}")
     return sorted(set(notes))
 
 
