@@ -231,6 +231,9 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 def _save(obj: Any, path: Path) -> dict[str, Any]:
+    from tseg.runtime.outputs.dicom_source import UTF8
+
+    obj.SpecificCharacterSet = UTF8  # names as UTF-8, whatever the source's set (issue 29, defect 4)
     obj.save_as(str(path), enforce_file_format=True)
     return {"file": path.name, "sop_class_uid": str(obj.SOPClassUID), "sop_instance_uid": str(obj.SOPInstanceUID),
             "series_instance_uid": str(obj.SeriesInstanceUID), "bytes": path.stat().st_size}

@@ -56,6 +56,8 @@ _TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDa
           "ReferringPhysicianName", "StudyID", "AccessionNumber")
 STANDARD_ORIENTATION = [0.0, -1.0, 0.0, -1.0, 0.0, 0.0]  # rows along -Y, columns along -X (label left)
 STAND_IN_TILE = 256
+#: Specific Character Set of every object tseg-rt writes: UTF-8 (PS3.5 §6.1.2.3).
+UTF8 = "ISO_IR 192"
 #: Slice Thickness (µm) written when a source gives neither it nor an Imaged Volume Depth.
 DEFAULT_SECTION_UM = 4.0
 
@@ -96,6 +98,8 @@ class SiteMetadata:
         """Write the values into a source image dataset (patient, study, slide, specimen)."""
         from pydicom import Dataset
 
+        if any(not text.isascii() for text in self.values.values()):
+            ds.SpecificCharacterSet = UTF8  # PS3.3 C.12.1.1.2; else the bytes are written as Latin-1
         for column, text in self.values.items():
             keyword = SITE_FIELDS[column][0]
             if keyword not in ("SpecimenIdentifier", "SpecimenShortDescription"):

@@ -271,3 +271,24 @@ def test_corrected_site_metadata_makes_a_new_study(tmp_path, dicom_wsi, model):
     assert _objects(folder, "seg")[0].PatientID == "P-1"
     assert second["source"]["study_instance_uid"] != first["source"]["study_instance_uid"]
     assert export_dicom(folder, make_options(metadata_file=table)) == second  # unchanged: nothing rebuilt
+
+
+def test_non_ascii_names_are_written_as_utf8_with_their_character_set(tmp_path, dicom_wsi, model):
+    """Issue 29, defect 4: ISO_IR 192 declared (PS3.3 C.12.1.1.2) and the bytes UTF-8, in every
+    object and in the slide's conversion."""
+    import pydicom
+
+    _, tiff = dicom_wsi
+    table = tmp_path / "site.csv"
+    table.write_text(f"path,patient_id,patient_name,institution_name\n{tiff},P-1,Müller^Jörg,Hôpital Saint-Éloi\n",
+                     encoding="utf-8")
+    folder = tmp_path / "r"
+    _segment(tiff, folder, model)
+    export_dicom(folder, make_options(convert_slide=True, metadata_file=table))
+    objs = read_manifest(folder)["objects"]
+    assert {o["kind"] for o in objs} >= {"slide", "seg", "probability", "annotations"}
+    for obj in objs:
+        raw = (folder / "dicom" / obj["file"]).read_bytes()
+        assert "Müller^Jörg".encode() in raw and "Müller".encode("latin-1") not in raw, obj["file"]
+        ds = pydicom.dcmread(str(folder / "dicom" / obj["file"]), stop_before_pixels=True)
+        assert ds.SpecificCharacterSet == "ISO_IR 192" and str(ds.PatientName) == "Müller^Jörg", obj["file"]
