@@ -83,11 +83,30 @@ class Algorithm:
 
 @dataclass(frozen=True)
 class Series:
-    """UIDs and numbers of a new series."""
+    """UIDs and numbers of a new series. ``seed``: the instances' UIDs are derived from it (the
+    result's content), so the same result gives the same instances (a re-send replaces them);
+    empty: new UIDs."""
 
     uid: str
     number: int
     description: str
+    seed: str = ""
+
+    def instance_uid(self, *what: Any) -> Any:
+        """The UID of one of the series' instances (or groups, pyramids), from ``seed``."""
+        import highdicom as hd
+
+        return content_uid(self.seed, *what) if self.seed else hd.UID()
+
+
+def content_uid(*parts: Any) -> Any:
+    """A UID derived from ``parts``: ``2.25.`` and a name-based UUID (RFC 4122 version 5) of
+    them (PS3.5 B.2): the same parts, the same UID."""
+    import uuid
+
+    import highdicom as hd
+
+    return hd.UID(f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, chr(0).join(str(p) for p in parts)).int}")
 
 
 def pixel_spacing_mm(ds: Any) -> tuple[float, float]:
@@ -176,8 +195,10 @@ def _pyramid(volumes: Sequence[Any], base: int, array: np.ndarray, kind: str, se
     levels, compressed = pyramid_levels(volumes, base, transfer_syntax != ExplicitVRLittleEndian)
     if not compressed:
         transfer_syntax = ExplicitVRLittleEndian
+    uids = {"sop_instance_uids": [series.instance_uid("level", i) for i in range(len(levels))],
+            "pyramid_uid": series.instance_uid("pyramid")} if series.seed else {}
     objects = hd.seg.create_segmentation_pyramid(
-        source_images=levels, pixel_arrays=[array], segmentation_type=kind,
+        source_images=levels, pixel_arrays=[array], segmentation_type=kind, **uids,
         segment_descriptions=segments, series_instance_uid=series.uid, series_number=series.number,
         manufacturer=MANUFACTURER, manufacturer_model_name=algorithm.name[:64],
         software_versions=algorithm.software_version, device_serial_number="none",
@@ -265,7 +286,7 @@ def tumour_annotations(level0: Any, geojson: Mapping[str, Any], level0_mpp: tupl
         return None
     identification = algorithm.identification()
     groups = [hd.ann.AnnotationGroup(
-        number=1, uid=hd.UID(), label="Tumor", annotated_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        number=1, uid=series.instance_uid("group", 1), label="Tumor", annotated_property_category=codes.SCT.MorphologicallyAbnormalStructure,
         annotated_property_type=codes.SCT.Neoplasm, graphic_type=hd.ann.GraphicTypeValues.POLYGON,
         graphic_data=outer, algorithm_type=hd.ann.AnnotationGroupGenerationTypeValues.AUTOMATIC,
         algorithm_identification=identification,
@@ -274,7 +295,7 @@ def tumour_annotations(level0: Any, geojson: Mapping[str, Any], level0_mpp: tupl
                     "excluded")]
     if holes:
         groups.append(hd.ann.AnnotationGroup(
-            number=2, uid=hd.UID(), label="Tumor hole",
+            number=2, uid=series.instance_uid("group", 2), label="Tumor hole",
             annotated_property_category=codes.SCT.MorphologicallyAbnormalStructure,
             annotated_property_type=hd.sr.CodedConcept(*HOLE_CODE), graphic_type=hd.ann.GraphicTypeValues.POLYGON,
             graphic_data=holes, algorithm_type=hd.ann.AnnotationGroupGenerationTypeValues.AUTOMATIC,
@@ -283,7 +304,7 @@ def tumour_annotations(level0: Any, geojson: Mapping[str, Any], level0_mpp: tupl
     ann = hd.ann.MicroscopyBulkSimpleAnnotations(
         source_images=[level0], annotation_coordinate_type=hd.ann.AnnotationCoordinateTypeValues.SCOORD3D,
         annotation_groups=groups, series_instance_uid=series.uid, series_number=series.number,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER,
+        sop_instance_uid=series.instance_uid("annotations"), instance_number=1, manufacturer=MANUFACTURER,
         manufacturer_model_name=algorithm.name[:64], software_versions=algorithm.software_version,
         device_serial_number="none", content_label=ANNOTATION_LABEL, series_description=series.description[:64],
         content_description=f"{algorithm.name}, model sha256 {algorithm.model_sha256}"[:64])

@@ -243,7 +243,6 @@ def write_dicom(folder: str | os.PathLike[str], options: DicomOptions) -> dict[s
     """Build every DICOM object of a finished result folder into ``folder/dicom/`` (replacing what
     was there); returns the manifest. OutputError names what is missing or inconsistent."""
     import cv2
-    from pydicom.uid import generate_uid
 
     from tseg.runtime.outputs import dicom as objects
     from tseg.runtime.outputs.dicom_source import check_geometry, complete
@@ -260,8 +259,9 @@ def write_dicom(folder: str | os.PathLike[str], options: DicomOptions) -> dict[s
     if previous.get("site", {}) != site:  # other patient or specimen: another study, never the same UIDs
         previous = {}
     uids = dict(previous.get("uids") or {})
-    for name in ("study", "frame", "slide_series", "pyramid", "specimen"):
-        uids.setdefault(name, str(generate_uid()))
+    slide_id = (summary["slide"].get("fingerprint") or summary["slide"].get("path"), site)
+    for name in ("study", "frame", "slide_series", "pyramid", "specimen"):  # same slide and site: same study
+        uids.setdefault(name, str(objects.content_uid("tseg-rt", name, *slide_id)))
     for stale in list(folder.glob(f".{DICOM_FOLDER}.tmp-*")) + list(folder.glob(f".{DICOM_FOLDER}.old-*")):
         shutil.rmtree(stale, ignore_errors=True)  # left by a killed run (the caller holds the slide's lock)
     build = folder / f".{DICOM_FOLDER}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -278,7 +278,7 @@ def write_dicom(folder: str | os.PathLike[str], options: DicomOptions) -> dict[s
         mpp0 = (float(slide["mpp_level0"][0]), float(slide["mpp_level0"][1]))
         algorithm = objects.Algorithm.from_summary(summary)
         result_um = objects.result_pixel_um(source.level0, mpp0)
-        series = {k: objects.Series(str(generate_uid()), n, d) for k, (n, d) in SERIES.items()}
+        series = result_series(summary, made_from, site, source)
         made = [dict(_slide_entry(f, build), kind="slide") for f in source.files]
         failed: dict[str, str] = {}  # one object failing does not stop the others (issue 29)
 
@@ -309,7 +309,7 @@ def write_dicom(folder: str | os.PathLike[str], options: DicomOptions) -> dict[s
         level0 = source.level0
         manifest = {
             "made_from": made_from, "site": site, "uids": uids, "objects": made, "warnings": warnings,
-            "failed": failed,
+            "failed": failed, "supersedes": superseded(previous, made),
             "source": {"kind": source.kind, "study_instance_uid": str(level0.StudyInstanceUID),
                        "series_instance_uid": str(level0.SeriesInstanceUID),
                        "frame_of_reference_uid": str(level0.FrameOfReferenceUID),
@@ -325,9 +325,39 @@ def write_dicom(folder: str | os.PathLike[str], options: DicomOptions) -> dict[s
         raise
     for text in warnings:
         log.warning("%s: DICOM: %s", folder.name, text)
+    for kind, old in manifest["supersedes"].items():
+        log.info("%s: DICOM: the new %s series supersedes series %s", folder.name, SERIES[kind][1], old)
     if failed:
         raise OutputError(folder / DICOM_FOLDER, failure_message(failed))
     return manifest
+
+
+def result_series(summary: Mapping[str, Any], made_from: Mapping[str, str], site: Mapping[str, str],
+                  source: SourceImages) -> dict[str, Any]:
+    """The three result series. Their UIDs (and their instances') are derived from the result's
+    content, the site metadata and the source images, so the same result gives the same series (a
+    re-send replaces, never duplicates), and a changed one new series; the description says
+    what they were made with (thresholds, model, date of the result)."""
+    from tseg.runtime.outputs import dicom as objects
+
+    level0 = source.level0
+    content = (json.dumps([made_from, site], sort_keys=True), source.kind, str(level0.StudyInstanceUID),
+               str(level0.SeriesInstanceUID))
+    settings = summary.get("settings") or {}
+    sha = str(((summary.get("model") or {}).get("backend") or {}).get("sha256") or "")[:8]
+    made = f" t{settings.get('low', '?')}-{settings.get('high', '?')} m{sha or '?'} {str(summary.get('created', ''))[:10]}"
+    series = {}
+    for kind, (number, description) in SERIES.items():
+        seed = objects.content_uid("tseg-rt result", kind, *content)
+        series[kind] = objects.Series(str(seed), number, (description + made).strip()[:64], seed=str(seed))
+    return series
+
+
+def superseded(previous: Mapping[str, Any], made: list[dict[str, Any]]) -> dict[str, str]:
+    """``{kind: series UID}`` of the earlier result's series that the new objects replace."""
+    new = {o["kind"]: o["series_instance_uid"] for o in made}
+    old = {o["kind"]: o["series_instance_uid"] for o in previous.get("objects", []) if o.get("kind") in SERIES}
+    return {kind: uid for kind, uid in old.items() if new.get(kind) != uid}
 
 
 def failure_message(failed: Mapping[str, str]) -> str:
@@ -369,6 +399,8 @@ def summary_entry(manifest: Mapping[str, Any], stow: Mapping[str, Any] | None = 
         entry["bytes"] += int(obj.get("bytes", 0))
     data = {"folder": DICOM_FOLDER, "source": manifest.get("source"), "series": by_kind,
             "warnings": manifest.get("warnings", []), "seconds": manifest.get("seconds")}
+    if manifest.get("supersedes"):
+        data["supersedes"] = dict(manifest["supersedes"])
     if stow:
         data["stow"] = {k: stow[k] for k in ("url", "stored", "time") if k in stow}
     return data

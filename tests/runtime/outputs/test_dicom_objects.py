@@ -292,3 +292,33 @@ def test_non_ascii_names_are_written_as_utf8_with_their_character_set(tmp_path, 
         assert "Müller^Jörg".encode() in raw and "Müller".encode("latin-1") not in raw, obj["file"]
         ds = pydicom.dcmread(str(folder / "dicom" / obj["file"]), stop_before_pixels=True)
         assert ds.SpecificCharacterSet == "ISO_IR 192" and str(ds.PatientName) == "Müller^Jörg", obj["file"]
+
+
+def test_the_same_result_gets_the_same_uids_and_a_changed_one_names_what_it_supersedes(tmp_path, from_dicom,
+                                                                                       caplog):
+    """Issue 29, defect 5: UIDs derived from the result's content, so a re-send of an unchanged
+    result (``--overwrite``, or a lost ``dicom/``) replaces instead of duplicating; a changed
+    result gets new series that say what they were made with and name the series they supersede."""
+    import pydicom
+
+    from tseg.runtime.outputs.files import repostprocess
+
+    folder = tmp_path / "copy"
+    shutil.copytree(from_dicom[0], folder)
+    before = read_manifest(folder)
+    shutil.rmtree(folder / "dicom")
+    export_dicom(folder, DicomOptions())
+    again = read_manifest(folder)
+    assert [(o["file"], o["sop_instance_uid"], o["series_instance_uid"]) for o in again["objects"]] == \
+        [(o["file"], o["sop_instance_uid"], o["series_instance_uid"]) for o in before["objects"]]
+    assert not again["supersedes"]
+    repostprocess(folder, 250, 255)
+    with caplog.at_level("INFO"):
+        entry = export_dicom(folder, DicomOptions())
+    after = read_manifest(folder)
+    old = {o["kind"]: o["series_instance_uid"] for o in before["objects"]}
+    assert after["supersedes"] == old == entry["supersedes"]  # the annotations too: there is no region now
+    seg = pydicom.dcmread(str(folder / "dicom" / "tumour-seg-0.dcm"), stop_before_pixels=True)
+    assert seg.SeriesInstanceUID != old["seg"] and "t250-255" in seg.SeriesDescription
+    assert json.loads((folder / "summary.json").read_text())["dicom"]["supersedes"] == old
+    assert any(old["seg"] in r.getMessage() and "supersedes" in r.getMessage() for r in caplog.records)
