@@ -16,7 +16,7 @@ import typer
 
 from tseg.runtime.cli.common import EXIT_FAILED_SLIDES, devices_option, fail, reported, setup_logging
 from tseg.runtime.util.display import printable
-from tseg.runtime.cli.options import DctScaling, Devices, DicomMetadata, DicomOut, DicomwebCredentials, DicomWsi, Engine, High, LevelTolerance, Low, MaxSlideMm, Mpp, OverlayOpacity, OverlayStyle, Progress, Providers, ReaderThreads, Stow, Verbose, dicom_options, slide_settings
+from tseg.runtime.cli.options import DctScaling, Devices, DicomMetadata, DicomOut, DicomwebCredentials, DicomWsi, Engine, High, LevelTolerance, Low, MaxSlideMm, Mpp, OverlayOpacity, OverlayStyle, Progress, Providers, ReaderThreads, Stow, StowStandIn, Verbose, check_stow_sources, dicom_options, slide_settings
 from tseg.runtime.cohort.options import OVERLAY_OPACITY_DEFAULT, OVERLAY_STYLE_DEFAULT
 from tseg.runtime.cli.report import write_report_after_run
 from tseg.runtime.wsi.limits import MAX_SLIDE_MM
@@ -58,6 +58,7 @@ def run(
     dicom_wsi: DicomWsi = False,
     dicom_metadata: DicomMetadata = None,
     stow: Stow = None,
+    stow_stand_in: StowStandIn = False,
     dicomweb_credentials: DicomwebCredentials = None,
     verbose: Verbose = 0,
 ) -> None:
@@ -98,12 +99,13 @@ def run(
     with reported():
         table_rows = _checked_rows(csv_table, low, high)
         dicom = dicom_options(dicom_out=dicom_out, dicom_wsi=dicom_wsi, dicom_metadata=dicom_metadata, stow=stow,
-                              dicomweb_credentials=dicomweb_credentials)
+                              dicomweb_credentials=dicomweb_credentials, stow_stand_in=stow_stand_in)
     if dicom is not None and ray is not None:
         fail("--dicom-out, --dicom-wsi and --stow do not run on Ray yet: run without --ray (--workers N runs slides "
              "in parallel on this machine)")
     with reported():
         found, per_slide = collect_slides(slides or [], table_rows, exclude=out, source=str(csv_table))
+        check_stow_sources(dicom, found)
         if settings["mpp"] is not None and per_slide and any("mpp" in r for r in per_slide.values()):
             console.print("[yellow]warning:[/] the slides CSV's mpp column overrides --mpp for its slides",
                           highlight=False)

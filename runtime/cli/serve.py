@@ -10,7 +10,7 @@ import typer
 
 from tseg.runtime.cli.common import devices_option, reported, setup_logging
 from tseg.runtime.cohort.options import OVERLAY_OPACITY_DEFAULT, OVERLAY_STYLE_DEFAULT
-from tseg.runtime.cli.options import DctScaling, Devices, DicomMetadata, DicomOut, DicomwebCredentials, DicomWsi, Engine, High, LevelTolerance, Low, Mpp, OverlayOpacity, OverlayStyle, Providers, Prune, ReaderThreads, Stow, Verbose, dicom_options, slide_options
+from tseg.runtime.cli.options import DctScaling, Devices, DicomMetadata, DicomOut, DicomwebCredentials, DicomWsi, Engine, High, LevelTolerance, Low, Mpp, OverlayOpacity, OverlayStyle, Providers, Prune, ReaderThreads, Stow, StowStandIn, Verbose, dicom_options, slide_options
 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Results folder (the layout of `tseg-rt run`; the job queue "
                                                        "is kept in OUT/.tseg-service/).")]
@@ -69,6 +69,7 @@ def serve(
     dicom_wsi: DicomWsi = False,
     dicom_metadata: DicomMetadata = None,
     stow: Stow = None,
+    stow_stand_in: StowStandIn = False,
     dicomweb_credentials: DicomwebCredentials = None,
     verbose: Verbose = 0,
 ) -> None:
@@ -77,7 +78,7 @@ def serve(
     logging.getLogger("uvicorn.access").setLevel(logging.INFO if verbose >= 1 else logging.WARNING)
     with reported():
         dicom = dicom_options(dicom_out=dicom_out, dicom_wsi=dicom_wsi, dicom_metadata=dicom_metadata, stow=stow,
-                              dicomweb_credentials=dicomweb_credentials)
+                              dicomweb_credentials=dicomweb_credentials, stow_stand_in=stow_stand_in)
     options = slide_options(mpp=mpp, low=low, high=high, level_tolerance=level_tolerance, dct_scaling=dct_scaling,
                             prune=prune, overlay_style=overlay_style, overlay_opacity=overlay_opacity,
                             dicom_out=dicom is not None)

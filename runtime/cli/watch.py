@@ -9,7 +9,7 @@ import typer
 
 from tseg.runtime.cli.common import reported, setup_logging
 from tseg.runtime.cohort.options import OVERLAY_OPACITY_DEFAULT, OVERLAY_STYLE_DEFAULT
-from tseg.runtime.cli.options import DctScaling, Devices, DicomMetadata, DicomOut, DicomwebCredentials, DicomWsi, Engine, High, LevelTolerance, Low, Mpp, OverlayOpacity, OverlayStyle, Providers, Prune, ReaderThreads, Stow, Verbose, dicom_options, slide_options
+from tseg.runtime.cli.options import DctScaling, Devices, DicomMetadata, DicomOut, DicomwebCredentials, DicomWsi, Engine, High, LevelTolerance, Low, Mpp, OverlayOpacity, OverlayStyle, Providers, Prune, ReaderThreads, Stow, StowStandIn, Verbose, dicom_options, slide_options
 from tseg.runtime.cli.serve import KeepDays, Out, Poll, Report, ReportInterval, Settle, service_config
 
 
@@ -39,6 +39,7 @@ def watch(
     dicom_wsi: DicomWsi = False,
     dicom_metadata: DicomMetadata = None,
     stow: Stow = None,
+    stow_stand_in: StowStandIn = False,
     dicomweb_credentials: DicomwebCredentials = None,
     verbose: Verbose = 0,
 ) -> None:
@@ -46,7 +47,7 @@ def watch(
     setup_logging(verbose + 1)
     with reported():
         dicom = dicom_options(dicom_out=dicom_out, dicom_wsi=dicom_wsi, dicom_metadata=dicom_metadata, stow=stow,
-                              dicomweb_credentials=dicomweb_credentials)
+                              dicomweb_credentials=dicomweb_credentials, stow_stand_in=stow_stand_in)
     options = slide_options(mpp=mpp, low=low, high=high, level_tolerance=level_tolerance, dct_scaling=dct_scaling,
                             prune=prune, overlay_style=overlay_style, overlay_opacity=overlay_opacity,
                             dicom_out=dicom is not None)

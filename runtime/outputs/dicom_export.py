@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 DICOM_FOLDER = "dicom"
 MANIFEST = "manifest.json"
 INPUTS = ("mask.png", "foreground.png", "probability.png", "tumour.geojson")
+STAND_IN_REFUSED = ("not stored: the slide is not DICOM, so its objects refer to a slide the archive does not "
+                    "have, with empty patient attributes. Add --dicom-wsi (store the slide as DICOM with its results) "
+                    "or --dicom-metadata CSV (its patient, accession and specimen); or --stow-stand-in to store them "
+                    "as they are (docs/dicom.md)")
 OBJECT_FILES = {"seg": "tumour-seg-", "probability": "probability-seg-", "annotations": "tumour-annotations"}
 SERIES = {"seg": (9001, "tseg-rt tumour segmentation"), "probability": (9002, "tseg-rt tumour probability"),
           "annotations": (9003, "tseg-rt tumour regions")}
@@ -64,13 +68,15 @@ class DicomOptions:
     stow_url: str | None = None
     credentials_file: str | None = None
     site: Mapping[str, SiteMetadata] = field(default_factory=dict)
+    stow_stand_in: bool = False
 
     def site_for(self, slide_key: str) -> SiteMetadata | None:
         return self.site.get(slide_key)
 
 
 def make_options(convert_slide: bool = False, stow_url: str | None = None, credentials_file: str | None = None,
-                 metadata_file: str | os.PathLike[str] | None = None, compress: bool = True) -> DicomOptions:
+                 metadata_file: str | os.PathLike[str] | None = None, compress: bool = True,
+                 stow_stand_in: bool = False) -> DicomOptions:
     """Checked :class:`DicomOptions`: the libraries are there, the STOW URL is a DICOMweb root
     without credentials, the metadata file reads. Raises InvalidArgumentError before any slide."""
     from tseg.runtime.errors import InvalidArgumentError
@@ -93,7 +99,8 @@ def make_options(convert_slide: bool = False, stow_url: str | None = None, crede
     site = read_metadata_file(metadata_file) if metadata_file is not None else {}
     return DicomOptions(convert_slide=convert_slide, compress=compress,
                         stow_url=check_stow_url(stow_url) if stow_url else None,
-                        credentials_file=str(credentials_file) if credentials_file else None, site=site)
+                        credentials_file=str(credentials_file) if credentials_file else None, site=site,
+                        stow_stand_in=stow_stand_in)
 
 
 def _sha256(path: Path) -> str:
@@ -416,6 +423,9 @@ def export_dicom(folder: str | os.PathLike[str], options: DicomOptions) -> dict[
     manifest = read_manifest(folder) if is_current(folder, options) else None
     if manifest is None:
         manifest = write_dicom(folder, options)
+    if (options.stow_url and (manifest.get("source") or {}).get("kind") == "stand-in" and not manifest.get("site")
+            and not options.stow_stand_in):
+        raise OutputError(folder, STAND_IN_REFUSED)
     stow = (stow_folder(folder / DICOM_FOLDER, manifest["objects"], options.stow_url, options.credentials_file,
                         folder.name) if options.stow_url else None)
     entry = summary_entry(manifest, stow)

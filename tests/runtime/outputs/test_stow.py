@@ -176,3 +176,25 @@ def test_storing_where_credentials_are_needed(tmp_path_factory, run_from_dicomwe
         assert set(record["stored"]) == {o["sop_instance_uid"] for o in objects}
     finally:
         server.stop(graceful=False)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_stow_of_a_non_dicom_slide_without_its_images_or_patient_is_refused(tmp_path, orthanc, dicom_wsi, model):
+    """Issue 29, defect 6: exit 2 naming both fixes and the option that stores a stand-in anyway;
+    the library refuses it per slide too (the service, the hot folder)."""
+    from tseg.runtime.errors import OutputError
+    from tseg.runtime.outputs.dicom_export import DicomOptions, export_dicom
+
+    _, tiff = dicom_wsi
+    refused = cli("run", tiff, "--engine", model, "--out", tmp_path / "o", "--stow", orthanc.root, "--no-progress")
+    assert refused.returncode == 2, refused.stderr
+    text = " ".join(refused.stderr.split())
+    assert str(tiff) in text and "--dicom-wsi" in text and "--dicom-metadata" in text and "--stow-stand-in" in text
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+    allowed = cli("run", tiff, "--engine", model, "--out", tmp_path / "o", "--stow", orthanc.root, "--stow-stand-in",
+                  "--no-progress")
+    assert allowed.returncode == 0, allowed.stderr
+    folder = tmp_path / "o" / "slide"
+    with pytest.raises(OutputError, match="--dicom-wsi.*--dicom-metadata.*--stow-stand-in"):
+        export_dicom(folder, DicomOptions(stow_url=orthanc.root))
