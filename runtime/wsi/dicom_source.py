@@ -37,6 +37,7 @@ import numpy as np
 
 from tseg.runtime.errors import UnsupportedSlideError
 from tseg.runtime.util.safeio import open_regular
+from tseg.runtime.wsi.dicom_attributes import check_series_files
 from tseg.runtime.wsi.mpp import openslide_mpp
 from tseg.runtime.wsi.base import background_colour, rgba_to_rgb
 
@@ -176,6 +177,7 @@ def series_for(path: str | Path) -> DicomSeries:
         if len(found) > 1:
             raise UnsupportedSlideError(
                 p, f"holds {len(found)} DICOM whole-slide series; give one .dcm file of the series you want")
+        check_series_files(found[0].files)
         return found[0]
     h = read_header(p)
     if h.error:
@@ -184,7 +186,9 @@ def series_for(path: str | Path) -> DicomSeries:
         raise UnsupportedSlideError(
             p, f"is DICOM but not a whole-slide image (SOP class {h.sop_class}); tseg-rt reads VL Whole Slide Microscopy")
     found, _ = group_series([p])
-    return next(s for s in found if s.uid == h.series_uid)
+    series = next(s for s in found if s.uid == h.series_uid)
+    check_series_files(series.files)
+    return series
 
 
 # --- the colour space of JPEG frames -------------------------------------------------------------

@@ -50,7 +50,6 @@ _SCHEMES = {"http": "http", "https": "https", "dicomweb": "https", "dicomweb+htt
             "dicomweb+http": "http"}
 _URL = re.compile(r"^(?P<scheme>[a-z+]+)://(?P<rest>.+)$", re.IGNORECASE)
 _PATH = re.compile(r"^(?P<prefix>.*?)/studies/(?P<study>[0-9.]+)/series/(?P<series>[0-9.]+)/?$")
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 T = TypeVar("T")
 
 
@@ -100,10 +99,12 @@ class DicomWebLocation:
         path = _PATH.match(parts.path)
         if not parts.netloc or not path:
             raise InvalidArgumentError(f"{raw!r} does not name a series; expected {form}")
-        for what in ("study", "series"):
-            uid = path.group(what)
-            if not _UID.match(uid) or len(uid) > 64:
-                raise InvalidArgumentError(f"{raw!r}: {uid!r} is not a valid {what} instance UID")
+        from tseg.runtime.wsi.dicom_attributes import uid_problem
+
+        for what, tag in (("Study", "0020,000D"), ("Series", "0020,000E")):
+            problem = uid_problem(path.group(what.lower()), f"{what} Instance UID", tag)
+            if problem:
+                raise InvalidArgumentError(f"{raw!r}: {problem.removeprefix('its ')}; check the URL")
         base = f"{parts.scheme}://{parts.netloc}{path.group('prefix').rstrip('/')}"
         return cls(base, path.group("study"), path.group("series"))
 

@@ -33,7 +33,8 @@ def test_series_urls(text, base):
     (f"https://u:pw@pacs/dicom-web/studies/{STUDY}/series/{SERIES}", "never put credentials"),
     (f"https://pacs/dicom-web/studies/{STUDY}", "does not name a series"),
     (f"https://pacs/dicom-web/studies/{STUDY}/series/{SERIES}?x=1", "no query"),
-    (f"https://pacs/studies/{STUDY}/series/1..2", "not a valid series instance UID"),
+    (f"https://pacs/studies/{STUDY}/series/1..2", "Series Instance UID \\(0020,000E\\) '1..2' is not a valid DICOM UID"),
+    (f"https://pacs/studies/{STUDY}/series/1.{'2' * 63}", "Series Instance UID \\(0020,000E\\) is 65 characters long"),
     ("ftp://pacs/x", "not a DICOMweb series URL"),
 ])
 def test_bad_urls_are_explained(text, words):
