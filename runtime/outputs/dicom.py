@@ -72,6 +72,12 @@ class Algorithm:
         software = str((summary.get("versions") or {}).get("tseg-rt") or "unknown")
         return cls(str(contract.get("name") or "tseg tumour segmentation"), version, sha, software, parameters)
 
+    def content_description(self) -> str:
+        """Content Description (LO, 64 characters): the name, cut if need be, and the model's
+        hash prefix whole (the full hash is in the algorithm's parameters)."""
+        tail = f", model sha256:{self.model_sha256[:12]}" if self.model_sha256 else ""
+        return self.name[: 64 - len(tail)] + tail
+
     def identification(self) -> Any:
         import highdicom as hd
         from pydicom.sr.codedict import codes
@@ -204,7 +210,7 @@ def _pyramid(volumes: Sequence[Any], base: int, array: np.ndarray, kind: str, se
         software_versions=algorithm.software_version, device_serial_number="none",
         transfer_syntax_uid=transfer_syntax, dimension_organization_type="TILED_FULL", omit_empty_frames=False,
         series_description=series.description[:64], content_label=label, pyramid_label=series.description[:64],
-        content_description=f"{algorithm.name}, model sha256 {algorithm.model_sha256}"[:64], **kwargs)
+        content_description=algorithm.content_description(), **kwargs)
     for seg in objects:  # type 2C in General Image; dciodvfy wants it for slide-based objects
         seg.PatientOrientation = ""
     return objects
@@ -307,7 +313,14 @@ def tumour_annotations(level0: Any, geojson: Mapping[str, Any], level0_mpp: tupl
         sop_instance_uid=series.instance_uid("annotations"), instance_number=1, manufacturer=MANUFACTURER,
         manufacturer_model_name=algorithm.name[:64], software_versions=algorithm.software_version,
         device_serial_number="none", content_label=ANNOTATION_LABEL, series_description=series.description[:64],
-        content_description=f"{algorithm.name}, model sha256 {algorithm.model_sha256}"[:64])
+        content_description=algorithm.content_description())
+    if holes:  # a local code: the object says whose scheme it is (PS3.3 C.12.1.1.7 / C.12.1.1.8)
+        from pydicom import Dataset
+
+        scheme = Dataset()
+        scheme.CodingSchemeDesignator, scheme.CodingSchemeName = HOLE_CODE[1], "tseg-rt local codes"
+        scheme.CodingSchemeResponsibleOrganization = MANUFACTURER
+        ann.CodingSchemeIdentificationSequence = [scheme]
     return ann
 
 

@@ -322,3 +322,16 @@ def test_the_same_result_gets_the_same_uids_and_a_changed_one_names_what_it_supe
     assert seg.SeriesInstanceUID != old["seg"] and "t250-255" in seg.SeriesDescription
     assert json.loads((folder / "summary.json").read_text())["dicom"]["supersedes"] == old
     assert any(old["seg"] in r.getMessage() and "supersedes" in r.getMessage() for r in caplog.records)
+
+
+def test_local_codes_are_identified_and_descriptions_keep_the_hash_whole(from_dicom):
+    """Issue 29, defect 9: 99TSEGRT has a Coding Scheme Identification item; Content
+    Description is not cut in the middle of the model's hash."""
+    folder, _, _, _ = from_dicom
+    sha = json.loads((folder / "summary.json").read_text())["model"]["backend"]["sha256"]
+    ann = _objects(folder, "annotations")[0]
+    schemes = {item.CodingSchemeDesignator: item for item in ann.CodingSchemeIdentificationSequence}
+    assert "99TSEGRT" in schemes and schemes["99TSEGRT"].CodingSchemeName
+    for kind in ("seg", "probability", "annotations"):
+        for ds in _objects(folder, kind):
+            assert len(ds.ContentDescription) <= 64 and ds.ContentDescription.endswith(f"sha256:{sha[:12]}")
