@@ -26,6 +26,7 @@ stalled server fails the slide instead of hanging the batch.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -94,6 +95,13 @@ def _parse_entry(entry: Any, where: str) -> Credentials:
     return Credentials(token=token, username=user, password=password, origin=where)
 
 
+@functools.lru_cache(maxsize=64)
+def _warn_readable(path: str, mode: int) -> None:
+    """The warning about a credentials file others can read: once per file and mode in a process
+    (the file is read for every request's session, issue 29)."""
+    log.warning("%s: the credentials file can be read by other users; restrict it with `chmod 600 %s`", path, path)
+
+
 def read_credentials_file(path: str | os.PathLike[str], url: str) -> Credentials | None:
     """The credentials a file holds for ``url`` (None when the file has none for it)."""
     p = Path(path).expanduser()
@@ -103,7 +111,7 @@ def read_credentials_file(path: str | os.PathLike[str], url: str) -> Credentials
     except OSError as exc:
         raise InvalidArgumentError(f"{p}: cannot read the DICOMweb credentials file ({exc.strerror or exc})") from None
     if mode & (stat.S_IRGRP | stat.S_IROTH):
-        log.warning("%s: the credentials file can be read by other users; restrict it with `chmod 600 %s`", p, p)
+        _warn_readable(str(p), mode)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
