@@ -161,6 +161,9 @@ def with_dicom(outcome: SlideOutcome, final: Path, dicom: Any, t0: float) -> Sli
     except Exception as exc:
         failed = failed_outcome(outcome.slide, outcome.name, exc, t0)
         stored = isinstance(exc, DicomWebError)
+        if stored:  # the slide first, then where its objects were going (issue 29)
+            failed.error = failed.error_cli = (f"{outcome.slide}: storing its DICOM objects at {exc.url} failed: "
+                                               f"{exc.message}")
         note = (f"; the result in {final} is complete, but its DICOM objects could not be "
                 f"{'stored' if stored else 'made'}")
         if stored and (exc.status is None or exc.status in RETRY_STATUS):  # the network: may pass next time

@@ -105,6 +105,9 @@ def test_a_failed_store_is_finished_by_the_next_run_without_the_network(tmp_path
     failed = cli("run", stored_wsi, "--engine", model, "--out", out, "--stow", wrong, "--no-progress")
     assert failed.returncode == 1
     assert "is complete, but its DICOM objects could not be stored" in failed.stderr, failed.stderr
+    text = " ".join(failed.stderr.split())  # issue 29: the slide named first; a 404 is not "retry"
+    assert f"{stored_wsi}: storing its DICOM objects at {wrong} failed: " in text and "404" in text
+    assert "retry" not in text
     folder = out / DicomWebLocation.parse(stored_wsi).series
     created = json.loads((folder / "summary.json").read_text())["created"]
     assert (folder / "dicom" / "manifest.json").is_file() and not (folder / "dicom" / "stow.json").exists()
