@@ -201,16 +201,20 @@ def _pyramid(volumes: Sequence[Any], base: int, array: np.ndarray, kind: str, se
     levels, compressed = pyramid_levels(volumes, base, transfer_syntax != ExplicitVRLittleEndian)
     if not compressed:
         transfer_syntax = ExplicitVRLittleEndian
-    uids = {"sop_instance_uids": [series.instance_uid("level", i) for i in range(len(levels))],
-            "pyramid_uid": series.instance_uid("pyramid")} if series.seed else {}
-    objects = hd.seg.create_segmentation_pyramid(
-        source_images=levels, pixel_arrays=[array], segmentation_type=kind, **uids,
-        segment_descriptions=segments, series_instance_uid=series.uid, series_number=series.number,
-        manufacturer=MANUFACTURER, manufacturer_model_name=algorithm.name[:64],
+    common = dict(
+        segmentation_type=kind, segment_descriptions=segments, series_instance_uid=series.uid,
+        series_number=series.number, manufacturer=MANUFACTURER, manufacturer_model_name=algorithm.name[:64],
         software_versions=algorithm.software_version, device_serial_number="none",
         transfer_syntax_uid=transfer_syntax, dimension_organization_type="TILED_FULL", omit_empty_frames=False,
         series_description=series.description[:64], content_label=label, pyramid_label=series.description[:64],
-        content_description=algorithm.content_description(), **kwargs)
+        content_description=algorithm.content_description(), pyramid_uid=series.instance_uid("pyramid"), **kwargs)
+    if len(levels) == 1:  # a one-level source (a small slide): one object; the pyramid function needs two
+        objects = [hd.seg.Segmentation(source_images=levels, pixel_array=array, sop_instance_uid=series.instance_uid(
+            "level", 0), instance_number=1, tile_pixel_array=True, **common)]
+    else:
+        objects = hd.seg.create_segmentation_pyramid(
+            source_images=levels, pixel_arrays=[array],
+            sop_instance_uids=[series.instance_uid("level", i) for i in range(len(levels))], **common)
     for seg in objects:  # type 2C in General Image; dciodvfy wants it for slide-based objects
         seg.PatientOrientation = ""
     return objects

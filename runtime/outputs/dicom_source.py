@@ -192,14 +192,14 @@ def complete(volumes: list[Any]) -> list[str]:
             SiteMetadata({"container_id": str(ds.get("ContainerIdentifier") or "unknown")}).apply(ds, specimen)
             notes.append("the source has no Specimen module (slide and specimen identifiers); 'unknown' was written")
         measures = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
-        if "SliceThickness" not in measures:  # type 1C in the SEG (PS3.3 C.7.6.16.2.1); highdicom copies it
+        if not float(measures.get("SliceThickness") or 0) > 0:  # type 1C in the SEG (PS3.3 C.7.6.16.2.1), > 0
             from pydicom.valuerep import DS
 
             depth = float(ds.get("ImagedVolumeDepth") or 0)  # µm
             plausible = 0.5 <= depth <= 100.0
             depth_um = depth if plausible else DEFAULT_SECTION_UM
             measures.SliceThickness = DS(depth_um / 1000.0, auto_format=True)
-            notes.append(f"the source has no Slice Thickness; {depth_um:g} µm "
+            notes.append(f"the source has no (or a zero) Slice Thickness; {depth_um:g} µm "
                          f"({'its Imaged Volume Depth' if plausible else 'a typical section'}) was written")
         if "FrameOfReferenceUID" not in ds:
             raise OutputError(str(ds.get("SOPInstanceUID", "?")), "the source image has no Frame of Reference UID; "
