@@ -25,12 +25,14 @@ not there, or a server that refuses access, fails with a message naming the URL 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -246,6 +248,27 @@ def _client_with_bulk_data(base: Any, connection: Connection) -> Any:
     return _Client(connection.client)
 
 
+_WSIDICOM_SETTINGS = threading.Lock()
+
+
+@contextlib.contextmanager
+def every_level() -> Iterator[None]:
+    """wsidicom keeping every pyramid level of a series while it opens one: by default it leaves
+    out levels whose tile size differs from the base level's (a scanner's small levels stored as
+    one frame of their own size), which OpenSlide reads from the same files; the 5 µm/px
+    overview would then come from another level than a local read's (issue 29, defect 8).
+    wsidicom's settings are process-wide: set and restored under a lock."""
+    from wsidicom import settings
+
+    with _WSIDICOM_SETTINGS:
+        before = settings.strict_tile_size_check
+        settings.strict_tile_size_check = False
+        try:
+            yield
+        finally:
+            settings.strict_tile_size_check = before
+
+
 class DicomWebSource:
     """A DICOM WSI series on a DICOMweb server (see the module docstring). Implements the
     slide-source interface of :mod:`tseg.runtime.wsi.slide`; thread-safe reads."""
@@ -278,8 +301,9 @@ class DicomWebSource:
             raise UnsupportedSlideError(self.location.url, f"the series holds no VL Whole Slide Microscopy images "
                                                            f"(SOP classes: {', '.join(classes) or 'none'})")
         try:
-            self._wsi = WsiDicom.open_web(_client_with_bulk_data(WsiDicomWebClient, self._connection),
-                                          self.location.study, self.location.series)
+            with every_level():
+                self._wsi = WsiDicom.open_web(_client_with_bulk_data(WsiDicomWebClient, self._connection),
+                                              self.location.study, self.location.series)
         except TsegError:
             raise  # our client's own errors (a refused or failing request while wsidicom reads metadata)
         except Exception as exc:

@@ -222,3 +222,21 @@ def test_an_icc_profile_the_server_cannot_deliver_is_one_warning(stored_wsi, mon
         assert slide.read(5.0).shape[2] == 3
     warnings = [r.getMessage() for r in caplog.records if "ICC profile" in r.getMessage()]
     assert len(warnings) == 1 and stored_wsi in warnings[0] and "read without it" in warnings[0]
+
+
+def test_a_scanner_series_reads_the_same_levels_and_pixels_over_dicomweb(orthanc, tmp_path):
+    """Issue 29, defect 8: small levels stored as one frame of their own size (and a Frame of
+    Reference per level) are kept over DICOMweb as OpenSlide keeps them locally."""
+    import pydicom
+
+    from dicomwsi import square_slide_image, write_dicom_wsi
+
+    files = write_dicom_wsi(tmp_path / "s", square_slide_image(1600, 1200, 1.0), 1.0, scanner_like=True)
+    orthanc.store_files(files)
+    first = pydicom.dcmread(str(files[0]), stop_before_pixels=True)
+    with open_slide(orthanc.series_url(first.StudyInstanceUID, first.SeriesInstanceUID)) as web, \
+            open_slide(tmp_path / "s") as local:
+        assert web.level_dimensions == local.level_dimensions and len(web.level_dimensions) == len(files)
+        for mpp in (5.0, 20.0):
+            assert web.read_plan(mpp) == local.read_plan(mpp)
+            assert np.array_equal(web.read(mpp), local.read(mpp))
