@@ -33,22 +33,46 @@ def uid_problem(value: str, name: str, tag: str) -> str | None:
     return None
 
 
+def raw_values(ds: Any, keyword: str) -> list[str] | None:
+    """An attribute's values as text, read from the raw element: never converted (nor validated,
+    whatever pydicom's validation mode), so that a non-conformant value can be named."""
+    from pydicom.datadict import tag_for_keyword
+
+    elem = ds.get_item(tag_for_keyword(keyword))
+    if elem is None:
+        return None
+    value = elem.value
+    if value is None:
+        return []
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if isinstance(value, str):
+        return [v.strip(" \0") for v in value.split("\\")] if value.strip(" \0") else []
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) or hasattr(value, "__iter__") else [str(value)]
+
+
 def attribute_problem(ds: Any) -> str | None:
     """The first problem with the attributes of a WSI file's header, in the user's terms, or None."""
     for keyword, (name, tag) in UIDS.items():
-        value = ds.get(keyword)
-        if value is None and keyword == "FrameOfReferenceUID":
+        values = raw_values(ds, keyword)
+        if values is None and keyword == "FrameOfReferenceUID":
             continue
-        problem = uid_problem(str(value or ""), name, tag) if value else f"it has no {name} ({tag})"
+        value = values[0] if values else ""
+        problem = uid_problem(value, name, tag) if value else f"it has no {name} ({tag})"
         if problem:
             return problem
-    image_type = [str(v) for v in (ds.get("ImageType") or ())]
+    image_type = raw_values(ds, "ImageType") or []
     if len(image_type) < 3:
         found = "is missing" if not image_type else f"has {len(image_type)} value(s), " + "\\".join(image_type)
         return (f"its Image Type (0008,0008) {found}; a whole-slide image needs at least three values, the third "
                 "saying which kind of image it is (e.g. ORIGINAL\\PRIMARY\\VOLUME\\NONE for a pyramid level, "
                 "LABEL, OVERVIEW, THUMBNAIL)")
     return None
+
+
+def refusal(problem: str) -> str:
+    """The refusal of a file with an attribute problem (after the file's name)."""
+    return f"is not a valid DICOM whole-slide image: {problem}; {_FIX}"
 
 
 def check_series_files(files: Sequence[Path]) -> None:
@@ -62,4 +86,4 @@ def check_series_files(files: Sequence[Path]) -> None:
             continue
         problem = attribute_problem(ds)
         if problem:
-            raise UnsupportedSlideError(path, f"is not a valid DICOM whole-slide image: {problem}; {_FIX}")
+            raise UnsupportedSlideError(path, refusal(problem))

@@ -37,7 +37,7 @@ import numpy as np
 
 from tseg.runtime.errors import UnsupportedSlideError
 from tseg.runtime.util.safeio import open_regular
-from tseg.runtime.wsi.dicom_attributes import check_series_files
+from tseg.runtime.wsi.dicom_attributes import attribute_problem, check_series_files, refusal
 from tseg.runtime.wsi.mpp import openslide_mpp
 from tseg.runtime.wsi.base import background_colour, rgba_to_rgb
 
@@ -102,6 +102,9 @@ def read_header(path: str | Path) -> DicomFile:
             ds = pydicom.dcmread(fh, stop_before_pixels=True)
     except Exception as exc:  # pydicom raises InvalidDicomError, OSError, ValueError, ...
         return DicomFile(p, error=f"not a readable DICOM file ({exc})")
+    problem = attribute_problem(ds)  # from raw values: before pydicom converts (and maybe refuses) them
+    if problem and str(ds.get("SOPClassUID", "")) == WSI_SOP_CLASS:
+        return DicomFile(p, sop_class=WSI_SOP_CLASS, error=refusal(problem))
     meta = getattr(ds, "file_meta", None)
     cols, rows = ds.get("TotalPixelMatrixColumns"), ds.get("TotalPixelMatrixRows")
     return DicomFile(
@@ -171,7 +174,10 @@ def series_for(path: str | Path) -> DicomSeries:
         files = [f for f in sorted(p.iterdir()) if f.is_file() and not f.name.startswith(".") and is_dicom_candidate(f)]
         if not files:
             raise UnsupportedSlideError(p, "is a folder without DICOM files; give a slide file or a DICOM series folder")
-        found, _ = group_series(files)
+        found, rejected = group_series(files)
+        invalid = [h for h in rejected if h.sop_class == WSI_SOP_CLASS and h.error]
+        if invalid and (not found or any(h.path.parent == p for h in invalid)):
+            raise UnsupportedSlideError(invalid[0].path, invalid[0].error)
         if not found:
             raise UnsupportedSlideError(p, "holds no DICOM whole-slide image (VL Whole Slide Microscopy) files")
         if len(found) > 1:
