@@ -195,9 +195,14 @@ def test_stow_of_a_non_dicom_slide_without_its_images_or_patient_is_refused(tmp_
     text = " ".join(refused.stderr.split())
     assert str(tiff) in text and "--dicom-wsi" in text and "--dicom-metadata" in text and "--stow-stand-in" in text
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
-    allowed = cli("run", tiff, "--engine", model, "--out", tmp_path / "o", "--stow", orthanc.root, "--stow-stand-in",
-                  "--no-progress")
-    assert allowed.returncode == 0, allowed.stderr
-    folder = tmp_path / "o" / "slide"
+    from tseg.runtime.execution.segmenter import Segmenter
+    from tseg.runtime.outputs.files import write_outputs
+
+    folder = tmp_path / "r"
+    with Segmenter(model) as segmenter:
+        write_outputs(segmenter.segment_slide(tiff), folder, 1.0)
     with pytest.raises(OutputError, match="--dicom-wsi.*--dicom-metadata.*--stow-stand-in"):
         export_dicom(folder, DicomOptions(stow_url=orthanc.root))
+    entry = export_dicom(folder, DicomOptions(stow_url=orthanc.root, stow_stand_in=True))  # said explicitly
+    assert entry["stow"]["url"] == orthanc.root
+    assert len(_series(orthanc, entry["source"]["study_instance_uid"])) == 3
