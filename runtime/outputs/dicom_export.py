@@ -333,7 +333,8 @@ def write_dicom(folder: str | os.PathLike[str], options: DicomOptions) -> dict[s
     for text in warnings:
         log.warning("%s: DICOM: %s", folder.name, text)
     for kind, old in manifest["supersedes"].items():
-        log.info("%s: DICOM: the new %s series supersedes series %s", folder.name, SERIES[kind][1], old)
+        log.warning("%s: DICOM: the new %s series supersedes series %s (the archive keeps both)", folder.name,
+                    SERIES[kind][1], old)
     if failed:
         raise OutputError(folder / DICOM_FOLDER, failure_message(failed))
     return manifest
