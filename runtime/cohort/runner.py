@@ -111,6 +111,8 @@ def process_slide(segmenter: Any, slide: SlideRef, out: Path, overwrite: bool = 
                                            size_bytes=identity.size_bytes, result_folder=name)
             result.summary["worker"] = describe_worker()  # host, pid, Slurm task: for the report
             write_outputs(result, tmp, segmenter.contract.mpp)
+            if dicom is not None:
+                keep_dicom(final, tmp)
             if final.exists() or final.is_symlink():
                 old = out / f".{name}.old-{os.getpid()}"
                 os.rename(final, old)
@@ -146,6 +148,26 @@ def _check_unchanged(slide: SlideRef, identity: Any) -> None:
         raise SlideChangedError(slide, "the file changed while it was read (its content fingerprint differs from the "
                                        "one taken before reading); nothing was kept. Run it again once the file "
                                        "is complete")
+
+
+def keep_dicom(final: Path, tmp: Path) -> None:
+    """The earlier result's ``dicom/`` carried into its replacement (``--overwrite``): an
+    unchanged result keeps its objects (not rebuilt, not stored again), a changed one names the
+    series it supersedes (issue 29). Links are copied as links (and then refused by the reader)."""
+    old = final / "dicom"
+    if final.is_dir() and not final.is_symlink() and old.is_dir() and not old.is_symlink():
+        try:
+            shutil.copytree(old, tmp / "dicom", symlinks=True, copy_function=_link_or_copy)
+        except OSError as exc:  # a half-copied folder is rebuilt from scratch
+            log.warning("%s: the earlier DICOM objects could not be kept (%s); they are made again", final.name, exc)
+            shutil.rmtree(tmp / "dicom", ignore_errors=True)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def with_dicom(outcome: SlideOutcome, final: Path, dicom: Any, t0: float) -> SlideOutcome:

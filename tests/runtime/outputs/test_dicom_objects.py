@@ -335,3 +335,24 @@ def test_local_codes_are_identified_and_descriptions_keep_the_hash_whole(from_di
     for kind in ("seg", "probability", "annotations"):
         for ds in _objects(folder, kind):
             assert len(ds.ContentDescription) <= 64 and ds.ContentDescription.endswith(f"sha256:{sha[:12]}")
+
+
+def test_overwrite_keeps_the_uids_and_names_what_a_changed_result_supersedes(tmp_path, dicom_wsi, model):
+    """Issue 29, defect 5 through ``run --overwrite``: the same result is the same instances (no
+    rebuild); other thresholds make new series that name the ones they supersede."""
+    from tseg.runtime.cohort.runner import process_slide
+    from tseg.runtime.execution.segmenter import Segmenter
+
+    _, tiff = dicom_wsi
+    options = DicomOptions()
+    with Segmenter(model) as segmenter:
+        first = process_slide(segmenter, tiff, tmp_path, dicom=options)
+        before = read_manifest(tmp_path / "slide")
+        again = process_slide(segmenter, tiff, tmp_path, overwrite=True, dicom=options)
+        assert first.status == again.status == "done", (first.error, again.error)
+        assert read_manifest(tmp_path / "slide")["objects"] == before["objects"]
+        changed = process_slide(segmenter.with_settings(low=250, high=255), tiff, tmp_path, overwrite=True, dicom=options)
+        assert changed.status == "done", changed.error
+    old = {o["kind"]: o["series_instance_uid"] for o in before["objects"]}
+    assert read_manifest(tmp_path / "slide")["supersedes"] == old
+    assert changed.summary["dicom"]["supersedes"] == old
