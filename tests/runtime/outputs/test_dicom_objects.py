@@ -273,6 +273,8 @@ def test_corrected_site_metadata_makes_a_new_study(tmp_path, dicom_wsi, model):
     assert export_dicom(folder, make_options(metadata_file=table)) == second  # unchanged: nothing rebuilt
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_non_ascii_names_are_written_as_utf8_with_their_character_set(tmp_path, dicom_wsi, model):
     """Issue 29, defect 4: ISO_IR 192 declared (PS3.3 C.12.1.1.2) and the bytes UTF-8, in every
     object and in the slide's conversion."""
@@ -337,6 +339,8 @@ def test_local_codes_are_identified_and_descriptions_keep_the_hash_whole(from_di
             assert len(ds.ContentDescription) <= 64 and ds.ContentDescription.endswith(f"sha256:{sha[:12]}")
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_overwrite_keeps_the_uids_and_names_what_a_changed_result_supersedes(tmp_path, dicom_wsi, model):
     """Issue 29, defect 5 through ``run --overwrite``: the same result is the same instances (no
     rebuild); other thresholds make new series that name the ones they supersede."""

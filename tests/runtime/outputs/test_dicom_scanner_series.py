@@ -10,6 +10,7 @@ import shutil
 import pytest
 
 pytest.importorskip("highdicom")
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # segments a generated series first
 
 from tseg.runtime.outputs.dicom_export import DicomOptions, export_dicom, read_manifest  # noqa: E402
 from dciodvfy import dciodvfy_errors  # noqa: E402

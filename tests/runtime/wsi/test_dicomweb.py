@@ -195,6 +195,8 @@ def test_the_host_header_carries_a_non_default_port(url, host, sent):
     assert host_header(url, host) == sent
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_a_default_orthanc_hands_out_bulk_data_uris_with_its_port(orthanc, stored_wsi):
     """Issue 29, defect 1: the Orthanc of these tests runs with the DICOMweb plugin's defaults (no
     ``DicomWeb.Host``), so it builds bulk-data URIs from the request's Host header."""
@@ -210,6 +212,8 @@ def test_a_default_orthanc_hands_out_bulk_data_uris_with_its_port(orthanc, store
     assert uris and all(u.startswith(f"{orthanc.url}/") for u in uris), uris[:2]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_an_icc_profile_the_server_cannot_deliver_is_one_warning(stored_wsi, monkeypatch, caplog):
     import requests
     from dicomweb_client import DICOMwebClient
@@ -224,6 +228,8 @@ def test_an_icc_profile_the_server_cannot_deliver_is_one_warning(stored_wsi, mon
     assert len(warnings) == 1 and stored_wsi in warnings[0] and "read without it" in warnings[0]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_a_scanner_series_reads_the_same_levels_and_pixels_over_dicomweb(orthanc, tmp_path):
     """Issue 29, defect 8: small levels stored as one frame of their own size (and a Frame of
     Reference per level) are kept over DICOMweb as OpenSlide keeps them locally."""
