@@ -30,17 +30,18 @@ def _jpeg(tile: np.ndarray, colour: str, quality: int = 95) -> bytes:
 
 
 def _write_level(path: Path, img: np.ndarray, mpp: float, tile: int, uids: dict, colour: str,
-                 image_type: str = "VOLUME") -> None:
+                 image_type: str = "VOLUME", slice_thickness: bool = True) -> None:
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate
     from pydicom.uid import JPEGBaseline8Bit, generate_uid
 
     h, w = img.shape[:2]
+    th, tw = (tile, tile) if isinstance(tile, int) else tile
     frames = []
-    for y in range(0, h, tile):
-        for x in range(0, w, tile):
-            t = np.full((tile, tile, 3), 255, np.uint8)
-            part = img[y : y + tile, x : x + tile]
+    for y in range(0, h, th):
+        for x in range(0, w, tw):
+            t = np.full((th, tw, 3), 255, np.uint8)
+            part = img[y : y + th, x : x + tw]
             t[: part.shape[0], : part.shape[1]] = part
             frames.append(_jpeg(t, colour))
     sop = generate_uid()
@@ -65,7 +66,7 @@ def _write_level(path: Path, img: np.ndarray, mpp: float, tile: int, uids: dict,
     ds.PhotometricInterpretation = "YBR_FULL_422" if colour == "ycbcr" else "RGB"
     ds.PlanarConfiguration = 0
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.Rows = ds.Columns = tile
+    ds.Rows, ds.Columns = th, tw
     ds.NumberOfFrames = len(frames)
     ds.TotalPixelMatrixColumns, ds.TotalPixelMatrixRows = w, h
     ds.TotalPixelMatrixFocalPlanes = 1
@@ -77,7 +78,8 @@ def _write_level(path: Path, img: np.ndarray, mpp: float, tile: int, uids: dict,
     ds.ImagedVolumeWidth, ds.ImagedVolumeHeight, ds.ImagedVolumeDepth = w * mpp / 1000, h * mpp / 1000, 0.001
     measures = Dataset()
     measures.PixelSpacing = [mpp / 1000, mpp / 1000]
-    measures.SliceThickness = 0.001
+    if slice_thickness:
+        measures.SliceThickness = 0.001
     shared = Dataset()
     shared.PixelMeasuresSequence = [measures]
     ds.SharedFunctionalGroupsSequence = [shared]
@@ -88,9 +90,13 @@ def _write_level(path: Path, img: np.ndarray, mpp: float, tile: int, uids: dict,
 
 
 def write_dicom_wsi(folder: Path, img: np.ndarray, mpp: float, colour: str = "ycbcr", tile: int = 256,
-                    prefix: str = "level") -> list[Path]:
+                    prefix: str = "level", scanner_like: bool = False) -> list[Path]:
     """Write ``img`` (RGB uint8, level 0 at ``mpp`` µm/px) as a DICOM WSI series into ``folder``:
-    one file per level, each level half the previous, down to one tile."""
+    one file per level, each level half the previous, down to one tile.
+
+    ``scanner_like``: as the real 12-level series of issue 29 is: levels down to 1 x 1 px, a
+    level smaller than a tile stored as one frame of its own size, no Slice Thickness, and a
+    Frame of Reference per level."""
     import cv2
     from pydicom.uid import generate_uid
 
@@ -100,11 +106,16 @@ def write_dicom_wsi(folder: Path, img: np.ndarray, mpp: float, colour: str = "yc
     level, m, i = img, mpp, 0
     while True:
         path = folder / f"{prefix}-{i}.dcm"
-        _write_level(path, level, m, tile, uids, colour)
+        h, w = level.shape[:2]
+        if scanner_like:
+            uids = dict(uids, frame=generate_uid())
+        _write_level(path, level, m, (min(tile, h), min(tile, w)) if scanner_like else tile, uids, colour,
+                     slice_thickness=not scanner_like)
         files.append(path)
-        if max(level.shape[:2]) <= tile:
+        if (max(h, w) <= tile and not scanner_like) or max(h, w) == 1:
             break
-        level = cv2.resize(level, (level.shape[1] // 2, level.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        size = (max(1, w // 2), max(1, h // 2))
+        level = cv2.resize(level, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], 3)
         m, i = m * 2, i + 1
     return files
 

@@ -2,8 +2,9 @@
 
 Orthanc and its DICOMweb plugin come from Debian (``apt-get install orthanc orthanc-dicomweb``,
 which ``.ci/run`` does). Without them the tests that need a server skip with the reason, except
-on CI (``$CI`` set), where that is a failure. Pitfall (../shared/DICOM.md): without
-``DicomWeb.Host`` the plugin writes bulk-data URIs without the port.
+on CI (``$CI`` set), where that is a failure. The DICOMweb plugin runs with its defaults, as an
+archive in the field does: no ``DicomWeb.Host``, so it builds bulk-data URIs from the request's
+``Host`` header, on a port other than 80 (issue 29, defect 1).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class Orthanc:
             "HttpPort": self.port, "RemoteAccessAllowed": False, "DicomServerEnabled": False,
             "AuthenticationEnabled": bool(users), "RegisteredUsers": users or {},
             "Plugins": [str(PLUGIN)],
-            "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "Host": f"127.0.0.1:{self.port}"},
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},  # Debian's defaults: no "Host" (issue 29)
         }
         (folder / "orthanc.json").write_text(json.dumps(config), encoding="utf-8")
         self.log = folder / "orthanc.log"

@@ -17,7 +17,7 @@ import functools
 import inspect
 from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable, Optional, Sequence
 
 import typer
 
@@ -48,6 +48,10 @@ DicomMetadata = Annotated[Optional[Path], typer.Option(
 Stow = Annotated[Optional[str], typer.Option(
     "--stow", metavar="URL", help="Store the DICOM objects on a DICOMweb server (STOW-RS), e.g. "
                                   "https://pacs/dicom-web; implies --dicom-out.")]
+StowStandIn = Annotated[bool, typer.Option(
+    "--stow-stand-in", help="With --stow: store the results of non-DICOM slides even without --dicom-wsi or "
+                            "--dicom-metadata, referring to a slide the archive does not have, with empty patient "
+                            "attributes (refused otherwise).")]
 DicomwebCredentials = Annotated[Optional[Path], typer.Option(
     "--dicomweb-credentials", metavar="FILE", help="JSON file with DICOMweb credentials (a token, or a username and "
                                                    "password, per server); or the TSEG_DICOMWEB_* variables.")]
@@ -150,11 +154,12 @@ READING = OptionGroup((_param("reader_threads", ReaderThreads, None), _param("ma
 #: DICOM outputs and DICOMweb credentials: a DicomOptions, or None without DICOM outputs.
 DICOM = OptionGroup((_param("dicom_out", DicomOut, False), _param("dicom_wsi", DicomWsi, False),
                      _param("dicom_metadata", DicomMetadata, None), _param("stow", Stow, None),
+                     _param("stow_stand_in", StowStandIn, False),
                      _param("dicomweb_credentials", DicomwebCredentials, None)), _dicom)
 
 
 def dicom_options(*, dicom_out: bool, dicom_wsi: bool, dicom_metadata: Optional[Path], stow: Optional[str],
-                  dicomweb_credentials: Optional[Path]) -> Any:
+                  dicomweb_credentials: Optional[Path], stow_stand_in: bool = False) -> Any:
     """The run's :class:`~tseg.runtime.outputs.dicom_export.DicomOptions` (None without DICOM
     outputs), every problem raised as a TsegError before any slide is read. A credentials file is
     checked and named to this process and its workers by ``TSEG_DICOMWEB_CREDENTIALS`` (its path,
@@ -170,8 +175,31 @@ def dicom_options(*, dicom_out: bool, dicom_wsi: bool, dicom_metadata: Optional[
         return None
     from tseg.runtime.outputs.dicom_export import make_options
 
+    if stow_stand_in and not stow:
+        from tseg.runtime.errors import InvalidArgumentError
+
+        raise InvalidArgumentError("--stow-stand-in applies only with --stow URL")
     return make_options(convert_slide=dicom_wsi, stow_url=stow, metadata_file=dicom_metadata,
-                        credentials_file=str(dicomweb_credentials.resolve()) if dicomweb_credentials else None)
+                        credentials_file=str(dicomweb_credentials.resolve()) if dicomweb_credentials else None,
+                        stow_stand_in=stow_stand_in)
+
+
+def check_stow_sources(dicom: Any, slides: Sequence[Any]) -> None:
+    """Refuse (exit 2) ``--stow`` of non-DICOM slides whose objects would refer to a stand-in of
+    the slide, with empty patient attributes (issue 29): the two ways to fix it, and the option
+    that says so."""
+    if dicom is None or not dicom.stow_url or dicom.convert_slide or dicom.site or dicom.stow_stand_in:
+        return
+    from tseg.runtime.wsi.dicom_source import is_dicom_slide_path
+    from tseg.runtime.wsi.locator import is_remote
+
+    plain = [str(s) for s in slides if not is_remote(s) and not is_dicom_slide_path(Path(s))]
+    if plain:
+        fail(f"--stow would store the results of {len(plain)} non-DICOM slide(s) ({', '.join(plain[:3])}"
+             f"{', ...' if len(plain) > 3 else ''}) referring to a slide the archive does not have, with empty "
+             "patient attributes. Add --dicom-wsi (store each slide as DICOM with its results) or --dicom-metadata "
+             "CSV (each slide's patient, accession and specimen); or --stow-stand-in to store them as they are "
+             "(docs/dicom.md)")
 
 
 def slide_option(name: str) -> Any:

@@ -16,7 +16,8 @@ import typer
 
 from tseg.runtime.cli.common import EXIT_FAILED_SLIDES, csv_progress, devices_option, fail, reported, setup_logging
 from tseg.runtime.util.display import printable
-from tseg.runtime.cli.options import DICOM, READING, SLIDE, Devices, Engine, Progress, Providers, Verbose, takes_groups
+from tseg.runtime.cli.options import (DICOM, READING, SLIDE, Devices, Engine, Progress, Providers, Verbose,
+                                      check_stow_sources, takes_groups)
 from tseg.runtime.cohort.options import DEFAULT_THRESHOLDS, SlideOptions
 from tseg.runtime.cli.report import write_report_after_run
 
@@ -89,6 +90,8 @@ def run(
              "in parallel on this machine)")
     with reported():
         found, per_slide = collect_slides(slides or [], table_rows, exclude=out, source=str(csv_table))
+        check_stow_sources(dicom, found)
+        check_stow_sources(dicom, found)
         if settings["mpp"] is not None and per_slide and any("mpp" in r for r in per_slide.values()):
             console.print("[yellow]warning:[/] the slides CSV's mpp column overrides --mpp for its slides",
                           highlight=False)

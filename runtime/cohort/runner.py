@@ -26,6 +26,7 @@ from tseg.runtime.cohort.resume import decide, wanted_from
 from tseg.runtime.errors import DicomWebError, OutputError, SlideChangedError, TsegError
 from tseg.runtime.util.atomic import remove_path, replace_folder
 from tseg.runtime.util.safeio import open_fd, read_json
+from tseg.runtime.util.http import RETRY_STATUS
 from tseg.runtime.outputs.files import repostprocess, write_outputs
 from tseg.runtime.wsi.locator import SlideRef, as_slide, is_remote, slide_exists, slide_key
 from tseg.runtime.wsi.dispatch import stored_mpp
@@ -107,6 +108,8 @@ def process_slide(segmenter: Any, slide: SlideRef, out: Path, overwrite: bool = 
                                            size_bytes=identity.size_bytes, result_folder=name)
             result.summary["worker"] = describe_worker()  # host, pid, Slurm task: for the report
             write_outputs(result, tmp, segmenter.contract.mpp)
+            if dicom is not None:
+                keep_dicom(final, tmp)
             replace_folder(tmp, final, out / f".{name}.old-{os.getpid()}")
         except BaseException:
             remove_path(tmp)
@@ -138,6 +141,26 @@ def _check_unchanged(slide: SlideRef, identity: Any) -> None:
                                        "is complete")
 
 
+def keep_dicom(final: Path, tmp: Path) -> None:
+    """The earlier result's ``dicom/`` carried into its replacement (``--overwrite``): an
+    unchanged result keeps its objects (not rebuilt, not stored again), a changed one names the
+    series it supersedes (issue 29). Links are copied as links (and then refused by the reader)."""
+    old = final / "dicom"
+    if final.is_dir() and not final.is_symlink() and old.is_dir() and not old.is_symlink():
+        try:
+            shutil.copytree(old, tmp / "dicom", symlinks=True, copy_function=_link_or_copy)
+        except OSError as exc:  # a half-copied folder is rebuilt from scratch
+            log.warning("%s: the earlier DICOM objects could not be kept (%s); they are made again", final.name, exc)
+            shutil.rmtree(tmp / "dicom", ignore_errors=True)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def with_dicom(outcome: SlideOutcome, final: Path, dicom: Any, t0: float) -> SlideOutcome:
     """``outcome`` after making (and storing) the result's DICOM objects, when ``dicom`` asks.
     The result folder is complete whatever happens here; a failure fails the slide with a message
@@ -150,8 +173,14 @@ def with_dicom(outcome: SlideOutcome, final: Path, dicom: Any, t0: float) -> Sli
         entry = export_dicom(final, dicom)
     except Exception as exc:
         failed = failed_outcome(outcome.slide, outcome.name, exc, t0)
+        stored = isinstance(exc, DicomWebError)
+        if stored:  # the slide first, then where its objects were going (issue 29)
+            failed.error = failed.error_cli = (f"{outcome.slide}: storing its DICOM objects at {exc.url} failed: "
+                                               f"{exc.message}")
         note = (f"; the result in {final} is complete, but its DICOM objects could not be "
-                f"{'stored' if isinstance(exc, DicomWebError) else 'made'}: run the same command again to retry")
+                f"{'stored' if stored else 'made'}")
+        if stored and (exc.status is None or exc.status in RETRY_STATUS):  # the network: may pass next time
+            note += ": run the same command again to retry (the slide is not segmented again)"
         failed.error = (failed.error or "") + note
         failed.error_cli = (failed.error_cli or "") + note
         failed.summary = outcome.summary

@@ -72,6 +72,12 @@ class Algorithm:
         software = str((summary.get("versions") or {}).get("tseg-rt") or "unknown")
         return cls(str(contract.get("name") or "tseg tumour segmentation"), version, sha, software, parameters)
 
+    def content_description(self) -> str:
+        """Content Description (LO, 64 characters): the name, cut if need be, and the model's
+        hash prefix whole (the full hash is in the algorithm's parameters)."""
+        tail = f", model sha256:{self.model_sha256[:12]}" if self.model_sha256 else ""
+        return self.name[: 64 - len(tail)] + tail
+
     def identification(self) -> Any:
         import highdicom as hd
         from pydicom.sr.codedict import codes
@@ -83,11 +89,30 @@ class Algorithm:
 
 @dataclass(frozen=True)
 class Series:
-    """UIDs and numbers of a new series."""
+    """UIDs and numbers of a new series. ``seed``: the instances' UIDs are derived from it (the
+    result's content), so the same result gives the same instances (a re-send replaces them);
+    empty: new UIDs."""
 
     uid: str
     number: int
     description: str
+    seed: str = ""
+
+    def instance_uid(self, *what: Any) -> Any:
+        """The UID of one of the series' instances (or groups, pyramids), from ``seed``."""
+        import highdicom as hd
+
+        return content_uid(self.seed, *what) if self.seed else hd.UID()
+
+
+def content_uid(*parts: Any) -> Any:
+    """A UID derived from ``parts``: ``2.25.`` and a name-based UUID (RFC 4122 version 5) of
+    them (PS3.5 B.2): the same parts, the same UID."""
+    import uuid
+
+    import highdicom as hd
+
+    return hd.UID(f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, chr(0).join(str(p) for p in parts)).int}")
 
 
 def pixel_spacing_mm(ds: Any) -> tuple[float, float]:
@@ -144,18 +169,52 @@ def _segment(number: int, label: str, category: Any, kind: Any, algorithm: Algor
         algorithm_identification=algorithm.identification(), display_color=hd.color.CIELabColor(*colour))
 
 
+#: The smallest frame (rows and columns) JPEG 2000 lossless encodes (openjpeg, through highdicom).
+J2K_MIN_FRAME = 32
+
+
+def pyramid_levels(volumes: Sequence[Any], base: int, compressed: bool) -> tuple[list[Any], bool]:
+    """The source levels a result pyramid is built on (from ``base``, each smaller than the last
+    on both axes, as highdicom requires), and whether it can be compressed: levels whose frames
+    JPEG 2000 cannot encode (under :data:`J2K_MIN_FRAME` px, e.g. a pyramid down to 1 x 1 px)
+    are left out; when that is the base level itself, the whole pyramid is written uncompressed."""
+    levels: list[Any] = []
+    for ds in volumes[base:]:
+        size = (int(ds.TotalPixelMatrixColumns), int(ds.TotalPixelMatrixRows))
+        if not levels or all(a < b for a, b in zip(size, (int(levels[-1].TotalPixelMatrixColumns),
+                                                          int(levels[-1].TotalPixelMatrixRows)))):
+            levels.append(ds)
+    if not compressed:
+        return levels, False
+
+    def fits(ds: Any) -> bool:
+        return min(int(ds.Rows), int(ds.Columns)) >= J2K_MIN_FRAME
+
+    return ([ds for ds in levels if fits(ds)], True) if fits(levels[0]) else (levels, False)
+
+
 def _pyramid(volumes: Sequence[Any], base: int, array: np.ndarray, kind: str, segments: list, series: Series,
              algorithm: Algorithm, transfer_syntax: str, label: str, **kwargs: Any) -> list[Any]:
     import highdicom as hd
+    from pydicom.uid import ExplicitVRLittleEndian
 
-    objects = hd.seg.create_segmentation_pyramid(
-        source_images=list(volumes[base:]), pixel_arrays=[array], segmentation_type=kind,
-        segment_descriptions=segments, series_instance_uid=series.uid, series_number=series.number,
-        manufacturer=MANUFACTURER, manufacturer_model_name=algorithm.name[:64],
+    levels, compressed = pyramid_levels(volumes, base, transfer_syntax != ExplicitVRLittleEndian)
+    if not compressed:
+        transfer_syntax = ExplicitVRLittleEndian
+    common = dict(
+        segmentation_type=kind, segment_descriptions=segments, series_instance_uid=series.uid,
+        series_number=series.number, manufacturer=MANUFACTURER, manufacturer_model_name=algorithm.name[:64],
         software_versions=algorithm.software_version, device_serial_number="none",
         transfer_syntax_uid=transfer_syntax, dimension_organization_type="TILED_FULL", omit_empty_frames=False,
         series_description=series.description[:64], content_label=label, pyramid_label=series.description[:64],
-        content_description=f"{algorithm.name}, model sha256 {algorithm.model_sha256}"[:64], **kwargs)
+        content_description=algorithm.content_description(), pyramid_uid=series.instance_uid("pyramid"), **kwargs)
+    if len(levels) == 1:  # a one-level source (a small slide): one object; the pyramid function needs two
+        objects = [hd.seg.Segmentation(source_images=levels, pixel_array=array, sop_instance_uid=series.instance_uid(
+            "level", 0), instance_number=1, tile_pixel_array=True, **common)]
+    else:
+        objects = hd.seg.create_segmentation_pyramid(
+            source_images=levels, pixel_arrays=[array],
+            sop_instance_uids=[series.instance_uid("level", i) for i in range(len(levels))], **common)
     for seg in objects:  # type 2C in General Image; dciodvfy wants it for slide-based objects
         seg.PatientOrientation = ""
     return objects
@@ -237,7 +296,7 @@ def tumour_annotations(level0: Any, geojson: Mapping[str, Any], level0_mpp: tupl
         return None
     identification = algorithm.identification()
     groups = [hd.ann.AnnotationGroup(
-        number=1, uid=hd.UID(), label="Tumor", annotated_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        number=1, uid=series.instance_uid("group", 1), label="Tumor", annotated_property_category=codes.SCT.MorphologicallyAbnormalStructure,
         annotated_property_type=codes.SCT.Neoplasm, graphic_type=hd.ann.GraphicTypeValues.POLYGON,
         graphic_data=outer, algorithm_type=hd.ann.AnnotationGroupGenerationTypeValues.AUTOMATIC,
         algorithm_identification=identification,
@@ -246,7 +305,7 @@ def tumour_annotations(level0: Any, geojson: Mapping[str, Any], level0_mpp: tupl
                     "excluded")]
     if holes:
         groups.append(hd.ann.AnnotationGroup(
-            number=2, uid=hd.UID(), label="Tumor hole",
+            number=2, uid=series.instance_uid("group", 2), label="Tumor hole",
             annotated_property_category=codes.SCT.MorphologicallyAbnormalStructure,
             annotated_property_type=hd.sr.CodedConcept(*HOLE_CODE), graphic_type=hd.ann.GraphicTypeValues.POLYGON,
             graphic_data=holes, algorithm_type=hd.ann.AnnotationGroupGenerationTypeValues.AUTOMATIC,
@@ -255,10 +314,17 @@ def tumour_annotations(level0: Any, geojson: Mapping[str, Any], level0_mpp: tupl
     ann = hd.ann.MicroscopyBulkSimpleAnnotations(
         source_images=[level0], annotation_coordinate_type=hd.ann.AnnotationCoordinateTypeValues.SCOORD3D,
         annotation_groups=groups, series_instance_uid=series.uid, series_number=series.number,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER,
+        sop_instance_uid=series.instance_uid("annotations"), instance_number=1, manufacturer=MANUFACTURER,
         manufacturer_model_name=algorithm.name[:64], software_versions=algorithm.software_version,
         device_serial_number="none", content_label=ANNOTATION_LABEL, series_description=series.description[:64],
-        content_description=f"{algorithm.name}, model sha256 {algorithm.model_sha256}"[:64])
+        content_description=algorithm.content_description())
+    if holes:  # a local code: the object says whose scheme it is (PS3.3 C.12.1.1.7 / C.12.1.1.8)
+        from pydicom import Dataset
+
+        scheme = Dataset()
+        scheme.CodingSchemeDesignator, scheme.CodingSchemeName = HOLE_CODE[1], "tseg-rt local codes"
+        scheme.CodingSchemeResponsibleOrganization = MANUFACTURER
+        ann.CodingSchemeIdentificationSequence = [scheme]
     return ann
 
 

@@ -45,6 +45,11 @@ log = logging.getLogger(__name__)
 DICOM_FOLDER = "dicom"
 MANIFEST = "manifest.json"
 INPUTS = ("mask.png", "foreground.png", "probability.png", "tumour.geojson")
+STAND_IN_REFUSED = ("not stored: the slide is not DICOM, so its objects refer to a slide the archive does not "
+                    "have, with empty patient attributes. Add --dicom-wsi (store the slide as DICOM with its results) "
+                    "or --dicom-metadata CSV (its patient, accession and specimen); or --stow-stand-in to store them "
+                    "as they are (docs/dicom.md)")
+OBJECT_FILES = {"seg": "tumour-seg-", "probability": "probability-seg-", "annotations": "tumour-annotations"}
 SERIES = {"seg": (9001, "tseg-rt tumour segmentation"), "probability": (9002, "tseg-rt tumour probability"),
           "annotations": (9003, "tseg-rt tumour regions")}
 
@@ -63,13 +68,15 @@ class DicomOptions:
     stow_url: str | None = None
     credentials_file: str | None = None
     site: Mapping[str, SiteMetadata] = field(default_factory=dict)
+    stow_stand_in: bool = False
 
     def site_for(self, slide_key: str) -> SiteMetadata | None:
         return self.site.get(slide_key)
 
 
 def make_options(convert_slide: bool = False, stow_url: str | None = None, credentials_file: str | None = None,
-                 metadata_file: str | os.PathLike[str] | None = None, compress: bool = True) -> DicomOptions:
+                 metadata_file: str | os.PathLike[str] | None = None, compress: bool = True,
+                 stow_stand_in: bool = False) -> DicomOptions:
     """Checked :class:`DicomOptions`: the libraries are there, the STOW URL is a DICOMweb root
     without credentials, the metadata file reads. Raises InvalidArgumentError before any slide."""
     from tseg.runtime.errors import InvalidArgumentError
@@ -92,7 +99,8 @@ def make_options(convert_slide: bool = False, stow_url: str | None = None, crede
     site = read_metadata_file(metadata_file) if metadata_file is not None else {}
     return DicomOptions(convert_slide=convert_slide, compress=compress,
                         stow_url=check_stow_url(stow_url) if stow_url else None,
-                        credentials_file=str(credentials_file) if credentials_file else None, site=site)
+                        credentials_file=str(credentials_file) if credentials_file else None, site=site,
+                        stow_stand_in=stow_stand_in)
 
 
 def _sha256(path: Path) -> str:
@@ -176,6 +184,8 @@ def is_current(folder: str | os.PathLike[str], options: DicomOptions) -> bool:
         return False
     if manifest.get("site", {}) != _site_values(_read_json(folder / "summary.json"), options):
         return False
+    if manifest.get("failed"):
+        return False
     kind = (manifest.get("source") or {}).get("kind")
     return not (options.convert_slide and kind == "stand-in")
 
@@ -228,6 +238,9 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 def _save(obj: Any, path: Path) -> dict[str, Any]:
+    from tseg.runtime.outputs.dicom_source import UTF8
+
+    obj.SpecificCharacterSet = UTF8  # names as UTF-8, whatever the source's set (issue 29, defect 4)
     obj.save_as(str(path), enforce_file_format=True)
     return {"file": path.name, "sop_class_uid": str(obj.SOPClassUID), "sop_instance_uid": str(obj.SOPInstanceUID),
             "series_instance_uid": str(obj.SeriesInstanceUID), "bytes": path.stat().st_size}
@@ -237,7 +250,6 @@ def write_dicom(folder: str | os.PathLike[str], options: DicomOptions) -> dict[s
     """Build every DICOM object of a finished result folder into ``folder/dicom/`` (replacing what
     was there); returns the manifest. OutputError names what is missing or inconsistent."""
     import cv2
-    from pydicom.uid import generate_uid
 
     from tseg.runtime.outputs import dicom as objects
     from tseg.runtime.outputs.dicom_source import check_geometry, complete
@@ -254,8 +266,9 @@ def write_dicom(folder: str | os.PathLike[str], options: DicomOptions) -> dict[s
     if previous.get("site", {}) != site:  # other patient or specimen: another study, never the same UIDs
         previous = {}
     uids = dict(previous.get("uids") or {})
-    for name in ("study", "frame", "slide_series", "pyramid", "specimen"):
-        uids.setdefault(name, str(generate_uid()))
+    slide_id = (summary["slide"].get("fingerprint") or summary["slide"].get("path"), site)
+    for name in ("study", "frame", "slide_series", "pyramid", "specimen"):  # same slide and site: same study
+        uids.setdefault(name, str(objects.content_uid("tseg-rt", name, *slide_id)))
     for stale in list(folder.glob(f".{DICOM_FOLDER}.tmp-*")) + list(folder.glob(f".{DICOM_FOLDER}.old-*")):
         shutil.rmtree(stale, ignore_errors=True)  # left by a killed run (the caller holds the slide's lock)
     build = folder / f".{DICOM_FOLDER}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -272,20 +285,38 @@ def write_dicom(folder: str | os.PathLike[str], options: DicomOptions) -> dict[s
         mpp0 = (float(slide["mpp_level0"][0]), float(slide["mpp_level0"][1]))
         algorithm = objects.Algorithm.from_summary(summary)
         result_um = objects.result_pixel_um(source.level0, mpp0)
-        series = {k: objects.Series(str(generate_uid()), n, d) for k, (n, d) in SERIES.items()}
+        series = result_series(summary, made_from, site, source)
         made = [dict(_slide_entry(f, build), kind="slide") for f in source.files]
-        for i, seg in enumerate(objects.tumour_segmentation(source.volumes, mask, tissue, result_um, algorithm,
-                                                            series["seg"])):
-            made.append(dict(_save(seg, build / f"tumour-seg-{i}.dcm"), kind="seg", level=i))
-        for i, seg in enumerate(objects.probability_segmentation(source.volumes, probability, result_um, algorithm,
-                                                                 series["probability"], options.compress)):
-            made.append(dict(_save(seg, build / f"probability-seg-{i}.dcm"), kind="probability", level=i))
-        ann = objects.tumour_annotations(source.level0, geojson, mpp0, algorithm, series["annotations"])
-        if ann is not None:  # no tumour region, no annotation object (the SEG says so)
-            made.append(dict(_save(ann, build / "tumour-annotations.dcm"), kind="annotations"))
+        failed: dict[str, str] = {}  # one object failing does not stop the others (issue 29)
+
+        def build_seg() -> None:
+            for i, seg in enumerate(objects.tumour_segmentation(source.volumes, mask, tissue, result_um, algorithm,
+                                                                series["seg"])):
+                made.append(dict(_save(seg, build / f"tumour-seg-{i}.dcm"), kind="seg", level=i))
+
+        def build_probability() -> None:
+            for i, seg in enumerate(objects.probability_segmentation(
+                    source.volumes, probability, result_um, algorithm, series["probability"], options.compress)):
+                made.append(dict(_save(seg, build / f"probability-seg-{i}.dcm"), kind="probability", level=i))
+
+        def build_annotations() -> None:
+            ann = objects.tumour_annotations(source.level0, geojson, mpp0, algorithm, series["annotations"])
+            if ann is not None:  # no tumour region, no annotation object (the SEG says so)
+                made.append(dict(_save(ann, build / "tumour-annotations.dcm"), kind="annotations"))
+
+        for kind, step in (("seg", build_seg), ("probability", build_probability), ("annotations", build_annotations)):
+            try:
+                step()
+            except Exception as exc:  # highdicom's checks raise ValueError, TypeError, AttributeError...
+                log.debug("%s: DICOM %s failed", folder.name, kind, exc_info=exc)
+                failed[kind] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                made[:] = [o for o in made if o["kind"] != kind]
+                for path in build.glob(f"{OBJECT_FILES[kind]}*.dcm"):
+                    path.unlink()
         level0 = source.level0
         manifest = {
             "made_from": made_from, "site": site, "uids": uids, "objects": made, "warnings": warnings,
+            "failed": failed, "supersedes": superseded(previous, made),
             "source": {"kind": source.kind, "study_instance_uid": str(level0.StudyInstanceUID),
                        "series_instance_uid": str(level0.SeriesInstanceUID),
                        "frame_of_reference_uid": str(level0.FrameOfReferenceUID),
@@ -301,7 +332,49 @@ def write_dicom(folder: str | os.PathLike[str], options: DicomOptions) -> dict[s
         raise
     for text in warnings:
         log.warning("%s: DICOM: %s", folder.name, text)
+    for kind, old in manifest["supersedes"].items():
+        log.warning("%s: DICOM: the new %s series supersedes series %s (the archive keeps both)", folder.name,
+                    SERIES[kind][1], old)
+    if failed:
+        raise OutputError(folder / DICOM_FOLDER, failure_message(failed))
     return manifest
+
+
+def result_series(summary: Mapping[str, Any], made_from: Mapping[str, str], site: Mapping[str, str],
+                  source: SourceImages) -> dict[str, Any]:
+    """The three result series. Their UIDs (and their instances') are derived from the result's
+    content, the site metadata and the source images, so the same result gives the same series (a
+    re-send replaces, never duplicates), and a changed one new series; the description says
+    what they were made with (thresholds, model, date of the result)."""
+    from tseg.runtime.outputs import dicom as objects
+
+    level0 = source.level0
+    content = (json.dumps([made_from, site], sort_keys=True), source.kind, str(level0.StudyInstanceUID),
+               str(level0.SeriesInstanceUID))
+    settings = summary.get("settings") or {}
+    sha = str(((summary.get("model") or {}).get("backend") or {}).get("sha256") or "")[:8]
+    made = f" t{settings.get('low', '?')}-{settings.get('high', '?')} m{sha or '?'} {str(summary.get('created', ''))[:10]}"
+    series = {}
+    for kind, (number, description) in SERIES.items():
+        seed = objects.content_uid("tseg-rt result", kind, *content)
+        series[kind] = objects.Series(str(seed), number, (description + made).strip()[:64], seed=str(seed))
+    return series
+
+
+def superseded(previous: Mapping[str, Any], made: list[dict[str, Any]]) -> dict[str, str]:
+    """``{kind: series UID}`` of the earlier result's series that the new objects replace."""
+    new = {o["kind"]: o["series_instance_uid"] for o in made}
+    old = {o["kind"]: o["series_instance_uid"] for o in previous.get("objects", []) if o.get("kind") in SERIES}
+    return {kind: uid for kind, uid in old.items() if new.get(kind) != uid}
+
+
+def failure_message(failed: Mapping[str, str]) -> str:
+    """What could not be made and why; the others were written. A failure here is the result's
+    or the source's (deterministic): running again makes the same, so the message says so."""
+    parts = "; ".join(f"the {SERIES[kind][1].removeprefix('tseg-rt ')} object ({OBJECT_FILES[kind]}*.dcm): {why}"
+                      for kind, why in failed.items())
+    return (f"could not make {parts}. The other DICOM objects were written. Running again gives the same; "
+            "please report it with the slide's summary.json")
 
 
 def _slide_entry(path: Path, build: Path) -> dict[str, Any]:
@@ -334,6 +407,8 @@ def summary_entry(manifest: Mapping[str, Any], stow: Mapping[str, Any] | None = 
         entry["bytes"] += int(obj.get("bytes", 0))
     data = {"folder": DICOM_FOLDER, "source": manifest.get("source"), "series": by_kind,
             "warnings": manifest.get("warnings", []), "seconds": manifest.get("seconds")}
+    if manifest.get("supersedes"):
+        data["supersedes"] = dict(manifest["supersedes"])
     if stow:
         data["stow"] = {k: stow[k] for k in ("url", "stored", "time") if k in stow}
     return data
@@ -349,6 +424,9 @@ def export_dicom(folder: str | os.PathLike[str], options: DicomOptions) -> dict[
     manifest = read_manifest(folder) if is_current(folder, options) else None
     if manifest is None:
         manifest = write_dicom(folder, options)
+    if (options.stow_url and (manifest.get("source") or {}).get("kind") == "stand-in" and not manifest.get("site")
+            and not options.stow_stand_in):
+        raise OutputError(folder, STAND_IN_REFUSED)
     stow = (stow_folder(folder / DICOM_FOLDER, manifest["objects"], options.stow_url, options.credentials_file,
                         folder.name) if options.stow_url else None)
     entry = summary_entry(manifest, stow)

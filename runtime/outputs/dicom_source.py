@@ -56,6 +56,10 @@ _TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDa
           "ReferringPhysicianName", "StudyID", "AccessionNumber")
 STANDARD_ORIENTATION = [0.0, -1.0, 0.0, -1.0, 0.0, 0.0]  # rows along -Y, columns along -X (label left)
 STAND_IN_TILE = 256
+#: Specific Character Set of every object tseg-rt writes: UTF-8 (PS3.5 §6.1.2.3).
+UTF8 = "ISO_IR 192"
+#: Slice Thickness (µm) written when a source gives neither it nor an Imaged Volume Depth.
+DEFAULT_SECTION_UM = 4.0
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,8 @@ class SiteMetadata:
         """Write the values into a source image dataset (patient, study, slide, specimen)."""
         from pydicom import Dataset
 
+        if any(not text.isascii() for text in self.values.values()):
+            ds.SpecificCharacterSet = UTF8  # PS3.3 C.12.1.1.2; else the bytes are written as Latin-1
         for column, text in self.values.items():
             keyword = SITE_FIELDS[column][0]
             if keyword not in ("SpecimenIdentifier", "SpecimenShortDescription"):
@@ -185,9 +191,27 @@ def complete(volumes: list[Any]) -> list[str]:
         if not ds.get("ContainerIdentifier") or not ds.get("SpecimenDescriptionSequence"):
             SiteMetadata({"container_id": str(ds.get("ContainerIdentifier") or "unknown")}).apply(ds, specimen)
             notes.append("the source has no Specimen module (slide and specimen identifiers); 'unknown' was written")
+        measures = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+        if not float(measures.get("SliceThickness") or 0) > 0:  # type 1C in the SEG (PS3.3 C.7.6.16.2.1), > 0
+            from pydicom.valuerep import DS
+
+            depth = float(ds.get("ImagedVolumeDepth") or 0)  # µm
+            plausible = 0.5 <= depth <= 100.0
+            depth_um = depth if plausible else DEFAULT_SECTION_UM
+            measures.SliceThickness = DS(depth_um / 1000.0, auto_format=True)
+            notes.append(f"the source has no (or a zero) Slice Thickness; {depth_um:g} µm "
+                         f"({'its Imaged Volume Depth' if plausible else 'a typical section'}) was written")
         if "FrameOfReferenceUID" not in ds:
             raise OutputError(str(ds.get("SOPInstanceUID", "?")), "the source image has no Frame of Reference UID; "
                                                                    "results cannot be placed on it")
+    frames = {str(ds.FrameOfReferenceUID) for ds in volumes}
+    if len(frames) > 1:  # viewers need one Frame of Reference across a pyramid: the base level's
+        base = str(volumes[0].FrameOfReferenceUID)
+        for ds in volumes:
+            ds.FrameOfReferenceUID = base
+        notes.append(f"the source series {volumes[0].get('SeriesInstanceUID', '?')} has a Frame of Reference per "
+                     f"level ({len(frames)} different UIDs, where a pyramid has one); every object uses the base "
+                     f"level's, {base}")
     return sorted(set(notes))
 
 

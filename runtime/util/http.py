@@ -26,6 +26,7 @@ stalled server fails the slide instead of hanging the batch.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -94,6 +95,13 @@ def _parse_entry(entry: Any, where: str) -> Credentials:
     return Credentials(token=token, username=user, password=password, origin=where)
 
 
+@functools.lru_cache(maxsize=64)
+def _warn_readable(path: str, mode: int) -> None:
+    """The warning about a credentials file others can read: once per file and mode in a process
+    (the file is read for every request's session, issue 29)."""
+    log.warning("%s: the credentials file can be read by other users; restrict it with `chmod 600 %s`", path, path)
+
+
 def read_credentials_file(path: str | os.PathLike[str], url: str) -> Credentials | None:
     """The credentials a file holds for ``url`` (None when the file has none for it)."""
     p = Path(path).expanduser()
@@ -103,7 +111,7 @@ def read_credentials_file(path: str | os.PathLike[str], url: str) -> Credentials
     except OSError as exc:
         raise InvalidArgumentError(f"{p}: cannot read the DICOMweb credentials file ({exc.strerror or exc})") from None
     if mode & (stat.S_IRGRP | stat.S_IROTH):
-        log.warning("%s: the credentials file can be read by other users; restrict it with `chmod 600 %s`", p, p)
+        _warn_readable(str(p), mode)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -146,6 +154,25 @@ def find_credentials(url: str, credentials_file: str | os.PathLike[str] | None =
     return None
 
 
+def host_header(url: str, host: str) -> str:
+    """The ``Host`` header for a request to ``url`` when a client set it to ``host``: with the
+    port when the URL names a port other than its scheme's default (RFC 7230 §5.4).
+    dicomweb-client sets ``Host`` to the bare host name; a server that builds URLs from it (a
+    default Orthanc's bulk-data URIs) then points to port 80 (issue 29)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return host
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    has_port = "]:" in host if host.startswith("[") else host.count(":") == 1
+    if port is None or port == default or has_port:
+        return host
+    if parts.hostname and host.strip("[]").lower() != parts.hostname.lower():
+        return host  # set on purpose to another name: leave it
+    return f"[{parts.hostname}]:{port}" if ":" in (parts.hostname or "") else f"{parts.hostname}:{port}"
+
+
 def http_session(url: str, credentials_file: str | os.PathLike[str] | None = None,
                  retries: int = DEFAULT_RETRIES, timeout_s: tuple[float, float] = DEFAULT_TIMEOUT_S,
                  backoff_s: float = 0.5) -> Any:
@@ -160,6 +187,9 @@ def http_session(url: str, credentials_file: str | os.PathLike[str] | None = Non
         def send(self, request: Any, **kwargs: Any) -> Any:  # noqa: ANN401
             if kwargs.get("timeout") is None:
                 kwargs["timeout"] = timeout_s
+            host = request.headers.get("Host")
+            if host is not None:
+                request.headers["Host"] = host_header(request.url, host)
             return super().send(request, **kwargs)
 
     retry = Retry(total=retries, connect=retries, read=retries, status=retries, backoff_factor=backoff_s,

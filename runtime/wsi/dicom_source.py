@@ -37,6 +37,7 @@ import numpy as np
 
 from tseg.runtime.errors import UnsupportedSlideError
 from tseg.runtime.util.safeio import open_regular
+from tseg.runtime.wsi.dicom_attributes import attribute_problem, check_series_files, refusal
 from tseg.runtime.wsi.mpp import openslide_mpp
 from tseg.runtime.wsi.base import background_colour, rgba_to_rgb
 from tseg.runtime.wsi.openslide_source import keep_largest_tile, largest_tile
@@ -100,6 +101,9 @@ def read_header(path: str | Path) -> DicomFile:
     try:  # pydicom parses elements when they are read: every conversion stays inside the try
         with open_regular(p) as fh:
             ds = pydicom.dcmread(fh, stop_before_pixels=True)
+        problem = attribute_problem(ds)  # from raw values: before pydicom converts (and maybe refuses) them
+        if problem and str(ds.get("SOPClassUID", "")) == WSI_SOP_CLASS:
+            return DicomFile(p, sop_class=WSI_SOP_CLASS, error=refusal(problem))
         meta = getattr(ds, "file_meta", None)
         image_type = ds.get("ImageType") or ()
         return DicomFile(
@@ -188,12 +192,16 @@ def series_for(path: str | Path) -> DicomSeries:
         files = [f for f in sorted(p.iterdir()) if f.is_file() and not f.name.startswith(".") and is_dicom_candidate(f)]
         if not files:
             raise UnsupportedSlideError(p, "is a folder without DICOM files; give a slide file or a DICOM series folder")
-        found, _ = group_series(files)
+        found, rejected = group_series(files)
+        invalid = [h for h in rejected if h.sop_class == WSI_SOP_CLASS and h.error]
+        if invalid and (not found or any(h.path.parent == p for h in invalid)):
+            raise UnsupportedSlideError(invalid[0].path, invalid[0].error)
         if not found:
             raise UnsupportedSlideError(p, "holds no DICOM whole-slide image (VL Whole Slide Microscopy) files")
         if len(found) > 1:
             raise UnsupportedSlideError(
                 p, f"holds {len(found)} DICOM whole-slide series; give one .dcm file of the series you want")
+        check_series_files(found[0].files)
         return found[0]
     h = read_header(p)
     if h.error:
@@ -202,7 +210,9 @@ def series_for(path: str | Path) -> DicomSeries:
         raise UnsupportedSlideError(
             p, f"is DICOM but not a whole-slide image (SOP class {h.sop_class}); tseg-rt reads VL Whole Slide Microscopy")
     found, _ = group_series([p])
-    return next(s for s in found if s.uid == h.series_uid)
+    series = next(s for s in found if s.uid == h.series_uid)
+    check_series_files(series.files)
+    return series
 
 
 # --- the colour space of JPEG frames -------------------------------------------------------------

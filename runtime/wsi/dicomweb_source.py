@@ -25,12 +25,14 @@ not there, or a server that refuses access, fails with a message naming the URL 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -50,7 +52,6 @@ _SCHEMES = {"http": "http", "https": "https", "dicomweb": "https", "dicomweb+htt
             "dicomweb+http": "http"}
 _URL = re.compile(r"^(?P<scheme>[a-z+]+)://(?P<rest>.+)$", re.IGNORECASE)
 _PATH = re.compile(r"^(?P<prefix>.*?)/studies/(?P<study>[0-9.]+)/series/(?P<series>[0-9.]+)/?$")
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 T = TypeVar("T")
 
 
@@ -100,10 +101,12 @@ class DicomWebLocation:
         path = _PATH.match(parts.path)
         if not parts.netloc or not path:
             raise InvalidArgumentError(f"{raw!r} does not name a series; expected {form}")
-        for what in ("study", "series"):
-            uid = path.group(what)
-            if not _UID.match(uid) or len(uid) > 64:
-                raise InvalidArgumentError(f"{raw!r}: {uid!r} is not a valid {what} instance UID")
+        from tseg.runtime.wsi.dicom_attributes import uid_problem
+
+        for what, tag in (("Study", "0020,000D"), ("Series", "0020,000E")):
+            problem = uid_problem(path.group(what.lower()), f"{what} Instance UID", tag)
+            if problem:
+                raise InvalidArgumentError(f"{raw!r}: {problem.removeprefix('its ')}; check the URL")
         base = f"{parts.scheme}://{parts.netloc}{path.group('prefix').rstrip('/')}"
         return cls(base, path.group("study"), path.group("series"))
 
@@ -207,13 +210,31 @@ def series_datasets(connection: Connection) -> list[Any]:
     return [Dataset.from_json(item, bulk_data_uri_handler=lambda *args: b"") for item in items]
 
 
+#: Bulk data a slide is read without when the server cannot deliver it (with one warning):
+#: the ICC profile (0028,2000) only changes colour management, never the segmentation's input
+#: as the paper's method reads it (RGB as stored).
+OPTIONAL_BULK_DATA = {"00282000": "ICC profile"}
+
+
 def _client_with_bulk_data(base: Any, connection: Connection) -> Any:
     """wsidicom's web client, with the bulk data of instance metadata (ICC profiles, ...)
-    fetched from the server instead of dropped with a warning per instance."""
+    fetched from the server instead of dropped with a warning per instance. An optional item
+    (:data:`OPTIONAL_BULK_DATA`) the server cannot deliver is left out with one warning per slide."""
+    warned: set[str] = set()
 
     def bulk(tag: Any, vr: str, uri: str) -> Any:
-        parts = connection.call("reading bulk data", connection.client.retrieve_bulkdata, uri,
-                                media_types=("application/octet-stream",))
+        what = OPTIONAL_BULK_DATA.get(str(tag).upper())
+        try:
+            parts = connection.call(f"reading bulk data ({what or tag})", connection.client.retrieve_bulkdata, uri,
+                                    media_types=("application/octet-stream",))
+        except TsegError as exc:
+            if what is None:
+                raise
+            if what not in warned:
+                warned.add(what)
+                log.warning("%s: the server did not deliver the %s (%s); read without it (colours as stored)",
+                            connection.location.url, what, getattr(exc, "message", exc))
+            return None
         return bytes(parts[0]) if parts else None
 
     class _Client(base):  # type: ignore[misc, valid-type]
@@ -225,6 +246,27 @@ def _client_with_bulk_data(base: Any, connection: Connection) -> Any:
             return Dataset.from_json(item, bulk_data_uri_handler=bulk)
 
     return _Client(connection.client)
+
+
+_WSIDICOM_SETTINGS = threading.Lock()
+
+
+@contextlib.contextmanager
+def every_level() -> Iterator[None]:
+    """wsidicom keeping every pyramid level of a series while it opens one: by default it leaves
+    out levels whose tile size differs from the base level's (a scanner's small levels stored as
+    one frame of their own size), which OpenSlide reads from the same files; the 5 µm/px
+    overview would then come from another level than a local read's (issue 29, defect 8).
+    wsidicom's settings are process-wide: set and restored under a lock."""
+    from wsidicom import settings
+
+    with _WSIDICOM_SETTINGS:
+        before = settings.strict_tile_size_check
+        settings.strict_tile_size_check = False
+        try:
+            yield
+        finally:
+            settings.strict_tile_size_check = before
 
 
 class DicomWebSource:
@@ -259,8 +301,9 @@ class DicomWebSource:
             raise UnsupportedSlideError(self.location.url, f"the series holds no VL Whole Slide Microscopy images "
                                                            f"(SOP classes: {', '.join(classes) or 'none'})")
         try:
-            self._wsi = WsiDicom.open_web(_client_with_bulk_data(WsiDicomWebClient, self._connection),
-                                          self.location.study, self.location.series)
+            with every_level():
+                self._wsi = WsiDicom.open_web(_client_with_bulk_data(WsiDicomWebClient, self._connection),
+                                              self.location.study, self.location.series)
         except TsegError:
             raise  # our client's own errors (a refused or failing request while wsidicom reads metadata)
         except Exception as exc:

@@ -20,29 +20,8 @@ from tseg.runtime.errors import InvalidArgumentError  # noqa: E402
 from tseg.runtime.outputs import dicom as objects  # noqa: E402
 from tseg.runtime.outputs.dicom_export import DicomOptions, export_dicom, make_options, read_manifest  # noqa: E402
 from tseg.runtime.outputs.dicom_source import read_metadata_file  # noqa: E402
+from dciodvfy import dciodvfy_errors  # noqa: E402
 
-#: dciodvfy (dicom3tools 2022, Debian 12) errors that are about dciodvfy, not the objects:
-#: TILED_FULL Segmentations omit the per-frame functional groups (positions follow from the
-#: frame order, PS3.3 C.7.6.17.3), which this dicom3tools predates for Segmentation; and it
-#: reports General Series' Laterality (type 2C, on a paired body part) as missing when absent
-#: and as forbidden when present, for an object with no body part.
-DCIODVFY_KNOWN = {
-    "tiled_full": ("<PlanePositionSequence>", "<PlaneOrientationSequence>", "<PlanePositionSlideSequence>",
-                   "<PerFrameFunctionalGroupsSequence>", "<SegmentIdentificationSequence>"),
-    "annotations": ("<Laterality>",),
-}
-
-
-def dciodvfy_errors(path, kind):
-    tool = shutil.which("dciodvfy")
-    if tool is None:
-        if os.environ.get("CI"):
-            pytest.fail("dciodvfy is missing (apt-get install dicom3tools; required on CI)")
-        pytest.skip("dciodvfy is not installed (Debian: apt-get install dicom3tools)")
-    run = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=120)
-    known = DCIODVFY_KNOWN["annotations" if kind == "annotations" else "tiled_full"]
-    lines = (run.stdout + run.stderr).splitlines()
-    return [line for line in lines if line.startswith("Error") and not any(k in line for k in known)]
 
 
 def _segment(slide, folder, model):
@@ -292,3 +271,92 @@ def test_corrected_site_metadata_makes_a_new_study(tmp_path, dicom_wsi, model):
     assert _objects(folder, "seg")[0].PatientID == "P-1"
     assert second["source"]["study_instance_uid"] != first["source"]["study_instance_uid"]
     assert export_dicom(folder, make_options(metadata_file=table)) == second  # unchanged: nothing rebuilt
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_non_ascii_names_are_written_as_utf8_with_their_character_set(tmp_path, dicom_wsi, model):
+    """Issue 29, defect 4: ISO_IR 192 declared (PS3.3 C.12.1.1.2) and the bytes UTF-8, in every
+    object and in the slide's conversion."""
+    import pydicom
+
+    _, tiff = dicom_wsi
+    table = tmp_path / "site.csv"
+    table.write_text(f"path,patient_id,patient_name,institution_name\n{tiff},P-1,Müller^Jörg,Hôpital Saint-Éloi\n",
+                     encoding="utf-8")
+    folder = tmp_path / "r"
+    _segment(tiff, folder, model)
+    export_dicom(folder, make_options(convert_slide=True, metadata_file=table))
+    objs = read_manifest(folder)["objects"]
+    assert {o["kind"] for o in objs} >= {"slide", "seg", "probability", "annotations"}
+    for obj in objs:
+        raw = (folder / "dicom" / obj["file"]).read_bytes()
+        assert "Müller^Jörg".encode() in raw and "Müller".encode("latin-1") not in raw, obj["file"]
+        ds = pydicom.dcmread(str(folder / "dicom" / obj["file"]), stop_before_pixels=True)
+        assert ds.SpecificCharacterSet == "ISO_IR 192" and str(ds.PatientName) == "Müller^Jörg", obj["file"]
+
+
+def test_the_same_result_gets_the_same_uids_and_a_changed_one_names_what_it_supersedes(tmp_path, from_dicom,
+                                                                                       caplog):
+    """Issue 29, defect 5: UIDs derived from the result's content, so a re-send of an unchanged
+    result (``--overwrite``, or a lost ``dicom/``) replaces instead of duplicating; a changed
+    result gets new series that say what they were made with and name the series they supersede."""
+    import pydicom
+
+    from tseg.runtime.outputs.files import repostprocess
+
+    folder = tmp_path / "copy"
+    shutil.copytree(from_dicom[0], folder)
+    before = read_manifest(folder)
+    shutil.rmtree(folder / "dicom")
+    export_dicom(folder, DicomOptions())
+    again = read_manifest(folder)
+    assert [(o["file"], o["sop_instance_uid"], o["series_instance_uid"]) for o in again["objects"]] == \
+        [(o["file"], o["sop_instance_uid"], o["series_instance_uid"]) for o in before["objects"]]
+    assert not again["supersedes"]
+    repostprocess(folder, 250, 255)
+    with caplog.at_level("INFO"):
+        entry = export_dicom(folder, DicomOptions())
+    after = read_manifest(folder)
+    old = {o["kind"]: o["series_instance_uid"] for o in before["objects"]}
+    assert after["supersedes"] == old == entry["supersedes"]  # the annotations too: there is no region now
+    seg = pydicom.dcmread(str(folder / "dicom" / "tumour-seg-0.dcm"), stop_before_pixels=True)
+    assert seg.SeriesInstanceUID != old["seg"] and "t250-255" in seg.SeriesDescription
+    assert json.loads((folder / "summary.json").read_text())["dicom"]["supersedes"] == old
+    assert any(old["seg"] in r.getMessage() and "supersedes" in r.getMessage() for r in caplog.records)
+
+
+def test_local_codes_are_identified_and_descriptions_keep_the_hash_whole(from_dicom):
+    """Issue 29, defect 9: 99TSEGRT has a Coding Scheme Identification item; Content
+    Description is not cut in the middle of the model's hash."""
+    folder, _, _, _ = from_dicom
+    sha = json.loads((folder / "summary.json").read_text())["model"]["backend"]["sha256"]
+    ann = _objects(folder, "annotations")[0]
+    schemes = {item.CodingSchemeDesignator: item for item in ann.CodingSchemeIdentificationSequence}
+    assert "99TSEGRT" in schemes and schemes["99TSEGRT"].CodingSchemeName
+    for kind in ("seg", "probability", "annotations"):
+        for ds in _objects(folder, kind):
+            assert len(ds.ContentDescription) <= 64 and ds.ContentDescription.endswith(f"sha256:{sha[:12]}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_overwrite_keeps_the_uids_and_names_what_a_changed_result_supersedes(tmp_path, dicom_wsi, model):
+    """Issue 29, defect 5 through ``run --overwrite``: the same result is the same instances (no
+    rebuild); other thresholds make new series that name the ones they supersede."""
+    from tseg.runtime.cohort.runner import process_slide
+    from tseg.runtime.execution.segmenter import Segmenter
+
+    _, tiff = dicom_wsi
+    options = DicomOptions()
+    with Segmenter(model) as segmenter:
+        first = process_slide(segmenter, tiff, tmp_path, dicom=options)
+        before = read_manifest(tmp_path / "slide")
+        again = process_slide(segmenter, tiff, tmp_path, overwrite=True, dicom=options)
+        assert first.status == again.status == "done", (first.error, again.error)
+        assert read_manifest(tmp_path / "slide")["objects"] == before["objects"]
+        changed = process_slide(segmenter.with_settings(low=250, high=255), tiff, tmp_path, overwrite=True, dicom=options)
+        assert changed.status == "done", changed.error
+    old = {o["kind"]: o["series_instance_uid"] for o in before["objects"]}
+    assert read_manifest(tmp_path / "slide")["supersedes"] == old
+    assert changed.summary["dicom"]["supersedes"] == old

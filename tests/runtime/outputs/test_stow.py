@@ -105,6 +105,9 @@ def test_a_failed_store_is_finished_by_the_next_run_without_the_network(tmp_path
     failed = cli("run", stored_wsi, "--engine", model, "--out", out, "--stow", wrong, "--no-progress")
     assert failed.returncode == 1
     assert "is complete, but its DICOM objects could not be stored" in failed.stderr, failed.stderr
+    text = " ".join(failed.stderr.split())  # issue 29: the slide named first; a 404 is not "retry"
+    assert f"{stored_wsi}: storing its DICOM objects at {wrong} failed: " in text and "404" in text
+    assert "retry" not in text
     folder = out / DicomWebLocation.parse(stored_wsi).series
     created = json.loads((folder / "summary.json").read_text())["created"]
     assert (folder / "dicom" / "manifest.json").is_file() and not (folder / "dicom" / "stow.json").exists()
@@ -176,3 +179,30 @@ def test_storing_where_credentials_are_needed(tmp_path_factory, run_from_dicomwe
         assert set(record["stored"]) == {o["sop_instance_uid"] for o in objects}
     finally:
         server.stop(graceful=False)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_stow_of_a_non_dicom_slide_without_its_images_or_patient_is_refused(tmp_path, orthanc, dicom_wsi, model):
+    """Issue 29, defect 6: exit 2 naming both fixes and the option that stores a stand-in anyway;
+    the library refuses it per slide too (the service, the hot folder)."""
+    from tseg.runtime.errors import OutputError
+    from tseg.runtime.outputs.dicom_export import DicomOptions, export_dicom
+
+    _, tiff = dicom_wsi
+    refused = cli("run", tiff, "--engine", model, "--out", tmp_path / "o", "--stow", orthanc.root, "--no-progress")
+    assert refused.returncode == 2, refused.stderr
+    text = " ".join(refused.stderr.split())
+    assert str(tiff) in text and "--dicom-wsi" in text and "--dicom-metadata" in text and "--stow-stand-in" in text
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+    from tseg.runtime.execution.segmenter import Segmenter
+    from tseg.runtime.outputs.files import write_outputs
+
+    folder = tmp_path / "r"
+    with Segmenter(model) as segmenter:
+        write_outputs(segmenter.segment_slide(tiff), folder, 1.0)
+    with pytest.raises(OutputError, match="--dicom-wsi.*--dicom-metadata.*--stow-stand-in"):
+        export_dicom(folder, DicomOptions(stow_url=orthanc.root))
+    entry = export_dicom(folder, DicomOptions(stow_url=orthanc.root, stow_stand_in=True))  # said explicitly
+    assert entry["stow"]["url"] == orthanc.root
+    assert len(_series(orthanc, entry["source"]["study_instance_uid"])) == 3

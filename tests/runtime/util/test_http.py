@@ -126,3 +126,16 @@ def test_session_retries_server_errors_and_sends_the_token(flaky_server, tmp_pat
         assert len(_Flaky.seen) == 3  # 1 + 2 retries, then the error is the caller's
     finally:
         _Flaky.fail = 2
+
+
+def test_a_readable_credentials_file_is_warned_about_once(tmp_path, caplog):
+    """Issue 29, defect 9: the file is read for every session (slide, metadata, STOW): one warning."""
+    from tseg.runtime.util.http import find_credentials
+
+    creds = tmp_path / "open.json"
+    creds.write_text('{"token": "t"}')
+    creds.chmod(0o644)
+    with caplog.at_level("WARNING"):
+        for _ in range(5):
+            assert find_credentials("http://127.0.0.1:1/dicom-web", creds, env={}).token == "t"
+    assert sum("can be read by other users" in r.getMessage() for r in caplog.records) == 1

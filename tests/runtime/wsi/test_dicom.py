@@ -122,3 +122,27 @@ def test_describe_a_dicom_series(series):
     info = describe_slide(root / "mislabelled")
     assert info["vendor"] == "dicom" and "YCbCr" in info["colour_correction"]
     assert any("colours corrected" in w for w in info["warnings"])
+
+
+@pytest.mark.parametrize("change, words", [
+    ("long_uid", "Series Instance UID (0020,000E) is 65 characters long; a DICOM UID has at most 64"),
+    ("no_image_type", "Image Type (0008,0008) is missing"),
+])
+def test_a_non_conformant_attribute_is_named_not_left_to_openslide(tmp_path, change, words):
+    """Issue 29, defect 9: the attribute that is wrong, and the fix; not "Couldn't get image flavor"."""
+    import pydicom
+    from pydicom import config
+
+    files = write_dicom_wsi(tmp_path / "s", square_slide_image(800, 600, 2.0), 2.0)
+    with config.disable_value_validation():  # writing a file as a non-conformant converter does
+        for f in files:
+            ds = pydicom.dcmread(str(f))
+            if change == "long_uid":
+                ds.SeriesInstanceUID = "1." + "2" * 63
+            elif f == files[-1]:
+                del ds.ImageType
+            ds.save_as(str(f))
+    with pytest.raises(UnsupportedSlideError) as refused:
+        open_slide(tmp_path / "s")
+    text = str(refused.value)
+    assert words in text and "dcmodify" in text and "flavor" not in text

@@ -33,7 +33,8 @@ def test_series_urls(text, base):
     (f"https://u:pw@pacs/dicom-web/studies/{STUDY}/series/{SERIES}", "never put credentials"),
     (f"https://pacs/dicom-web/studies/{STUDY}", "does not name a series"),
     (f"https://pacs/dicom-web/studies/{STUDY}/series/{SERIES}?x=1", "no query"),
-    (f"https://pacs/studies/{STUDY}/series/1..2", "not a valid series instance UID"),
+    (f"https://pacs/studies/{STUDY}/series/1..2", "Series Instance UID \\(0020,000E\\) '1..2' is not a valid DICOM UID"),
+    (f"https://pacs/studies/{STUDY}/series/1.{'2' * 63}", "Series Instance UID \\(0020,000E\\) is 65 characters long"),
     ("ftp://pacs/x", "not a DICOMweb series URL"),
 ])
 def test_bad_urls_are_explained(text, words):
@@ -178,3 +179,70 @@ def test_a_server_error_while_wsidicom_reads_metadata_is_not_called_unsupported(
     with pytest.raises(DicomWebError, match="refused access \\(401") as caught:
         DicomWebSource(url)
     assert caught.value.status == 401
+
+
+@pytest.mark.parametrize("url, host, sent", [
+    ("http://127.0.0.1:8042/dicom-web/studies", "127.0.0.1", "127.0.0.1:8042"),
+    ("https://pacs.example.org/dicom-web", "pacs.example.org", "pacs.example.org"),  # default port: none
+    ("http://pacs:80/x", "pacs", "pacs"),
+    ("http://[::1]:8042/x", "::1", "[::1]:8042"),
+    ("http://pacs:8042/x", "pacs:8042", "pacs:8042"),
+    ("http://pacs:8042/x", "proxy.example.org", "proxy.example.org"),  # set on purpose: kept
+])
+def test_the_host_header_carries_a_non_default_port(url, host, sent):
+    from tseg.runtime.util.http import host_header
+
+    assert host_header(url, host) == sent
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_default_orthanc_hands_out_bulk_data_uris_with_its_port(orthanc, stored_wsi):
+    """Issue 29, defect 1: the Orthanc of these tests runs with the DICOMweb plugin's defaults (no
+    ``DicomWeb.Host``), so it builds bulk-data URIs from the request's Host header."""
+    from tseg.runtime.wsi.dicomweb_source import connect
+
+    location = DicomWebLocation.parse(stored_wsi)
+    connection = connect(location)
+    try:
+        text = json.dumps(connection.client.retrieve_series_metadata(location.study, location.series))
+    finally:
+        connection.close()
+    uris = [u for u in text.split('"') if "/bulk/" in u]
+    assert uris and all(u.startswith(f"{orthanc.url}/") for u in uris), uris[:2]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_an_icc_profile_the_server_cannot_deliver_is_one_warning(stored_wsi, monkeypatch, caplog):
+    import requests
+    from dicomweb_client import DICOMwebClient
+
+    def unreachable(self, url, *args, **kwargs):
+        raise requests.ConnectionError(f"cannot connect to {url}")
+
+    monkeypatch.setattr(DICOMwebClient, "retrieve_bulkdata", unreachable)
+    with caplog.at_level("WARNING"), open_slide(stored_wsi) as slide:
+        assert slide.read(5.0).shape[2] == 3
+    warnings = [r.getMessage() for r in caplog.records if "ICC profile" in r.getMessage()]
+    assert len(warnings) == 1 and stored_wsi in warnings[0] and "read without it" in warnings[0]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_scanner_series_reads_the_same_levels_and_pixels_over_dicomweb(orthanc, tmp_path):
+    """Issue 29, defect 8: small levels stored as one frame of their own size (and a Frame of
+    Reference per level) are kept over DICOMweb as OpenSlide keeps them locally."""
+    import pydicom
+
+    from dicomwsi import square_slide_image, write_dicom_wsi
+
+    files = write_dicom_wsi(tmp_path / "s", square_slide_image(1600, 1200, 1.0), 1.0, scanner_like=True)
+    orthanc.store_files(files)
+    first = pydicom.dcmread(str(files[0]), stop_before_pixels=True)
+    with open_slide(orthanc.series_url(first.StudyInstanceUID, first.SeriesInstanceUID)) as web, \
+            open_slide(tmp_path / "s") as local:
+        assert web.level_dimensions == local.level_dimensions and len(web.level_dimensions) == len(files)
+        for mpp in (5.0, 20.0):
+            assert web.read_plan(mpp) == local.read_plan(mpp)
+            assert np.array_equal(web.read(mpp), local.read(mpp))
