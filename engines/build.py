@@ -6,7 +6,7 @@ Follows TensorRT's documented Python API (10.x and 11.x):
 (``set_memory_pool_limit(WORKSPACE)``, ``builder_optimization_level``, a persistent timing cache
 via ``create_timing_cache``/``set_timing_cache``) -> one optimisation profile for batch 1 with
 min / opt / max tile shapes (default 512² / 7680² / 7680²; batch 2 at 7680² exceeds TensorRT's
-2^31-element tensor limit, TENSORRT.md) -> ``build_serialized_network``.
+2^31-element tensor limit, docs/gpus.md) -> ``build_serialized_network``.
 
 On TensorRT 10.x an FP32 ONNX may instead be built weakly typed with ``BuilderFlag.FP16``;
 TensorRT 11 removed that flag, so there an FP32 ONNX gives an FP32 engine (with a warning).

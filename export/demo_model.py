@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--config", default="demo")
     parser.add_argument("--steps", type=int, default=None, help="override the config's steps")
     parser.add_argument("--mosaics", type=int, default=80)
-    parser.add_argument("--install", action="store_true", help="copy the ONNX into tseg/runtime/models/default.onnx")
+    parser.add_argument("--install", action="store_true", help="copy the ONNX into runtime/models/default.onnx")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from tseg.export.onnx_export import export_checkpoint

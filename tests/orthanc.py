@@ -2,7 +2,7 @@
 
 Orthanc and its DICOMweb plugin come from Debian (``apt-get install orthanc orthanc-dicomweb``,
 which ``.ci/run`` does). Without them the tests that need a server skip with the reason, except
-on CI (``$CI`` set), where that is a failure. Pitfall (../shared/DICOM.md): without
+on CI (``$CI`` set), where that is a failure. Pitfall (docs/dicom.md, *Testing against Orthanc*): without
 ``DicomWeb.Host`` the plugin writes bulk-data URIs without the port.
 """
 

@@ -22,7 +22,7 @@ ONNX's own as the fallback. The weights are not loaded (``load_external_data=Fal
 the paper's 73-million-parameter graph needs its shapes only.
 
 For the paper's network (eca_nfnet_l3 + DeepLabV3+) this gives 42.01 TFLOP per 7680 x 7680 tile,
-the "about 42 TFLOP" of SPEC.md; the tests compare the graph count with
+the "about 42 TFLOP" of docs/performance.md; the tests compare the graph count with
 ``torch.utils.flop_counter.FlopCounterMode`` on the same PyTorch module.
 """
 

@@ -3,7 +3,7 @@
 and I/O checked there), run on CUDA streams.
 
 * Tensors are bound by name: ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``.
-* Tiles are run one at a time (batch 1: the engine's profile, TENSORRT.md) through the
+* Tiles are run one at a time (batch 1: the engine's profile, docs/gpus.md) through the
   :class:`~tseg.runtime.execution.executor.DoubleBufferedExecutor`, so the copies of neighbouring tiles
   overlap each tile's compute when the pipeline streams tiles through :meth:`infer_many`.
 * Edge tiles smaller than 7680² run at their own (divisor-padded) size, inside the profile's

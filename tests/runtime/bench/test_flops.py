@@ -66,7 +66,7 @@ def test_the_bundled_model_equals_pytorchs_count_of_the_same_network():
 
 
 def test_the_papers_network_is_about_42_tflop_per_7680_tile():
-    """SPEC.md: about 42 TFLOP for one forward pass over a 7680 x 7680 tile (counted on the meta
+    """docs/performance.md: about 42 TFLOP for one forward pass over a 7680 x 7680 tile (counted on the meta
     device: no weights, no arithmetic). The graph of the exported paper network is compared with
     this count in tests/export (slow: the export itself)."""
     pytest.importorskip("torch")
