@@ -98,7 +98,7 @@ def imports_of(module: str, path: Path) -> list[Import]:
                 continue
             for alias in node.names:
                 full = f"{base}.{alias.name}"
-                if full in MODULES:  # ``from tseg.runtime.wsi import dicom``: the submodule
+                if full in MODULES:  # ``from tseg.runtime.wsi import dicom_source``: the submodule
                     found.append(Import(module, full, (), node.lineno))
                 elif owning_module(base):
                     found.append(Import(module, owning_module(base), (alias.name,), node.lineno))

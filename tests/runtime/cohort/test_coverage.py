@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from helpers import make_colour_model, make_square_slide
+from requirements import require
 from tseg.runtime.cohort.batch import run_batch
 from tseg.runtime.cohort.slide_lists import collect_slides
 from tseg.runtime.cohort.report import COHORT_CSV, REPORT_HTML, exit_status, write_report
@@ -26,7 +27,7 @@ from tseg.runtime.outputs.summary import SUMMARY
 HOLD_LOCK = """
 import sys
 from pathlib import Path
-from tseg.runtime.cohort.resume import SlideLock
+from tseg.runtime.cohort.locks import SlideLock
 lock = SlideLock(Path(sys.argv[1]), {"slide": sys.argv[2]})
 print("locked", flush=True)
 sys.stdin.read()
@@ -166,8 +167,8 @@ def test_the_page_filters_the_slides_that_did_not_finish_in_a_real_browser(resul
     from browser import Browser, chromium_path
 
     exe = chromium_path()
-    if exe is None:
-        pytest.skip("no headless browser here (Debian: apt-get install chromium); the page is parsed above")
+    require("browser", "no headless browser here (Debian: apt-get install chromium); the page is parsed above"
+            if exe is None else None)
     out = results["out"]
     write_report(out, cohort=cohort_of(results["slides"], out=out))
     rows = "document.querySelectorAll('#rows tr')"

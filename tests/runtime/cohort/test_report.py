@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ import pytest
 from browser import Browser, chromium_path
 from dicomwsi import square_slide_image, write_dicom_wsi
 from helpers import make_colour_model, make_square_slide
+from requirements import require
 from tseg.runtime.cohort.batch import run_batch
 from tseg.runtime.outputs.summary import SUMMARY
 from tseg.runtime.cohort.report import COHORT_CSV, COLUMNS, REPORT_DIR, REPORT_HTML, THUMBNAIL_PX, write_report
@@ -194,12 +194,8 @@ def test_report_command(cohort, tmp_path):
 @pytest.fixture(scope="module")
 def browser():
     exe = chromium_path()
-    if exe is None:
-        reason = ("no headless browser here (chromium or google-chrome; Debian: apt-get install chromium); "
-                  "the page is checked by parsing it instead")
-        if os.environ.get("CI") or os.environ.get("TSEG_REQUIRE_BROWSER"):  # .ci/run installs Chromium
-            pytest.fail(f"{reason} (required here: $CI or $TSEG_REQUIRE_BROWSER is set)")
-        pytest.skip(reason)
+    require("browser", "no headless browser here (chromium or google-chrome; Debian: apt-get install chromium); "
+                       "the page is checked by parsing it instead" if exe is None else None)
     with Browser(exe) as b:
         yield b
 
