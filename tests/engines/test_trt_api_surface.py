@@ -195,7 +195,7 @@ def test_every_tensorrt_name_in_the_source_is_exercised(report):
 
 
 def tensorrt_sources() -> list:
-    files = sorted((REPO / "engines").glob("*.py")) + [REPO / "runtime" / "execution" / "backends" / "tensorrt.py"]
+    files = sorted((REPO / "engines").glob("*.py")) + sorted((REPO / "runtime" / "execution" / "backends").glob("tensorrt*.py"))
     return [p for p in files if "trt" in p.read_text()]
 
 
