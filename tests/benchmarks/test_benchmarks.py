@@ -7,7 +7,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from helpers import REPO
+
+pytestmark = pytest.mark.slow  # every test here starts a process or a server, or takes seconds
 
 
 def test_suite_quick(tmp_path):

@@ -165,6 +165,7 @@ def test_shape_rewiring_keeps_the_computation(tmp_path):
     np.testing.assert_array_equal(run(model), expected)
 
 
+@pytest.mark.slow
 def test_info_says_whether_tensorrt_will_parse_a_model(tmp_path):
     import json
     import subprocess

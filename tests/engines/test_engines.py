@@ -116,6 +116,7 @@ def test_tensorrt_backend_needs_tensorrt(tmp_path, contract):
         load_backend(fake_plan(tmp_path, contract))
 
 
+@pytest.mark.slow
 def test_info_prints_the_manifest(tmp_path, contract):
     plan = fake_plan(tmp_path, contract)
     r = subprocess.run([sys.executable, "-m", "tseg.runtime.cli", "info", str(plan), "--json"], capture_output=True, text=True)

@@ -134,6 +134,7 @@ def test_a_worker_loads_its_gpu_s_plan_and_resumes_what_another_gpu_type_finishe
         load_backend(plans["folder"])
 
 
+@pytest.mark.slow
 def test_info_describes_a_folder_of_plans(plans):
     import json
     import subprocess

@@ -22,6 +22,8 @@ import pytest
 from api_check import REPO, format_violations, members_used, module_chains
 from real_bindings import TENSORRT, tensorrt_report
 
+pytestmark = pytest.mark.slow  # every test here starts a process or a server, or takes seconds
+
 VERSIONS = list(TENSORRT)
 _REPORTS: dict[str, object] = {}
 

@@ -182,6 +182,7 @@ def test_bad_input(tmp_path, tiny_export):
         export_checkpoint(ckpt, d / "tiny.fp32.onnx")
 
 
+@pytest.mark.slow
 def test_cli_export(tmp_path, tiny_export):
     _, ckpt, _ = tiny_export
     r = subprocess.run([sys.executable, "-m", "tseg.runtime.cli", "export", str(ckpt), "-o", str(tmp_path / "m.onnx"),

@@ -136,6 +136,7 @@ def test_importer_refuses_a_mismatched_checkpoint(tmp_path):
         import_published(tmp_path / "other.tar", tmp_path / "out.pt", config=cfg)
 
 
+@pytest.mark.slow
 def test_distributed_data_parallel_on_cpu(tmp_path, index):
     """torchrun with 2 processes (gloo on the CPU): each takes its half of the global batch."""
     import subprocess

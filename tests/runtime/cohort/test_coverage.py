@@ -76,6 +76,7 @@ def by_name(rows):
     return {r["name"]: r for r in rows}
 
 
+@pytest.mark.slow
 def test_every_slide_of_the_cohort_is_a_row_in_its_state(results):
     out, slides = results["out"], results["slides"]
     made = write_report(out, cohort=cohort_of(slides, out=out), shards=4)
@@ -104,6 +105,7 @@ def test_every_slide_of_the_cohort_is_a_row_in_its_state(results):
     assert 'data-total="not run"><b>1</b>' in page and 'data-total="running"><b>1</b>' in page
 
 
+@pytest.mark.slow
 def test_exit_status_says_whether_every_slide_finished(results):
     out, slides = results["out"], results["slides"]
     assert exit_status(write_report(out, cohort=cohort_of(slides / "a.tiff", slides / "c.tiff", out=out)).totals) == 3
@@ -114,6 +116,7 @@ def test_exit_status_says_whether_every_slide_finished(results):
     assert "not run" not in {r["status"] for r in folder.rows} and exit_status(folder.totals) == 1
 
 
+@pytest.mark.slow
 def test_a_slide_not_run_is_named_as_run_would_name_its_folder(results, tmp_path):
     """Another slide called a.tiff: a/ holds the cohort's a.tiff, so run would use a-<hash>/."""
     out = results["out"]
@@ -135,6 +138,7 @@ def _report(*args):
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_report_command_with_the_cohort(results, tmp_path):
     out, slides = results["out"], results["slides"]
     r = _report(out, "--slides", slides, "--shards", 4, "--no-thumbnails")
@@ -154,6 +158,7 @@ def test_report_command_with_the_cohort(results, tmp_path):
     assert r.returncode == 3 and "2 slide(s): 1 finished, 0 failed, 1 not run, 0 running" in r.stdout, r.stderr
 
 
+@pytest.mark.slow
 def test_report_command_refuses_what_it_cannot_do(results, tmp_path):
     r = _report(results["out"], "--shards", 4)
     assert r.returncode == 2 and "--shards needs the cohort" in r.stderr
@@ -163,6 +168,7 @@ def test_report_command_refuses_what_it_cannot_do(results, tmp_path):
     assert r.returncode == 2 and "no such results folder" in r.stderr
 
 
+@pytest.mark.slow
 def test_the_page_filters_the_slides_that_did_not_finish_in_a_real_browser(results):
     from browser import Browser, chromium_path
 

@@ -22,6 +22,8 @@ from tseg.runtime.outputs.summary import SUMMARY
 from tseg.runtime.cohort.progress import BatchProgress
 from tseg.runtime.execution.segmenter import Segmenter
 
+pytestmark = pytest.mark.slow  # every test here starts a process or a server, or takes seconds
+
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'tseg-rt[ray]'; CI installs it with [dev])")
 
 

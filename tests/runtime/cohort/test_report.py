@@ -180,6 +180,7 @@ def test_the_page_is_self_contained_and_holds_every_row(cohort):
     assert "Review first (" in text and "no tissue found" in text
 
 
+@pytest.mark.slow
 def test_report_command(cohort, tmp_path):
     r = subprocess.run([sys.executable, "-m", "tseg.runtime.cli", "report", str(cohort["out"])],
                        capture_output=True, text=True)
@@ -207,6 +208,7 @@ def shown(b: Browser) -> list[str]:
     return b.evaluate(f"Array.from({ROWS}).map(r => r.dataset.name)")
 
 
+@pytest.mark.slow
 def test_the_page_in_a_real_browser(cohort, browser):
     out = cohort["out"]
     url = (out / REPORT_HTML).as_uri()
@@ -272,6 +274,7 @@ def test_the_page_in_a_real_browser(cohort, browser):
     assert b.console_errors() == []
 
 
+@pytest.mark.slow
 def test_the_browser_would_see_errors(browser, tmp_path):
     """The check above can fail: a page with an exception, a console error and a missing image."""
     page = tmp_path / "broken.html"

@@ -127,6 +127,7 @@ def test_sweep_equals_post_processing_per_pair():
         assert fast[(low, high)] == slow, (low, high)
 
 
+@pytest.mark.slow
 def test_eval_and_sweep_cli(tmp_path):
     model = make_colour_model(tmp_path / "m.onnx", graded=True)
     (tmp_path / "in").mkdir()

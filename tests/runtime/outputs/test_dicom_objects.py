@@ -177,6 +177,7 @@ def test_objects_refer_to_the_source_and_name_the_algorithm(from_dicom):
     assert len(series) == 3  # three new series in the slide's study
 
 
+@pytest.mark.slow
 def test_every_object_passes_a_pydicom_round_trip_and_dciodvfy(from_dicom):
     import pydicom
 
@@ -191,6 +192,7 @@ def test_every_object_passes_a_pydicom_round_trip_and_dciodvfy(from_dicom):
         assert dciodvfy_errors(path, obj["kind"]) == [], obj["file"]
 
 
+@pytest.mark.slow
 def test_non_dicom_slide_gets_a_new_study_with_the_site_metadata(tmp_path, dicom_wsi, model):
     import pydicom
 

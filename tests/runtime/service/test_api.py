@@ -20,6 +20,8 @@ from tseg.runtime.cohort.identity import RESULT_MARKER
 from tseg.runtime.execution.segmenter import Segmenter
 from tseg.runtime.outputs.files import OUTPUT_FILES
 
+pytestmark = pytest.mark.slow  # every test here starts a process or a server, or takes seconds
+
 PROBLEM = "application/problem+json"
 
 
