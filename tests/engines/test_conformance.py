@@ -138,6 +138,7 @@ def test_build_engine_refuses_a_non_conforming_graph_before_touching_tensorrt(tm
     assert calls == [] and not (tmp_path / "old.plan").exists()
 
 
+@pytest.mark.slow
 def test_shape_rewiring_keeps_the_computation(tmp_path):
     """export's fix for the dynamo exporter's Shape(image): same outputs in ONNX Runtime."""
     import onnxruntime as ort

@@ -120,6 +120,7 @@ def test_check_without_a_gpu_skips_every_step_with_the_reason(tmp_path, bench_en
     assert data["ok"] and data["rows"] == [] and "skipped" in r.stdout
 
 
+@pytest.mark.slow
 def test_generated_slide_is_cached_and_reading_facts_suggest_a_tolerance(tmp_path):
     """An Aperio-like 0.2527 µm/px scan: its 4x level (989 x 791 px over 3957 x 3165: downsample
     4.0013) is 1.11 % coarser than the network's 1 µm/px, so level 0 is read (15.7 source pixels

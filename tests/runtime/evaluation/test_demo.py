@@ -19,6 +19,7 @@ from tseg.runtime.outputs.files import OUTPUT_FILES
 DSC_FLOOR = 0.90
 
 
+@pytest.mark.slow
 def test_shipped_model_is_small_and_carries_its_contract():
     from tseg.runtime.execution.backends import load_backend
 

@@ -229,6 +229,7 @@ def test_non_dicom_slide_gets_a_new_study_with_the_site_metadata(tmp_path, dicom
             assert dciodvfy_errors(converted / "dicom" / obj["file"], obj["kind"]) == [], obj["file"]
 
 
+@pytest.mark.slow
 def test_a_slide_without_site_metadata_is_written_with_a_warning(tmp_path, dicom_wsi, model):
     _, tiff = dicom_wsi
     _segment(tiff, tmp_path / "r", model)
