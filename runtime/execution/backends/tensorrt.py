@@ -30,8 +30,9 @@ from tseg.runtime.execution.backends.base import Backend
 from tseg.runtime.execution.backends.tensorrt_loader import LoadedEngine, load_engine
 
 
-
 class TensorRTBackend(Backend):
+    """The runner of a loaded engine (``load_backend`` and :meth:`from_path` load it first)."""
+
     kind = "tensorrt"
 
     def __init__(self, engine: LoadedEngine) -> None:
