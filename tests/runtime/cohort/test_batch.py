@@ -65,6 +65,7 @@ def test_result_folder_names_are_the_stems():
     assert [result_stem(p) for p in (Path("x/a.svs"), Path("y/a.svs"), Path("z/b.ome.tiff"))] == ["a", "a", "b"]
 
 
+@pytest.mark.slow
 def test_batch_resume_and_overwrite(slides, tmp_path, model):
     out = tmp_path / "out"
     seg = Segmenter(model)

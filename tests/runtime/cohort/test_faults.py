@@ -310,6 +310,7 @@ def test_7_a_lock_that_cannot_be_created_fails_that_slide_alone(tmp_path, models
     assert (out / "b" / SUMMARY).exists() and not (out / "a").exists()
 
 
+@pytest.mark.slow
 def test_7_no_inodes_for_the_lock_fails_that_slide_alone(tmp_path, models, monkeypatch):
     inp = tmp_path / "in"
     inp.mkdir()

@@ -17,6 +17,7 @@ def cli(*args, timeout: float = 120):  # noqa: ANN001, ANN201
                           text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_token_is_checked_on_every_request(service_factory, tmp_path):
     root = tmp_path / "slides"
     root.mkdir()

@@ -10,11 +10,15 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
+
 from dicomwsi import square_slide_image, write_dicom_wsi
 from helpers import make_square_slide
 from tseg.runtime.cohort.identity import slide_identity
 from tseg.runtime.outputs.summary import read_summary
 from tseg.runtime.service.store import JobStore
+
+pytestmark = pytest.mark.slow  # every test here starts a process or a server, or takes seconds
 
 SETTLE_S = 1.5
 POLL_S = 0.2
