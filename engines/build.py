@@ -6,7 +6,7 @@ Follows TensorRT's documented Python API (10.x and 11.x):
 (``set_memory_pool_limit(WORKSPACE)``, ``builder_optimization_level``, a persistent timing cache
 via ``create_timing_cache``/``set_timing_cache``) -> one optimisation profile for batch 1 with
 min / opt / max tile shapes (default 512² / 7680² / 7680²; batch 2 at 7680² exceeds TensorRT's
-2^31-element tensor limit, TENSORRT.md) -> ``build_serialized_network``.
+2^31-element tensor limit, docs/gpus.md) -> ``build_serialized_network``.
 
 On TensorRT 10.x an FP32 ONNX may instead be built weakly typed with ``BuilderFlag.FP16``;
 TensorRT 11 removed that flag, so there an FP32 ONNX gives an FP32 engine (with a warning).
@@ -21,17 +21,19 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import deque
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tseg.runtime.util.atomic import atomic_write
 from tseg.runtime.errors import BackendUnavailableError, InvalidArgumentError, ModelError, OutputError
+from tseg.runtime.execution.backends.base import file_sha256
+from tseg.runtime.execution.backends.tensorrt_loader import import_tensorrt, make_logger
+from tseg.runtime.execution.engine_manifest import EngineManifest, manifest_path, write_manifest
+from tseg.runtime.util.atomic import atomic_write
 
 from .conformance import require_conformance
-from .manifest import EngineManifest, inspect_onnx, manifest_path, sha256_file, write_manifest
+from .onnx_io import inspect_onnx
 
 log = logging.getLogger(__name__)
 
@@ -55,51 +57,6 @@ class BuildSettings:
         if not self.min_tile <= self.opt_tile <= self.max_tile:
             raise InvalidArgumentError(f"profile tiles must satisfy min <= opt <= max, got {self.min_tile}/{self.opt_tile}/{self.max_tile}")
         return {k: [1, v, v, 3] for k, v in (("min", self.min_tile), ("opt", self.opt_tile), ("max", self.max_tile))}
-
-
-def import_tensorrt() -> Any:
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            "TensorRT is not installed: pip install 'tseg-rt[trt]' on a machine with an NVIDIA GPU "
-            f"({exc})") from None
-    return trt
-
-
-#: How many of TensorRT's INFO-or-worse messages a logger keeps to explain a failure.
-LOGGER_TAIL = 200
-VERBOSE_LEVEL = 5  # below logging.DEBUG: TensorRT's VERBOSE messages reach logging only when asked for
-
-
-def make_logger(trt: Any) -> Any:
-    """A TensorRT logger that forwards messages to :mod:`logging` and keeps a bounded tail of the
-    INFO, WARNING and ERROR ones to explain failures. VERBOSE messages (tens of thousands in a
-    build) are never kept, and formatted only when logging is enabled at level 5."""
-    severity = trt.ILogger.Severity
-    levels = {int(severity.INTERNAL_ERROR): logging.ERROR, int(severity.ERROR): logging.ERROR,
-              int(severity.WARNING): logging.WARNING, int(severity.INFO): logging.DEBUG,
-              int(severity.VERBOSE): VERBOSE_LEVEL}
-
-    class Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.messages: deque[tuple[int, str]] = deque(maxlen=LOGGER_TAIL)
-
-        def log(self, severity: Any, msg: str) -> None:
-            level = levels.get(int(severity), logging.DEBUG)
-            if level > VERBOSE_LEVEL:
-                self.messages.append((int(severity), msg))
-            if log.isEnabledFor(level):
-                log.log(level, "TensorRT: %s", msg)
-
-        def tail(self, count: int = 5) -> str:
-            """The last ``count`` errors when any were logged, else the last ``count`` messages."""
-            errors = [m for s, m in self.messages if s <= int(severity.ERROR)]
-            chosen = errors[-count:] if errors else [m for _, m in list(self.messages)[-count:]]
-            return " | ".join(chosen) or "TensorRT logged nothing"
-
-    return Logger()
 
 
 def default_timing_cache(gpu_name: str, trt_version: str) -> Path:
@@ -224,7 +181,7 @@ def build_engine(onnx_path: str | os.PathLike[str], plan_path: str | os.PathLike
     atomic_write(plan, lambda tmp: tmp.write_bytes(plan_bytes))
     cache_saved = save_timing_cache(config, cache_path) if timing_cache is not None else False
     manifest = EngineManifest(
-        plan=plan.name, plan_sha256=sha256_file(plan), plan_bytes=plan.stat().st_size,
+        plan=plan.name, plan_sha256=file_sha256(plan), plan_bytes=plan.stat().st_size,
         tensorrt_version=str(trt.__version__), gpu=gpu, precision=precision, profile=profile,
         device_memory_bytes=int(memory) if memory is not None else None,
         onnx={"path": str(onnx_path.resolve()), "sha256": io.sha256},

@@ -5,7 +5,7 @@ probability: /255, minus mean, over std (*Image value standardisation*), the net
 over classes, the tumour channel x 255, clamp to [0, 255], floor (*Method application*) — so the
 runtime re-implements nothing and results agree.
 
-:func:`prepare_network` fixes the two things that break export (both measured, TENSORRT.md):
+:func:`prepare_network` fixes the two things that break export (both measured, docs/training.md):
 
 * timm's ``ScaledStdConv2d`` standardises its weight with ``F.batch_norm(training=True)`` on
   every call, which exports as training-mode BatchNormalization nodes (rejected by ONNX

@@ -11,7 +11,7 @@ tile computation, with the model contract as metadata, verified against PyTorch.
 * Exporter: PyTorch's dynamo exporter at opset 21, which emits ONNX's native
   ``GroupNormalization`` (TensorRT parses it from 10.9). Measured here: the legacy TorchScript
   exporter at the same opset decomposes every GroupNorm into Reshape/InstanceNormalization/Mul/
-  Add chains with Shape arithmetic (the FP16 error source TENSORRT.md warns of), so we use dynamo.
+  Add chains with Shape arithmetic (an FP16 error source, docs/training.md), so we use dynamo.
   The example batch has N = 2 (N = 1 would be specialised away).
 * ``precision="fp16"`` writes a mixed-precision graph for TensorRT's strongly typed builds
   (see :mod:`tseg.export.network`) and keeps the FP32 graph beside it as ``<name>.fp32.onnx``.

@@ -137,7 +137,8 @@ def run_tensorrt(real_trt: Any, real_rt: Any, work: Path) -> dict[str, Any]:
     from fake_tensorrt import DataType, fake_builder_trt, fake_tensorrt
     from helpers import make_colour_model
     from tseg.engines.build import BuildSettings, build_engine
-    from tseg.engines.manifest import read_manifest, sha256_file
+    from tseg.runtime.execution.backends.base import file_sha256
+    from tseg.runtime.execution.engine_manifest import read_manifest
     from tseg.runtime.execution.backends import load_backend
 
     version = str(real_trt.__version__)
@@ -254,7 +255,7 @@ def run_tensorrt(real_trt: Any, real_rt: Any, work: Path) -> dict[str, Any]:
         plan = plan_for(data, "refuse_corrupt")
         plan.write_bytes(b"corrupt bytes")
         m = json.loads(plan.with_name(plan.name + ".json").read_text())
-        m["plan_sha256"] = sha256_file(plan)
+        m["plan_sha256"] = file_sha256(plan)
         m["plan_bytes"] = plan.stat().st_size
         plan.with_name(plan.name + ".json").write_text(json.dumps(m))
         read_manifest(plan)
@@ -285,7 +286,7 @@ def run_tensorrt(real_trt: Any, real_rt: Any, work: Path) -> dict[str, Any]:
     def canary(data: dict) -> None:
         """Wrong calls made on purpose: each must be reported (the checker checks)."""
         from checked_tensorrt import CheckedTensorRT
-        from tseg.engines.build import make_logger
+        from tseg.runtime.execution.backends.tensorrt_loader import make_logger
 
         sim = h.device()
         trt = h.tensorrt(fake_builder_trt(version=version, device=sim)[0])

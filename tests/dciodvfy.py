@@ -1,13 +1,13 @@
 """dciodvfy (dicom3tools) for tests: the errors it reports on a DICOM file, less its known false
-positives. Missing locally, the test skips with the reason; on CI (``$CI`` set) it fails."""
+positives. Missing locally, the test skips with the reason; where it is required
+(:mod:`requirements`: on CI) it fails."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 
-import pytest
+from requirements import require
 
 #: dciodvfy (dicom3tools 2022, Debian 12) errors that are about dciodvfy, not the objects:
 #: TILED_FULL Segmentations omit the per-frame functional groups (positions follow from the
@@ -23,10 +23,7 @@ DCIODVFY_KNOWN = {
 
 def dciodvfy_errors(path, kind):
     tool = shutil.which("dciodvfy")
-    if tool is None:
-        if os.environ.get("CI"):
-            pytest.fail("dciodvfy is missing (apt-get install dicom3tools; required on CI)")
-        pytest.skip("dciodvfy is not installed (Debian: apt-get install dicom3tools)")
+    require("dciodvfy", "dciodvfy is not installed (Debian: apt-get install dicom3tools)" if tool is None else None)
     run = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=120)
     known = DCIODVFY_KNOWN["annotations" if kind == "annotations" else "tiled_full"]
     lines = (run.stdout + run.stderr).splitlines()

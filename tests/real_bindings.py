@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from api_check import REPO
+from requirements import require
 
 #: TensorRT bindings version -> (PyPI package, library soname major, cuda-bindings major it pairs with).
 TENSORRT = {
@@ -58,16 +59,6 @@ DRIVER = Path(__file__).resolve().parent / "api_surface_driver.py"
 
 class Unavailable(Exception):
     """A prerequisite (compiler, registry) is missing: skip, or fail on CI."""
-
-
-def required() -> bool:
-    return bool(os.environ.get("TSEG_REQUIRE_REAL_BINDINGS") or os.environ.get("CI"))
-
-
-def skip_or_fail(reason: str) -> None:
-    if required():
-        pytest.fail(f"{reason} (required here: $CI or $TSEG_REQUIRE_REAL_BINDINGS is set)")
-    pytest.skip(reason)
 
 
 def cache_dir() -> Path:
@@ -167,7 +158,7 @@ def tensorrt_report(version: str, work: Path) -> dict[str, Any]:
         trt = tensorrt_bindings(version)
         cuda_path = cuda_bindings(cuda_major)
     except Unavailable as exc:
-        skip_or_fail(str(exc))
+        require("real_bindings", str(exc))
     return run_driver(work, trt, stubs, cuda_path)
 
 
@@ -175,5 +166,5 @@ def cuda_report(major: int, work: Path) -> dict[str, Any]:
     try:
         cuda_path = cuda_bindings(major)
     except Unavailable as exc:
-        skip_or_fail(str(exc))
+        require("real_bindings", str(exc))
     return run_driver(work, cuda_path=cuda_path)

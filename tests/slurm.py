@@ -1,6 +1,6 @@
 """A real single-node Slurm for tests: munged, slurmctld and slurmd with a private configuration.
 
-As ``../shared/SLURM.md`` describes (Debian's ``slurm-wlm`` and ``munge``), but nothing shared
+As docs/cohorts.md (*A Slurm of one machine*) describes (Debian's ``slurm-wlm`` and ``munge``), but nothing shared
 with any other Slurm or munge on the machine, so that two test runs (or a site's own Slurm) never
 meet: munged gets its own key, socket, pid and log files (``AuthInfo=socket=...`` points Slurm at
 it); the controller and node daemons listen on free loopback ports, keep state, spool, pid and

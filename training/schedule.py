@@ -4,7 +4,7 @@ The step length starts at 1e-4 and rises linearly, in increments every 10th step
 step 1000; then it follows a cosine annealing to 0 at the end of training (step 500,000).
 
 The paper's text says "incremented by 1.0e-2 every 10th step", which would reach 1.0, not 1e-2,
-at step 1000; we follow its stated end points (and SPEC.md): 100 increments of
+at step 1000; we follow its stated end points (docs/training.md): 100 increments of
 (1e-2 - 1e-4) / 100. Steps are counted from 0; the last step is ``total_steps - 1``.
 """
 

@@ -1,6 +1,6 @@
 """Whole slides through the pipeline ``tseg-rt run`` uses: slides per hour, and where time goes.
 
-Each slide goes through :func:`tseg.runtime.cohort.batch.process_slide` (the function every
+Each slide goes through :func:`tseg.runtime.cohort.runner.process_slide` (the function every
 ``tseg-rt run`` worker calls: reading, background, tiles, merge, post-processing, and every
 output file written to a temporary results folder and renamed into place), one at a time, as
 ``tseg-rt run`` without ``--workers`` does. The per-stage times are the ones the pipeline

@@ -86,7 +86,7 @@ def graph_for(model: Path, onnx: Path | None = None) -> tuple[Path | None, str |
     model = Path(model)
     if model.suffix.lower() == ".onnx":
         return model, None
-    from tseg.engines.manifest import read_manifest
+    from tseg.runtime.execution.engine_manifest import read_manifest
 
     try:
         source = read_manifest(model, verify=False).onnx or {}

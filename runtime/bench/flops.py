@@ -26,7 +26,7 @@ only. :func:`count_flops_scaled` counts a fully convolutional graph at small siz
 pixels, equal to the exact count (tested) where shape inference works at both.
 
 For the paper's network (eca_nfnet_l3 + DeepLabV3+) this gives 42.01 TFLOP per 7680 x 7680 tile,
-the "about 42 TFLOP" of SPEC.md; the tests compare the graph count with
+the "about 42 TFLOP" of docs/performance.md; the tests compare the graph count with
 ``torch.utils.flop_counter.FlopCounterMode`` on the same PyTorch module.
 """
 

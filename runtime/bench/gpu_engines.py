@@ -35,7 +35,8 @@ def _parity_images(size: int) -> tuple[list[np.ndarray], str]:
 
 def tensorrt_row(model: Path, tile: int, device: int, time_limit_s: float, parity_size: int = 1024) -> dict[str, Any]:
     """Build (if needed), verify and time a TensorRT engine (module docstring)."""
-    from tseg.engines.build import BuildSettings, build_engine, import_tensorrt
+    from tseg.engines.build import BuildSettings, build_engine
+    from tseg.runtime.execution.backends.tensorrt_loader import import_tensorrt
     from tseg.runtime.execution.backends import load_backend
 
     trt = import_tensorrt()

@@ -3,7 +3,7 @@
 Pure functions over what the pipeline itself recorded: each slide's ``summary.json``
 (``timings_s``, written by :class:`~tseg.runtime.execution.segmenter.Segmenter` and
 :func:`~tseg.runtime.outputs.files.write_outputs`) and the wall time of
-:func:`~tseg.runtime.cohort.batch.process_slide`. Nothing is re-run to be timed.
+:func:`~tseg.runtime.cohort.runner.process_slide`. Nothing is re-run to be timed.
 
 The stages (seconds summed over the slides):
 

@@ -40,14 +40,14 @@ def info(
         fail(f"{path}: no such file or folder")
     with reported():
         suffix = path.suffix.lower()
-        from tseg.runtime.execution.backends.tensorrt import plans_in
+        from tseg.runtime.execution.backends.tensorrt_loader import plans_in
 
         if suffix in (".plan", ".engine", ".trt"):
-            from tseg.engines.manifest import read_manifest
+            from tseg.runtime.execution.engine_manifest import read_manifest
 
             data = read_manifest(path).to_dict()
         elif path.is_dir() and plans_in(path):  # a folder of plans (one per GPU type)
-            from tseg.engines.manifest import read_manifest
+            from tseg.runtime.execution.engine_manifest import read_manifest
 
             data = {"plans": {p.name: {k: v for k, v in read_manifest(p, verify=False).to_dict().items()
                                        if k in ("tensorrt_version", "gpu", "precision", "plan_sha256", "onnx")}

@@ -2,7 +2,7 @@
 
 One module per command group (``run``, ``info``, ``postprocess``, ``report``, ``eval``,
 ``demo``, ``export``/``build-engine``, ``train``, ``bench``, ``serve``, ``watch``, ``view``); this module only registers them. To add a
-command: write ``tseg/runtime/cli/<name>.py`` with a typer function (heavy imports inside it,
+command: write ``runtime/cli/<name>.py`` (the module ``tseg.runtime.cli.<name>``) with a typer function (heavy imports inside it,
 options shared with ``run`` from :mod:`tseg.runtime.cli.options`) and add one line below.
 
 Heavy modules are imported inside the commands so that ``--help`` is fast and the runtime

@@ -7,7 +7,7 @@ the same :func:`tseg.runtime.cohort.slide_lists.collect_slides`), :func:`locate`
 * **its result** — a row of the folder (:func:`tseg.runtime.cohort.report.collect_rows`) whose
   recorded slide is this slide's resolved path (``done``, or ``failed`` with its reason); where
   the folder holds two, the one in the folder ``run`` would use (``<stem>-<hash>`` when it
-  exists, as :func:`tseg.runtime.cohort.resume.claim_result_folder` decides). A slide moved since
+  exists, as :func:`tseg.runtime.cohort.locks.claim_result_folder` decides). A slide moved since
   its result was made is found by its content fingerprint, as ``run`` finds it; only then are
   slides read (2 MiB each), and only those without a result by path. A folder named as this
   slide's whose summary is unreadable is ``unreadable``;

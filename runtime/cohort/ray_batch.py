@@ -22,7 +22,7 @@ the runtime never needs it.
   slide where it runs and returns only the outcome (status, summary, error) to the driver.
 * **Several GPU types.** ``--engine PLANS/``, a folder of plans of one ONNX model built for
   several GPUs, lets each actor pick the plan whose manifest matches its GPU and TensorRT
-  (:func:`tseg.runtime.execution.backends.tensorrt.select_plan`); an actor for which none does refuses,
+  (:func:`tseg.runtime.execution.backends.tensorrt_loader.select_plan`); an actor for which none does refuses,
   with each plan's reason, and the batch runs on the others (if every actor refuses, the batch
   stops before any slide with those reasons: :class:`~tseg.runtime.errors.ClusterError`).
 * **Faults.** An actor that dies while processing a slide (killed, its node lost, out of memory)

@@ -34,9 +34,9 @@ def check_model(engine: str | None, providers: Any, settings: Mapping[str, Any])
 
     p = Path(engine) if engine is not None else None
     if p is not None and (p.suffix.lower() in ENGINE_SUFFIXES or p.is_dir()):
-        from tseg.engines.manifest import read_manifest
+        from tseg.runtime.execution.engine_manifest import read_manifest
 
-        from tseg.runtime.execution.backends.tensorrt import plans_in
+        from tseg.runtime.execution.backends.tensorrt_loader import plans_in
         from tseg.runtime.errors import ModelError, ModelNotFoundError
 
         if not p.exists():

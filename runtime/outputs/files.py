@@ -133,7 +133,7 @@ def result_overlay(result: Result) -> np.ndarray:
     return overlay_for(result.summary, result.overview, result.probability, result.mask, result.foreground)
 
 
-#: Deprecated (tseg-rt 0.1's ``tseg.runtime.outputs.OUTLINE``): the tumour contour's colour.
+#: Deprecated (``OUTLINE`` of tseg-rt 0.1's ``outputs`` module): the tumour contour's colour.
 OUTLINE = TUMOUR_COLOUR
 
 

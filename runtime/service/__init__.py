@@ -5,7 +5,7 @@ Library first, bottom layer first:
 * :mod:`~tseg.runtime.service.store` — the persistent job queue (SQLite in the results folder);
 * :mod:`~tseg.runtime.service.paths` — which slide paths a request may name (the roots);
 * :mod:`~tseg.runtime.service.runner` — worker threads, one per device, each with the engine
-  loaded once, running jobs through :func:`tseg.runtime.cohort.batch.run_slide` (the folders,
+  loaded once, running jobs through :func:`tseg.runtime.cohort.runner.run_slide` (the folders,
   locks and resume rules of ``tseg-rt run``);
 * :mod:`~tseg.runtime.service.reporter` — keeps the cohort report current while jobs finish;
 * :mod:`~tseg.runtime.service.metrics` — Prometheus text metrics;

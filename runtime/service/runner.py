@@ -3,7 +3,7 @@
 Each worker loads a :class:`~tseg.runtime.execution.segmenter.Segmenter` on its device, warms it up
 with one small tile (readiness means "loaded and warmed up", as Triton's), then takes the oldest
 due job from the :class:`~tseg.runtime.service.store.JobStore` and runs it through
-:func:`tseg.runtime.cohort.batch.run_slide` — the result folders, per-slide locks, atomic outputs
+:func:`tseg.runtime.cohort.runner.run_slide` — the result folders, per-slide locks, atomic outputs
 and resume rules of ``tseg-rt run``, nothing reimplemented — with the job's options applied to the
 loaded model (``Segmenter.with_settings``: no reload: thresholds, resolution, the overlay's style
 and opacity) and, when the job's ``dicom_out`` is on, the service's DICOM settings

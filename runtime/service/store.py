@@ -8,7 +8,7 @@ Job states follow Orthanc's jobs engine: ``pending`` -> ``running`` -> ``success
 | ``cancelled``; a failure carries an error code and message. Every change of state is one
 transaction, so a killed process leaves each job in exactly one state, and the result files
 themselves are renamed into place before a job becomes ``success`` (see
-:func:`tseg.runtime.cohort.batch.process_slide`): a job is never ``success`` without its result.
+:func:`tseg.runtime.cohort.runner.process_slide`): a job is never ``success`` without its result.
 
 * :meth:`JobStore.requeue_interrupted` (on start): jobs left ``running`` by a process that died
   go back to ``pending``; after ``max_interruptions`` such deaths a job fails with code

@@ -9,10 +9,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from helpers import REPO
 
 
+@pytest.mark.slow
 def test_network_benchmark_runs_and_reports_agreement_on_the_cpu(tmp_path):
     out = tmp_path / "network.json"
     r = subprocess.run([sys.executable, "-m", "benchmarks.network_gpu", "--device", "cpu", "--size", "128",

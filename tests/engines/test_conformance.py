@@ -138,6 +138,7 @@ def test_build_engine_refuses_a_non_conforming_graph_before_touching_tensorrt(tm
     assert calls == [] and not (tmp_path / "old.plan").exists()
 
 
+@pytest.mark.slow
 def test_shape_rewiring_keeps_the_computation(tmp_path):
     """export's fix for the dynamo exporter's Shape(image): same outputs in ONNX Runtime."""
     import onnxruntime as ort
@@ -165,6 +166,7 @@ def test_shape_rewiring_keeps_the_computation(tmp_path):
     np.testing.assert_array_equal(run(model), expected)
 
 
+@pytest.mark.slow
 def test_info_says_whether_tensorrt_will_parse_a_model(tmp_path):
     import json
     import subprocess

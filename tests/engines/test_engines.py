@@ -19,14 +19,9 @@ import pytest
 from fake_tensorrt import ELEVEN, TEN, fake_builder_trt, fake_tensorrt
 from helpers import SimDevice, make_colour_model, make_square_slide
 from tseg.engines.build import BuildSettings, build_engine
-from tseg.engines.manifest import (
-    EngineManifest,
-    incompatibilities,
-    inspect_onnx,
-    read_manifest,
-    sha256_file,
-    write_manifest,
-)
+from tseg.engines.onnx_io import inspect_onnx
+from tseg.runtime.execution.backends.base import file_sha256
+from tseg.runtime.execution.engine_manifest import EngineManifest, incompatibilities, read_manifest, write_manifest
 from tseg.runtime.execution.backends import load_backend
 from tseg.runtime.errors import (
     BackendUnavailableError,
@@ -42,7 +37,7 @@ from tseg.runtime.execution.segmenter import Segmenter
 def fake_plan(tmp_path, contract, name="model.plan", trt_version=TEN, cc="9.0", profile=(64, 256, 256)):
     plan = tmp_path / name
     plan.write_bytes(b"serialized engine bytes")
-    m = EngineManifest(plan=plan.name, plan_sha256=sha256_file(plan), plan_bytes=plan.stat().st_size,
+    m = EngineManifest(plan=plan.name, plan_sha256=file_sha256(plan), plan_bytes=plan.stat().st_size,
                        tensorrt_version=trt_version, gpu={"name": "NVIDIA H200", "compute_capability": cc},
                        precision="fp16", profile={k: [1, v, v, 3] for k, v in zip(("min", "opt", "max"), profile)},
                        device_memory_bytes=123, onnx={"path": "m.onnx", "sha256": "0" * 64}, contract=contract)
@@ -121,6 +116,7 @@ def test_tensorrt_backend_needs_tensorrt(tmp_path, contract):
         load_backend(fake_plan(tmp_path, contract))
 
 
+@pytest.mark.slow
 def test_info_prints_the_manifest(tmp_path, contract):
     plan = fake_plan(tmp_path, contract)
     r = subprocess.run([sys.executable, "-m", "tseg.runtime.cli", "info", str(plan), "--json"], capture_output=True, text=True)
@@ -181,7 +177,7 @@ def test_engine_for_another_gpu_or_version_is_refused(tmp_path, contract, sim_tr
     plan = fake_plan(tmp_path, contract, "bad.plan")
     plan.write_bytes(b"corrupt bytes")
     m = json.loads((tmp_path / "bad.plan.json").read_text())
-    m["plan_sha256"] = sha256_file(plan)
+    m["plan_sha256"] = file_sha256(plan)
     (tmp_path / "bad.plan.json").write_text(json.dumps(m))
     with pytest.raises(EngineMismatchError, match="refused to deserialize"):
         load_backend(plan)
@@ -226,7 +222,7 @@ def test_builder_follows_the_documented_api_and_writes_plan_and_manifest(tmp_pat
     assert read_manifest(tmp_path / "m.plan").plan_sha256 == manifest.plan_sha256
     assert manifest.profile == {"min": [1, 64, 64, 3], "opt": [1, 256, 256, 3], "max": [1, 256, 256, 3]}
     assert manifest.gpu["compute_capability"] == "9.0" and manifest.tensorrt_version == TEN
-    assert manifest.contract["tile_size"] == 256 and manifest.onnx["sha256"] == sha256_file(model)
+    assert manifest.contract["tile_size"] == 256 and manifest.onnx["sha256"] == file_sha256(model)
     assert (tmp_path / "cache.bin").read_bytes() == b"timing cache"
     # FP32 graph on TensorRT 10: weakly typed with the FP16 flag; workspace, level and profile set.
     assert ("network_flags", 0) in calls and [c[1].name for c in calls if c[0] == "flag"] == ["FP16"]

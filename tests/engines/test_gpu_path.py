@@ -13,9 +13,12 @@ import pytest
 
 from fake_tensorrt import TEN, DataType, Severity, fake_builder_trt, fake_tensorrt
 from helpers import REPO, SimDevice, make_colour_model
-from tseg.engines.build import LOGGER_TAIL, BuildSettings, build_engine, make_logger
+from tseg.engines.build import BuildSettings, build_engine
+from tseg.runtime.execution.backends.tensorrt_loader import LOGGER_TAIL, make_logger
 from tseg.engines.conformance import TENSORRT_FLOOR
-from tseg.engines.manifest import EngineManifest, incompatibilities, read_manifest, sha256_file, version_key, write_manifest
+from tseg.runtime.execution.backends.base import file_sha256
+from tseg.runtime.execution.engine_manifest import (EngineManifest, incompatibilities, read_manifest, version_key,
+                                                    write_manifest)
 from tseg.runtime.execution.backends import load_backend
 from tseg.runtime.errors import BackendUnavailableError, DeviceError, ModelError
 
@@ -33,11 +36,11 @@ def gpu_here(monkeypatch):
 
 def plan_for(tmp_path, trt_version=TEN, name="model.plan"):
     model = make_colour_model(tmp_path / "m.onnx", tile=256, overlap=32, divisor=32, graded=True)
-    from tseg.engines.manifest import inspect_onnx
+    from tseg.engines.onnx_io import inspect_onnx
 
     plan = tmp_path / name
     plan.write_bytes(b"serialized engine bytes")
-    write_manifest(EngineManifest(plan=plan.name, plan_sha256=sha256_file(plan), plan_bytes=plan.stat().st_size,
+    write_manifest(EngineManifest(plan=plan.name, plan_sha256=file_sha256(plan), plan_bytes=plan.stat().st_size,
                                   tensorrt_version=trt_version, gpu={"name": "NVIDIA H200", "compute_capability": "9.0"},
                                   precision="fp16", profile={k: [1, v, v, 3] for k, v in
                                                              (("min", 64), ("opt", 256), ("max", 256))},
@@ -140,7 +143,7 @@ def test_a_timing_cache_from_another_device_is_replaced_not_fatal(tmp_path, monk
     assert attempts == [("set_timing_cache", False, b"a cache made on an A100"), ("set_timing_cache", False, b"")]
     assert "another GPU or TensorRT version" in caplog.text
     assert cache.read_bytes() == b"timing cache" and manifest.build["timing_cache_saved"] is True
-    assert read_manifest(tmp_path / "m.plan").plan_sha256 == sha256_file(tmp_path / "m.plan")
+    assert read_manifest(tmp_path / "m.plan").plan_sha256 == file_sha256(tmp_path / "m.plan")
 
 
 def test_no_timing_cache_after_the_build_keeps_the_finished_plan(tmp_path, monkeypatch, gpu_here, caplog):

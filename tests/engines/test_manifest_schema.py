@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tseg.engines.manifest import EngineManifest, read_manifest, schema_problem
+from tseg.runtime.execution.engine_manifest import EngineManifest, read_manifest, schema_problem
 from tseg.runtime.errors import ContractError, ModelError
 
 

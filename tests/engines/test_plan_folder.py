@@ -11,9 +11,11 @@ import pytest
 
 from fake_tensorrt import ELEVEN, ENGINE_BYTES, TEN, fake_tensorrt
 from helpers import SimDevice, make_colour_model, make_square_slide
-from tseg.engines.manifest import EngineManifest, inspect_onnx, sha256_file, write_manifest
+from tseg.engines.onnx_io import inspect_onnx
+from tseg.runtime.execution.backends.base import file_sha256
+from tseg.runtime.execution.engine_manifest import EngineManifest, write_manifest
 from tseg.runtime.execution.backends import load_backend
-from tseg.runtime.execution.backends.tensorrt import select_plan
+from tseg.runtime.execution.backends.tensorrt_loader import select_plan
 from tseg.runtime.cohort.batch import run_batch
 from tseg.runtime.errors import EngineMismatchError, ModelError
 from tseg.runtime.execution.segmenter import Segmenter
@@ -28,7 +30,7 @@ def write_plan(folder, name, gpu, trt=TEN, onnx_sha="1" * 64, model=None):
     model = model or make_colour_model(folder / "m.onnx", tile=256, overlap=32, divisor=32, graded=True)
     plan = folder / name
     plan.write_bytes(ENGINE_BYTES + (b"" if gpu is H200 else f" for {gpu['name']}".encode()))
-    write_manifest(EngineManifest(plan=plan.name, plan_sha256=sha256_file(plan), plan_bytes=plan.stat().st_size,
+    write_manifest(EngineManifest(plan=plan.name, plan_sha256=file_sha256(plan), plan_bytes=plan.stat().st_size,
                                   tensorrt_version=trt, gpu=dict(gpu), precision="fp16",
                                   profile={k: [1, v, v, 3] for k, v in (("min", 64), ("opt", 256), ("max", 256))},
                                   device_memory_bytes=1, onnx={"path": str(model), "sha256": onnx_sha},
@@ -48,7 +50,7 @@ def plans(tmp_path):
 def test_the_plan_for_this_gpu_is_chosen(plans):
     chosen, equivalent = select_plan(plans["folder"], TEN, H200)
     assert chosen == plans["h200"]
-    assert equivalent == {sha256_file(plans["h200"]), sha256_file(plans["a100"])}
+    assert equivalent == {file_sha256(plans["h200"]), file_sha256(plans["a100"])}
     assert select_plan(plans["folder"], TEN, A100)[0] == plans["a100"]
 
 
@@ -132,6 +134,7 @@ def test_a_worker_loads_its_gpu_s_plan_and_resumes_what_another_gpu_type_finishe
         load_backend(plans["folder"])
 
 
+@pytest.mark.slow
 def test_info_describes_a_folder_of_plans(plans):
     import json
     import subprocess

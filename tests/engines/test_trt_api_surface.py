@@ -22,6 +22,8 @@ import pytest
 from api_check import REPO, format_violations, members_used, module_chains
 from real_bindings import TENSORRT, tensorrt_report
 
+pytestmark = pytest.mark.slow  # every test here starts a process or a server, or takes seconds
+
 VERSIONS = list(TENSORRT)
 _REPORTS: dict[str, object] = {}
 
@@ -195,7 +197,7 @@ def test_every_tensorrt_name_in_the_source_is_exercised(report):
 
 
 def tensorrt_sources() -> list:
-    files = sorted((REPO / "engines").glob("*.py")) + [REPO / "runtime" / "execution" / "backends" / "tensorrt.py"]
+    files = sorted((REPO / "engines").glob("*.py")) + sorted((REPO / "runtime" / "execution" / "backends").glob("tensorrt*.py"))
     return [p for p in files if "trt" in p.read_text()]
 
 

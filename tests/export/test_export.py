@@ -41,6 +41,7 @@ def tiny_export(tmp_path_factory):
     return d, ckpt, report
 
 
+@pytest.mark.slow
 def test_fold_scaled_std_conv_is_exact():
     from timm.layers import ScaledStdConv2d
 
@@ -61,6 +62,7 @@ def test_fixed_pad_avgpool_equals_avgpool_same_at_any_size(size):
     assert torch.equal(fixed(x), same(x))
 
 
+@pytest.mark.slow
 def test_tiny_export_parity_contract_and_runtime(tiny_export, tmp_path):
     d, ckpt, report = tiny_export
     parity = report.parity
@@ -95,6 +97,7 @@ def test_tiny_export_parity_contract_and_runtime(tiny_export, tmp_path):
     assert result.summary["model"]["contract"]["tile_size"] == 512
 
 
+@pytest.mark.slow
 def test_fp16_graph_against_fp32_on_real_tiles(tiny_export):
     """FP16 keeps ~3 significant digits; the probability passes through ~100 layers, so a
     relative error of ~1e-3 is expected, i.e. ~0.25 of a level at 255 and a floor() that flips
@@ -141,6 +144,7 @@ def test_paper_configuration_exports_with_parity(tmp_path):
         assert count_flops(tmp_path / graph, 7680, 7680).flop == torch_flops("paper", 7680)
 
 
+@pytest.mark.slow
 def test_export_refuses_a_graph_tensorrt_cannot_parse(tmp_path, tiny_export, monkeypatch):
     """Without the Shape rewiring, the dynamo exporter's Shape(image) reads the uint8 input:
     export must refuse with the node and the rule, and leave nothing under the output name."""
@@ -166,6 +170,7 @@ def test_unfixed_avgpool_same_would_be_wrong_at_other_sizes():
     assert same(a).shape[-1] == 4 and same(b).shape[-1] == 5
 
 
+@pytest.mark.slow
 def test_bad_input(tmp_path, tiny_export):
     d, ckpt, _ = tiny_export
     with pytest.raises(ModelNotFoundError):
@@ -182,6 +187,7 @@ def test_bad_input(tmp_path, tiny_export):
         export_checkpoint(ckpt, d / "tiny.fp32.onnx")
 
 
+@pytest.mark.slow
 def test_cli_export(tmp_path, tiny_export):
     _, ckpt, _ = tiny_export
     r = subprocess.run([sys.executable, "-m", "tseg.runtime.cli", "export", str(ckpt), "-o", str(tmp_path / "m.onnx"),

@@ -1,4 +1,7 @@
-"""The layout of ``tseg.runtime`` (docs/architecture.md), checked from the modules' own imports.
+"""The layout of the project's four packages (docs/architecture.md), checked from the modules' own
+imports: ``tseg.runtime`` at the bottom (its subpackages in layers), ``tseg.training``,
+``tseg.export`` and ``tseg.engines`` above its library, and only the runtime's user benchmarks
+(``bench``) and command line (``cli``) above those.
 
 Every import counts, the ones inside functions included (a lazy import is still a dependency):
 no cycles between modules; imports go down the layers of :data:`LAYERS` only; no ``_private``
@@ -20,6 +23,10 @@ import tseg.runtime
 PACKAGE = "tseg.runtime"
 ROOT = Path(tseg.runtime.__file__).parent
 REPO = Path(__file__).resolve().parents[2]
+#: The project's packages and their folders (pyproject.toml's package-dir). Read, never imported:
+#: training and export need PyTorch.
+PACKAGES = {PACKAGE: ROOT, "tseg.training": REPO / "training", "tseg.export": REPO / "export",
+            "tseg.engines": REPO / "engines"}
 MAX_LINES = 500
 
 #: Bottom layer first. A module may import from its own subpackage and from lower layers only;
@@ -33,6 +40,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("cohort",),  # batches, resume, locks, Ray, shards, the cohort report
     ("evaluation",),  # metrics, references, synthetic slides, the demo
     ("service",),  # the HTTP service and hot folder (issue 21)
+    ("tseg.training", "tseg.engines"),  # the packages: training (PyTorch); ONNX to TensorRT plans
+    ("tseg.export",),  # the package: checkpoints (training) to ONNX, checked for TensorRT (engines)
     ("bench",),  # throughput benchmarks (issue 23)
     ("cli",),  # the command line: may use everything
 ]
@@ -47,14 +56,18 @@ class Import:
     line: int
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+def module_name(path: Path, package: str = PACKAGE, root: Path = ROOT) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
-    return ".".join([PACKAGE, *parts])
+    return ".".join([package, *parts])
 
 
-MODULES = {module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
+MODULES = {module_name(p, package, root): p for package, root in PACKAGES.items() for p in sorted(root.rglob("*.py"))}
+
+
+def in_project(name: str) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in PACKAGES)
 
 
 def resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
@@ -77,15 +90,15 @@ def imports_of(module: str, path: Path) -> list[Import]:
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name.startswith(PACKAGE + ".") and owning_module(alias.name):
+                if in_project(alias.name) and owning_module(alias.name):
                     found.append(Import(module, owning_module(alias.name), (), node.lineno))
         elif isinstance(node, ast.ImportFrom):
             base = resolve(module, path.name == "__init__.py", node)
-            if base != PACKAGE and not base.startswith(PACKAGE + "."):
+            if not in_project(base):
                 continue
             for alias in node.names:
                 full = f"{base}.{alias.name}"
-                if full in MODULES:  # ``from tseg.runtime.wsi import dicom``: the submodule
+                if full in MODULES:  # ``from tseg.runtime.wsi import dicom_source``: the submodule
                     found.append(Import(module, full, (), node.lineno))
                 elif owning_module(base):
                     found.append(Import(module, owning_module(base), (alias.name,), node.lineno))
@@ -96,8 +109,11 @@ IMPORTS = [i for m, p in MODULES.items() for i in imports_of(m, p)]
 
 
 def layer_of(module: str) -> str:
-    """The subpackage (or root module) of ``tseg.runtime.<name>...``; ``""`` for the package itself."""
+    """The subpackage (or root module) of ``tseg.runtime.<name>...``; ``""`` for the package itself;
+    the package for ``tseg.training``, ``tseg.export`` and ``tseg.engines``."""
     parts = module.split(".")
+    if ".".join(parts[:2]) != PACKAGE:
+        return ".".join(parts[:2])
     return parts[2] if len(parts) > 2 else ""
 
 
@@ -153,6 +169,10 @@ def test_the_import_graph_is_read():
     assert ("tseg.runtime.wsi.slide", "tseg.runtime.wsi.dispatch") in pairs
     assert ("tseg.runtime.cohort.batch", "tseg.runtime.cohort.ray_batch") in pairs  # inside run_batch
     assert ("tseg.runtime.wsi.dispatch", "tseg.runtime.wsi.dicom_source") in pairs  # ``from ... import dicom``
+    assert {"tseg.training.train", "tseg.export.onnx_export", "tseg.engines.build"} <= set(MODULES)
+    assert ("tseg.engines.build", "tseg.engines.onnx_io") in pairs  # ``from .onnx_io import``
+    assert ("tseg.export.onnx_export", "tseg.training.checkpoint") in pairs  # inside a function
+    assert ("tseg.runtime.cli.export", "tseg.engines.build") in pairs
 
 
 def test_cycle_finder_finds_cycles():
@@ -169,6 +189,32 @@ def test_no_import_cycles():
     detail = [" <-> ".join(c) + ": " + "; ".join(f"{i.source}:{i.line} imports {i.target}" for i in IMPORTS
                                                  if i.source in c and i.target in c) for c in found]
     assert not found, "import cycles in tseg.runtime:\n" + "\n".join(detail)
+
+
+def test_no_cycles_between_layers_and_packages():
+    """Nor between subpackages of the runtime and the four packages (issue 28: ``tseg.engines`` <->
+    ``tseg.runtime.execution``, ``tseg.export`` <-> ``tseg.training``): a cycle of packages is
+    not one of modules, so the module check above cannot see it."""
+    edges: dict[str, set[str]] = defaultdict(set)
+    for i in IMPORTS:
+        src, dst = layer_of(i.source), layer_of(i.target)
+        if src and dst and src != dst:
+            edges[src].add(dst)
+            edges.setdefault(dst, set())
+    found = cycles(edges)
+    detail = [" <-> ".join(c) + ": " + "; ".join(f"{i.source}:{i.line} imports {i.target}" for i in IMPORTS
+                                                 if layer_of(i.source) in c and layer_of(i.target) in c
+                                                 and layer_of(i.source) != layer_of(i.target)) for c in found]
+    assert not found, "cycles between packages:\n" + "\n".join(detail)
+
+
+def test_the_runtime_library_never_imports_the_other_packages():
+    """Loading a slide, a model or an engine needs only ``tseg.runtime``: below its benchmarks and
+    command line, nothing imports training, export or engines (so a deployment never needs them)."""
+    top = {"bench", "cli"}
+    wrong = [f"{i.source}:{i.line} imports {i.target}" for i in IMPORTS
+             if i.source.startswith(PACKAGE) and layer_of(i.source) not in top and not i.target.startswith(PACKAGE)]
+    assert not wrong, "\n".join(wrong)
 
 
 def test_every_subpackage_has_a_layer():
@@ -194,6 +240,12 @@ def test_the_layer_rule():
     side = Import("tseg.runtime.method.merge", "tseg.runtime.wsi.slide", ("open_slide",), 1)
     assert layer_violation(down) is None and layer_violation(inside) is None
     assert layer_violation(up) and layer_violation(side)
+    to_runtime = Import("tseg.engines.build", "tseg.runtime.execution.engine_manifest", ("write_manifest",), 1)
+    from_runtime = Import("tseg.runtime.execution.backends.tensorrt", "tseg.engines.build", ("make_logger",), 1)
+    back = Import("tseg.training.train", "tseg.export.onnx_export", ("export_checkpoint",), 1)
+    cli = Import("tseg.runtime.cli.export", "tseg.engines.build", ("build_engine",), 1)
+    assert layer_violation(to_runtime) is None and layer_violation(cli) is None
+    assert layer_violation(from_runtime) and layer_violation(back)
 
 
 def test_imports_go_down_the_layers():
@@ -234,7 +286,7 @@ def test_no_private_names_imported_from_another_module():
     """In the runtime, and in whatever else of the project uses it (tests and benchmarks included):
     a name another module needs is made public or moved."""
     others = {}
-    for folder in ("training", "engines", "export", "benchmarks", "tests"):
+    for folder in ("benchmarks", "tests"):
         for p in sorted((REPO / folder).rglob("*.py")) if (REPO / folder).is_dir() else []:
             others[f"{folder}.{p.stem}"] = p
     found = private_imports(MODULES) + private_imports(others)
@@ -244,10 +296,10 @@ def test_no_private_names_imported_from_another_module():
 def test_no_module_over_500_lines():
     sizes = {m: len(p.read_text(encoding="utf-8").splitlines()) for m, p in MODULES.items()}
     big = {m: n for m, n in sizes.items() if n >= MAX_LINES}
-    assert not big, f"split these along their seams (STYLE: < ~450 lines, hard limit {MAX_LINES}): {big}"
+    assert not big, f"split these along their seams (docs/architecture.md: < ~450 lines, hard limit {MAX_LINES}): {big}"
 
 
-@pytest.mark.parametrize("package", sorted({layer_of(m) for m in MODULES if m.count(".") >= 3}))
+@pytest.mark.parametrize("package", sorted({layer_of(m) for m in MODULES if m.startswith(PACKAGE + ".") and m.count(".") >= 3}))
 def test_tests_mirror_the_package(package):
     """Each subpackage has its tests in tests/runtime/<subpackage>/ (models is data only)."""
     if package == "models":

@@ -6,7 +6,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from helpers import make_colour_model, make_square_slide
+
+pytestmark = pytest.mark.slow  # every test here starts a process or a server, or takes seconds
 
 BLOCK_TORCH = """
 import importlib.abc, sys

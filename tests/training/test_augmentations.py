@@ -50,6 +50,7 @@ def test_named_alternatives():
     assert [e["transform"] for e in off.augmentations()] == ["PadIfNeeded", "RandomCrop"]
 
 
+@pytest.mark.slow
 def test_random_resized_crop_trains_at_about_1_1_to_1_2_um_per_px():
     """Area 0.675-0.825 of a 2048 px tile at 1 µm/px, resized to 1536 px: 1.095-1.211 µm/px."""
     entry = builtin_pipeline("authors", 1536)[3]

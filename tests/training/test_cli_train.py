@@ -10,6 +10,8 @@ import pytest
 
 from helpers import make_square_slide
 
+pytestmark = pytest.mark.slow  # every test here starts a process or a server, or takes seconds
+
 
 def cli(*args):
     return subprocess.run([sys.executable, "-m", "tseg.runtime.cli", "train", *map(str, args)],

@@ -36,6 +36,7 @@ def tiny():
     return cfg, build_model(cfg).eval()
 
 
+@pytest.mark.slow
 def test_divisor_is_derived_from_the_architecture(tiny):
     cfg, model = tiny
     assert ModelConfig().divisor == 16  # the paper's network (eca_nfnet_l3, output stride 16)
@@ -46,6 +47,7 @@ def test_divisor_is_derived_from_the_architecture(tiny):
     assert dataclasses.replace(cfg, encoder_depth=4).divisor == 16
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_a_side_of_7680_plus_16_runs_and_7680_plus_8_does_not(tiny):
     """16 is enough (the stride-4 and upsampled stride-16 features line up) and necessary."""

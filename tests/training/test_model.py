@@ -17,6 +17,7 @@ def paper_model():
     return build_model(ModelConfig())
 
 
+@pytest.mark.slow
 def test_paper_configuration_has_the_papers_parameter_count(paper_model):
     assert count_parameters(paper_model) == 73_472_403
 
@@ -68,6 +69,7 @@ def test_weight_decay_spares_gains_and_biases(paper_model):
     assert len(decayed) + len(spared) == len(list(paper_model.parameters()))
 
 
+@pytest.mark.slow
 def test_tiny_configuration_builds_and_runs():
     cfg = load_config("tiny").model
     model = build_model(cfg).eval()

@@ -40,6 +40,7 @@ def tiny(**optim):
     return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, **optim))
 
 
+@pytest.mark.slow
 def test_training_on_a_fixed_batch_lowers_the_loss(tmp_path, index):
     cfg = tiny(steps=25, warmup_steps=4, warmup_every=1, peak_lr=0.02, global_batch=2, micro_batch=2)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, crop_size=128, augment=False, balance=False))
@@ -55,6 +56,7 @@ def test_training_on_a_fixed_batch_lowers_the_loss(tmp_path, index):
     assert len(log) > 3
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, index):
     cfg = tiny(steps=12, checkpoint_every=100)
     whole = fit(cfg, index, tmp_path / "whole", progress=False)
@@ -70,6 +72,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, index):
         assert torch.equal(a[k], b[k]), k
 
 
+@pytest.mark.slow
 def test_checkpoint_is_self_describing(tmp_path, index):
     cfg = tiny(steps=3)
     fit(cfg, index, tmp_path / "run", progress=False)
@@ -92,6 +95,7 @@ def test_bad_checkpoints(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
 
 
+@pytest.mark.slow
 def test_checkpoint_from_another_architecture_is_refused(tmp_path, index):
     cfg = tiny(steps=1)
     fit(cfg, index, tmp_path / "run", progress=False)
@@ -136,6 +140,7 @@ def test_importer_refuses_a_mismatched_checkpoint(tmp_path):
         import_published(tmp_path / "other.tar", tmp_path / "out.pt", config=cfg)
 
 
+@pytest.mark.slow
 def test_distributed_data_parallel_on_cpu(tmp_path, index):
     """torchrun with 2 processes (gloo on the CPU): each takes its half of the global batch."""
     import subprocess

@@ -3,7 +3,7 @@
 Providers are chosen explicitly and reported: ``providers="auto"`` takes CUDA when
 ``onnxruntime-gpu`` is installed and a GPU is present, else the CPU; ``"cpu"``, ``"cuda"`` and
 ``"tensorrt"`` insist (and fail with the reason when unavailable). On the CPU, intra-op threads
-default to the machine's CPU count with all graph optimisations (TENSORRT.md), and the CPU memory
+default to the machine's CPU count with all graph optimisations (docs/gpus.md), and the CPU memory
 arena is off by default: for a 7680 x 7680 tile of the bundled model the arena held 13.5 GB of
 RSS against 5.7 GB without it (the arena is faster once warm, ~3 s against ~6.5 s a tile:
 ``memory_arena=True`` for machines with memory to spare). The model

@@ -44,6 +44,7 @@ def run(tmp_path_factory, bench_env):
     return json.loads(out.read_text()), r.stdout, out
 
 
+@pytest.mark.slow
 def test_the_engine_alone(run):
     data, stdout, _ = run
     assert data["schema"] == "tseg-rt-bench/1" and data["kind"] == "bench" and "demonstration model" in data["note"]
@@ -61,6 +62,7 @@ def test_the_engine_alone(run):
     assert "MP/s" in stdout and "TFLOP/s" in stdout
 
 
+@pytest.mark.slow
 def test_whole_slides_with_stage_shares_and_advice(run):
     data, stdout, _ = run
     r = data["end_to_end"]
@@ -78,6 +80,7 @@ def test_whole_slides_with_stage_shares_and_advice(run):
     assert "slides/hour" in stdout and "FAILED" in stdout and "limiting stage" in stdout
 
 
+@pytest.mark.slow
 def test_the_machine_is_described(run):
     m = run[0]["machine"]
     assert m["cpu"]["usable_cores"] >= 1 and m["memory"]["total_bytes"] > 0
@@ -85,6 +88,7 @@ def test_the_machine_is_described(run):
     assert m["libraries"]["tseg-rt"] and "devices" in m["gpu"]
 
 
+@pytest.mark.slow
 def test_compare_two_results(run, tmp_path, bench_env):
     data, _, path = run
     faster = dict(data, engine=dict(data["engine"], s_per_tile=dict(data["engine"]["s_per_tile"])))
@@ -101,6 +105,7 @@ def test_compare_two_results(run, tmp_path, bench_env):
     assert r.returncode == 2 and "bad.json: not a tseg-rt bench result" in r.stderr
 
 
+@pytest.mark.slow
 def test_check_without_a_gpu_skips_every_step_with_the_reason(tmp_path, bench_env):
     from tseg.runtime.execution.cuda import device_count
 
@@ -115,6 +120,7 @@ def test_check_without_a_gpu_skips_every_step_with_the_reason(tmp_path, bench_en
     assert data["ok"] and data["rows"] == [] and "skipped" in r.stdout
 
 
+@pytest.mark.slow
 def test_generated_slide_is_cached_and_reading_facts_suggest_a_tolerance(tmp_path):
     """An Aperio-like 0.2527 µm/px scan: its 4x level (989 x 791 px over 3957 x 3165: downsample
     4.0013) is 1.11 % coarser than the network's 1 µm/px, so level 0 is read (15.7 source pixels
@@ -133,6 +139,7 @@ def test_generated_slide_is_cached_and_reading_facts_suggest_a_tolerance(tmp_pat
         assert tolerant["level"] == 1 and tolerant["tolerance_percent"] is None
 
 
+@pytest.mark.slow
 def test_bad_options_are_refused(bench_env):
     r = tseg_rt("--engine-only", "--end-to-end-only", env=bench_env)
     assert r.returncode == 2 and "exclude each other" in r.stderr

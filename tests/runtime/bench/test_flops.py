@@ -55,6 +55,7 @@ def test_a_small_graph_counts_what_its_layer_shapes_say():
     assert c.as_dict()["convention"] == "1 multiply-add = 2 FLOP" and c.pixels == 32 * 48
 
 
+@pytest.mark.slow
 def test_the_bundled_model_equals_pytorchs_count_of_the_same_network():
     """The graph count of the shipped ONNX model against torch.utils.flop_counter on the PyTorch
     module it was exported from (training/configs/demo.toml), at two tile sizes."""
@@ -65,8 +66,9 @@ def test_the_bundled_model_equals_pytorchs_count_of_the_same_network():
         assert count_flops(default_model_path(), side, side).flop == torch_flops("demo", side)
 
 
+@pytest.mark.slow
 def test_the_papers_network_is_about_42_tflop_per_7680_tile():
-    """SPEC.md: about 42 TFLOP for one forward pass over a 7680 x 7680 tile (counted on the meta
+    """docs/performance.md: about 42 TFLOP for one forward pass over a 7680 x 7680 tile (counted on the meta
     device: no weights, no arithmetic). The graph of the exported paper network is compared with
     this count in tests/export (slow: the export itself)."""
     pytest.importorskip("torch")

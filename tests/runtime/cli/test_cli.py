@@ -12,6 +12,8 @@ from helpers import make_colour_model, make_square_slide, real_slide
 from tseg.runtime.outputs.files import GEOJSON, MASK, OVERLAY
 from tseg.runtime.outputs.summary import SUMMARY
 
+pytestmark = pytest.mark.slow  # every test here starts a process or a server, or takes seconds
+
 
 def cli(*args):
     return subprocess.run([sys.executable, "-m", "tseg.runtime.cli", *map(str, args)],

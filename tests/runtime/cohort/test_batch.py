@@ -65,6 +65,7 @@ def test_result_folder_names_are_the_stems():
     assert [result_stem(p) for p in (Path("x/a.svs"), Path("y/a.svs"), Path("z/b.ome.tiff"))] == ["a", "a", "b"]
 
 
+@pytest.mark.slow
 def test_batch_resume_and_overwrite(slides, tmp_path, model):
     out = tmp_path / "out"
     seg = Segmenter(model)
@@ -137,6 +138,7 @@ def _cli(*args, **kwargs):
                           capture_output=True, text=True, **kwargs)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_slide_then_rerun_is_byte_identical(tmp_path, model):
     big = make_square_slide(tmp_path / "in" / "big.tiff" if (tmp_path / "in").mkdir() is None else None,
                             width_um=6000, height_um=4000, tissue_um=(100, 100, 5800, 3800),
@@ -163,6 +165,7 @@ def test_sigkill_mid_slide_then_rerun_is_byte_identical(tmp_path, model):
     assert not [p for p in out.iterdir() if ".tmp-" in p.name]
 
 
+@pytest.mark.slow
 def test_two_workers(slides, tmp_path, model):
     out = tmp_path / "out"
     found = [slides / "a.tiff", slides / "sub" / "b.tif"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from helpers import make_colour_model, make_square_slide
+from requirements import require
 from tseg.runtime.cohort.batch import run_batch
 from tseg.runtime.cohort.slide_lists import collect_slides
 from tseg.runtime.cohort.report import COHORT_CSV, REPORT_HTML, exit_status, write_report
@@ -75,6 +76,7 @@ def by_name(rows):
     return {r["name"]: r for r in rows}
 
 
+@pytest.mark.slow
 def test_every_slide_of_the_cohort_is_a_row_in_its_state(results):
     out, slides = results["out"], results["slides"]
     made = write_report(out, cohort=cohort_of(slides, out=out), shards=4)
@@ -103,6 +105,7 @@ def test_every_slide_of_the_cohort_is_a_row_in_its_state(results):
     assert 'data-total="not run"><b>1</b>' in page and 'data-total="running"><b>1</b>' in page
 
 
+@pytest.mark.slow
 def test_exit_status_says_whether_every_slide_finished(results):
     out, slides = results["out"], results["slides"]
     assert exit_status(write_report(out, cohort=cohort_of(slides / "a.tiff", slides / "c.tiff", out=out)).totals) == 3
@@ -113,6 +116,7 @@ def test_exit_status_says_whether_every_slide_finished(results):
     assert "not run" not in {r["status"] for r in folder.rows} and exit_status(folder.totals) == 1
 
 
+@pytest.mark.slow
 def test_a_slide_not_run_is_named_as_run_would_name_its_folder(results, tmp_path):
     """Another slide called a.tiff: a/ holds the cohort's a.tiff, so run would use a-<hash>/."""
     out = results["out"]
@@ -134,6 +138,7 @@ def _report(*args):
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_report_command_with_the_cohort(results, tmp_path):
     out, slides = results["out"], results["slides"]
     r = _report(out, "--slides", slides, "--shards", 4, "--no-thumbnails")
@@ -153,6 +158,7 @@ def test_report_command_with_the_cohort(results, tmp_path):
     assert r.returncode == 3 and "2 slide(s): 1 finished, 0 failed, 1 not run, 0 running" in r.stdout, r.stderr
 
 
+@pytest.mark.slow
 def test_report_command_refuses_what_it_cannot_do(results, tmp_path):
     r = _report(results["out"], "--shards", 4)
     assert r.returncode == 2 and "--shards needs the cohort" in r.stderr
@@ -162,12 +168,13 @@ def test_report_command_refuses_what_it_cannot_do(results, tmp_path):
     assert r.returncode == 2 and "no such results folder" in r.stderr
 
 
+@pytest.mark.slow
 def test_the_page_filters_the_slides_that_did_not_finish_in_a_real_browser(results):
     from browser import Browser, chromium_path
 
     exe = chromium_path()
-    if exe is None:
-        pytest.skip("no headless browser here (Debian: apt-get install chromium); the page is parsed above")
+    require("browser", "no headless browser here (Debian: apt-get install chromium); the page is parsed above"
+            if exe is None else None)
     out = results["out"]
     write_report(out, cohort=cohort_of(results["slides"], out=out))
     rows = "document.querySelectorAll('#rows tr')"

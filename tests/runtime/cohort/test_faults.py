@@ -111,6 +111,7 @@ def dicom_cases(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_2_a_dicom_series_folder_is_one_slide_named_after_its_folder(dicom_cases, tmp_path, models):
     out = tmp_path / "out"
     r = cli("run", dicom_cases, "--engine", models["fast"], "--out", out, "--no-progress")
@@ -139,6 +140,7 @@ def test_2_mislabelled_ycbcr_is_corrected_and_reported(dicom_cases, models):
     assert any("colours corrected" in w for w in bad.summary["warnings"]) and not good.summary["warnings"]
 
 
+@pytest.mark.slow
 def test_2_cli_warns_when_colours_were_corrected(dicom_cases, tmp_path, models):
     r = cli("run", dicom_cases / "mislabelled-series", "--engine", models["fast"], "--out", tmp_path / "o",
             "--no-progress")
@@ -182,6 +184,7 @@ def _fixed_size_model(path: Path, source: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_3_models_that_cannot_work_are_refused_at_load(tmp_path, models):
     make_square_slide(tmp_path / "in" / "s.tiff" if (tmp_path / "in").mkdir() is None else None)
     cases = {
@@ -202,6 +205,7 @@ def test_3_models_that_cannot_work_are_refused_at_load(tmp_path, models):
 # --- 4. identity and stable names ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_4_resume_never_skips_the_wrong_slide(tmp_path, models):
     parent = tmp_path / "slides"
     make_square_slide(parent / "dirA" / "x.tif" if (parent / "dirA").mkdir(parents=True) is None else None)
@@ -234,6 +238,7 @@ def test_4_resume_never_skips_the_wrong_slide(tmp_path, models):
 # --- 5. changed settings --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_5_changed_settings_are_applied_and_said(tmp_path, models):
     (tmp_path / "in").mkdir()
     make_square_slide(tmp_path / "in" / "s.tiff")
@@ -271,6 +276,7 @@ def test_5_changed_settings_are_applied_and_said(tmp_path, models):
 # --- 6. old results are not slides -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_6_result_folders_are_never_taken_as_slides(tmp_path, models):
     inp = tmp_path / "in"
     inp.mkdir()
@@ -287,6 +293,7 @@ def test_6_result_folders_are_never_taken_as_slides(tmp_path, models):
 # --- 7. locks -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_7_a_lock_that_cannot_be_created_fails_that_slide_alone(tmp_path, models):
     inp = tmp_path / "in"
     inp.mkdir()
@@ -303,6 +310,7 @@ def test_7_a_lock_that_cannot_be_created_fails_that_slide_alone(tmp_path, models
     assert (out / "b" / SUMMARY).exists() and not (out / "a").exists()
 
 
+@pytest.mark.slow
 def test_7_no_inodes_for_the_lock_fails_that_slide_alone(tmp_path, models, monkeypatch):
     inp = tmp_path / "in"
     inp.mkdir()
@@ -321,6 +329,7 @@ def test_7_no_inodes_for_the_lock_fails_that_slide_alone(tmp_path, models, monke
     assert "no space or inodes" in outcomes[0].error and "\n" not in outcomes[0].error
 
 
+@pytest.mark.slow
 def test_7_a_slide_locked_by_a_live_process_is_waited_for_not_failed(tmp_path, models):
     inp = tmp_path / "in"
     inp.mkdir()
@@ -351,6 +360,7 @@ def test_7_a_slide_locked_by_a_live_process_is_waited_for_not_failed(tmp_path, m
 # --- 8. postprocess messages ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_8_postprocess_reports_each_bad_folder_in_one_line(tmp_path, models):
     (tmp_path / "in").mkdir()
     for name in ("good", "corrupt", "nomap"):
@@ -372,6 +382,7 @@ def test_8_postprocess_reports_each_bad_folder_in_one_line(tmp_path, models):
 # --- 9. options and per-slide resolutions ----------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option", [("--mpp", "0"), ("--mpp", "-1"), ("--mpp", "nan"), ("--mpp", "inf"),
                                     ("--reader-threads", "-3"), ("--low", "300"), ("--low", "200", "--high", "100")])
 def test_9_bad_options_stop_before_any_slide_is_read(tmp_path, models, option):
@@ -392,6 +403,7 @@ def _tiff_without_mpp(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_9_per_slide_resolutions_from_a_csv_and_override_warnings(tmp_path, models):
     nompp = _tiff_without_mpp(tmp_path / "in" / "nompp.tif")
     make_square_slide(tmp_path / "in" / "good.tiff")
@@ -420,6 +432,7 @@ def test_9_per_slide_resolutions_from_a_csv_and_override_warnings(tmp_path, mode
 # --- 10. info and interruptions --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_10_info_describes_a_slide_without_resolution_and_missing_files(tmp_path, models):
     nompp = _tiff_without_mpp(tmp_path / "nompp.tif")
     r = cli("info", nompp, "--json")
@@ -435,6 +448,7 @@ def test_10_info_describes_a_slide_without_resolution_and_missing_files(tmp_path
     one_line_error(r)
 
 
+@pytest.mark.slow
 def test_10_sigint_says_what_was_interrupted_and_what_is_left(tmp_path, models):
     inp = tmp_path / "in"
     inp.mkdir()
@@ -462,6 +476,7 @@ def test_10_sigint_says_what_was_interrupted_and_what_is_left(tmp_path, models):
 # --- 11. workers' logs and long names --------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_11_two_workers_log_once_in_one_format_and_names_are_not_cut(tmp_path, models):
     inp = tmp_path / "in"
     inp.mkdir()

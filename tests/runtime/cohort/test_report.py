@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ import pytest
 from browser import Browser, chromium_path
 from dicomwsi import square_slide_image, write_dicom_wsi
 from helpers import make_colour_model, make_square_slide
+from requirements import require
 from tseg.runtime.cohort.batch import run_batch
 from tseg.runtime.outputs.summary import SUMMARY
 from tseg.runtime.cohort.report import COHORT_CSV, COLUMNS, REPORT_DIR, REPORT_HTML, THUMBNAIL_PX, write_report
@@ -180,6 +180,7 @@ def test_the_page_is_self_contained_and_holds_every_row(cohort):
     assert "Review first (" in text and "no tissue found" in text
 
 
+@pytest.mark.slow
 def test_report_command(cohort, tmp_path):
     r = subprocess.run([sys.executable, "-m", "tseg.runtime.cli", "report", str(cohort["out"])],
                        capture_output=True, text=True)
@@ -194,12 +195,8 @@ def test_report_command(cohort, tmp_path):
 @pytest.fixture(scope="module")
 def browser():
     exe = chromium_path()
-    if exe is None:
-        reason = ("no headless browser here (chromium or google-chrome; Debian: apt-get install chromium); "
-                  "the page is checked by parsing it instead")
-        if os.environ.get("CI") or os.environ.get("TSEG_REQUIRE_BROWSER"):  # .ci/run installs Chromium
-            pytest.fail(f"{reason} (required here: $CI or $TSEG_REQUIRE_BROWSER is set)")
-        pytest.skip(reason)
+    require("browser", "no headless browser here (chromium or google-chrome; Debian: apt-get install chromium); "
+                       "the page is checked by parsing it instead" if exe is None else None)
     with Browser(exe) as b:
         yield b
 
@@ -211,6 +208,7 @@ def shown(b: Browser) -> list[str]:
     return b.evaluate(f"Array.from({ROWS}).map(r => r.dataset.name)")
 
 
+@pytest.mark.slow
 def test_the_page_in_a_real_browser(cohort, browser):
     out = cohort["out"]
     url = (out / REPORT_HTML).as_uri()
@@ -276,6 +274,7 @@ def test_the_page_in_a_real_browser(cohort, browser):
     assert b.console_errors() == []
 
 
+@pytest.mark.slow
 def test_the_browser_would_see_errors(browser, tmp_path):
     """The check above can fail: a page with an exception, a console error and a missing image."""
     page = tmp_path / "broken.html"

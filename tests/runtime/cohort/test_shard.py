@@ -35,6 +35,7 @@ def test_a_slide_s_shard_is_a_hash_of_its_resolved_path(tmp_path, monkeypatch):
     assert shard_index(link / "x.svs", 7) == shard_index(slide, 7)
 
 
+@pytest.mark.slow
 def test_shards_are_the_same_in_every_process(tmp_path):
     """Not Python's randomised hash(): a resubmitted array task gets the same slides."""
     paths = [str(tmp_path / f"s{i}.svs") for i in range(50)]
@@ -59,6 +60,7 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "tseg.runtime.cli", *map(str, args)], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_array_tasks_cover_the_cohort_and_resubmitting_is_safe(tmp_path):
     d = tmp_path / "in"
     d.mkdir()

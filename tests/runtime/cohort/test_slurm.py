@@ -34,6 +34,7 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO, make_slow_model, make_square_slide
+from requirements import require
 from slurm import SlurmCluster, unavailable
 from tseg.runtime.cohort.batch import run_batch
 from tseg.runtime.cohort.locks import read_holder
@@ -49,20 +50,11 @@ VENV = Path(sys.prefix)
 TSEG_RT = VENV / "bin" / "tseg-rt"
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must run the Slurm tests: {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def slurm():
-    why = unavailable()
-    if why:
-        _unavailable(why)
-    if not TSEG_RT.is_file():
-        _unavailable(f"the jobs run the tseg-rt of the venv running the tests, and {TSEG_RT} does not exist "
-                     "(run pytest with the venv's python)")
+    require("slurm", unavailable())
+    require("slurm", None if TSEG_RT.is_file() else f"the jobs run the tseg-rt of the venv running the tests, and "
+                                                    f"{TSEG_RT} does not exist (run pytest with the venv's python)")
     cluster = SlurmCluster()
     try:
         cluster.start()

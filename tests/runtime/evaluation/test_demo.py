@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import cv2
+import pytest
 
 from tseg.runtime.evaluation.metrics import dsc
 from tseg.runtime.models import default_model_path
@@ -18,6 +19,7 @@ from tseg.runtime.outputs.files import OUTPUT_FILES
 DSC_FLOOR = 0.90
 
 
+@pytest.mark.slow
 def test_shipped_model_is_small_and_carries_its_contract():
     from tseg.runtime.execution.backends import load_backend
 
@@ -29,6 +31,7 @@ def test_shipped_model_is_small_and_carries_its_contract():
     assert "demonstration" in c.name and c.model["encoder"] == "tu-mobilenetv3_small_050"
 
 
+@pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
     r = subprocess.run([sys.executable, "-m", "tseg.runtime.cli", "demo", "--out", str(tmp_path), "--no-progress"],
                        capture_output=True, text=True)

@@ -38,6 +38,7 @@ def square_geojson(path, x0, y0, x1, y1):
         "geometry": {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}}]}))
 
 
+@pytest.mark.slow
 def test_hand_computed_cases_and_cohorts(tmp_path):
     fg = np.ones((100, 100), bool)
     fg[:, 90:] = False  # background excluded from all counts
@@ -107,6 +108,7 @@ def test_sweep_grid_and_levels():
     assert percent_level(0.9) == 229 and percent_level(1 / 3) == 85 and percent_level(0.05) == 12
 
 
+@pytest.mark.slow
 def test_sweep_equals_post_processing_per_pair():
     rng = np.random.default_rng(3)
     yy, xx = np.mgrid[:300, :300]
@@ -127,6 +129,7 @@ def test_sweep_equals_post_processing_per_pair():
         assert fast[(low, high)] == slow, (low, high)
 
 
+@pytest.mark.slow
 def test_eval_and_sweep_cli(tmp_path):
     model = make_colour_model(tmp_path / "m.onnx", graded=True)
     (tmp_path / "in").mkdir()

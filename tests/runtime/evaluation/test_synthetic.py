@@ -6,11 +6,14 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 from shapely.geometry import shape
 
 from tseg.runtime.method.background import foreground_mask
 from tseg.runtime.wsi.slide import open_slide
 from tseg.runtime.evaluation.synthetic import SyntheticSlide, generate_slide
+
+pytestmark = pytest.mark.slow  # each test generates whole pyramidal slides (several seconds)
 
 
 def test_generated_slide_is_a_pyramid_with_known_tumour(tmp_path):

@@ -21,6 +21,8 @@ import pytest
 from api_check import REPO, format_violations, members_used
 from real_bindings import CUDA_BINDINGS, cuda_report
 
+pytestmark = pytest.mark.slow  # every test here starts a process or a server, or takes seconds
+
 MAJORS = sorted(CUDA_BINDINGS)
 _REPORTS: dict[int, object] = {}
 NO_LEAKS = {"device_buffers": 0, "pinned_buffers": 0, "streams": 0, "events": 0}

@@ -133,7 +133,7 @@ class TimingSimDevice(SimDevice):
 def test_cuda_executor_at_the_papers_tile_size():
     """On a CUDA machine, 7680 x 7680 tiles (177 MB in, 59 MB out) through real streams, pinned
     memory and copies, with a CuPy stand-in compute of about 150 ms a tile (an H100's time for the
-    paper's network, TENSORRT.md): CUDA event times show the copies of neighbouring tiles running
+    paper's network, docs/gpus.md): CUDA event times show the copies of neighbouring tiles running
     during each tile's compute, and the outputs are bit-identical to running each tile alone
     (synchronously) and to the same computation on the CPU. The same check as ``tseg-rt bench
     --check``'s executor step."""

@@ -97,6 +97,7 @@ def test_segment_image_equals_segment_slide(tmp_path, model):
         seg.segment_image(rgb.astype(np.float32))
 
 
+@pytest.mark.slow
 def test_thread_safety_on_different_slides(tmp_path, model):
     paths = [make_square_slide(tmp_path / f"s{i}.tiff", square_um=(300 + 100 * i, 300, 300, 300), seed=i)["path"]
              for i in range(3)]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import subprocess
 
@@ -16,6 +15,7 @@ import pytest
 
 pytest.importorskip("highdicom")
 
+from requirements import require  # noqa: E402
 from tseg.runtime.errors import InvalidArgumentError  # noqa: E402
 from tseg.runtime.outputs import dicom as objects  # noqa: E402
 from tseg.runtime.outputs.dicom_export import DicomOptions, export_dicom, make_options, read_manifest  # noqa: E402
@@ -159,6 +159,7 @@ def test_objects_refer_to_the_source_and_name_the_algorithm(from_dicom):
     assert len(series) == 3  # three new series in the slide's study
 
 
+@pytest.mark.slow
 def test_every_object_passes_a_pydicom_round_trip_and_dciodvfy(from_dicom):
     import pydicom
 
@@ -173,6 +174,7 @@ def test_every_object_passes_a_pydicom_round_trip_and_dciodvfy(from_dicom):
         assert dciodvfy_errors(path, obj["kind"]) == [], obj["file"]
 
 
+@pytest.mark.slow
 def test_non_dicom_slide_gets_a_new_study_with_the_site_metadata(tmp_path, dicom_wsi, model):
     import pydicom
 
@@ -209,6 +211,7 @@ def test_non_dicom_slide_gets_a_new_study_with_the_site_metadata(tmp_path, dicom
             assert dciodvfy_errors(converted / "dicom" / obj["file"], obj["kind"]) == [], obj["file"]
 
 
+@pytest.mark.slow
 def test_a_slide_without_site_metadata_is_written_with_a_warning(tmp_path, dicom_wsi, model):
     _, tiff = dicom_wsi
     _segment(tiff, tmp_path / "r", model)

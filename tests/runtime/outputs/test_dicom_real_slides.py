@@ -9,7 +9,6 @@ Google DICOM (one 29 µm/px level) has no result to write: the method refuses it
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import cv2
@@ -19,23 +18,12 @@ import pytest
 pytest.importorskip("highdicom")
 
 from dciodvfy import dciodvfy_errors  # noqa: E402
+from helpers import shared_corpus_dir  # noqa: E402
 from tseg.runtime.outputs import dicom as objects  # noqa: E402
 from tseg.runtime.outputs.dicom_export import export_dicom, make_options, read_manifest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
 SLIDES = {"svs/CMU-1-Small-Region.svs": "converted", "dicom/pixelmed-boxes": "dicom"}
-
-
-def corpus_dir() -> Path:
-    """``$TSEG_SHARED_SLIDES`` or ``../shared/slides``; skips when absent (fails on CI)."""
-    for c in ([Path(os.environ["TSEG_SHARED_SLIDES"])] if os.environ.get("TSEG_SHARED_SLIDES") else []) + [
-            REPO.parent / "shared" / "slides"]:
-        if (c / "MANIFEST.md").is_file():
-            return c
-    reason = "the corpus of real scanner files is absent: ../shared/slides (or $TSEG_SHARED_SLIDES)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (required on CI: $CI is set)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +44,7 @@ def test_dicom_outputs_of_real_he_files_read_back_and_validate(name, model, tmp_
     from tseg.runtime.outputs.dicom_source import read_headers, volume_levels
     from tseg.runtime.outputs.files import write_outputs
 
-    slide = corpus_dir() / name
+    slide = shared_corpus_dir() / name
     with Segmenter(model) as segmenter:
         result = segmenter.segment_slide(slide)
     folder = tmp_path / "result"

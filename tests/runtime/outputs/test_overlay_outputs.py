@@ -153,6 +153,7 @@ def cli(*args):
     return subprocess.run([sys.executable, "-m", "tseg.runtime.cli", *map(str, args)], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_overlay_options_on_the_command_line(setup, tmp_path):
     d, model = setup
     out = tmp_path / "o"

@@ -14,6 +14,8 @@ import pytest
 pytest.importorskip("highdicom")
 pytest.importorskip("dicomweb_client")
 
+pytestmark = pytest.mark.slow  # every test here starts a process or a server, or takes seconds
+
 SEG, SM, ANN = "SEG", "SM", "ANN"
 
 

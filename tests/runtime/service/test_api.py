@@ -20,6 +20,8 @@ from tseg.runtime.cohort.identity import RESULT_MARKER
 from tseg.runtime.execution.segmenter import Segmenter
 from tseg.runtime.outputs.files import OUTPUT_FILES
 
+pytestmark = pytest.mark.slow  # every test here starts a process or a server, or takes seconds
+
 PROBLEM = "application/problem+json"
 
 
@@ -53,9 +55,8 @@ def test_submit_poll_fetch_same_files_as_run(client, service, slide_root, tmp_pa
     job = r.json()
     assert r.headers["location"] == f"/v1/jobs/{job['id']}" == job["links"]["self"]
     assert job["state"] in ("pending", "running") and job["options"]["prune"] is True
-    t0 = time.monotonic()
     job = client.get(f"/v1/jobs/{job['id']}", params={"wait": 60}).json()  # one long poll, no loop
-    assert job["state"] == "success" and time.monotonic() - t0 < 60, job
+    assert job["state"] == "success", job
     assert job["progress"] == {"stage": "done", "tiles_done": 1, "tiles_total": 1, "fraction": 1.0}
     assert job["result"]["outcome"] == "done" and job["result"]["folder"] == "a"
     assert job["result"]["areas"]["tumour_area_mm2"] > 0 and job["time_to_first_tile_s"] > 0

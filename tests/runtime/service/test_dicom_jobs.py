@@ -16,6 +16,8 @@ from service_process import wait_job
 from tseg.runtime.outputs.summary import read_summary
 
 pytest.importorskip("highdicom")
+
+pytestmark = pytest.mark.slow  # every test here starts a process or a server, or takes seconds
 pydicom = pytest.importorskip("pydicom")
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"

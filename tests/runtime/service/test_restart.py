@@ -17,6 +17,8 @@ from tseg.runtime.execution.segmenter import Segmenter
 from tseg.runtime.outputs.summary import SUMMARY
 from tseg.runtime.service.store import JobStore
 
+pytestmark = pytest.mark.slow  # every test here starts a process or a server, or takes seconds
+
 
 @pytest.fixture
 def root(tmp_path) -> Path:

@@ -17,6 +17,7 @@ def cli(*args, timeout: float = 120):  # noqa: ANN001, ANN201
                           text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_token_is_checked_on_every_request(service_factory, tmp_path):
     root = tmp_path / "slides"
     root.mkdir()
@@ -45,6 +46,7 @@ def test_token_is_checked_on_every_request(service_factory, tmp_path):
         assert c.get("/v1/info", headers={"Host": "scanner-pc.lab:8642"}).status_code == 200  # the token decides
 
 
+@pytest.mark.slow
 def test_refusals_before_listening(tmp_path):
     """Exit status 2 and the reason, before any socket is opened (two through the command line,
     the rest of the checks through the library functions it calls)."""
@@ -75,6 +77,7 @@ def test_refusals_before_listening(tmp_path):
     check_binding("0.0.0.0", "a-token-of-sixteen-chars")
 
 
+@pytest.mark.slow
 def test_one_service_per_results_folder(service_factory, tmp_path):
     root = tmp_path / "slides"
     root.mkdir()
@@ -85,6 +88,7 @@ def test_one_service_per_results_folder(service_factory, tmp_path):
         assert r.returncode == 2 and "already serves this results folder" in " ".join(r.stderr.split()), r.stderr
 
 
+@pytest.mark.slow
 def test_an_engine_that_cannot_load_stops_the_service(tmp_path):
     root = tmp_path / "slides"
     root.mkdir()

@@ -17,6 +17,8 @@ from tseg.runtime.cohort.identity import slide_identity
 from tseg.runtime.outputs.summary import read_summary
 from tseg.runtime.service.store import JobStore
 
+pytestmark = pytest.mark.slow  # every test here starts a process or a server, or takes seconds
+
 SETTLE_S = 1.5
 POLL_S = 0.2
 

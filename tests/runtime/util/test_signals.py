@@ -86,6 +86,7 @@ def _wait_for(paths: list[Path], proc: subprocess.Popen, timeout_s: float = 120)
     time.sleep(0.3)  # inside the tile loop
 
 
+@pytest.mark.slow
 def test_sigterm_mid_slide_removes_its_partial_outputs_and_exits_143(slow, tmp_path):
     out = tmp_path / "out"
     big = slow["slides"][0]
@@ -99,6 +100,7 @@ def test_sigterm_mid_slide_removes_its_partial_outputs_and_exits_143(slow, tmp_p
     assert not (out / "big1").exists() and leftovers(out) == []
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_whole_process_group_stops_every_worker_cleanly(slow, tmp_path):
     """Slurm signals every process of a job: the main process and its workers all get SIGTERM."""
     out = tmp_path / "out"

@@ -80,6 +80,7 @@ def test_series_are_grouped_and_named_by_folder(series, tmp_path):
         open_slide(mixed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("colour", ["ycbcr", "mislabelled", "rgb"])
 def test_every_form_reads_true_rgb(series, colour):
     root, img = series

@@ -42,6 +42,7 @@ def test_bad_urls_are_explained(text, words):
         DicomWebLocation.parse(text)
 
 
+@pytest.mark.slow
 def test_reads_the_same_pixels_and_levels_as_the_local_files(stored_wsi, dicom_wsi):
     files, _ = dicom_wsi
     with open_slide(stored_wsi) as web, open_slide(files[0].parent) as local:
@@ -59,6 +60,7 @@ def test_reads_the_same_pixels_and_levels_as_the_local_files(stored_wsi, dicom_w
     assert info["vendor"] == "dicomweb" and info["path"] == stored_wsi
 
 
+@pytest.mark.slow
 def test_missing_series_and_study_are_clear_errors(orthanc, stored_wsi):
     wrong_series = stored_wsi.rsplit("/", 1)[0] + "/1.2.3.4"
     with pytest.raises(SlideNotFoundError, match="no instances in this series") as missing:
@@ -68,6 +70,7 @@ def test_missing_series_and_study_are_clear_errors(orthanc, stored_wsi):
         open_slide(orthanc.series_url("1.2.3", "4.5.6"))
 
 
+@pytest.mark.slow
 def test_unreachable_server_fails_after_retries(stored_wsi):
     from orthanc import free_port
 
@@ -94,6 +97,7 @@ def locked_orthanc(tmp_path_factory, dicom_wsi):
     server.stop(graceful=False)
 
 
+@pytest.mark.slow
 def test_refused_access_says_how_to_give_credentials(locked_orthanc, tmp_path, monkeypatch):
     from tseg.runtime.util.http import CREDENTIALS_ENV, PASSWORD_ENV, TOKEN_ENV, USER_ENV
 
@@ -120,6 +124,7 @@ def test_refused_access_says_how_to_give_credentials(locked_orthanc, tmp_path, m
         assert slide.dimensions[0] > 0
 
 
+@pytest.mark.slow
 def test_a_server_that_stops_mid_read_fails_the_read(tmp_path_factory, dicom_wsi):
     from orthanc import Orthanc
 

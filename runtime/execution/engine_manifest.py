@@ -5,6 +5,9 @@ with. The manifest records those, the GPU, the optimisation profile, the engine'
 the ONNX file's sha256 and its model contract, and the build settings; the runtime reads it to
 refuse, with the reason, an engine that cannot run here, and to get the model contract without
 parsing the plan.
+
+The format lives here, with the runtime that loads plans (:mod:`tseg.runtime.execution.backends.tensorrt_loader`);
+``tseg.engines.build`` above it writes manifests with :func:`write_manifest`.
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from tseg.runtime.errors import EngineMismatchError, ModelError, ModelNotFoundError
+from tseg.runtime.execution.backends.base import file_sha256
+from tseg.runtime.execution.contract import ModelContract
 from tseg.runtime.util.atomic import write_text
 from tseg.runtime.util.safeio import UnsafeFileError, read_json
-from tseg.runtime.execution.backends.base import file_sha256
-from tseg.runtime.execution.contract import METADATA_KEY, ModelContract
-from tseg.runtime.errors import ContractError, EngineMismatchError, ModelError, ModelNotFoundError
 
 FORMAT = "tseg-engine-manifest"
 FORMAT_VERSION = 1
@@ -28,9 +31,6 @@ FORMAT_VERSION = 1
 def manifest_path(plan: str | os.PathLike[str]) -> Path:
     p = Path(plan)
     return p.with_name(p.name + ".json")
-
-
-sha256_file = file_sha256  # one implementation (tseg.runtime.execution.backends), named here for engines
 
 
 @dataclass
@@ -180,7 +180,7 @@ def read_manifest(plan: str | os.PathLike[str], verify: bool = True) -> EngineMa
         raise ModelError(mp, f"unreadable engine manifest: {exc.strerror or exc}") from None
     manifest = EngineManifest.from_dict(data, str(mp))
     if verify:
-        actual = sha256_file(p)
+        actual = file_sha256(p)
         if actual != manifest.plan_sha256:
             raise EngineMismatchError(p, f"the plan's sha256 {actual[:12]}... does not match its manifest "
                                          f"({manifest.plan_sha256[:12]}...): the plan or {mp.name} was replaced; "
@@ -219,56 +219,3 @@ def incompatibilities(manifest: EngineManifest, tensorrt_version: str, device: M
         reasons.append(f"it was built for compute capability {built_cc} ({manifest.gpu.get('name')}), this GPU is "
                        f"{here_cc} ({device.get('name')})")
     return reasons
-
-
-@dataclass(frozen=True)
-class OnnxIO:
-    contract: ModelContract
-    input_name: str
-    output_name: str
-    precision: str
-    sha256: str
-
-
-def inspect_onnx(path: str | os.PathLike[str]) -> OnnxIO:
-    """Contract and I/O of an ONNX model for engine building: uint8 NHWC in, uint8 N1HW out."""
-    import onnx
-
-    p = Path(path)
-    if not p.exists():
-        raise ModelNotFoundError(p, "no such ONNX file")
-    try:
-        model = onnx.load(str(p), load_external_data=False)
-    except Exception as exc:
-        raise ModelError(p, f"not a readable ONNX model: {exc}") from exc
-    from tseg.runtime.execution.external_data import check_external_data
-
-    check_external_data(p, model)  # TensorRT's parser reads external data wherever it is told
-    props = {m.key: m.value for m in model.metadata_props}
-    if METADATA_KEY not in props:
-        raise ContractError(p, f"the ONNX file has no '{METADATA_KEY}' model contract; export it with "
-                               "`tseg-rt export` (engines must carry the contract the runtime needs)")
-    contract = ModelContract.from_json(props[METADATA_KEY], str(p))
-    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
-    if len(inputs) != 1:
-        raise ContractError(p, f"the graph has {len(inputs)} inputs; engines take one uint8 NHWC image")
-    x = inputs[0]
-    y = next((o for o in model.graph.output if o.name == contract.output_name), None)
-
-    def describe(v: Any) -> tuple[int, list[Any]]:
-        t = v.type.tensor_type
-        return t.elem_type, [d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim]
-
-    x_type, x_dims = describe(x)
-    if x.name != contract.input_name or x_type != onnx.TensorProto.UINT8 or len(x_dims) != 4 or x_dims[3] not in (3, ""):
-        raise ContractError(p, f"input '{x.name}' is {onnx.TensorProto.DataType.Name(x_type)} {x_dims}; engines "
-                               "take uint8 NHWC RGB (N, H, W, 3) named as the contract says; re-export with `tseg-rt export`")
-    if y is None:
-        raise ContractError(p, f"no output named '{contract.output_name}'")
-    y_type, y_dims = describe(y)
-    if y_type != onnx.TensorProto.UINT8 or len(y_dims) != 4 or y_dims[1] not in (1, ""):
-        raise ContractError(p, f"output '{y.name}' is {onnx.TensorProto.DataType.Name(y_type)} {y_dims}; engines "
-                               "give uint8 (N, 1, H, W); re-export with `tseg-rt export`")
-    fp16 = any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
-    precision = "fp16" if fp16 or contract.precision == "fp16" else "fp32"
-    return OnnxIO(contract, x.name, y.name, precision, sha256_file(p))

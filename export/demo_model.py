@@ -1,6 +1,6 @@
 """Train, export and measure the bundled demonstration model (``runtime/models/default.onnx``).
 
-    python -m tseg.training.demo_model --out build/demo [--steps N] [--install]
+    python -m tseg.export.demo_model --out build/demo [--steps N] [--install]
 
 1. Generate training slides with :mod:`tseg.runtime.evaluation.synthetic` (seeds 100-107) and prepare them
    with ``train prepare`` (512 px tiles at 1 µm/px, masks from their GeoJSON).
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--config", default="demo")
     parser.add_argument("--steps", type=int, default=None, help="override the config's steps")
     parser.add_argument("--mosaics", type=int, default=80)
-    parser.add_argument("--install", action="store_true", help="copy the ONNX into tseg/runtime/models/default.onnx")
+    parser.add_argument("--install", action="store_true", help="copy the ONNX into runtime/models/default.onnx")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from tseg.export.onnx_export import export_checkpoint
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                traced_size=(256, 256), name="tseg-rt demonstration model (NOT for diagnosis)")
     evaluation = _evaluate(onnx, out, held_out)
     summary = {
-        "command": f"python -m tseg.training.demo_model --out {out}" + (f" --steps {args.steps}" if args.steps else ""),
+        "command": f"python -m tseg.export.demo_model --out {out}" + (f" --steps {args.steps}" if args.steps else ""),
         "config": config.to_dict(), "train_seeds": TRAIN_SEEDS, "training_tiles": len(rows),
         "kather_mosaics": len(mosaic_rows), "dataset_stats": stats, "final_loss": result.last_loss,
         "onnx_bytes": onnx.stat().st_size, "parity": export.parity, "evaluation": evaluation,
