@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import shutil
 import threading
 import time
 import uuid
