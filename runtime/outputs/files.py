@@ -36,7 +36,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from tseg.runtime.util.atomic import atomic_write, linked_copy, remove_path, replace_folder
+from tseg.runtime.util.atomic import atomic_write, linked_copy, remove_path, replace_folder, why_not_written
 from tseg.runtime.util.display import printable
 from tseg.runtime.util.safeio import UnsafeFileError, read_bytes
 from tseg.runtime.errors import InvalidArgumentError, OutputError
@@ -303,7 +303,8 @@ def _rewrite_folder(folder: Path, write: Any) -> None:
         write(staging)
         replace_folder(staging, folder, folder.parent / f"{stem}.old-{os.getpid()}")
     except OSError as exc:
-        raise OutputError(folder, f"cannot rewrite the result: {exc.strerror or exc}; it was left as it "
+        reason, fix = why_not_written(exc)
+        raise OutputError(folder, f"cannot rewrite the result: {reason}. {fix}; the result was left as it "
                                   "was") from exc
     finally:
         remove_path(staging)

@@ -37,18 +37,22 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[Path], Any], ke
         os.replace(tmp, path)
     except OSError as exc:
         _discard(tmp)
-        if exc.errno == errno.ENOSPC:
-            reason, fix = "the disk is full", "Free space or choose another folder"
-        elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-            reason = f"the folder is read-only or not writable by this user ({exc.strerror or exc})"
-            fix = "Make the folder writable, or work on a writable copy of it"
-        else:
-            reason, fix = exc.strerror or str(exc) or type(exc).__name__, "Free space or choose another folder"
+        reason, fix = why_not_written(exc)
         raise OutputError(path, f"cannot write: {reason}. {fix}; nothing was left half-written") from exc
     except BaseException:
         _discard(tmp)
         raise
     return path
+
+
+def why_not_written(exc: OSError) -> tuple[str, str]:
+    """Why a write failed and what to do, in the user's terms: ``(reason, fix)``."""
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full", "Free space or choose another folder"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (f"the folder is read-only or not writable by this user ({exc.strerror or exc})",
+                "Make the folder writable, or work on a writable copy of it")
+    return exc.strerror or str(exc) or type(exc).__name__, "Free space or choose another folder"
 
 
 def _discard(tmp: Path) -> None:
