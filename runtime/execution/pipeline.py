@@ -28,6 +28,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from tseg.runtime.execution.backends.base import Backend
+from tseg.runtime.util.signals import stops_deferred
 from tseg.runtime.errors import InvalidArgumentError, TsegError
 from tseg.runtime.method.merge import CellMerger, merger_for
 from tseg.runtime.method.tiling import Tile, TilePlan, pad_to_divisor
@@ -195,8 +196,9 @@ def run_tiles(
     started = time.perf_counter()
     threads = [threading.Thread(target=stages.reader, args=(read_tile,), name="tseg-reader", daemon=True),
                threading.Thread(target=stages.merging, name="tseg-merger", daemon=True)]
-    for t in threads:
-        t.start()
+    with stops_deferred():  # Ctrl-C or SIGTERM inside Thread.start would break its lock
+        for t in threads:
+            t.start()
     stages.infer(backend)
     for t in threads:
         t.join()

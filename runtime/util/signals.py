@@ -56,10 +56,39 @@ def describe_signal(exc: BaseException) -> str:
     return "interrupted"
 
 
+class _Deferral:
+    """Whether the main thread is in a block where a stop must wait (:func:`stops_deferred`),
+    and the stop that arrived meanwhile. One per process: signal handlers are per process."""
+
+    depth = 0
+    pending: BaseException | None = None
+
+
+@contextmanager
+def stops_deferred() -> Iterator[None]:
+    """Within the block, a stop of :func:`stop_once` is raised at its end, not inside it. For
+    code that an exception must not cut in two, such as starting a thread: raised inside
+    ``Thread.start``'s lock handling it leaves that lock broken ("release unlocked lock") and the
+    stop ends in a traceback instead of the clean-up. Elsewhere than the main thread it does
+    nothing (signals are handled in the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _Deferral.depth += 1
+    try:
+        yield
+    finally:
+        _Deferral.depth -= 1
+        if _Deferral.depth == 0 and _Deferral.pending is not None:
+            stop, _Deferral.pending = _Deferral.pending, None
+            raise stop
+
+
 def stop_once(signums: tuple[int, ...] = (signal.SIGTERM,)) -> dict[int, Any]:
     """Make the first of ``signums`` raise in the main thread (SIGTERM: :class:`Terminated`,
-    SIGINT: KeyboardInterrupt) and ignore the rest; returns the previous handlers. Call only in
-    the main thread of a process that owns its signals (a command, a worker process)."""
+    SIGINT: KeyboardInterrupt; at the end of a :func:`stops_deferred` block when it arrives in
+    one) and ignore the rest; returns the previous handlers. Call only in the main thread of a
+    process that owns its signals (a command, a worker process)."""
     raised = False
 
     def handler(signum: int, frame: Any) -> None:
@@ -68,7 +97,11 @@ def stop_once(signums: tuple[int, ...] = (signal.SIGTERM,)) -> dict[int, Any]:
             log.warning("%s again: already stopping (removing partial outputs)", signal.Signals(signum).name)
             return
         raised = True
-        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        stop = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        if _Deferral.depth:
+            _Deferral.pending = stop
+            return
+        raise stop
 
     return {s: signal.signal(s, handler) for s in signums}
 

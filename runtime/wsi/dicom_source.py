@@ -122,8 +122,16 @@ def read_header(path: str | Path) -> DicomFile:
 
 def _total_size(ds: Any) -> tuple[int, int] | None:
     """``TotalPixelMatrixColumns/Rows`` as whole numbers >= 1, None when absent; ValueError when
-    they are anything else (several values, text, zero)."""
-    cols, rows = ds.get("TotalPixelMatrixColumns"), ds.get("TotalPixelMatrixRows")
+    they are anything else (several values, text, zero), naming the attribute even where pydicom
+    refuses the value itself (its strict mode, which importing wsidicomizer turns on for the
+    whole process)."""
+    values = []
+    for name in ("TotalPixelMatrixColumns", "TotalPixelMatrixRows"):
+        try:
+            values.append(ds.get(name))
+        except Exception as exc:  # pydicom's strict mode: "Invalid value for VR IS: 'abc'"
+            raise ValueError(f"{name} is not a valid value ({exc})") from None
+    cols, rows = values
     if cols is None or rows is None:
         return None
     size = []

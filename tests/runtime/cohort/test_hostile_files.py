@@ -254,3 +254,16 @@ def test_the_report_makes_no_thumbnail_of_a_planted_huge_overlay(tmp_path, finis
     made = write_report(out)
     assert made.thumbnails == 0 and [row["name"] for row in made.rows] == ["s"]
     assert "header claims 25000 x 25000 px" in caplog.text
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED_DCM))
+def test_a_malformed_dicom_header_is_named_under_pydicoms_strict_mode_too(tmp_path, name):
+    """Importing wsidicomizer (``--dicom-wsi``) turns pydicom's strict reading on for the whole
+    process: the header's bad attribute must still be named (it read "Invalid value for VR IS")."""
+    import pydicom.config
+
+    from tseg.runtime.wsi.dicom_source import read_header
+
+    with pydicom.config.strict_reading():
+        header = read_header(malformed_dcm(tmp_path / name, *MALFORMED_DCM[name]))
+    assert header.error and "TotalPixelMatrixColumns" in header.error and not header.is_wsi, header
