@@ -97,13 +97,7 @@ def _http_cases(out: Path, slide: Path, dz: Any, count: int) -> dict:
                     ref.get_tile(t[0], (t[1], t[2])).save(buf, "jpeg", quality=85)
                     return buf.getvalue()
 
-                case = {}
-                for temp in ("cold", "warm"):
-                    a = _stats(_latencies(ours, tiles, clients))
-                    b = _stats(_latencies(theirs, tiles, clients))
-                    case[temp] = {"viewer": a, "deepzoomgenerator": b,
-                                  "p50_ratio": round(a["p50_ms"] / max(b["p50_ms"], 1e-9), 3),
-                                  "p99_ratio": round(a["p99_ms"] / max(b["p99_ms"], 1e-9), 3)}
+                case = _compare(ours, theirs, tiles, clients)
             cases[f"http_full_{clients}_clients"] = case
             print(f"http     {clients} client(s): " + "; ".join(
                 f"{t} viewer p50 {c['viewer']['p50_ms']} ms p99 {c['viewer']['p99_ms']} ms (ratio {c['p50_ratio']})"
@@ -112,6 +106,19 @@ def _http_cases(out: Path, slide: Path, dz: Any, count: int) -> dict:
             proc.terminate()
             proc.wait(timeout=30)
     return cases
+
+
+def _compare(ours: Any, theirs: Any, tiles: list[tuple[int, int, int]], clients: int) -> dict[str, Any]:
+    """The same tiles through the viewer and through DeepZoomGenerator, cold (first read) then
+    warm (read again), with the p50 and p99 ratios."""
+    case = {}
+    for temp in ("cold", "warm"):
+        a = _stats(_latencies(ours, tiles, clients))
+        b = _stats(_latencies(theirs, tiles, clients))
+        case[temp] = {"viewer": a, "deepzoomgenerator": b,
+                      "p50_ratio": round(a["p50_ms"] / max(b["p50_ms"], 1e-9), 3),
+                      "p99_ratio": round(a["p99_ms"] / max(b["p99_ms"], 1e-9), 3)}
+    return case
 
 
 def _stats(seconds: list[float]) -> dict[str, float]:
@@ -161,13 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
                     return buf.getvalue()
 
                 library.result("s")  # opening the slide is not a tile's latency
-                case = {}
-                for temp in ("cold", "warm"):
-                    a = _stats(_latencies(ours, tiles, clients))
-                    b = _stats(_latencies(theirs, tiles, clients))
-                    case[temp] = {"viewer": a, "deepzoomgenerator": b,
-                                  "p50_ratio": round(a["p50_ms"] / max(b["p50_ms"], 1e-9), 3),
-                                  "p99_ratio": round(a["p99_ms"] / max(b["p99_ms"], 1e-9), 3)}
+                case = _compare(ours, theirs, tiles, clients)
                 results["cases"][f"{zoom}_{clients}_clients"] = case
                 library.close()
                 osr.close()
