@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 PLAIN_INTERVAL_S = 30.0
 
 
-
 class BatchProgress(BatchEvents):
     """The cohort bar, plus a tile bar per slide (``per_slide_tiles``). Disabled: every callback
     only counts."""

@@ -311,8 +311,6 @@ class CellMerger:
             return self._out
 
 
-
-
 class TileMerger(CellMerger):
     """The merger for a full grid of tiles (every plan of
     :func:`~tseg.runtime.method.tiling.plan_tiles`); :func:`merger_for` picks it.
@@ -430,7 +428,6 @@ class TileMerger(CellMerger):
             if cell.remaining == 0 and cell.buffer is not None:
                 self._buffered_bytes -= cell.buffer.nbytes
                 cell.buffer = None
-
 
 
 def merger_for(tiles: Sequence[Tile], height: int, width: int, out: np.ndarray | None = None,

@@ -74,8 +74,6 @@ class TiffFileSource:
             self._fd = -1
 
 
-
-
 #: TIFF compressions whose tifffile/imagecodecs decoding was checked identical to OpenSlide's
 #: (tests/runtime/wsi/test_slide.py: generated none/LZW/deflate/JPEG slides, the real Aperio JPEG
 #: and JPEG 2000 (RGB, 33005) SVS; 32946 is deflate's old code). Everything else, e.g.

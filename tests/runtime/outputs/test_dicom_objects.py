@@ -23,7 +23,6 @@ from tseg.runtime.outputs.dicom_source import read_metadata_file  # noqa: E402
 from dciodvfy import dciodvfy_errors  # noqa: E402
 
 
-
 def _segment(slide, folder, model):
     from tseg.runtime.execution.segmenter import Segmenter
     from tseg.runtime.outputs.files import write_outputs
