@@ -75,7 +75,10 @@ def test_cohort_benchmarks_quick(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["identical_masks"] and data["local_processes"]["slides_per_hour"] > 0
-    assert data["ray_local_instance"]["slides_per_hour"] > 0 and data["ray_local_instance"]["workers_seen"] == 2
+    # Slides go to whichever worker is ready first: on a loaded machine the first actor can finish
+    # all three tiny slides before the second one has loaded its model, so one worker is a valid
+    # outcome (the queue handing slides to several workers is tested with a fake Ray: test_ray_scheduler.py).
+    assert data["ray_local_instance"]["slides_per_hour"] > 0 and 1 <= data["ray_local_instance"]["workers_seen"] <= 2
     assert data["per_slide_costs"]["seconds_excluding_inference_per_mp"] > 0
     out = tmp_path / "report.json"
     r = subprocess.run([sys.executable, "-m", "benchmarks.cohort_report", "--slides", "150", "--json", str(out)],
