@@ -14,16 +14,17 @@ CACHE = Path(os.environ.get("TSEG_BENCH_CACHE", Path.home() / ".cache" / "tseg-r
 
 
 def rss_mb() -> float:
-    """Current resident set size of this process in MB (Linux); also resets the peak to it, so
+    """Current resident set size of this process in MiB (Linux); also resets the peak to it, so
     that ``peak_rss_mb() - rss_mb()`` taken before a measurement is the measurement's own."""
     with open("/proc/self/statm") as fh:
         pages = int(fh.read().split()[1])
     reset_peak_rss()
-    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MB since start or :func:`reset_peak_rss`.
+    """Peak resident set size of this process in MiB (the unit of :func:`rss_mb`) since start or
+    :func:`reset_peak_rss`.
 
     Read from ``VmHWM`` (Linux): ``ru_maxrss`` is inherited by a spawned child from its parent,
     so it would report the parent's peak in :func:`in_fresh_process`.
@@ -32,10 +33,10 @@ def peak_rss_mb() -> float:
         with open("/proc/self/status") as fh:
             for line in fh:
                 if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1e3
+                    return int(line.split()[1]) / 1024  # kB in /proc are KiB
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def reset_peak_rss() -> None:

@@ -192,8 +192,11 @@ def parity_sizes(traced: tuple[int, int], divisor: int) -> list[tuple[int, int]]
 def export_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *,
                       precision: str = "fp32", traced_size: tuple[int, int] = (512, 512),
                       tile_size: int = 7680, min_overlap: int = 1024, low: int = 85, high: int = 229,
-                      overwrite: bool = False, check_parity: bool = True, name: str | None = None) -> ExportReport:
-    """Export a tseg checkpoint (see :mod:`tseg.training.checkpoint`) to ONNX, with parity checks."""
+                      overwrite: bool = False, check_parity: bool = True, name: str | None = None,
+                      measure_memory: bool = True) -> ExportReport:
+    """Export a tseg checkpoint (see :mod:`tseg.training.checkpoint`) to ONNX, with parity checks;
+    ``measure_memory``: measure the written model's CPU memory and record it in its contract
+    (:mod:`tseg.export.working_memory`; one tile of at most 2048 px in a fresh process)."""
     from tseg.training.checkpoint import load_checkpoint
 
     t0 = time.perf_counter()
@@ -268,14 +271,27 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike
             _finish(tmp16, final_contract.with_updates(provenance={**base_contract.provenance, "parity_inputs": source}))
             if check_parity:
                 report_parity["fp16_vs_fp32_graph"] = agreement(_ort_run(tmp_fp32, images), _ort_run(tmp16, images)).as_dict()
+            if measure_memory:
+                final_contract = _record_memory(tmp16)
+                _record_memory(tmp_fp32)
             os.replace(tmp_fp32, fp32_out)
             os.replace(tmp16, out)
         else:
+            if measure_memory:
+                final_contract = _record_memory(tmp_fp32)
             os.replace(tmp_fp32, out)
     report = ExportReport(out, final_contract.to_dict(), report_parity, fixes, time.perf_counter() - t0,
                           fp32_out if precision == "fp16" else None)
     _write_report(out, report_parity, fixes, graph_facts(out), report)
     return report
+
+
+def _record_memory(path: Path) -> ModelContract:
+    """Measure ``path`` on the CPU and record it in its contract, in place (before it is renamed)."""
+    from tseg.export.working_memory import with_working_memory
+    from tseg.runtime.execution.working_memory import measure_cpu
+
+    return with_working_memory(path, measure_cpu(path), path)
 
 
 def _write_report(out: Path, parity: dict[str, Any], fixes: dict[str, int], facts: dict[str, Any],

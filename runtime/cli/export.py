@@ -22,6 +22,11 @@ def export(
     high: int = typer.Option(229, help="Default hysteresis high threshold recorded in the contract."),
     overwrite: bool = typer.Option(False, "--overwrite"),
     parity: bool = typer.Option(True, "--parity/--no-parity", help="Check the graph against PyTorch (recommended)."),
+    measure_memory: bool = typer.Option(
+        True, "--measure-memory/--no-measure-memory",
+        help="Measure the model's memory on the CPU (one tile of at most 2048 px, in a fresh process) and record it "
+             "in its contract, for the memory check that refuses slides too large for the machine; without it, "
+             "the model is counted as heavy as the paper's network."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True),
 ) -> None:
     """Export a checkpoint to an ONNX graph of the whole tile computation, with a parity report."""
@@ -33,8 +38,9 @@ def export(
     with reported():
         report = export_checkpoint(checkpoint, out, precision=precision, traced_size=(traced_size, traced_size),
                                    tile_size=tile_size, min_overlap=min_overlap, low=low, high=high,
-                                   overwrite=overwrite, check_parity=parity)
+                                   overwrite=overwrite, check_parity=parity, measure_memory=measure_memory)
     typer.echo(json.dumps({"onnx": str(report.onnx), "parity": report.parity, "graph_fixes": report.fixes,
+                           "working_memory": report.contract.get("working_memory", {}),
                            "seconds": round(report.seconds, 1)}, indent=2))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -32,7 +32,7 @@ def info(
         from tseg.runtime.wsi.slide import describe_slide
 
         with reported():
-            data = describe_slide(path, mpp_value, max_slide_mm, allow_non_brightfield)
+            data = describe_slide(path, mpp_value, max_slide_mm, allow_non_brightfield, _default_model_memory())
         _show(data, as_json)
         return
     path = Path(path)
@@ -69,7 +69,7 @@ def info(
         else:
             from tseg.runtime.wsi.slide import describe_slide
 
-            data = describe_slide(path, mpp_value, max_slide_mm, allow_non_brightfield)
+            data = describe_slide(path, mpp_value, max_slide_mm, allow_non_brightfield, _default_model_memory())
     _show(data, as_json)
 
 
@@ -96,3 +96,16 @@ def escape_text(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
+
+
+def _default_model_memory() -> Any:
+    """The memory of the model ``run`` uses without ``--engine`` (the bundled one), as its contract
+    records it; "cpu" (a model not measured) when it is missing."""
+    from tseg.runtime.errors import ModelNotFoundError
+    from tseg.runtime.execution.working_memory import recorded_memory
+    from tseg.runtime.models import default_model_path
+
+    try:
+        return recorded_memory(default_model_path(), "the bundled model (what `tseg-rt run` uses without --engine)")
+    except ModelNotFoundError:
+        return "cpu"

@@ -83,6 +83,8 @@ def _slide(data: dict) -> list[str]:
         lines.append(f"memory        {_num(limits['memory_needed_gb'])} GB needed to segment it, "
                      f"{_num(limits['memory_available_gb'])} GB available; at most "
                      f"{_num(limits['max_slide_mm'])} mm a side (--max-slide-mm)")
+        if limits.get("memory_model"):
+            lines.append(f"              model's memory: {limits['memory_model']}")
     problems = list((limits or {}).get("problems", []))
     lines.append(f"problems      {'; '.join(_words(p) for p in problems) if problems else 'none'}")
     return lines

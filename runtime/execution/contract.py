@@ -23,7 +23,11 @@ Schema (version 1)::
       "input": "uint8 NHWC RGB", "output": "uint8 N1HW tumour probability x 255, floored",
       "precision": "fp32" | "fp16",
       "model": {...},                    # architecture config (training's build_model input)
-      "provenance": {...}                # source checkpoint sha256, versions, training step ...
+      "provenance": {...},               # source checkpoint sha256, versions, training step ...
+      "working_memory": {                # optional: measured by tseg.runtime.execution.working_memory
+        "cpu": {"session_bytes": int, "tile_bytes": int, "side": int, "bytes_per_px": float,
+                "threads": int, "onnxruntime": str}
+      }
     }
 
 A model without a contract runs with the paper's values (:data:`PAPER`) and a warning.
@@ -68,6 +72,7 @@ class ModelContract:
     precision: str = "fp32"
     model: Mapping[str, Any] = field(default_factory=dict)
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    working_memory: Mapping[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -81,6 +86,7 @@ class ModelContract:
             data[key] = list(data[key])
         data["model"] = dict(self.model)
         data["provenance"] = dict(self.provenance)
+        data["working_memory"] = dict(self.working_memory)
         return data
 
     def to_json(self) -> str:
@@ -161,7 +167,27 @@ def _problems(c: ModelContract) -> list[str]:
         p.append(f"precision must be 'fp32' or 'fp16', got {c.precision!r}")
     if not isinstance(c.model, Mapping) or not isinstance(c.provenance, Mapping):
         p.append("model and provenance must be JSON objects")
+    p += _working_memory_problems(c.working_memory)
     return p
+
+
+def _working_memory_problems(wm: Any) -> list[str]:
+    """The ``working_memory`` entry: ``cpu`` (the only kind measured) with sizes as numbers; a
+    kind this version does not know is left alone (a newer exporter may measure more)."""
+    if not isinstance(wm, Mapping):
+        return ["working_memory must be a JSON object"]
+    cpu = wm.get("cpu")
+    if cpu is None:
+        return []
+    if not isinstance(cpu, Mapping):
+        return ["working_memory.cpu must be a JSON object"]
+    bad = [k for k in ("session_bytes", "tile_bytes", "side") if not _is_int(cpu.get(k)) or cpu[k] < 0]
+    per_px = cpu.get("bytes_per_px")
+    if not (isinstance(per_px, (int, float)) and not isinstance(per_px, bool) and math.isfinite(per_px) and per_px >= 0):
+        bad.append("bytes_per_px")
+    if _is_int(cpu.get("side")) and cpu["side"] < 1:
+        bad.append("side")
+    return [f"working_memory.cpu needs non-negative numbers for {', '.join(sorted(set(bad)))}"] if bad else []
 
 
 #: The paper's values, used (with a warning) for a model that carries no contract.

@@ -33,7 +33,7 @@ from tseg.runtime.execution.pipeline import run_tiles
 from tseg.runtime.method.merge import merger_for
 from tseg.runtime.method.polygons import mask_to_geojson
 from tseg.runtime.method.postprocess import check_thresholds, label_regions, postprocess
-from tseg.runtime.wsi.limits import MAX_SLIDE_MM, backend_kind, budget_for, check_budget
+from tseg.runtime.wsi.limits import MAX_SLIDE_MM, backend_memory, budget_for, check_budget
 from tseg.runtime.wsi.locator import is_remote
 from tseg.runtime.wsi.mpp import OVERVIEW_MPP
 from tseg.runtime.wsi.slide import open_slide
@@ -237,7 +237,7 @@ class Segmenter:
                         allow_non_brightfield=self.settings.allow_non_brightfield) as slide:
             check_budget(slide.path, budget_for(slide, c.mpp, c.tile_size, self.settings.prefetch + 2,
                                                 self.settings.max_slide_mm, self.settings.memory_bytes,
-                                                backend_kind(self.backend)))
+                                                backend_memory(self.backend)))
             timings["open_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             overview = slide.overview()

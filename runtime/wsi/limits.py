@@ -15,8 +15,10 @@ and in ``tseg-rt info``:
   merge, post-processing and pyramidal output: :data:`BYTES_PER_MODEL_PIXEL` bytes a pixel
   (measured: ``python -m benchmarks.slide_memory``), plus the tiles in flight, plus the reader's
   buffers (the largest chunk a read decodes, once in the decoded-tile cache and once per reader
-  thread decoding, and the blocks being resampled: :func:`reader_bytes`), plus the backend's
-  working memory per tile (:data:`BACKEND_WORKING`, measured per backend and tile size). More
+  thread decoding, and the blocks being resampled: :func:`reader_bytes`), plus the loaded model
+  and the backend's working memory for one tile (:class:`BackendMemory`: on the CPU, measured per
+  model and recorded in its contract by :mod:`tseg.runtime.execution.working_memory`; a model
+  without a measurement is assumed as heavy as the paper's network). More
   than the machine has (its physical memory, or the limit of the container or cgroup it runs in,
   or ``RLIMIT_AS``) is refused with :class:`~tseg.runtime.errors.SlideTooLargeError`, saying how
   much is needed, for what, and how much there is, before any pixel is decoded.
@@ -42,11 +44,9 @@ MAX_SLIDE_MM = 100.0
 BYTES_PER_MODEL_PIXEL = 5.0
 #: Bytes per tile pixel of one tile in flight (RGB in, probability out).
 BYTES_PER_TILE_PIXEL = 4
-#: The backend's working memory for one tile: (fixed bytes, bytes per tile pixel). ONNX Runtime
-#: on the CPU, the bundled model (``python -m benchmarks.slide_memory --backend``): +217 MB at
-#: 1024 px, +484 MB at 2048 px (89 B/px between them); rounded up. On a GPU the activations live
-#: in the device's memory: the host holds pinned input/output copies.
-BACKEND_WORKING = {"cpu": (128 * 2**20, 96.0), "gpu": (64 * 2**20, 8.0)}
+#: A measured per-pixel working memory is raised by this factor: run-to-run and allocator slack
+#: (five measurements of the bundled model at 2048 px: 121.5 to 124.0 B/px, 2% apart).
+MEASURED_MARGIN = 1.1
 #: A decoded chunk a reader cannot avoid when nothing says otherwise (256 px RGBA tiles).
 DEFAULT_CHUNK_BYTES = 256 * 256 * 4
 GB = 1e9
@@ -112,6 +112,51 @@ def reader_bytes(chunk_bytes: int, chunks: int, threads: int, block_px: int) -> 
     return int(chunk_bytes * (1 + decoding) + threads * block_px * block_px * 11)
 
 
+@dataclass(frozen=True)
+class BackendMemory:
+    """What a backend holds: the loaded model (``model_bytes``) and, for one tile of ``pixels``
+    px, ``fixed_bytes + bytes_per_px * pixels`` of working memory; ``basis`` says where the
+    figures come from (for ``info`` and messages)."""
+
+    model_bytes: int
+    fixed_bytes: int
+    bytes_per_px: float
+    basis: str
+
+    def working_bytes(self, pixels: int) -> int:
+        return int(self.fixed_bytes + self.bytes_per_px * pixels)
+
+    @classmethod
+    def measured_cpu(cls, entry: Any) -> "BackendMemory":
+        """From a contract's ``working_memory["cpu"]`` (measured at one tile of ``side`` px; its
+        per-pixel figure, raised by :data:`MEASURED_MARGIN`, scales to any tile: per pixel, larger
+        tiles need less, see :mod:`tseg.runtime.execution.working_memory`)."""
+        return cls(int(entry["session_bytes"]), 0, float(entry["bytes_per_px"]) * MEASURED_MARGIN,
+                   f"measured for this model on the CPU ({entry['bytes_per_px']:.0f} B per tile pixel at "
+                   f"{entry['side']} px, onnxruntime {entry.get('onnxruntime', '?')})")
+
+
+#: ONNX Runtime on the CPU for a model without a measurement: as the paper's network measured
+#: (an eca_nfnet_l3 + DeepLabV3+ export, FP32, 296 MB): a session of 824 MiB and 336 B per tile
+#: pixel at 2048 px (``python -m tseg.runtime.execution.working_memory paper.fp32.onnx``, 2 CPUs,
+#: onnxruntime 1.32); rounded up. A lighter model is over-counted until it is measured.
+UNMEASURED_CPU = BackendMemory(832 * 2**20, 0, 340.0 * MEASURED_MARGIN,
+                               "not measured for this model: assumed as heavy as the paper's network on the CPU")
+#: A GPU backend (TensorRT, ONNX Runtime CUDA): the activations and weights live in the device's
+#: memory; the host holds pinned input/output copies of the tiles in flight.
+GPU = BackendMemory(0, 64 * 2**20, 8.0, "a GPU backend: its host side only")
+
+
+def backend_memory(backend: Any) -> BackendMemory:
+    """The :class:`BackendMemory` of a loaded backend: a GPU one's host side, or on the CPU its
+    contract's measurement (:data:`UNMEASURED_CPU` without one)."""
+    if backend_kind(backend) == "gpu":
+        return GPU
+    recorded = getattr(getattr(backend, "contract", None), "working_memory", None) or {}
+    entry = recorded.get("cpu") if hasattr(recorded, "get") else None
+    return BackendMemory.measured_cpu(entry) if entry else UNMEASURED_CPU
+
+
 def backend_kind(backend: Any) -> str:
     """"cpu" for ONNX Runtime on the CPU (and backends that do not say), else "gpu"."""
     providers = getattr(backend, "providers", None) or ["CPUExecutionProvider"]
@@ -120,10 +165,13 @@ def backend_kind(backend: Any) -> str:
     return "cpu"
 
 
-def backend_bytes(kind: str, tile_px: int) -> int:
-    """The backend's working memory for one ``tile_px`` tile (:data:`BACKEND_WORKING`)."""
-    fixed, per_px = BACKEND_WORKING.get(kind, BACKEND_WORKING["cpu"])
-    return int(fixed + per_px * tile_px * tile_px)
+def as_backend_memory(backend: "str | BackendMemory") -> BackendMemory:
+    """``"cpu"`` (a model not measured), ``"gpu"``, or a :class:`BackendMemory` as it is."""
+    if isinstance(backend, BackendMemory):
+        return backend
+    if backend not in ("cpu", "gpu"):
+        raise InvalidArgumentError(f"backend must be 'cpu', 'gpu' or a BackendMemory, got {backend!r}")
+    return GPU if backend == "gpu" else UNMEASURED_CPU
 
 
 @dataclass(frozen=True)
@@ -136,8 +184,10 @@ class SlideBudget:
     model_mpp: float
     needed_bytes: int
     machine_bytes: int | None
-    #: What ``needed_bytes`` is made of: "map", "tiles", "reader", "backend" (bytes).
+    #: What ``needed_bytes`` is made of: "map", "tiles", "reader", "model", "backend" (bytes).
     parts: tuple[tuple[str, int], ...] = ()
+    #: Where the model and backend parts come from (:attr:`BackendMemory.basis`).
+    backend_basis: str = ""
 
     @property
     def size_problem(self) -> str | None:
@@ -154,35 +204,42 @@ class SlideBudget:
         w, h = self.model_px
         what = {"map": f"its probability map of {w} x {h} px at {self.model_mpp:g} µm/px, merged and written",
                 "tiles": "the tiles in flight", "reader": "the reader's decoded tiles and blocks",
-                "backend": "the model's working memory per tile"}
+                "model": "the loaded model", "backend": "the model's working memory for one tile"}
         parts = ", ".join(f"{what.get(k, k)} {v / GB:.1f} GB" for k, v in self.parts if v >= 0.05 * GB)
+        unmeasured = ("; the model's working memory was not measured, so it was taken as the paper's network's: "
+                      "measure it with `python -m tseg.export.working_memory MODEL.onnx`"
+                      if self.backend_basis == UNMEASURED_CPU.basis else "")
         return (f"processing it needs about {self.needed_bytes / GB:.1f} GB of memory ({parts}), more than the "
-                f"{self.machine_bytes / GB:.1f} GB this machine (or its container) has for it")
+                f"{self.machine_bytes / GB:.1f} GB this machine (or its container) has for it{unmeasured}")
 
     def as_dict(self) -> dict[str, Any]:
         return {"size_mm": [round(v, 4) for v in self.size_mm], "max_slide_mm": self.max_slide_mm,
                 "memory_needed_gb": round(self.needed_bytes / GB, 2),
                 "memory_parts_gb": {k: round(v / GB, 2) for k, v in self.parts},
                 "memory_available_gb": round(self.machine_bytes / GB, 2) if self.machine_bytes else None,
+                "memory_model": self.backend_basis,
                 "problems": [p for p in (self.size_problem, self.memory_problem) if p]}
 
 
 def slide_budget(size_mm: tuple[float, float], model_px: tuple[int, int], model_mpp: float = 1.0,
                  tile_px: int = 7680, tiles_in_flight: int = 4, max_slide_mm: float = MAX_SLIDE_MM,
-                 machine_bytes: int | None = None, reader: int = 0, backend: str = "cpu") -> SlideBudget:
+                 machine_bytes: int | None = None, reader: int = 0,
+                 backend: str | BackendMemory = "cpu") -> SlideBudget:
     """The :class:`SlideBudget` of a slide of ``size_mm`` that is ``model_px`` at the model's
     resolution, read in tiles of ``tile_px`` with ``reader`` bytes of reader buffers
-    (:func:`reader_bytes`) and a ``backend`` ("cpu" or "gpu"); ``machine_bytes`` None:
+    (:func:`reader_bytes`) on ``backend`` (a :class:`BackendMemory`, or "cpu" for a model not
+    measured, or "gpu": :func:`as_backend_memory`); ``machine_bytes`` None:
     :func:`machine_memory_bytes`."""
     if not (isinstance(max_slide_mm, (int, float)) and math.isfinite(max_slide_mm) and max_slide_mm > 0):
         raise InvalidArgumentError(f"max_slide_mm must be a positive number of mm, got {max_slide_mm!r}")
+    memory = as_backend_memory(backend)
     w, h = model_px
-    side = min(tile_px, max(w, h))
-    parts = (("map", int(BYTES_PER_MODEL_PIXEL * w * h)), ("tiles", int(BYTES_PER_TILE_PIXEL * side * side * tiles_in_flight)),
-             ("reader", int(reader)), ("backend", backend_bytes(backend, side)))
+    tile = min(tile_px, w) * min(tile_px, h)  # the largest tile: a slide smaller than one is one tile
+    parts = (("map", int(BYTES_PER_MODEL_PIXEL * w * h)), ("tiles", int(BYTES_PER_TILE_PIXEL * tile * tiles_in_flight)),
+             ("reader", int(reader)), ("model", memory.model_bytes), ("backend", memory.working_bytes(tile)))
     needed = sum(v for _, v in parts)
     return SlideBudget(size_mm, float(max_slide_mm), (int(w), int(h)), float(model_mpp), needed,
-                       machine_bytes if machine_bytes is not None else machine_memory_bytes(), parts)
+                       machine_bytes if machine_bytes is not None else machine_memory_bytes(), parts, memory.basis)
 
 
 def check_budget(path: Any, budget: SlideBudget) -> None:
@@ -197,7 +254,7 @@ def check_budget(path: Any, budget: SlideBudget) -> None:
 
 def budget_for(slide: Any, model_mpp: float = 1.0, tile_px: int = 7680, tiles_in_flight: int = 4,
                max_slide_mm: float = MAX_SLIDE_MM, machine_bytes: int | None = None,
-               backend: str = "cpu") -> SlideBudget:
+               backend: str | BackendMemory = "cpu") -> SlideBudget:
     """The :class:`SlideBudget` of an open :class:`~tseg.runtime.wsi.slide.Slide` for a model at
     ``model_mpp`` with ``tile_px`` tiles on ``backend`` (``tseg-rt info``: the paper's 1 µm/px and
     7680 px, on the CPU); the reader's part from the slide's largest chunk (``largest_chunk()`` of

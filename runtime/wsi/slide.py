@@ -52,7 +52,7 @@ from tseg.runtime.wsi.brightfield import file_reason, refusal as brightfield_ref
 from tseg.runtime.wsi.locator import as_slide, is_remote
 from tseg.runtime.wsi.levels import ReadPlan, choose_level, level_allowed, plan_read, size_at_factors, target_factors
 from tseg.runtime.wsi.mpp import NETWORK_MPP, OVERVIEW_MPP, UPSAMPLE_TOLERANCE, resolve_mpp
-from tseg.runtime.wsi.limits import MAX_SLIDE_MM, budget_for
+from tseg.runtime.wsi.limits import MAX_SLIDE_MM, BackendMemory, budget_for
 from tseg.runtime.wsi.resample import area_resample
 from tseg.runtime.wsi.base import SlideSource
 from tseg.runtime.wsi.dispatch import DECODERS, open_source
@@ -359,18 +359,20 @@ def open_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | None
 
 
 def describe_slide(path: str | os.PathLike[str], mpp: float | Sequence[float] | None = None,
-                   max_slide_mm: float = MAX_SLIDE_MM, allow_non_brightfield: bool = False) -> dict[str, Any]:
+                   max_slide_mm: float = MAX_SLIDE_MM, allow_non_brightfield: bool = False,
+                   backend: str | BackendMemory = "cpu") -> dict[str, Any]:
     """What ``tseg-rt info`` shows: :meth:`Slide.info` with ``limits`` (the claimed size against
     ``max_slide_mm`` and the memory processing needs against the machine's, at the paper's 1 µm/px
-    and 7680 px tiles, with what ``tseg-rt run`` would refuse: :mod:`tseg.runtime.wsi.limits`),
+    and 7680 px tiles with the model's memory ``backend`` (default: a model not measured, on the
+    CPU), with what ``tseg-rt run`` would refuse: :mod:`tseg.runtime.wsi.limits`),
     or, for a slide whose resolution is missing or implausible, its vendor, levels and sizes in
     pixels with the problem stated. A slide that is not H&E brightfield is refused as
     :func:`open_slide` refuses it, unless ``allow_non_brightfield``."""
     p = as_slide(path)
     try:
         with open_slide(p, mpp, allow_non_brightfield=allow_non_brightfield) as slide:
-            return dict(slide.info(), limits=budget_for(slide, NETWORK_MPP, PAPER_TILE_PX,
-                                                        max_slide_mm=max_slide_mm).as_dict())
+            return dict(slide.info(), limits=budget_for(slide, NETWORK_MPP, PAPER_TILE_PX, max_slide_mm=max_slide_mm,
+                                                        backend=backend).as_dict())
     except (MissingMppError, ImplausibleMppError) as exc:
         problem = exc
     source = open_source(p)

@@ -81,6 +81,11 @@ def test_tiny_export_parity_contract_and_runtime(tiny_export, tmp_path):
     assert len(c.provenance["source_checkpoint_sha256"]) == 64 and c.provenance["checkpoint_step"] == 7
     assert c.provenance["exporter"]["opset"] == 21
     assert load_backend(d / "tiny.onnx", providers="cpu").contract.precision == "fp16"
+    # Each graph's memory on the CPU, measured at its tile size (512 px) and recorded in its contract.
+    for graph in ("tiny.onnx", "tiny.fp32.onnx"):
+        entry = load_backend(d / graph, providers="cpu").contract.working_memory["cpu"]
+        assert entry["side"] == 512 and entry["tile_bytes"] > 0 and entry["session_bytes"] > 0, (graph, entry)
+    assert report.contract["working_memory"]["cpu"] == load_backend(d / "tiny.onnx", providers="cpu").contract.working_memory["cpu"]
     # Both graphs are ones TensorRT's parser takes (issue 11): uint8 only into a Cast and out of one.
     for graph in ("tiny.onnx", "tiny.fp32.onnx"):
         assert check_onnx_file(d / graph) == [], graph
@@ -125,7 +130,10 @@ def test_fp16_graph_against_fp32_on_real_tiles(tiny_export):
 @pytest.mark.slow
 def test_paper_configuration_exports_with_parity(tmp_path):
     ckpt = checkpoint(tmp_path / "paper.pt", ModelConfig())
-    report = export_checkpoint(ckpt, tmp_path / "paper.onnx", precision="fp16", traced_size=(128, 128))
+    # Its memory measurement (one 2048 px tile per graph, about 30 s each) is left to the tiny export's test.
+    report = export_checkpoint(ckpt, tmp_path / "paper.onnx", precision="fp16", traced_size=(128, 128),
+                               measure_memory=False)
+    assert "cpu" not in report.contract.get("working_memory", {})
     assert report.fixes["scaled_std_conv"] == 201 and report.fixes["avg_pool_same"] == 1
     a = report.parity["pytorch_fp32_vs_onnxruntime_fp32"]
     assert a["max_level_difference"] <= 1 and a["fraction_differing"] <= 1e-4
@@ -196,6 +204,7 @@ def test_cli_export(tmp_path, tiny_export):
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout[r.stdout.index("{"):])
     assert report["parity"]["fp32_gate"]["passed"]
+    assert report["working_memory"]["cpu"]["side"] == 256  # measured at the model's tile size
     again = subprocess.run([sys.executable, "-m", "tseg.runtime.cli", "export", str(ckpt), "-o", str(tmp_path / "m.onnx")],
                            capture_output=True, text=True)
     assert again.returncode == 2 and "--overwrite" in again.stderr

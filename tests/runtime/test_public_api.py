@@ -50,7 +50,7 @@ COMMANDS = {
     "eval": ["--pred", "--ref", "--out/-o", "--cohorts", "--classes", "--sweep", "--repair-annotations"],
     "demo": ["--out/-o", "--engine/-e", "--progress|--no-progress", "--verbose/-v", "--slide-only"],
     "export": ["CHECKPOINT", "--out/-o", "--precision", "--traced-size", "--tile-size", "--min-overlap", "--low",
-               "--high", "--overwrite", "--parity|--no-parity", "--verbose/-v"],
+               "--high", "--overwrite", "--parity|--no-parity", "--measure-memory|--no-measure-memory", "--verbose/-v"],
     "build-engine": ["ONNX_MODEL", "--out/-o", "--min-tile", "--opt-tile", "--max-tile", "--workspace-gb",
                      "--optimization-level", "--timing-cache", "--device", "--fp16-flag|--no-fp16-flag", "--overwrite",
                      "--verbose/-v"],

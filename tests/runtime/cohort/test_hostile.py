@@ -398,9 +398,11 @@ def test_6_more_memory_than_the_machine_has_is_refused_saying_how_much(claimed, 
     from tseg.runtime.execution.segmenter import Segmenter
 
     seg = Segmenter(model, memory_bytes=8 * 10**9)  # a machine with 8 GB
-    with pytest.raises(SlideTooLargeError, match=r"needs about 50.\d GB .* more than the 8.0 GB") as info:
+    # The map (50.0 GB) and this test model's memory, not measured: taken as the paper's network's.
+    with pytest.raises(SlideTooLargeError, match=r"needs about 51.\d GB .* more than the 8.0 GB") as info:
         seg.segment_slide(claimed["1M"])
     assert "100000 x 100000 px at 1 µm/px" in str(info.value)
+    assert "was not measured" in str(info.value) and "python -m tseg.export.working_memory" in str(info.value)
 
 
 # --- 10. a slide changed while it is read -----------------------------------------------------------
