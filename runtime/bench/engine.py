@@ -5,7 +5,8 @@ size (a TensorRT plan's optimisation profile, else the model contract's tile siz
 paper's network and the bundled model), or ``tile``, rounded up to the model's divisor:
 
 1. ``warmup`` unmeasured calls (the first also reported alone: ONNX Runtime allocates its
-   buffers, TensorRT its context, at the first call of a shape);
+   buffers, TensorRT its context, at the first call of a shape; with no warm-up, the first timed
+   call is that first call);
 2. ``tiles`` calls of ``backend.infer`` one after another, each timed from the host (copies in
    and out included): min, median, p99 and mean seconds per tile (p99 approaches the maximum
    below 100 tiles); the loop stops early, after at least one tile, when ``time_limit_s`` is
@@ -181,6 +182,8 @@ def _measure(backend: Backend, settings: EngineSettings, device: int, cuda: bool
         times.append(time.perf_counter() - t0)
         if time.perf_counter() - started > settings.time_limit_s:
             break
+    if first is None:  # no warm-up: the first timed call was the first call
+        first = times[0]
     stats = _summary(times)
     streamed = None
     if _overlaps(backend):

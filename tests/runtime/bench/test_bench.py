@@ -145,3 +145,16 @@ def test_bad_options_are_refused(bench_env):
     assert r.returncode == 2 and "exclude each other" in r.stderr
     r = tseg_rt("--generate", "ten", env=bench_env)
     assert r.returncode == 2 and "WIDTHxHEIGHT" in r.stderr
+
+
+def test_without_warm_up_the_first_timed_call_is_the_first_call(tmp_path):
+    """``--warmup 0`` printed "first call n/a s": the first call was timed, but reported nowhere."""
+    from helpers import make_colour_model
+    from tseg.runtime.bench.engine import EngineSettings, bench_engine
+    from tseg.runtime.bench.report import format_engine
+
+    model = make_colour_model(tmp_path / "m.onnx", tile=256, overlap=32)
+    result, backend = bench_engine(model, EngineSettings(tile=256, tiles=2, warmup=0, copy_rates=False), providers="cpu")
+    backend.close()
+    assert result["first_call_s"] == result["s_per_tile_all"][0] > 0
+    assert "n/a" not in "\n".join(format_engine(result))
