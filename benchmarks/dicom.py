@@ -65,8 +65,9 @@ class _Orthanc:
 
 
 def _dicom_slide(quick: bool) -> tuple[list[Path], float]:
-    from wsidicomizer import WsiDicomizer
+    from tseg.runtime.outputs.dicom_source import wsidicomizer_class
 
+    WsiDicomizer = wsidicomizer_class()  # noqa: N806 - a class
     size = (4.0, 3.0) if quick else (10.0, 7.5)
     tiff = cached_slide("dicom", seed=22, width_mm=size[0], height_mm=size[1], mpp=0.5, n_tumours=2,
                         level_factor=2)

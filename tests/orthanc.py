@@ -105,10 +105,12 @@ def generated_dicom_wsi(folder: Path, width_um: int = 4000, height_um: int = 300
     ``helpers``: glass, pink tissue, a dark "tumour" square, here with a pink hole in it) written
     as DICOM by wsidicomizer. Returns the DICOM files and the TIFF."""
     import numpy as np
-    from wsidicomizer import WsiDicomizer
 
     from dicomwsi import square_slide_image
+    from tseg.runtime.outputs.dicom_source import wsidicomizer_class
     from tseg.runtime.outputs.pyramid_tiff import pyramid_from_array, write_pyramid
+
+    WsiDicomizer = wsidicomizer_class()  # noqa: N806 - without its process-wide strict mode, as tseg-rt imports it
 
     img = square_slide_image(width_um, height_um, mpp, square_um=(1000, 800, 2000, 1600))
     if hole:  # a 700 µm hole: larger than the 10,000 px (at 5 µm/px) that post-processing fills

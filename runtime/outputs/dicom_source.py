@@ -253,14 +253,31 @@ def stand_in(size0: tuple[int, int], mpp0: tuple[float, float], uids: Mapping[st
         w, h, k = max(1, w // 2), max(1, h // 2), k + 1
 
 
-def convert_slide(slide: Path, folder: Path, uids: Mapping[str, str], site: SiteMetadata | None) -> list[Path]:
-    """Write ``slide`` as DICOM WSI files into ``folder`` with wsidicomizer (labels, overviews and
-    thumbnails left out: labels carry names), in the result's study. Returns the files."""
+def wsidicomizer_class() -> Any:
+    """``wsidicomizer.WsiDicomizer``, imported without its side effect on the whole process.
+
+    Importing wsidicomizer sets ``pydicom.config.enforce_valid_values = True``, pydicom's strict
+    mode for reading and writing, for every later DICOM file of the process: in a service that had
+    written one slide as DICOM, a file with one malformed value (an ``IS`` of ``"abc"``), read
+    with a warning before, would fail from then on. pydicom's two validation modes are restored
+    as they were before the import."""
+    from pydicom import config
+
+    before = (config.settings.reading_validation_mode, config.settings.writing_validation_mode)
     try:
         from wsidicomizer import WsiDicomizer
     except ImportError:
         raise InvalidArgumentError("writing the slide as DICOM needs the dicom extra: pip install "
                                    "'tseg-rt[dicom]'") from None
+    finally:
+        config.settings.reading_validation_mode, config.settings.writing_validation_mode = before
+    return WsiDicomizer
+
+
+def convert_slide(slide: Path, folder: Path, uids: Mapping[str, str], site: SiteMetadata | None) -> list[Path]:
+    """Write ``slide`` as DICOM WSI files into ``folder`` with wsidicomizer (labels, overviews and
+    thumbnails left out: labels carry names), in the result's study. Returns the files."""
+    WsiDicomizer = wsidicomizer_class()  # noqa: N806 - a class
     from pydicom import Dataset
 
     extra = Dataset()

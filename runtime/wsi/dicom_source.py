@@ -123,8 +123,9 @@ def read_header(path: str | Path) -> DicomFile:
 def _total_size(ds: Any) -> tuple[int, int] | None:
     """``TotalPixelMatrixColumns/Rows`` as whole numbers >= 1, None when absent; ValueError when
     they are anything else (several values, text, zero), naming the attribute even where pydicom
-    refuses the value itself (its strict mode, which importing wsidicomizer turns on for the
-    whole process)."""
+    refuses the value itself (its strict mode, ``enforce_valid_values``, which a host program or
+    a library imported before may have turned on: wsidicomizer's import does, and tseg-rt undoes
+    it, :func:`tseg.runtime.outputs.dicom_source.wsidicomizer_class`)."""
     values = []
     for name in ("TotalPixelMatrixColumns", "TotalPixelMatrixRows"):
         try:
