@@ -56,7 +56,7 @@ from tseg.runtime.errors import AnnotationError, InvalidArgumentError, OutputErr
 from tseg.runtime.evaluation.metrics import (SECONDARY_STATISTICS, confusion_counts, region_correspondence, spearman, statistics,
                       summarise)
 from tseg.runtime.outputs.files import FOREGROUND, MASK, PROBABILITY
-from tseg.runtime.outputs.summary import SUMMARY
+from tseg.runtime.outputs.summary import SUMMARY, png_size
 from tseg.runtime.method.postprocess import label_regions, smooth_probability
 from tseg.runtime.wsi.mpp import OVERVIEW_MPP
 
@@ -79,11 +79,20 @@ class SlidePrediction:
     summary: dict[str, Any]
 
     def load(self, what: str) -> np.ndarray:
+        """One of the result's 5 µm/px maps, decoded only when its PNG header states the size the
+        summary gives them (a 600 KB PNG can claim 25000 x 25000 px: 625 MB decoded)."""
         try:  # never through a link in or to the result folder, never a FIFO (safeio)
             data = read_bytes(self.folder / what, below=self.folder.parent, limit=None)
         except OSError as exc:
             raise OutputError(self.folder / what, f"missing or unreadable prediction file "
                                                   f"({getattr(exc, 'what', None) or exc.strerror or exc})") from None
+        size = png_size(data)
+        if size is not None and size != self.overview_size:
+            raise OutputError(self.folder / what, f"its header claims {size[0]} x {size[1]} px, not the "
+                                                  f"{self.overview_size[0]} x {self.overview_size[1]} px its summary.json "
+                                                  "states for the maps; not decoded: run the slide again")
+        if size is None and data:
+            raise OutputError(self.folder / what, "not a PNG image; run the slide again")
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE) if data else None
         if image is None:
             raise OutputError(self.folder / what, "missing or unreadable prediction file")

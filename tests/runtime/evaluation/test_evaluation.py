@@ -372,3 +372,37 @@ def test_json_that_is_not_geojson_is_still_refused(tmp_path, text):
     (refs / "a.geojson").write_text(text)
     with pytest.raises(AnnotationError, match="a.geojson"):
         evaluate(tmp_path / "r", refs, tmp_path / "e", plot=False)
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A valid 8-bit grey PNG of ``width`` x ``height`` zeros: a few hundred KB that decode to
+    ``width * height`` bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    packer, rows, parts = zlib.compressobj(6), b"\0" * ((width + 1) * 500), []
+    for _ in range(height // 500):
+        parts.append(packer.compress(rows))
+    parts += [packer.compress(b"\0" * ((width + 1) * (height % 500))), packer.flush()]
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
+
+
+def test_a_planted_map_is_not_decoded_beyond_the_size_its_summary_states(tmp_path):
+    """A foreground.png of 20000 x 20000 px (400 MB decoded, under 1 MB on disk) in a result whose
+    maps are 10 x 10 px was decoded in full before the slide failed; it is refused from its header."""
+    from tseg.runtime.errors import OutputError
+
+    fake_result(tmp_path / "r" / "a", np.zeros((10, 10), bool), np.ones((10, 10), bool))
+    (tmp_path / "r" / "a" / "foreground.png").write_bytes(png_claiming(20000, 20000))
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    cv2.imwrite(str(refs / "a.mask.png"), np.zeros((10, 10), np.uint8))
+    with pytest.raises(OutputError, match=r"foreground.png.*header claims 20000 x 20000 px, not the 10 x 10 px"):
+        evaluate(tmp_path / "r", refs, tmp_path / "e", plot=False)
+    (tmp_path / "r" / "a" / "foreground.png").write_bytes(b"GIF89a not a png")
+    with pytest.raises(OutputError, match="foreground.png.*not a PNG image"):
+        evaluate(tmp_path / "r", refs, tmp_path / "e", plot=False)
