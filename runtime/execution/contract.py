@@ -25,7 +25,8 @@ Schema (version 1)::
       "model": {...},                    # architecture config (training's build_model input)
       "provenance": {...},               # source checkpoint sha256, versions, training step ...
       "working_memory": {                # optional: measured by tseg.runtime.execution.working_memory
-        "cpu": {"session_bytes": int, "tile_bytes": int, "side": int, "bytes_per_px": float,
+        "cpu": {"session_bytes": int, "side": int, "tile_bytes": int, "half_side": int,
+                "half_tile_bytes": int, "fixed_bytes": int, "bytes_per_px": float,
                 "threads": int, "onnxruntime": str}
       }
     }
@@ -181,9 +182,11 @@ def _working_memory_problems(wm: Any) -> list[str]:
         return []
     if not isinstance(cpu, Mapping):
         return ["working_memory.cpu must be a JSON object"]
-    bad = [k for k in ("session_bytes", "tile_bytes", "side") if not _is_int(cpu.get(k)) or cpu[k] < 0]
+    required, optional = ("session_bytes", "tile_bytes", "side"), ("fixed_bytes", "half_side", "half_tile_bytes")
+    bad = [k for k in required + optional
+           if (k in required or k in cpu) and (not _is_int(cpu.get(k)) or cpu[k] < 0)]
     per_px = cpu.get("bytes_per_px")
-    if not (isinstance(per_px, (int, float)) and not isinstance(per_px, bool) and math.isfinite(per_px) and per_px >= 0):
+    if isinstance(per_px, bool) or not (isinstance(per_px, (int, float)) and math.isfinite(per_px) and per_px >= 0):
         bad.append("bytes_per_px")
     if _is_int(cpu.get("side")) and cpu["side"] < 1:
         bad.append("side")

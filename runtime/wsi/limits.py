@@ -128,12 +128,14 @@ class BackendMemory:
 
     @classmethod
     def measured_cpu(cls, entry: Any) -> "BackendMemory":
-        """From a contract's ``working_memory["cpu"]`` (measured at one tile of ``side`` px; its
-        per-pixel figure, raised by :data:`MEASURED_MARGIN`, scales to any tile: per pixel, larger
-        tiles need less, see :mod:`tseg.runtime.execution.working_memory`)."""
-        return cls(int(entry["session_bytes"]), 0, float(entry["bytes_per_px"]) * MEASURED_MARGIN,
-                   f"measured for this model on the CPU ({entry['bytes_per_px']:.0f} B per tile pixel at "
-                   f"{entry['side']} px, onnxruntime {entry.get('onnxruntime', '?')})")
+        """From a contract's ``working_memory["cpu"]``: the line fitted through tiles of ``side``
+        and ``half_side`` px (``fixed_bytes`` + ``bytes_per_px`` a pixel), raised by
+        :data:`MEASURED_MARGIN` (:mod:`tseg.runtime.execution.working_memory`)."""
+        fixed = int(entry.get("fixed_bytes", 0))
+        return cls(int(entry["session_bytes"]), int(fixed * MEASURED_MARGIN),
+                   float(entry["bytes_per_px"]) * MEASURED_MARGIN,
+                   f"measured for this model on the CPU ({fixed / 2**20:.0f} MiB + {entry['bytes_per_px']:.0f} B per "
+                   f"tile pixel, from tiles of up to {entry['side']} px, onnxruntime {entry.get('onnxruntime', '?')})")
 
 
 #: ONNX Runtime on the CPU for a model without a measurement: as the paper's network measured

@@ -60,6 +60,19 @@ def make_wide_model(path: Path, tile: int = 512, channels: int = 96) -> Path:
 # --- the estimate, from the figures ---------------------------------------------------------------
 
 
+def test_the_line_through_two_tiles_never_falls_below_them():
+    from tseg.runtime.execution.working_memory import fit_line
+
+    # The bundled model: 220 MiB at 1024 px, 497 MiB at 2048 px: 128 MiB + 92 B a pixel.
+    fixed, per_px = fit_line((1024**2, 230_555_648), (2048**2, 520_724_480))
+    assert per_px == pytest.approx(92.24, abs=0.01) and fixed == pytest.approx(133_832_704, abs=64)
+    # The smaller tile reusing memory freed by the loading (a negative fixed part): through 0 and
+    # the larger point, above the smaller one.
+    fixed, per_px = fit_line((512**2, 1_000_000), (1024**2, 269_500_000))
+    assert fixed == 0 and per_px == pytest.approx(269_500_000 / 1024**2, abs=0.01)
+    assert fit_line((512**2, 100), (512**2, 1_048_576)) == (0, 4.0)  # one point: through 0
+
+
 def test_measure_side_is_the_tile_at_most_2048_px_on_the_divisor():
     assert MAX_MEASURE_PX == 2048
     assert measure_side(7680, 32) == 2048 and measure_side(7680, 16) == 2048
@@ -109,7 +122,8 @@ def test_the_contract_carries_the_measurement_and_refuses_a_malformed_one():
     again = ModelContract.from_json(c.to_json())
     assert again.working_memory["cpu"] == PAPER_ENTRY and again == c
     for bad in ({"cpu": {**PAPER_ENTRY, "bytes_per_px": -1}}, {"cpu": {**PAPER_ENTRY, "side": 0}},
-                {"cpu": {k: v for k, v in PAPER_ENTRY.items() if k != "session_bytes"}}, {"cpu": 5}, [1]):
+                {"cpu": {k: v for k, v in PAPER_ENTRY.items() if k != "session_bytes"}}, {"cpu": 5}, [1],
+                {"cpu": {**PAPER_ENTRY, "fixed_bytes": -5}}, {"cpu": {**PAPER_ENTRY, "bytes_per_px": True}}):
         with pytest.raises(ContractError, match="working_memory"):
             ModelContract.from_dict({**ModelContract().to_dict(), "working_memory": bad}, "m.onnx")
 
@@ -147,8 +161,11 @@ def test_a_wider_network_measures_wider(tmp_path):
     narrow = measure_cpu(make_colour_model(tmp_path / "narrow.onnx", tile=512, overlap=32))
     wide = measure_cpu(make_wide_model(tmp_path / "wide.onnx", tile=512))
     for entry in (narrow, wide):
-        assert entry["side"] == 512 and entry["threads"] >= 1 and entry["session_bytes"] >= 0
-        assert entry["bytes_per_px"] == pytest.approx(entry["tile_bytes"] / 512**2, abs=0.01)
+        assert (entry["side"], entry["half_side"]) == (512, 256) and entry["threads"] >= 1 and entry["session_bytes"] >= 0
+        # The line through the two tiles: at or above both points, never a negative fixed part.
+        line = [entry["fixed_bytes"] + entry["bytes_per_px"] * side**2 for side in (256, 512)]
+        assert line[0] >= entry["half_tile_bytes"] - 512**2 and line[1] >= entry["tile_bytes"] - 512**2
+        assert entry["fixed_bytes"] >= 0
         ModelContract(working_memory={"cpu": entry})  # a valid contract entry
     assert wide["bytes_per_px"] - narrow["bytes_per_px"] >= 300, (narrow, wide)
     import onnxruntime
