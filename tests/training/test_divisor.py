@@ -67,7 +67,7 @@ def test_exported_graph_and_runtime_run_it_unpadded(tiny, tmp_path):
     mean, std = (0.8, 0.7, 0.8), (0.1, 0.15, 0.1)
     ckpt = save_checkpoint(tmp_path / "tiny.pt", model, cfg, mean=mean, std=std, mpp=1.0, tile_size=256, step=1)
     export_checkpoint(ckpt, tmp_path / "tiny.onnx", tile_size=SIDE, min_overlap=1024, traced_size=(128, 128),
-                      check_parity=False)
+                      check_parity=False, measure_memory=False)
     backend = load_backend(tmp_path / "tiny.onnx", providers="cpu")
     assert backend.contract.divisor == 16 and backend.contract.tile_size == SIDE
     rng = np.random.default_rng(0)
