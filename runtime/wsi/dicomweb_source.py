@@ -176,7 +176,7 @@ def list_instances(connection: Connection) -> list[dict[str, Any]]:
     """The series' instances (QIDO-RS, DICOM JSON); SlideNotFoundError when there are none."""
     location = connection.location
     found = connection.call("listing the series' instances", connection.client.search_for_instances,
-                            location.study, location.series, fields=["SOPClassUID", "SOPInstanceUID"])
+                            location.study, location.series, fields=["SOPClassUID", "SOPInstanceUID", "ImageType"])
     if not found:
         raise SlideNotFoundError(location.url, "the server has no instances in this series (wrong UIDs, or not "
                                                "stored yet)")
@@ -186,6 +186,30 @@ def list_instances(connection: Connection) -> list[dict[str, Any]]:
 def _tag(item: dict[str, Any], tag: str) -> str:
     value = (item.get(tag) or {}).get("Value") or [""]
     return str(value[0])
+
+
+def check_instances(connection: Connection, instances: list[dict[str, Any]]) -> None:
+    """Refuse the series, naming the instance, the attribute and the fix, when a WSI instance's
+    header has a problem a local series is refused for (:func:`~tseg.runtime.wsi.dicom_attributes.
+    attribute_problem`): wsidicom skips an instance without Image Type without a word, or fails
+    with "object has no attribute '_base_dataset'" when none has one. Only the instances whose
+    search answer lacks a three-valued Image Type (asked for; a server may leave it out) have their
+    metadata read."""
+    from pydicom import Dataset
+
+    from tseg.runtime.wsi.dicom_attributes import attribute_problem, refusal
+
+    location = connection.location
+    for item in instances:
+        image_type = (item.get("00080008") or {}).get("Value") or []
+        if _tag(item, "00080016") != WSI_SOP_CLASS or len(image_type) >= 3:
+            continue
+        uid = _tag(item, "00080018")
+        meta = connection.call("reading instance metadata", connection.client.retrieve_instance_metadata,
+                               location.study, location.series, uid)
+        problem = attribute_problem(Dataset.from_json(meta, bulk_data_uri_handler=lambda *args: b""))
+        if problem:
+            raise UnsupportedSlideError(location.url, f"instance {uid} {refusal(problem)}")
 
 
 def fingerprint(connection: Connection) -> str:
@@ -300,6 +324,7 @@ class DicomWebSource:
         if WSI_SOP_CLASS not in classes:
             raise UnsupportedSlideError(self.location.url, f"the series holds no VL Whole Slide Microscopy images "
                                                            f"(SOP classes: {', '.join(classes) or 'none'})")
+        check_instances(self._connection, instances)
         try:
             with every_level():
                 self._wsi = WsiDicom.open_web(_client_with_bulk_data(WsiDicomWebClient, self._connection),

@@ -174,7 +174,8 @@ def test_a_server_error_while_wsidicom_reads_metadata_is_not_called_unsupported(
     from tseg.runtime.wsi import dicomweb_source as dicomweb
 
     url = "http://127.0.0.1:9/dicom-web/studies/1.2.3/series/4.5.6"  # never contacted
-    monkeypatch.setattr(dicomweb, "list_instances", lambda connection: [{"00080016": {"Value": [dicomweb.WSI_SOP_CLASS]}}])
+    listed = [{"00080016": {"Value": [dicomweb.WSI_SOP_CLASS]}, "00080008": {"Value": ["ORIGINAL", "PRIMARY", "VOLUME"]}}]
+    monkeypatch.setattr(dicomweb, "list_instances", lambda connection: listed)
 
     def refused(*args, **kwargs):
         raise DicomWebError(url, "the server refused access (401 Unauthorized) while reading an instance's metadata",
@@ -251,3 +252,32 @@ def test_a_scanner_series_reads_the_same_levels_and_pixels_over_dicomweb(orthanc
         for mpp in (5.0, 20.0):
             assert web.read_plan(mpp) == local.read_plan(mpp)
             assert np.array_equal(web.read(mpp), local.read(mpp))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("which", ["every", "last"])
+def test_a_series_without_image_type_is_refused_naming_the_attribute(orthanc, tmp_path, which):
+    """As a local series is (test_dicom.py): the attribute that is wrong and the fix, in tseg-rt's
+    words, naming the instance; not wsidicom's."""
+    import pydicom
+    from pydicom import config
+
+    from dicomwsi import square_slide_image, write_dicom_wsi
+    from tseg.runtime.errors import UnsupportedSlideError
+
+    files = write_dicom_wsi(tmp_path / "s", square_slide_image(800, 600, 2.0), 2.0)
+    with config.disable_value_validation():
+        for f in files if which == "every" else files[-1:]:
+            ds = pydicom.dcmread(str(f))
+            del ds.ImageType
+            ds.save_as(str(f))
+    orthanc.store_files(files)
+    headers = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in files]
+    with pytest.raises(UnsupportedSlideError) as refused:
+        open_slide(orthanc.series_url(headers[0].StudyInstanceUID, headers[0].SeriesInstanceUID))
+    text = str(refused.value)
+    assert "Image Type (0008,0008) is missing" in text and "dcmodify" in text, text
+    named = [h.SOPInstanceUID for h in headers if f"instance {h.SOPInstanceUID} " in text]
+    assert named == ([headers[-1].SOPInstanceUID] if which == "last" else named[:1]) and named, text
+    assert "wsidicom cannot open" not in text and "_base_dataset" not in text, text
