@@ -34,8 +34,11 @@ the runtime never needs it.
   releases its lock) for up to :data:`CANCEL_GRACE_S`, then the actors are killed, and
   :class:`~tseg.runtime.cohort.outcomes.BatchInterrupted` says what finished and what was left.
 * **Progress and logs.** The driver polls each busy actor for its tile count about once a
-  second (``ledger.events.tiles_done``); each actor returns the log records of its work with the outcome, and
-  the driver logs them (each distinct message once), as local workers' records are forwarded.
+  second, for live progress (``ledger.events.tiles_done``); each actor returns its slide's tile
+  count with the outcome, and the driver counts the tiles its polls had not reported then, so the
+  cohort's count is exact however late (or never) the polls are answered. Each actor returns the
+  log records of its work with the outcome, and the driver logs them (each distinct message
+  once), as local workers' records are forwarded.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ class _Job:
     worker: _Worker
     slide: Path
     wait: bool
+    tiles_before: int = 0  # the worker's tiles already counted when the slide was given to it
 
 
 @dataclass
@@ -176,7 +180,6 @@ class RayScheduler:
         try:
             while self.step():
                 pass
-            self.last_progress()
             if self.refusals and self.ever_ready:
                 for reason, who in self.refusals.items():
                     log.warning("%d Ray worker(s) refused (%s): %s", len(who), ", ".join(who), reason)
@@ -224,7 +227,7 @@ class RayScheduler:
             absolute = str(Path(slide).absolute())
             ref = w.handle.process.remote(absolute, self.out_abs, self.overwrite, wait_now,
                                           self.per_slide.get(str(slide)))
-            self.busy[ref] = _Job(w, slide, wait_now)
+            self.busy[ref] = _Job(w, slide, wait_now, w.tiles_seen)
             self.ledger.events.slide_started(slide, slide_stem(Path(slide)))
 
     # --- workers -------------------------------------------------------------------------------
@@ -298,7 +301,7 @@ class RayScheduler:
         """A worker returned a slide's outcome, or raised, or died."""
         job = self.busy.pop(ref)
         try:
-            outcome, records = self.ray.get(ref)
+            outcome, records, tiles = self.ray.get(ref)
         except self.task_error as exc:  # an error that escaped run_slide: this slide fails
             text = f"{job.slide}: unexpected error in the worker: {str(exc).splitlines()[0]}"
             self.finish(SlideOutcome(str(Path(job.slide).absolute()), slide_stem(Path(job.slide)), "failed",
@@ -309,6 +312,7 @@ class RayScheduler:
             self.worker_died(job, exc)
             return
         self.relay(records)
+        self.count_tiles(job, tiles)
         self.idle.append(job.worker)
         if outcome.status == "locked" and not job.wait and self.wait_for_locks:
             outcome.slide = str(job.slide)
@@ -367,12 +371,15 @@ class RayScheduler:
             self.last_poll = now
             self.ask_progress([job.worker for job in self.busy.values()])
 
-    def last_progress(self) -> None:
-        """The last tiles of the last slides."""
-        self.ask_progress(self.alive)
-        if self.progress_refs:
-            self.ray.wait(list(self.progress_refs), num_returns=len(self.progress_refs), timeout=2.0)
-            self.poll_progress()
+    def count_tiles(self, job: _Job, tiles: int) -> None:
+        """A slide finished with ``tiles`` tiles (the worker's answer): count those its worker's
+        progress answers had not reported, so the total is exact without waiting for them. A
+        progress answer that arrives later reports nothing new (the worker's count is kept)."""
+        w = job.worker
+        reported = w.tiles_seen - job.tiles_before
+        if tiles > reported:
+            self.ledger.events.tiles_done(tiles - reported)
+        w.tiles_seen = max(w.tiles_seen, job.tiles_before + tiles)
 
     def interrupted(self, stop: KeyboardInterrupt) -> None:
         """Ctrl-C: stop the running slides, kill the workers, raise BatchInterrupted."""
@@ -413,7 +420,7 @@ def _stop(ray: Any, busy: dict[Any, _Job], ray_error: type, finish: Callable[[An
             for ref in done:
                 job = busy.pop(ref)
                 try:
-                    outcome, _records = ray.get(ref)
+                    outcome, _records, _tiles = ray.get(ref)
                 except ray_error:  # died while stopping: remove what it left
                     _remove_left(out, job.slide)
                     continue

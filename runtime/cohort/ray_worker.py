@@ -6,7 +6,7 @@ One long-lived actor per GPU (``num_gpus=1``) for TensorRT plans, for ONNX Runti
 constructor, and processes slides one at a time with
 :func:`tseg.runtime.cohort.runner.run_slide`: the same result folders, locks, temporary folders
 and resume decisions as a local run. It returns only the outcome and the log records of its
-work to the driver. Progress and cancel calls run in their own concurrency group
+work (and its tile count) to the driver. Progress and cancel calls run in their own concurrency group
 (:data:`CONTROL`), so they are answered while a slide is processed.
 """
 
@@ -135,9 +135,13 @@ class SlideWorker:
         return {"label": self.label(), "error": self.error, "backend": backend, "logs": self._capture.drain()}
 
     def process(self, slide: str, out: str, overwrite: bool, wait_for_lock: bool,
-                overrides: Mapping[str, Any] | None) -> tuple[Any, list[tuple[str, int, str]]]:
+                overrides: Mapping[str, Any] | None) -> tuple[Any, list[tuple[str, int, str]], int]:
+        """Process one slide: ``(outcome, log records, tiles)``, where ``tiles`` is the number of
+        tiles this slide finished on this worker. The driver counts a slide's last tiles from it
+        (the progress calls may not be answered before the batch ends), not from :meth:`progress`."""
         self._cancel.clear()
         self._current = slide
+        before = self._tiles
 
         def tile(index: int, was_run: bool) -> None:
             self._tiles += 1
@@ -149,7 +153,7 @@ class SlideWorker:
             self._current = None
         outcome.worker = self.label()
         self.slides += 1
-        return outcome, self._capture.drain()
+        return outcome, self._capture.drain(), self._tiles - before
 
     def progress(self) -> dict[str, Any]:
         """Tiles finished since this worker started, and the slide it is on (control group)."""

@@ -101,8 +101,9 @@ def test_an_actor_loads_its_backend_once_for_many_slides(cluster, data, tmp_path
     try:
         assert ray.get(actor.ready.remote())["error"] is None
         for slide in data["slides"][:2]:
-            outcome, _logs = ray.get(actor.process.remote(str(slide), str(tmp_path / "out"), False, False, None))
+            outcome, _logs, tiles = ray.get(actor.process.remote(str(slide), str(tmp_path / "out"), False, False, None))
             assert outcome.status == "done", outcome.error
+            assert tiles == outcome.summary["tiles"]["tiles_total"] > 0  # this slide's tiles, returned with it
         stats = ray.get(actor.stats.remote())
         assert stats == {**stats, "backend_loads": 1, "slides": 2}
     finally:
