@@ -329,8 +329,32 @@ def test_7_no_inodes_for_the_lock_fails_that_slide_alone(tmp_path, models, monke
     assert "no space or inodes" in outcomes[0].error and "\n" not in outcomes[0].error
 
 
+# ``tseg-rt run`` that stops at its first slide's first tile (its lock is held, its result not
+# started) and prints "locked", then goes on when a line comes on its stdin.
+PAUSED_RUN = """
+import sys
+from tseg.runtime.cli.main import main
+from tseg.runtime.execution.segmenter import Segmenter
+
+segment_slide = Segmenter.segment_slide
+
+
+def paused(self, *args, **kwargs):
+    print("locked", flush=True)
+    sys.stdin.readline()
+    return segment_slide(self, *args, **kwargs)
+
+
+Segmenter.segment_slide = paused
+sys.argv = ["tseg-rt", "run", *sys.argv[1:]]
+main()
+"""
+
+
 @pytest.mark.slow
 def test_7_a_slide_locked_by_a_live_process_is_waited_for_not_failed(tmp_path, models):
+    import threading
+
     inp = tmp_path / "in"
     inp.mkdir()
     make_square_slide(inp / "big.tiff", width_um=5000, height_um=4000, tissue_um=(100, 100, 4800, 3800),
@@ -339,20 +363,47 @@ def test_7_a_slide_locked_by_a_live_process_is_waited_for_not_failed(tmp_path, m
     out = tmp_path / "out"
     (out).mkdir()
     (out / ".stale.lock").write_text('{"pid": 1}')  # left by a killed run: removed
-    first = subprocess.Popen([sys.executable, "-m", "tseg.runtime.cli", "run", str(inp / "big.tiff"), "--engine",
+    # The first run holds big's lock until the second is waiting for it (whatever the load).
+    first = subprocess.Popen([sys.executable, "-c", PAUSED_RUN, str(inp / "big.tiff"), "--engine",
                               str(models["slow"]), "--out", str(out), "--no-progress"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while not (out / ".big.lock").exists() and time.time() < deadline:
-        time.sleep(0.02)
-    second = cli("run", inp, "--engine", models["slow"], "--out", out, "--no-progress")
-    first_out, first_err = first.communicate(timeout=300)
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = None
+    try:
+        assert first.stdout.readline().strip() == "locked", first.communicate(timeout=60)[1]
+        second = subprocess.Popen([sys.executable, "-m", "tseg.runtime.cli", "run", str(inp), "--engine",
+                                   str(models["slow"]), "--out", str(out), "--no-progress"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        second_err: list[str] = []
+        waiting = threading.Event()
+
+        def read_second() -> None:
+            for line in second.stderr:
+                second_err.append(line)
+                if "waiting for" in line and f"process {first.pid}" in line:
+                    waiting.set()
+            waiting.set()  # it ended without waiting: the asserts below say so
+
+        reader = threading.Thread(target=read_second, daemon=True)
+        reader.start()
+        waiting.wait(timeout=300)
+        assert any("waiting for" in ln and f"process {first.pid}" in ln for ln in second_err), "".join(second_err)
+        # Let the first run make big and release its lock.
+        first_out, first_err = first.communicate(input="go\n", timeout=300)
+        second_out = second.stdout.read()
+        assert second.wait(timeout=300) == 0, "".join(second_err)
+        reader.join(timeout=60)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert first.returncode == 0, first_err
-    assert second.returncode == 0, second.stderr
-    one_line_error(second)
-    assert f"process {first.pid}" in second.stderr and "big" in second.stderr
-    assert "finished by" in second.stderr
+    second_stderr = "".join(second_err)
+    one_line_error(subprocess.CompletedProcess(second.args, second.returncode, second_out, second_stderr))
+    assert f"process {first.pid}" in second_stderr and "big" in second_stderr
+    assert "finished by" in second_stderr
     assert summary(out / "big")["areas"]["tumour_area_mm2"] == pytest.approx(1.5, rel=0.01)
+    assert summary(out / "big")["worker"].endswith(f"pid {first.pid}")  # made by the first run, not redone
     assert (out / "small" / SUMMARY).exists()
     assert not list(out.glob(".*.lock")), "no lock files are left behind"
 
