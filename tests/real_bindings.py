@@ -10,13 +10,16 @@
 * cuda-bindings installs and imports without a GPU; the 13.x of the test environment is used as
   installed, 12.9.x is installed into the cache.
 
-Wheels go to ``REPO/.cache/tseg-tests/`` (``$TSEG_TEST_CACHE``), fetched once with pip and reused.
+Wheels go to ``REPO/.cache/tseg-tests/`` (``$TSEG_TEST_CACHE``), fetched once with pip and reused;
+concurrent test processes install each one once, under a lock (:func:`_pip_target`).
 Where there is no C compiler or no registry, the checks are skipped with the reason, except on
 CI (``$CI`` or ``$TSEG_REQUIRE_REAL_BINDINGS`` set), where that is a failure.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -25,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -65,27 +68,64 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TSEG_TEST_CACHE") or REPO / ".cache" / "tseg-tests")
 
 
-def _pip_target(requirement: str, target: Path) -> Path:
-    """``pip install --no-deps --target`` into ``target`` once (a marker names the requirement)."""
-    marker = target / ".tseg-requirement"
-    if marker.exists() and marker.read_text() == requirement:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+MARKER = ".tseg-requirement"
+
+
+def _pip_install(requirement: str, folder: Path) -> None:
+    """``pip install --no-deps --target folder requirement``; :class:`Unavailable` when pip cannot."""
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-           "--only-binary=:all:", "--timeout", "20", "--retries", "1", "--target", str(tmp), requirement]
+           "--only-binary=:all:", "--timeout", "20", "--retries", "1", "--target", str(folder), requirement]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
-        shutil.rmtree(tmp, ignore_errors=True)
         tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["?"]
         raise Unavailable(f"pip could not fetch {requirement!r} (no registry, or no wheel for Python "
                           f"{sys.version_info.major}.{sys.version_info.minor} on this platform): {tail[0]}")
-    (tmp / ".tseg-requirement").write_text(requirement)
-    shutil.rmtree(target, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if needed) while the block runs."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        tmp.rename(target)
-    except OSError:  # another run got there first
-        shutil.rmtree(tmp, ignore_errors=True)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _installed(target: Path, requirement: str) -> bool:
+    marker = target / MARKER
+    try:
+        return marker.read_text() == requirement
+    except OSError:
+        return False
+
+
+def _pip_target(requirement: str, target: Path,
+                install: Callable[[str, Path], None] = _pip_install) -> Path:
+    """``requirement`` installed into ``target`` once (``install``: pip, by default), a marker
+    file naming it; later calls reuse it.
+
+    Test processes (pytest-xdist workers, two runs in one checkout) may ask for the same target
+    at once: the install runs under an ``flock`` on ``.<target>.lock`` beside it, the marker is
+    checked again under the lock (whoever waited finds the target made), and a target whose
+    marker names ``requirement`` is never removed (another process may be importing from it);
+    only one without a valid marker (an older requirement, a partial copy) is replaced."""
+    if _installed(target, requirement):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(target.parent / f".{target.name}.lock"):
+        if _installed(target, requirement):  # made by another process while this one waited
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            install(requirement, tmp)
+            (tmp / MARKER).write_text(requirement)
+            if target.exists() or target.is_symlink():
+                shutil.rmtree(target)  # no valid marker: not in use by a run of this requirement
+            tmp.rename(target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone once renamed; left by a failed install
     return target
 
 
@@ -119,15 +159,18 @@ def stub_libraries(major: int) -> Path:
     if all((folder / n).exists() for n in names):
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    source = folder / "stub.c"
+    source = folder / f".stub.{os.getpid()}.c"  # this process's: another may be compiling its own
     source.write_text(STUB_SOURCE)
-    for name in names:
-        tmp = folder / f".{name}.{os.getpid()}"
-        r = subprocess.run([cc, "-shared", "-fPIC", f"-Wl,-soname,{name}", "-o", str(tmp), str(source)],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            raise Unavailable(f"{cc} could not build {name}: {r.stderr.strip()[-300:]}")
-        tmp.replace(folder / name)
+    try:
+        for name in names:
+            tmp = folder / f".{name}.{os.getpid()}"
+            r = subprocess.run([cc, "-shared", "-fPIC", f"-Wl,-soname,{name}", "-o", str(tmp), str(source)],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                raise Unavailable(f"{cc} could not build {name}: {r.stderr.strip()[-300:]}")
+            tmp.replace(folder / name)  # atomic: a reader sees the whole library or none
+    finally:
+        source.unlink(missing_ok=True)
     return folder
 
 
