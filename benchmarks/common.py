@@ -69,8 +69,17 @@ def _child(fn: Callable[..., dict], args: tuple, queue: "mp.Queue[dict]") -> Non
         queue.put({"error": repr(exc)})
 
 
+#: How long the result of a child found ended is still waited for (see :func:`in_fresh_process`).
+LAST_RESULT_WAIT_S = 5.0
+
+
 def in_fresh_process(fn: Callable[..., dict], *args: Any) -> dict:
-    """Run ``fn(*args)`` in a new process (so peak RSS is its own) and return its dict."""
+    """Run ``fn(*args)`` in a new process (so peak RSS is its own) and return its dict.
+
+    The queue is read a second at a time, so that a child killed without a word (out of memory)
+    is noticed. A child found ended is not yet taken for dead: its result may have arrived just
+    after a read gave up (it puts the result, then exits), so the queue is read once more, for up
+    to :data:`LAST_RESULT_WAIT_S`, before the child is reported dead with its exit code."""
     ctx = mp.get_context("spawn")
     queue: "mp.Queue[dict]" = ctx.Queue()
     proc = ctx.Process(target=_child, args=(fn, args, queue))
@@ -83,6 +92,11 @@ def in_fresh_process(fn: Callable[..., dict], *args: Any) -> dict:
             break
         except queue_module.Empty:
             if not proc.is_alive():
+                try:  # it reported and exited between the read above and is_alive()
+                    result = queue.get(timeout=LAST_RESULT_WAIT_S)
+                    break
+                except queue_module.Empty:
+                    pass
                 proc.join()
                 raise RuntimeError(f"{getattr(fn, '__name__', fn)} died with exit code {proc.exitcode}"
                                    + (" (killed: out of memory?)" if proc.exitcode == -9 else ""))
