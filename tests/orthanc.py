@@ -4,18 +4,20 @@ Orthanc and its DICOMweb plugin come from Debian (``apt-get install orthanc orth
 which ``.ci/run`` does). Without them the tests that need a server skip with the reason, except
 on CI (``$CI`` set), where that is a failure. The DICOMweb plugin runs with its defaults, as an
 archive in the field does: no ``DicomWeb.Host``, so it builds bulk-data URIs from the request's
-``Host`` header, on a port other than 80 (issue 29, defect 1).
+``Host`` header, on a port other than 80 (issue 29, defect 1). A server that lost its free port
+to another process before it bound it is started again on a new one (:class:`Orthanc`).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import socket
 import subprocess
 import time
-import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 from requirements import require
@@ -37,41 +39,75 @@ def require_orthanc() -> None:
                        "orthanc-dicomweb" if missing else None)
 
 
+#: Starts (each on a new free port) before a port taken by another process fails.
+START_TRIES = 5
+#: What Orthanc logs, then exits, when its HTTP port was taken meanwhile.
+PORT_TAKEN = "already in use"
+
+
 class Orthanc:
-    """One Orthanc process: ``root`` is its DICOMweb root URL; ``users`` enables basic auth."""
+    """One Orthanc process: ``root`` is its DICOMweb root URL; ``users`` enables basic auth.
+
+    The free port is found by binding port 0 and closing the socket, so another process may take
+    it before Orthanc binds it: Orthanc then exits ("... privileged or already in use"), and it
+    is started again on a new port (:data:`START_TRIES` times in all). It counts as up only when
+    ``/system`` answers with this server's own name (another server on the port does not) and
+    its process is still running."""
 
     def __init__(self, folder: Path, users: dict[str, str] | None = None) -> None:
         require_orthanc()
         folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.users = users
+        self.name = f"tseg-rt-tests-{uuid.uuid4().hex[:12]}"
+        self.log = folder / "orthanc.log"
+        for attempt in range(1, START_TRIES + 1):
+            if self._start():
+                return
+            self.log.rename(folder / f"orthanc.log.{attempt}")  # kept, for a failure's message
+        raise RuntimeError(f"Orthanc found its port taken {START_TRIES} times: "
+                           f"{(folder / f'orthanc.log.{START_TRIES}').read_text(errors='replace')[-1000:]}")
+
+    def _start(self) -> bool:
+        """Start Orthanc on a new free port: True when up, False when it lost the port."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.root = f"{self.url}/dicom-web"
-        self.users = users
+        folder, users = self.folder, self.users
         config = {
-            "Name": "tseg-rt-tests", "StorageDirectory": str(folder / "storage"), "IndexDirectory": str(folder / "index"),
+            "Name": self.name, "StorageDirectory": str(folder / "storage"), "IndexDirectory": str(folder / "index"),
             "HttpPort": self.port, "RemoteAccessAllowed": False, "DicomServerEnabled": False,
             "AuthenticationEnabled": bool(users), "RegisteredUsers": users or {},
             "Plugins": [str(PLUGIN)],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},  # Debian's defaults: no "Host" (issue 29)
         }
         (folder / "orthanc.json").write_text(json.dumps(config), encoding="utf-8")
-        self.log = folder / "orthanc.log"
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen([str(ORTHANC), str(folder / "orthanc.json")], stdout=log,
                                             stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
+        request = urllib.request.Request(f"{self.url}/system")
+        if users:
+            user, password = next(iter(users.items()))
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"Orthanc exited at start: {self.log.read_text(errors='replace')[-2000:]}")
+                text = self.log.read_text(errors="replace")
+                if PORT_TAKEN in text:
+                    return False
+                raise RuntimeError(f"Orthanc exited at start: {text[-2000:]}")
             try:
-                urllib.request.urlopen(f"{self.url}/system", timeout=1)
-                return
-            except urllib.error.HTTPError:  # 401 with authentication: it is up
-                return
-            except OSError:
-                time.sleep(0.05)
+                with urllib.request.urlopen(request, timeout=2) as answer:
+                    mine = json.loads(answer.read()).get("Name") == self.name
+            except (OSError, ValueError):  # not up yet, or another server on this port: wait
+                mine = False
+            if mine and self.process.poll() is None:
+                return True
+            time.sleep(0.05)
         self.stop()
-        raise RuntimeError("Orthanc did not answer within 20 s")
+        raise RuntimeError(f"Orthanc did not answer as {self.name} within 60 s: "
+                           f"{self.log.read_text(errors='replace')[-2000:]}")
 
     def stop(self, graceful: bool = True) -> None:
         """SIGTERM (Orthanc takes ~3 s), or SIGKILL for a throwaway server (``graceful=False``)."""

@@ -13,6 +13,12 @@ Daemons are started as root (slurmd must be root to start jobs as their user) an
 PIDs in their pid files: SIGTERM, then SIGKILL after a grace period. Jobs still running are
 cancelled first (a stopped slurmd would leave their steps behind).
 
+The free ports are found by binding port 0 and closing the socket, so another process may take
+one before a daemon binds it: a daemon that then exits with "Address already in use" in its log
+is stopped with its partner and both are started again on new ports (:data:`START_TRIES` times
+in all); the node counts as up only when this cluster's own controller, reached with this
+cluster's munge key, says so.
+
 :func:`unavailable` says why this cannot run here (no Slurm, not root), for a skip, or a failure
 on CI (``$CI``), where ``.ci/run`` installs the packages.
 """
@@ -32,6 +38,11 @@ from typing import Iterable
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scancel", "scontrol", "sinfo", "munge")
+#: Starts of slurmctld and slurmd (new ports each time) before a port taken by another process fails.
+START_TRIES = 5
+#: What slurmctld and slurmd log when their port was taken meanwhile ("Error binding slurm stream
+#: socket: Address already in use", then "fatal: ...").
+PORT_TAKEN = re.compile(r"Address already in use")
 
 
 def _find(name: str) -> str | None:
@@ -155,18 +166,61 @@ class SlurmCluster:
                      [_find("munged"), f"--socket={self.munge_socket}", f"--key-file={key}",
                       f"--pid-file={munge_dir / 'munged.pid'}", f"--log-file={munge_dir / 'munged.log'}",
                       f"--seed-file={munge_dir / 'munged.seed'}"])
-        self._write_conf()
-        self._daemon("slurmctld", self.root / "slurmctld.pid", [_find("slurmctld"), "-f", str(self.conf)])
-        self._daemon("slurmd", self.root / "slurmd.pid", [_find("slurmd"), "-f", str(self.conf), "-N", self.node])
+        taken = ""
+        for attempt in range(1, START_TRIES + 1):
+            self._write_conf()  # new free ports each time
+            try:
+                self._daemon("slurmctld", self.root / "slurmctld.pid", [_find("slurmctld"), "-f", str(self.conf)])
+                self._daemon("slurmd", self.root / "slurmd.pid",
+                             [_find("slurmd"), "-f", str(self.conf), "-N", self.node])
+                taken = self._wait_for_node(timeout_s)
+            except _PortTaken as exc:
+                taken = str(exc)
+            if not taken:
+                return self
+            self._restart_slurm(attempt)
+        raise RuntimeError(f"the test Slurm's daemons found their port taken {START_TRIES} times (last: {taken})")
+
+    def _wait_for_node(self, timeout_s: float) -> str:
+        """Wait until this cluster's node is up (""), or a daemon exited because its port was
+        taken (that log line). Raises when a daemon exited for another reason, or on timeout."""
         deadline = time.monotonic() + timeout_s
         state = ""
         while time.monotonic() < deadline:
+            for name in ("slurmctld", "slurmd"):
+                if not _alive_by_pid_file(self.root / f"{name}.pid"):
+                    line = self._port_taken(name)
+                    if line:
+                        return line
+                    raise RuntimeError(f"{name} exited while the test Slurm started\n" + self.logs())
             r = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, env=self.env(), timeout=30)
             state = r.stdout.strip() or r.stderr.strip()
             if state in ("idle", "mixed", "allocated"):
-                return self
+                return ""
             time.sleep(0.3)
         raise RuntimeError(f"the test Slurm's node did not come up in {timeout_s:.0f} s (sinfo: {state!r})\n" + self.logs())
+
+    def _port_taken(self, name: str) -> str:
+        """The line of daemon ``name``'s log that says its port was taken ("" if none)."""
+        log = self.root / "log" / f"{name}.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        line = next((ln for ln in text.splitlines() if PORT_TAKEN.search(ln)), "")
+        return f"{name}: {line.strip()}" if line else ""
+
+    def _restart_slurm(self, attempt: int) -> None:
+        """Stop slurmd and slurmctld after a start that lost a port (munged stays); their logs are
+        kept as ``*.log.<attempt>``, their state and spool emptied for the next start."""
+        for name in ("slurmd", "slurmctld"):
+            pid_file = self.root / f"{name}.pid"
+            _stop_pid(pid_file)  # one that wrote no pid file exited (slurmd binds first)
+            pid_file.unlink(missing_ok=True)
+            if (name, pid_file) in self._started:
+                self._started.remove((name, pid_file))
+            log = self.root / "log" / f"{name}.log"
+            if log.exists():
+                log.rename(log.with_name(f"{log.name}.{attempt}"))
+        for d in ("state", "spool"):
+            shutil.rmtree(self.root / d, ignore_errors=True)
 
     def _daemon(self, name: str, pid_file: Path, argv: list[str | None]) -> None:
         r = subprocess.run([str(a) for a in argv], capture_output=True, text=True, env=self.env(), timeout=60)
@@ -174,6 +228,9 @@ class SlurmCluster:
             raise RuntimeError(f"{name} did not start (exit {r.returncode}): {r.stderr.strip()}\n" + self.logs())
         deadline = time.monotonic() + 20
         while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+            taken = self._port_taken(name) if name != "munged" else ""
+            if taken:  # slurmd binds its port before it writes its pid file
+                raise _PortTaken(taken)
             time.sleep(0.05)
         if not pid_file.exists():
             raise RuntimeError(f"{name} wrote no pid file {pid_file}\n" + self.logs())
@@ -258,6 +315,10 @@ class SlurmCluster:
         return jobs
 
 
+class _PortTaken(Exception):
+    """A daemon exited because another process took its port first (the log line)."""
+
+
 def _stop_pid(pid_file: Path, grace_s: float = 10.0) -> None:
     """SIGTERM the process named by ``pid_file``, SIGKILL it if it outlives ``grace_s``."""
     try:
@@ -277,6 +338,14 @@ def _stop_pid(pid_file: Path, grace_s: float = 10.0) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def _alive_by_pid_file(pid_file: Path) -> bool:
+    """Whether the process named by ``pid_file`` runs (no pid file: not started, or gone)."""
+    try:
+        return _alive(int(pid_file.read_text().split()[0]))
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def _alive(pid: int) -> bool:

@@ -35,6 +35,25 @@ def index(tmp_path_factory):
     return prepare_dataset(d / "slides.csv", d / "ds", tile_size=128).index
 
 
+def torchrun(nproc: int, *args: str, tries: int = 5):
+    """``torch.distributed.run`` with ``nproc`` processes on a free port: found by binding port 0
+    and closing it, so another process may take it before torchrun's store binds it; then the
+    run fails at once with EADDRINUSE and is started again on a new port (``tries`` in all)."""
+    import socket
+    import subprocess
+    import sys
+
+    for _ in range(tries):
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+                            "--master-port", str(port), *args], capture_output=True, text=True, timeout=600)
+        if r.returncode == 0 or "EADDRINUSE" not in r.stderr:
+            return r
+    return r
+
+
 def tiny(**optim):
     cfg = load_config("tiny")
     return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, **optim))
@@ -143,16 +162,12 @@ def test_importer_refuses_a_mismatched_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_distributed_data_parallel_on_cpu(tmp_path, index):
     """torchrun with 2 processes (gloo on the CPU): each takes its half of the global batch."""
-    import subprocess
-    import sys
-
     cfg = tmp_path / "ddp.toml"
     cfg.write_text('name = "ddp"\n[model]\nencoder = "tu-mobilenetv3_small_050"\ndecoder_channels = 16\n'
                    '[data]\ntile_size = 128\ncrop_size = 64\nnum_workers = 0\n'
                    '[optim]\nglobal_batch = 2\nmicro_batch = 1\nsteps = 3\nwarmup_steps = 2\nwarmup_every = 1\namp = false\n')
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531",
-                        "-m", "tseg.training.train", "--config", str(cfg), "--index", str(index), "--out",
-                        str(tmp_path / "run"), "--device", "cpu"], capture_output=True, text=True, timeout=600)
+    r = torchrun(2, "-m", "tseg.training.train", "--config", str(cfg), "--index", str(index), "--out",
+                 str(tmp_path / "run"), "--device", "cpu")
     assert r.returncode == 0, r.stderr[-3000:]
     content = read_checkpoint(tmp_path / "run" / "final.pt")
     assert content["step"] == 3 and content["provenance"]["world_size"] == 2
@@ -164,9 +179,6 @@ def test_one_process_accumulating_8_micro_batches_equals_8_processes(tmp_path, i
     """*Network optimisation*: "The batch of 24 is distributed on 8 GPUs with 3 tiles per GPU". The
     config fixes the global batch and the micro-batch; 1 process x 8 accumulation steps must give
     the update of 8 processes x 1 (gloo on the CPU), augmentations and dropout included."""
-    import subprocess
-    import sys
-
     toml = ('name = "accumulate"\n[model]\nencoder = "tu-mobilenetv3_small_050"\ndecoder_channels = 16\n'
             '[data]\ntile_size = 128\ncrop_size = 64\nnum_workers = 0\n'
             '[optim]\nglobal_batch = 8\nmicro_batch = 1\nsteps = 2\nwarmup_steps = 1\nwarmup_every = 1\n'
@@ -179,9 +191,8 @@ def test_one_process_accumulating_8_micro_batches_equals_8_processes(tmp_path, i
     assert one.steps_done == 2
     one_ckpt = read_checkpoint(tmp_path / "one" / "final.pt")
     assert one_ckpt["provenance"]["accumulation"] == 8 and one_ckpt["provenance"]["world_size"] == 1
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "8", "--master-port", "29533",
-                        "-m", "tseg.training.train", "--config", str(cfg_path), "--index", str(index), "--out",
-                        str(tmp_path / "eight"), "--device", "cpu"], capture_output=True, text=True, timeout=600)
+    r = torchrun(8, "-m", "tseg.training.train", "--config", str(cfg_path), "--index", str(index), "--out",
+                 str(tmp_path / "eight"), "--device", "cpu")
     assert r.returncode == 0, r.stderr[-3000:]
     eight_ckpt = read_checkpoint(tmp_path / "eight" / "final.pt")
     assert eight_ckpt["provenance"]["accumulation"] == 1 and eight_ckpt["provenance"]["world_size"] == 8
