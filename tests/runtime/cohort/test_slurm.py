@@ -138,6 +138,21 @@ def wait_for(path: Path, cluster: SlurmCluster, jobs: list[str], timeout_s: floa
         time.sleep(0.05)
 
 
+def wait_for_holder(lock: Path, cluster: SlurmCluster, jobs: list[str], timeout_s: float = 60.0) -> dict:
+    """What the task holding ``lock`` wrote into it, once it names its Slurm task: the file is
+    created and locked before its holder is written, and a loaded machine may take a while."""
+    deadline = time.monotonic() + timeout_s
+    holder: dict = {}
+    while True:
+        holder = read_holder(lock) or {}
+        if "slurm" in holder:
+            return holder
+        if time.monotonic() > deadline or not cluster.active(jobs):
+            raise AssertionError(f"{lock} never named its Slurm task while {jobs} ran (holder: {holder})\n"
+                                 + cluster.logs())
+        time.sleep(0.05)
+
+
 def test_an_array_job_cancelled_mid_slide_and_resubmitted_runs_every_slide_once(slurm, cohort, tmp_path):
     submit = tmp_path / "submit"  # where the user runs sbatch: the logs go here
     submit.mkdir()
@@ -156,7 +171,7 @@ def test_an_array_job_cancelled_mid_slide_and_resubmitted_runs_every_slide_once(
     # 2. Cancel the task working on the large slide, mid-slide: its lock says which task it is.
     lock = results / ".big.lock"
     wait_for(lock, slurm, [job])
-    holder = read_holder(lock) or {}  # (written just after the file is created and locked)
+    holder = wait_for_holder(lock, slurm, [job])
     task = shard_index(big, SHARDS)
     assert holder["slurm"].split()[0] == f"{job}_{task}" and holder["host"], holder
     slurm.scancel(f"{job}_{task}")
