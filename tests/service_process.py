@@ -14,6 +14,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 FINAL = ("success", "failure", "cancelled")
+#: How long the clients of :meth:`ServiceProcess.client` keep an idle connection for the next
+#: request. The service closes a connection idle for KEEP_ALIVE_S (5 s,
+#: :mod:`tseg.runtime.service.transport`); httpx's default expiry is also 5 s, so a request sent on a
+#: connection idle ~5 s could meet the service closing it (httpx.RemoteProtocolError: "Server
+#: disconnected without sending a response"). Well under the service's limit, the client always
+#: drops an idle connection first (a new connection on loopback costs well under a millisecond).
+CLIENT_KEEPALIVE_S = 2.0
+
 class ServiceProcess:
     """A `tseg-rt serve` or `watch` subprocess with its log in a file."""
 
@@ -64,6 +72,7 @@ class ServiceProcess:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         # Longer than the API's longest long poll (GET /v1/jobs/{id}?wait=60): a client that gave up
         # first would fail a test on a loaded machine while the service was still keeping its word.
+        kwargs.setdefault("limits", httpx.Limits(keepalive_expiry=CLIENT_KEEPALIVE_S))
         return httpx.Client(base_url=self.url, headers=headers, timeout=75.0, **kwargs)
 
     def wait_ready(self, timeout: float = 60.0) -> bool:

@@ -15,6 +15,10 @@ the standard ``process_resident_memory_bytes``:
 ``tseg_time_to_first_tile_seconds``    histogram  start of a job to its first tile merged
 ``tseg_tiles_total{worker}``           counter    tiles run through the network
 ``tseg_tile_rate{worker}``             gauge      tiles per second over the last minute
+``tseg_long_polls_waiting``            gauge      requests waiting now for a job to end (long polls,
+                                                  ``GET /v1/jobs/{id}?wait=``): how many clients
+                                                  follow jobs this way; a client (or a test) can
+                                                  see that its long poll has reached the service
 ``tseg_device_memory_used_bytes``      gauge      per CUDA device (``device`` label); absent on CPU
 ``tseg_device_memory_total_bytes``     gauge      per CUDA device
 ``process_resident_memory_bytes``      gauge      this process's resident memory
@@ -26,11 +30,12 @@ The format is a few lines of text; writing it here keeps the runtime free of ano
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import threading
 import time
 from collections import deque
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TIME_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -111,6 +116,7 @@ class Metrics:
         self.first_tile_h = Histogram()
         self.tiles: dict[str, int] = {}
         self._recent: dict[str, deque[float]] = {}
+        self.long_polls = 0
 
     def set_ready(self, ready: bool) -> None:
         self.ready = bool(ready)
@@ -131,6 +137,17 @@ class Metrics:
     def first_tile(self, seconds: float) -> None:
         with self._lock:
             self.first_tile_h.observe(max(0.0, seconds))
+
+    @contextlib.contextmanager
+    def long_poll(self) -> Iterator[None]:
+        """Count a long poll as waiting while the ``with`` block runs (``tseg_long_polls_waiting``)."""
+        with self._lock:
+            self.long_polls += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.long_polls -= 1
 
     def tile(self, worker: str) -> None:
         now = time.monotonic()
@@ -178,6 +195,8 @@ class Metrics:
                 lines.extend(hist.lines(name))
             metric("tseg_tiles_total", "counter", "Tiles run through the network.",
                    [({"worker": w}, self.tiles.get(w, 0)) for w in workers])
+            metric("tseg_long_polls_waiting", "gauge", "Requests waiting now for a job to end (?wait= long polls).",
+                   [({}, self.long_polls)])
         metric("tseg_tile_rate", "gauge", "Tiles per second over the last minute.",
                [({"worker": w}, round(rates[w], 4)) for w in workers])
         used, total = [], []

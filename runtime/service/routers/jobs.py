@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Annotated, Optional
 
@@ -83,11 +84,13 @@ async def get_job(job_id: str, service: Annotated[Service, Depends(get_service)]
     job = await run_in_threadpool(service.get, job_id)
     deadline = time.monotonic() + wait
     seen = service.ended
-    while not job.final and time.monotonic() < deadline and not service.stopping.is_set():
-        await asyncio.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
-        if service.ended != seen:
-            seen = service.ended
-            job = await run_in_threadpool(service.get, job_id)
+    waiting = service.metrics.long_poll() if wait and not job.final else contextlib.nullcontext()
+    with waiting:  # counted in tseg_long_polls_waiting while it waits
+        while not job.final and time.monotonic() < deadline and not service.stopping.is_set():
+            await asyncio.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
+            if service.ended != seen:
+                seen = service.ended
+                job = await run_in_threadpool(service.get, job_id)
     if wait and not job.final:  # time is up: the progress as it is now
         job = await run_in_threadpool(service.get, job_id)
     return await run_in_threadpool(job_body, service, job)

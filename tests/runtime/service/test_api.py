@@ -304,6 +304,7 @@ def test_health_info_metrics_openapi(client, service, slide_root):
     assert samples['tseg_tiles_total{worker="cpu"}'] >= 1 and samples["tseg_job_queue_seconds_count"] >= 1
     assert samples["tseg_time_to_first_tile_seconds_count"] >= 1 and samples["process_resident_memory_bytes"] > 0
     assert samples['tseg_jobs_submitted_total{result="created"}'] >= 1
+    assert samples["tseg_long_polls_waiting"] == 0  # none waits now
     served = client.get("/v1/openapi.json").json()
     assert served == json.loads((REPO / "docs" / "openapi.json").read_text()), (
         "docs/openapi.json is not current: run python -m tseg.runtime.service.openapi")

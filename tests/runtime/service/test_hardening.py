@@ -30,7 +30,7 @@ def service(slide_root, outside, tmp_path_factory):
     (slide_root / "missing.vms").write_text(vms.format("../" + outside.name + "/does-not-exist.jpg"))
     os.mkfifo(slide_root / "pipe.jpg")
     (slide_root / "fifo.vms").write_text(vms.format("pipe.jpg"))
-    s = ServiceProcess("serve", out, ["--root", slide_root, "--report-interval", "0", "--max-queued", "3", "-v"],
+    s = ServiceProcess("serve", out, ["--root", slide_root, "--report-interval", "0", "-v"],
                        out.parent / "serve.log")
     s.start()
     yield s
@@ -83,19 +83,29 @@ def test_result_files_are_never_served_through_a_link(client, service, slide_roo
         assert (r.status_code, r.json()["code"]) == (404, "result_not_found"), (name, r.text)
 
 
-@pytest.mark.timeout(180)
-def test_queue_limit_answers_429_with_retry_after(client):
-    """Item 6: the service was started with --max-queued 3: a burst of distinct submissions gets
-    429 problem+json with Retry-After once 3 are pending; the accepted ones all run."""
-    answers = [client.post("/v1/jobs", json={"path": f"sub/s{i:02d}.tiff", "options": {"overlay_opacity": 0.1 + i / 100}})
-               for i in range(10)]
-    refused = [r for r in answers if r.status_code == 429]
-    assert refused, [r.status_code for r in answers]
-    assert refused[0].headers["content-type"] == PROBLEM and int(refused[0].headers["retry-after"]) > 0
-    assert refused[0].json()["code"] == "queue_full" and "--max-queued 3" in refused[0].json()["detail"]
-    for r in answers:
-        if r.status_code == 202:
-            assert wait_job(client, r.json()["id"])["state"] == "success"
+@pytest.mark.timeout(300)
+def test_queue_limit_answers_429_with_retry_after(service_factory, slow_model, slide_root, tmp_path):
+    """Item 6: a service started with --max-queued 3, its one worker busy with a slide (the slow
+    model: several seconds a slide): a burst of distinct submissions is accepted until 3 are
+    pending, and every one after that gets 429 problem+json with Retry-After; the accepted ones
+    all run. The worker is still on its first job after the burst, so the queue held exactly
+    those 3 for the whole burst (a job that ended meanwhile would have made room for a fourth)."""
+    svc = service_factory("serve", tmp_path / "out", "--root", slide_root, "--engine", slow_model,
+                          "--report-interval", "0", "--max-queued", "3")
+    with svc.client() as client:
+        busy = client.post("/v1/jobs", json={"path": "a.tiff"})
+        assert busy.status_code == 202, busy.text
+        wait_job(client, busy.json()["id"], until=lambda job: job["state"] == "running")
+        answers = [client.post("/v1/jobs", json={"path": f"sub/s{i:02d}.tiff",
+                                                 "options": {"overlay_opacity": 0.1 + i / 100}}) for i in range(6)]
+        still = client.get(f"/v1/jobs/{busy.json()['id']}").json()
+        assert still["state"] == "running", f"the first job ended during the burst, which proves nothing: {still}"
+        assert [r.status_code for r in answers] == [202] * 3 + [429] * 3, [(r.status_code, r.text) for r in answers]
+        refused = answers[3]
+        assert refused.headers["content-type"] == PROBLEM and int(refused.headers["retry-after"]) > 0
+        assert refused.json()["code"] == "queue_full" and "--max-queued 3" in refused.json()["detail"]
+        for r in [busy, *answers[:3]]:
+            assert wait_job(client, r.json()["id"], timeout=240)["state"] == "success"
 
 
 def raw_request(service, data: bytes, timeout: float = 30.0) -> bytes:  # noqa: ANN001

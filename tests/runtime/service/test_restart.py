@@ -6,6 +6,7 @@ complete, and the result is byte-identical to `tseg-rt run`'s."""
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -114,33 +115,56 @@ def test_sigterm_and_sigkill_mid_job_lose_nothing(service_factory, slow_model, r
 def test_sigterm_during_a_long_poll_stops_at_once(service_factory, slow_model, root, tmp_path):
     """Issue 30, items 7-8: with a client long-polling the running job (?wait=60), SIGTERM stops
     the job at its next tile (back to pending, not run to success), answers the long poll at once,
-    starts nothing new (the pending job keeps 0 attempts) and exits 0 well within the unit's
-    TimeoutStopSec."""
+    starts nothing new (the pending job keeps 0 attempts) and exits 0.
+
+    "At once" is shown by what happened, not by a clock: SIGTERM is sent only once the service
+    counts the poll as waiting (``tseg_long_polls_waiting``); the poll asked to wait 60 s, longer
+    than uvicorn's graceful shutdown (30 s, after which it cancels the requests still open: no
+    answer), so a 200 with the job not yet ended can only be the stop's answer; and the log shows
+    neither that cancellation nor a worker that did not stop in time. The one clock left is
+    ``stop(timeout=80)``: what systemd allows (TimeoutStopSec=90 in docs/tseg-rt.service, then
+    SIGKILL), not a claim about speed (a stop takes seconds), and it keeps a hung stop from hanging
+    the test."""
     import threading
-    import time
+
+    import httpx
 
     out = tmp_path / "out"
     svc = service_factory("serve", out, "--root", root, "--engine", slow_model, "--report-interval", "0")
     answered: dict = {}
-    with svc.client() as c:
+    with svc.client() as c, svc.client() as watcher:
         a = c.post("/v1/jobs", json={"path": str(root / "a.tiff")}).json()
         b = c.post("/v1/jobs", json={"path": str(root / "b.tiff")}).json()
         wait_job(c, a["id"], until=running_with_tiles(2), timeout=60)
 
         def long_poll() -> None:
-            r = c.get(f"/v1/jobs/{a['id']}", params={"wait": 60})
-            answered.update(status=r.status_code, job=r.json(), at=time.monotonic())
+            try:
+                r = c.get(f"/v1/jobs/{a['id']}", params={"wait": 60})
+                answered.update(status=r.status_code, job=r.json())
+            except httpx.TransportError as exc:  # the service closed the connection without an answer
+                answered.update(error=repr(exc))
+
+        def waiting_polls() -> float:
+            for line in watcher.get("/metrics").text.splitlines():
+                if line.startswith("tseg_long_polls_waiting "):
+                    return float(line.split()[1])
+            raise AssertionError("/metrics has no tseg_long_polls_waiting")
 
         poller = threading.Thread(target=long_poll)
         poller.start()
-        time.sleep(0.5)
-        t0 = time.monotonic()
+        deadline = time.monotonic() + 60
+        while waiting_polls() < 1:  # the service has the long poll and waits in it
+            assert poller.is_alive(), f"the long poll ended before SIGTERM: {answered}"
+            assert time.monotonic() < deadline, "the long poll did not reach the service in 60 s"
+            time.sleep(0.05)
         assert svc.stop(timeout=80) == 0, svc.log()
-        stopped_s = time.monotonic() - t0
-        poller.join(10)
+        poller.join(60)  # the process has ended: its connections are closed, answered or not
+        assert not poller.is_alive(), "the long poll is still open after the service exited"
+    log = svc.log()
+    assert "error" not in answered, f"the long poll got no answer: {answered['error']}\n{log}"
     assert answered["status"] == 200 and answered["job"]["state"] in ("running", "pending"), answered
-    assert answered["at"] - t0 < 15 and stopped_s < 30, (answered["at"] - t0, stopped_s)
+    assert "timeout graceful shutdown exceeded" not in log and "did not stop within" not in log, log
     job, pending = stored(out, a["id"]), stored(out, b["id"])
     assert (job.state, job.detail) == ("pending", "requeued: the service stopped while processing it")
     assert (pending.state, pending.attempts) == ("pending", 0)
-    assert "error" not in svc.log().lower()
+    assert "error" not in log.lower()

@@ -68,17 +68,54 @@ def screenshot(b: Browser) -> np.ndarray:
                         cv2.COLOR_BGR2RGB)
 
 
-def settle(b: Browser) -> None:
-    """Wait until the page has asked for no new tile for 1 s (each one drawn as it arrives)."""
-    count, stable_since = -1, time.monotonic()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        now = b.evaluate("performance.getEntriesByType('resource').length")
-        if now != count:
-            count, stable_since = now, time.monotonic()
-        elif time.monotonic() - stable_since > 1.0:
-            return
-        time.sleep(0.2)
+#: How long the page must be quiet (no request asked for or answered) before it counts as drawn:
+#: covers only the browser's own steps after the last tile arrived (Bokeh asks for tiles 65 ms
+#: after a change and draws a tile on its next frame), never the server's time for a tile (a
+#: request in flight, however slow, keeps the page unsettled).
+QUIET_S = 1.0
+SETTLE_TIMEOUT_S = 120.0
+
+
+class Settled:
+    """Follows the page's requests from the Network domain's events (the browser records each
+    one as asked for, then finished or failed) to tell when every tile has arrived."""
+
+    def __init__(self, b: Browser) -> None:
+        self.b = b
+        b.evaluate("1")  # drain the events Chromium has sent
+        self.read = len(b.events)  # events of b.events already looked at (earlier pages' are not followed)
+        self.in_flight: dict[str, str] = {}  # request id -> URL
+
+    def _update(self) -> bool:
+        """Read the events since the last call; True when any request started or ended."""
+        self.b.evaluate("1")  # drain the events Chromium has sent
+        events, self.read, changed = self.b.events[self.read :], len(self.b.events), False
+        for event in events:
+            method, params = event.get("method"), event.get("params", {})
+            if method == "Network.requestWillBeSent" and params["request"]["url"].startswith("http"):
+                self.in_flight[params["requestId"]] = params["request"]["url"]
+                changed = True
+            elif method in ("Network.loadingFinished", "Network.loadingFailed"):
+                changed |= self.in_flight.pop(params.get("requestId"), None) is not None
+        return changed
+
+    def __call__(self) -> None:
+        """Wait until no request is in flight, none has started or ended for QUIET_S, and two
+        screenshots in a row are the same (every arrived tile drawn); fail at the deadline."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        quiet_since, shot = time.monotonic(), None
+        while True:
+            if self._update() or self.in_flight:
+                quiet_since, shot = time.monotonic(), None
+            elif time.monotonic() - quiet_since >= QUIET_S:
+                now = screenshot(self.b)
+                if shot is not None and np.array_equal(now, shot):
+                    return
+                shot = now
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the page did not settle in {SETTLE_TIMEOUT_S:g} s; requests in flight: "
+                                     f"{sorted(self.in_flight.values())[:10]}")
+            time.sleep(0.1)
 
 
 def first(run: np.ndarray) -> int:
@@ -94,8 +131,9 @@ def test_the_viewer_in_a_real_browser(viewer, viewer_result, browser):
     b.evaluate("(() => { const s = document.getElementById('state'); s.value = 'accept';"
                "s.dispatchEvent(new Event('change')); })()")
     assert b.evaluate(visible) == 0
+    settle = Settled(b)
     b.open(viewer + "slides/a/", "document.body.dataset.ready === '1'")
-    settle(b)
+    settle()
     assert b.console_errors() == []
     assert any("/slides/a/view/slide/" in u for u in b.requests()) and not any(
         "cdn" in u or not u.startswith(viewer) for u in b.requests() if u.startswith("http"))
@@ -109,7 +147,7 @@ def test_the_viewer_in_a_real_browser(viewer, viewer_result, browser):
     x0, y0 = sx - fw // 2, sy + sh // 2 - fh // 2  # level-0 px at the frame's top-left corner
     b.evaluate(f"""(() => {{ const d = Bokeh.documents[0]; const x = d.get_model_by_name("x"), y = d.get_model_by_name("y");
         x.setv({{start: {x0 * mpp}, end: {(x0 + fw) * mpp}}}); y.setv({{start: {-(y0 + fh) * mpp}, end: {-y0 * mpp}}}); }})()""")
-    settle(b)
+    settle()
     row = int(top + fh // 2)  # a screen row through the middle of the square
     cols = slice(int(left), int(left + fw))
     shot = screenshot(b)
@@ -128,7 +166,7 @@ def test_the_viewer_in_a_real_browser(viewer, viewer_result, browser):
 
     # The slide under it: the dark square's edge, with the tumour layer hidden.
     b.evaluate("document.querySelector('input[data-layer=mask]').click()")
-    settle(b)
+    settle()
     shot = screenshot(b)
     dark_screen = int(left) + first(shot[row, cols].max(axis=1) < 140)
     assert abs(dark_screen - (left + sx - x0)) <= 2, (dark_screen, left + sx - x0)
@@ -138,7 +176,7 @@ def test_the_viewer_in_a_real_browser(viewer, viewer_result, browser):
     b.evaluate("document.querySelector('input[data-layer=probability]').click()")
     b.evaluate("(() => { const s = document.querySelector('input[data-opacity=probability]'); s.value = 1;"
                "s.dispatchEvent(new Event('input')); })()")
-    settle(b)
+    settle()
     shot = screenshot(b)
     inside, outside = shot[row, int(left + sx - x0) + 40], shot[row, int(left + sx - x0) - 40]
     assert b.evaluate("Bokeh.documents[0].get_model_by_name('layer-probability').visible") is True

@@ -41,8 +41,16 @@ def wait_for(predicate, timeout: float = 60.0, what: str = ""):  # noqa: ANN001,
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def watch_args(inbox: Path) -> tuple:
-    return (inbox, "--settle", SETTLE_S, "--poll", POLL_S, "--report-interval", "0")
+def watch_args(inbox: Path, settle_s: float = SETTLE_S) -> tuple:
+    return (inbox, "--settle", settle_s, "--poll", POLL_S, "--report-interval", "0")
+
+
+#: The slowly written slide: pauses between its parts far shorter than the watcher's settle time,
+#: so that only a stall of this test longer than SLOW_SETTLE_S - SLOW_PAUSE_S (7.5 s) between two
+#: writes could make a part look complete (the settle rule itself, with a clock of the test's
+#: own: test_settle_time_restarts_with_every_change).
+SLOW_SETTLE_S = 8.0
+SLOW_PAUSE_S = 0.5
 
 
 def test_slide_written_slowly_is_processed_once_after_it_is_complete(service_factory, tmp_path):
@@ -53,7 +61,7 @@ def test_slide_written_slowly_is_processed_once_after_it_is_complete(service_fac
     inbox, out = tmp_path / "in", tmp_path / "out"
     (inbox / "scanner").mkdir(parents=True)
     (inbox / "broken.svs").write_bytes(b"\x00" * 1001)
-    watcher = service_factory("watch", out, *watch_args(inbox))
+    watcher = service_factory("watch", out, *watch_args(inbox, SLOW_SETTLE_S))
     target = inbox / "scanner" / "x.tiff"
     step = len(data) // 6 + 1
     with open(target, "wb") as fh:  # as a scanner writing over a slow share: pauses shorter than the settle time
@@ -61,10 +69,10 @@ def test_slide_written_slowly_is_processed_once_after_it_is_complete(service_fac
             fh.write(data[i : i + step])
             fh.flush()
             complete = time.time()
-            time.sleep(SETTLE_S * 0.5)
+            time.sleep(SLOW_PAUSE_S)
             assert not [j for j in jobs(out) if j.slide.endswith("x.tiff")], "taken before it was complete"
     job = wait_for(lambda: next((j for j in jobs(out) if j.slide.endswith("x.tiff")), None), 60, "the job")
-    assert job.source == "watch" and job.submitted_at - complete >= SETTLE_S * 0.9
+    assert job.source == "watch" and job.submitted_at - complete >= SLOW_SETTLE_S * 0.9
     job = wait_for(lambda: next((j for j in jobs(out) if j.id == job.id and j.final), None), 120, "the result")
     assert job.state == "success" and job.outcome == "done"
     summary = read_summary(out / "x")
@@ -94,22 +102,64 @@ def test_slide_written_slowly_is_processed_once_after_it_is_complete(service_fac
     assert redo[0].outcome == "skipped"
 
 
+def test_settle_time_restarts_with_every_change(tmp_path):
+    """The settle rule with a clock of the test's own (``HotFolder.scan_once(now=...)``): a slide
+    growing part by part is taken only once it has been unchanged for the settle time, however
+    near to it the pauses between its parts come, and only once."""
+    from tseg.runtime.service.core import HotFolderConfig, Service, ServiceConfig
+
+    make_square_slide(tmp_path / "x.tiff")
+    data = (tmp_path / "x.tiff").read_bytes()
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    target = inbox / "x.tiff"
+    settle, pause = 8.0, 7.75  # exact in binary: no rounding at the boundary
+    service = Service(ServiceConfig(out=tmp_path / "out", hot_folders=[HotFolderConfig(inbox, settle, 0.1)],
+                                    report=False), "watch")
+    try:
+        hot, now = service.hot_folders[0], 0.0
+        step = len(data) // 6 + 1
+        with open(target, "wb") as fh:
+            for i in range(0, len(data), step):
+                fh.write(data[i : i + step])
+                fh.flush()
+                assert hot.scan_once(now=now) == [], "taken when it had just changed"
+                now += pause
+                assert hot.scan_once(now=now) == [], f"taken after {pause} s unchanged (settle {settle} s)"
+        assert hot.scan_once(now=now + (settle - pause)) == [str(target)]  # unchanged for the settle time
+        assert hot.scan_once(now=now + 10 * settle) == []  # once
+        assert [j.slide for j in service.store.list()] == [str(target.resolve())]
+    finally:
+        service.stop()
+
+
 def test_dicom_series_waits_until_its_instances_are_whole(service_factory, tmp_path):
     staging = tmp_path / "staging"
     files = write_dicom_wsi(staging, square_slide_image(), 0.5)
     inbox, out = tmp_path / "in", tmp_path / "out"
+    inbox.mkdir()
     series = inbox / "case-7"
-    series.mkdir(parents=True)
     watcher = service_factory("watch", out, *watch_args(inbox))
     largest = max(files, key=lambda f: f.stat().st_size)
+    arriving = tmp_path / "arriving"
+    arriving.mkdir()
     for f in files:
         if f != largest:
-            shutil.copy(f, series / f.name)
+            shutil.copy(f, arriving / f.name)
     data = largest.read_bytes()
-    (series / largest.name).write_bytes(data[: len(data) // 2])  # an instance still arriving (stalled)
-    time.sleep(2 * SETTLE_S + 5 * POLL_S)
+    (arriving / largest.name).write_bytes(data[: len(data) // 2])  # an instance still arriving (stalled)
+    # Into the hot folder in one step: the watcher never sees the series without its largest instance
+    # (which a stall of this test between two copies could show it, complete without that level).
+    arriving.rename(series)
+
+    def waiting() -> bool:  # said once the series was unchanged for the settle time and looked into
+        return any("DICOM series not complete, waiting" in line and largest.name in line
+                   for line in watcher.log().splitlines())
+
+    wait_for(waiting, 60, f"the watcher to say that it waits for {largest.name}")
     assert not jobs(out), "a series with a truncated instance was taken"
-    assert "DICOM series not complete, waiting" in watcher.log() and largest.name in watcher.log()
+    time.sleep(SETTLE_S + 5 * POLL_S)  # more polls of the unchanged, still truncated series: still not taken
+    assert not jobs(out), "a series with a truncated instance was taken"
     with open(series / largest.name, "ab") as fh:
         fh.write(data[len(data) // 2 :])
     job = wait_for(lambda: next((j for j in jobs(out) if j.final), None), 120, "the series' job")
