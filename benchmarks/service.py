@@ -103,7 +103,8 @@ class Service:
     def client(self):  # noqa: ANN201
         import httpx
 
-        return httpx.Client(base_url=self.url, timeout=60.0)
+        # Idle connections dropped after 2 s: the service closes them after 5 s, httpx's default too.
+        return httpx.Client(base_url=self.url, timeout=60.0, limits=httpx.Limits(keepalive_expiry=2))
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -130,7 +131,7 @@ def _sweep(url: str, job_id: str, levels: list[int], requests: int, running: Any
 
         def worker() -> None:
             mine = []
-            with httpx.Client(base_url=url, timeout=60.0) as c:
+            with httpx.Client(base_url=url, timeout=60.0, limits=httpx.Limits(keepalive_expiry=2)) as c:
                 c.get(f"/v1/jobs/{job_id}")  # connect first: measure requests, not TCP set-up
                 for _ in range(requests):
                     t0 = time.perf_counter()

@@ -83,7 +83,7 @@ def _http_cases(out: Path, slide: Path, dz: Any, count: int) -> dict:
 
             def ours(t: tuple[int, int, int]) -> bytes:
                 if not hasattr(local, "client"):
-                    local.client = httpx.Client(base_url=url, timeout=60)
+                    local.client = httpx.Client(base_url=url, timeout=60, limits=httpx.Limits(keepalive_expiry=2))
                 r = local.client.get(f"slides/s/slide_files/{t[0]}/{t[1]}_{t[2]}.jpeg")
                 r.raise_for_status()
                 return r.content
