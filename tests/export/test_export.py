@@ -199,12 +199,12 @@ def test_bad_input(tmp_path, tiny_export):
 def test_cli_export(tmp_path, tiny_export):
     _, ckpt, _ = tiny_export
     r = subprocess.run([sys.executable, "-m", "tseg.runtime.cli", "export", str(ckpt), "-o", str(tmp_path / "m.onnx"),
-                        "--traced-size", "64", "--tile-size", "256", "--min-overlap", "32"],
+                        "--traced-size", "64", "--tile-size", "256", "--min-overlap", "32", "--no-measure-memory"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout[r.stdout.index("{"):])
     assert report["parity"]["fp32_gate"]["passed"]
-    assert report["working_memory"]["cpu"]["side"] == 256  # measured at the model's tile size
+    assert report["working_memory"] == {}  # not measured, as asked (the tiny export's test checks the measurement)
     again = subprocess.run([sys.executable, "-m", "tseg.runtime.cli", "export", str(ckpt), "-o", str(tmp_path / "m.onnx")],
                            capture_output=True, text=True)
     assert again.returncode == 2 and "--overwrite" in again.stderr
