@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import quote
 
 from fastapi import Body, FastAPI
@@ -144,11 +144,7 @@ def create_viewer_app(library: Library, token: str | None = None, demo_model_sha
         lvl, col, row = _number(level, "level"), _number(match["col"], "column"), _number(match["row"], "row")
         if match["fmt"] != LAYERS[layer]:
             raise Problem("not_found", f"the {layer} layer's tiles are .{LAYERS[layer]}, not .{match['fmt']}")
-        try:
-            data = library.tile(name, layer, lvl, col, row)
-        except TileOutOfRange as exc:
-            raise Problem("not_found", f"{name}: {exc}") from None
-        return Response(data, media_type=f"image/{LAYERS[layer]}", headers=TILE_CACHE)
+        return _tile_response(name, LAYERS[layer], lambda: library.tile(name, layer, lvl, col, row))
 
     @app.get("/slides/{name}/view/{layer}/{level}/{col}/{address}")
     def view_tile(name: str, layer: str, level: str, col: str, address: str) -> Response:
@@ -156,13 +152,18 @@ def create_viewer_app(library: Library, token: str | None = None, demo_model_sha
         lvl, c, r = _number(level, "level"), _number(col, "column"), _number(row, "row")
         if layer not in LAYERS or fmt != LAYERS[layer]:
             raise Problem("not_found", f"no such layer or format: {layer}, .{fmt}")
-        try:
-            data = library.view_tile(name, layer, lvl, c, r)
-        except TileOutOfRange as exc:
-            raise Problem("not_found", f"{name}: {exc}") from None
-        return Response(data, media_type=f"image/{fmt}", headers=TILE_CACHE)
+        return _tile_response(name, fmt, lambda: library.view_tile(name, layer, lvl, c, r))
 
     return app
+
+
+def _tile_response(name: str, fmt: str, fetch: Callable[[], bytes]) -> Response:
+    """A tile's bytes as a cacheable image response; a tile outside its level is a 404."""
+    try:
+        data = fetch()
+    except TileOutOfRange as exc:
+        raise Problem("not_found", f"{name}: {exc}") from None
+    return Response(data, media_type=f"image/{fmt}", headers=TILE_CACHE)
 
 
 def _results_file(library: Library, relative: str) -> bytes:
