@@ -97,6 +97,20 @@ def make_colour_model(path: Path, tile: int = 256, overlap: int = 32, divisor: i
     return path
 
 
+def add_to_probability(model, nodes, term: str) -> None:  # noqa: ANN001 - an onnx.ModelProto, NodeProtos
+    """Insert ``nodes`` into a colour model's graph (from :func:`make_colour_model`) right after
+    the node making its probability ("prob"), and add their output ``term`` to the probability
+    (a zero term leaves the outputs identical)."""
+    from onnx import helper
+
+    g = model.graph
+    producer = next(n for n in g.node if "prob" in n.output)
+    producer.output[0] = "prob_before"
+    index = list(g.node).index(producer) + 1
+    for k, node in enumerate([*nodes, helper.make_node("Add", ["prob_before", term], ["prob"])]):
+        g.node.insert(index + k, node)
+
+
 def make_slow_model(path: Path, products: int = 12) -> Path:
     """The colour model plus work that changes nothing: ``products`` 256 x 768 by 768 x 768 matrix
     products on each 256 px tile (0.3 GFLOP each), whose result enters the output as
@@ -117,12 +131,7 @@ def make_slow_model(path: Path, products: int = 12) -> Path:
               helper.make_node("Abs", ["slow_max"], ["slow_abs"]),
               helper.make_node("Neg", ["slow_abs"], ["slow_neg"]),
               helper.make_node("Relu", ["slow_neg"], ["slow_zero"])]
-    producer = next(n for n in g.node if "prob" in n.output)
-    producer.output[0] = "prob_fast"
-    nodes.append(helper.make_node("Add", ["prob_fast", "slow_zero"], ["prob"]))
-    index = list(g.node).index(producer) + 1
-    for k, node in enumerate(nodes):
-        g.node.insert(index + k, node)
+    add_to_probability(model, nodes, "slow_zero")
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path

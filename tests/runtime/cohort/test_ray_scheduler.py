@@ -124,16 +124,20 @@ class Recorder(BatchEvents):
         self.tiles += count
 
 
+def fake_scheduler(cluster, ledger, slides, out):
+    """A RayScheduler on the fake cluster, as run_on_ray makes one (CPU workers, 2 deaths a slide)."""
+    return RayScheduler(cluster, FakeActorClass(cluster), ledger, slides, out,
+                        errors=(FakeRayError, FakeTaskError), actor_options={}, actor_args=(None, "cpu", {}, 20),
+                        quiet_load=True, per_slide={}, overwrite=False, wait_for_locks=True, max_worker_deaths=2)
+
+
 def test_refusal_death_retry_and_escaped_error_on_a_fake_ray(tmp_path, caplog):
     cluster, events = FakeRay(), Recorder()
     slides = [tmp_path / "in" / f"{n}.tiff" for n in "abcd"]
     out = tmp_path / "out"
     out.mkdir()
     ledger = Ledger(slides, out, events)
-    scheduler = RayScheduler(cluster, FakeActorClass(cluster), ledger, slides, out,
-                             errors=(FakeRayError, FakeTaskError), actor_options={}, actor_args=(None, "cpu", {}, 20),
-                             quiet_load=True, per_slide={}, overwrite=False, wait_for_locks=True,
-                             max_worker_deaths=2)
+    scheduler = fake_scheduler(cluster, ledger, slides, out)
     with caplog.at_level(logging.INFO):
         scheduler.run(3)
     outcomes = {o.name: o for o in ledger.sorted()}
@@ -162,10 +166,7 @@ def test_no_worker_loads_the_model(tmp_path):
 
     cluster = FakeRay()
     slides = [tmp_path / "a.tiff"]
-    scheduler = RayScheduler(cluster, FakeActorClass(cluster), Ledger(slides, tmp_path), slides, tmp_path,
-                             errors=(FakeRayError, FakeTaskError), actor_options={}, actor_args=(None, "cpu", {}, 20),
-                             quiet_load=True, per_slide={}, overwrite=False, wait_for_locks=True,
-                             max_worker_deaths=2)
+    scheduler = fake_scheduler(cluster, Ledger(slides, tmp_path), slides, tmp_path)
     with pytest.raises(ClusterError, match="no Ray worker could load the model: no plan for this GPU"):
         scheduler.run(1)  # worker 0 refuses
 
@@ -183,10 +184,7 @@ def test_the_tile_count_is_exact_whatever_progress_answers_arrive(tmp_path, monk
     out = tmp_path / "out"
     out.mkdir()
     ledger = Ledger(slides, out, events)
-    scheduler = RayScheduler(cluster, FakeActorClass(cluster), ledger, slides, out,
-                             errors=(FakeRayError, FakeTaskError), actor_options={}, actor_args=(None, "cpu", {}, 20),
-                             quiet_load=True, per_slide={}, overwrite=False, wait_for_locks=True,
-                             max_worker_deaths=2)
+    scheduler = fake_scheduler(cluster, ledger, slides, out)
     scheduler.run(3)
     done = [o.name for o in ledger.sorted() if o.status == "done"]
     assert done == list("abdefgh")  # c failed (an error in the worker); b finished on its retry

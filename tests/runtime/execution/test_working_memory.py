@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from helpers import REPO, make_colour_model, make_square_slide
+from helpers import REPO, add_to_probability, make_colour_model, make_square_slide
 from tseg.runtime.errors import ContractError, ModelError, SlideTooLargeError
 from tseg.runtime.execution.contract import METADATA_KEY, ModelContract
 from tseg.runtime.execution.working_memory import MAX_MEASURE_PX, measure_cpu, measure_side, recorded_memory
@@ -43,15 +43,9 @@ def make_wide_model(path: Path, tile: int = 512, channels: int = 96) -> Path:
     g = model.graph
     g.initializer.extend([helper.make_tensor("wide_repeats", TensorProto.INT64, [4], [1, 1, 1, channels // 3]),
                           helper.make_tensor("wide_zero", TensorProto.FLOAT, [], [0.0])])
-    producer = next(n for n in g.node if "prob" in n.output)
-    producer.output[0] = "prob_narrow"
-    nodes = [helper.make_node("Tile", ["xf", "wide_repeats"], ["wide"]),
-             helper.make_node("ReduceMin", ["wide"], ["wide_min"], axes=[3], keepdims=1),  # opset 17
-             helper.make_node("Mul", ["wide_min", "wide_zero"], ["wide_nothing"]),
-             helper.make_node("Add", ["prob_narrow", "wide_nothing"], ["prob"])]
-    index = list(g.node).index(producer) + 1
-    for k, node in enumerate(nodes):
-        g.node.insert(index + k, node)
+    add_to_probability(model, [helper.make_node("Tile", ["xf", "wide_repeats"], ["wide"]),
+                               helper.make_node("ReduceMin", ["wide"], ["wide_min"], axes=[3], keepdims=1),  # opset 17
+                               helper.make_node("Mul", ["wide_min", "wide_zero"], ["wide_nothing"])], "wide_nothing")
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
