@@ -196,7 +196,8 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike
                       measure_memory: bool = True) -> ExportReport:
     """Export a tseg checkpoint (see :mod:`tseg.training.checkpoint`) to ONNX, with parity checks;
     ``measure_memory``: measure the written model's CPU memory and record it in its contract
-    (:mod:`tseg.export.working_memory`; one tile of at most 2048 px in a fresh process)."""
+    (:mod:`tseg.export.working_memory`: a tile of at most 2048 px and one of half that side, each
+    in a fresh process)."""
     from tseg.training.checkpoint import load_checkpoint
 
     t0 = time.perf_counter()

@@ -5,7 +5,8 @@ file that carries a contract written by hand::
 
     python -m tseg.export.working_memory MODEL.onnx [--side PX] [--out OUT.onnx]
 
-measures it (:func:`tseg.runtime.execution.working_memory.measure_cpu`: a fresh process, one tile)
+measures it (:func:`tseg.runtime.execution.working_memory.measure_cpu`: two tiles, each in a
+fresh process)
 and rewrites the file with the entry added (to a temporary name, then renamed: the model is never
 half-written). Only the ``tseg`` metadata changes: the graph and its weights stay as they were.
 A model without a contract is refused: it runs with the paper's values, and its memory is assumed
