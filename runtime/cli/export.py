@@ -24,7 +24,8 @@ def export(
     parity: bool = typer.Option(True, "--parity/--no-parity", help="Check the graph against PyTorch (recommended)."),
     measure_memory: bool = typer.Option(
         True, "--measure-memory/--no-measure-memory",
-        help="Measure the model's memory on the CPU (one tile of at most 2048 px, in a fresh process) and record it "
+        help="Measure the model's memory on the CPU (a tile of at most 2048 px and one of half that side, each in a "
+             "fresh process) and record it "
              "in its contract, for the memory check that refuses slides too large for the machine; without it, "
              "the model is counted as heavy as the paper's network."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True),
